@@ -1,0 +1,1 @@
+"""The post_labeling Lambda (lambda_handler in handler.py)."""

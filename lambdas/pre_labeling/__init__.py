@@ -1,0 +1,1 @@
+"""The pre_labeling Lambda (lambda_handler in handler.py)."""

@@ -1,0 +1,1 @@
+"""The retrain_trigger Lambda (lambda_handler in handler.py)."""

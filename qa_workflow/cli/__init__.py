@@ -1,0 +1,91 @@
+"""The `segqa` command line (ARCHITECTURE §13).
+
+Each command group lives in its own module and registers itself on the app; commands are thin: they parse
+options, call a library function, and print. Heavy libraries (mxnet, pandas, boto3) are imported inside the
+commands so that `segqa --help` stays fast.
+
+User mistakes raise `SegqaError` and are printed as one line with a non-zero exit; `--debug` shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from qa_workflow import __version__
+from qa_workflow.cli import analyze, data, loop, model, qa, review, store
+from qa_workflow.contract import SegqaError
+
+app = typer.Typer(
+    name="segqa",
+    help="Label QA and active learning around a brain-tissue MRI segmenter (U-Net / ENet, MXNet).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"segqa {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+for _module in (data, model, qa, review, store, analyze, loop):
+    _module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: runs the app, turning user errors into one line on stderr."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, prog_name="segqa", standalone_mode=False)
+    except SegqaError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except NotBuilt as exc:
+        typer.echo(f"segqa: {exc}", err=True)
+        return 3
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    except Exception as exc:  # click usage errors carry their own formatting
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        raise
+    return 0
+
+
+from qa_workflow.cli._common import NotBuilt  # noqa: E402  (re-exported for main)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""The shared contract of segqa: one definition of every name that several parts agree on.
+
+Standard library only. `make lambdas` copies this module into each Lambda zip, the SageMaker source bundle
+carries it next to `training/`, and everything else imports it from here. See ARCHITECTURE.md §3, §6-§9.
+
+What lives here:
+- tissue classes (ids, names, overlay colours);
+- review item ids ``<subject>/<slice:03d>/<class_name>`` and their parsing;
+- the reviewer decision schema (decisions, reject reasons) and its validation;
+- the batch (Ground Truth data object) schema and its validation;
+- the review-record CSV columns (store export / analysis input);
+- the thresholds.json schema name;
+- the user-facing error type `SegqaError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+__all__ = [
+    "SegqaError", "ContractError", "TissueClass", "TISSUE_CLASSES", "CLASS_BY_NAME", "CLASS_BY_ID",
+    "REVIEW_CLASSES", "NUM_CLASSES", "IGNORE_LABEL", "BACKGROUND", "CSF", "GRAY_MATTER", "WHITE_MATTER",
+    "tissue_class", "format_item_id", "parse_item_id", "ItemId", "format_slice_id",
+    "DECISIONS", "ACCEPT", "REJECT", "SPLIT", "REJECT_REASONS", "Decision", "parse_decisions",
+    "BATCH_FIELDS", "BATCH_ITEM_FIELDS", "validate_batch", "DEFAULT_BATCH_SIZE",
+    "REVIEW_RECORD_REQUIRED", "REVIEW_RECORD_OPTIONAL", "REVIEW_RECORD_COLUMNS",
+    "THRESHOLDS_SCHEMA", "ASSIGNMENTS", "CONFIDENCE_MEASURES", "DEFAULT_CONFIDENCE_MEASURE",
+    "DEFAULT_MIN_PIXELS", "IMAGE_HEIGHT", "IMAGE_WIDTH",
+]
+
+
+class SegqaError(Exception):
+    """A mistake the user can fix (bad input file, wrong option). The CLI prints it as one line, no traceback.
+
+    The message names the file, row or field and what was expected.
+    """
+
+
+class ContractError(SegqaError, ValueError):
+    """Data that breaks one of the shared contracts below (item id, batch, decisions, ...)."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Tissue classes (ARCHITECTURE §3)
+
+@dataclass(frozen=True)
+class TissueClass:
+    id: int
+    name: str
+    color: str | None  # overlay colour as #rrggbb; None for background
+    label: str  # human-readable name for reports and the review template
+
+    @property
+    def rgb(self) -> tuple[int, int, int] | None:
+        if self.color is None:
+            return None
+        return tuple(int(self.color[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+
+
+BACKGROUND = TissueClass(0, "background", None, "Background")
+CSF = TissueClass(1, "csf", "#1f77b4", "Cerebrospinal fluid")
+GRAY_MATTER = TissueClass(2, "gray_matter", "#2ca02c", "Gray matter")
+WHITE_MATTER = TissueClass(3, "white_matter", "#ffbf00", "White matter")
+
+TISSUE_CLASSES: tuple[TissueClass, ...] = (BACKGROUND, CSF, GRAY_MATTER, WHITE_MATTER)
+NUM_CLASSES = len(TISSUE_CLASSES)
+#: Review units are the tissue classes, never background.
+REVIEW_CLASSES: tuple[TissueClass, ...] = TISSUE_CLASSES[1:]
+CLASS_BY_NAME: dict[str, TissueClass] = {c.name: c for c in TISSUE_CLASSES}
+CLASS_BY_ID: dict[int, TissueClass] = {c.id: c for c in TISSUE_CLASSES}
+#: Label value for pixels that contribute nothing to the loss (rejected / unreviewed regions in retraining).
+IGNORE_LABEL = 255
+
+#: Slice geometry of the on-disk dataset (H x W), ARCHITECTURE §4.
+IMAGE_HEIGHT = 176
+IMAGE_WIDTH = 208
+
+
+def tissue_class(key: int | str) -> TissueClass:
+    """Look a tissue class up by id or name; raises ContractError naming the valid choices."""
+    if isinstance(key, str) and key.isdigit():
+        key = int(key)
+    table: Mapping[Any, TissueClass] = CLASS_BY_ID if isinstance(key, int) else CLASS_BY_NAME
+    try:
+        return table[key]
+    except KeyError:
+        valid = ", ".join(f"{c.id}={c.name}" for c in TISSUE_CLASSES)
+        raise ContractError(f"unknown tissue class {key!r}; expected one of {valid}") from None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Item ids (ARCHITECTURE §6): <subject>/<slice:03d>/<class_name>
+
+_SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ITEM_RE = re.compile(r"^(?P<subject>[^/]+)/(?P<slice>\d{3,4})/(?P<cls>[a-z_]+)$")
+
+
+@dataclass(frozen=True, order=True)
+class ItemId:
+    subject: str
+    slice_index: int
+    class_name: str
+
+    def __str__(self) -> str:
+        return format_item_id(self.subject, self.slice_index, self.class_name)
+
+    @property
+    def slice_id(self) -> str:
+        return format_slice_id(self.subject, self.slice_index)
+
+
+def _check_subject(subject: str) -> str:
+    if not isinstance(subject, str) or not _SUBJECT_RE.match(subject):
+        raise ContractError(
+            f"invalid subject id {subject!r}: expected 1-64 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit")
+    return subject
+
+
+def format_slice_id(subject: str, slice_index: int) -> str:
+    """``sub-007/045``: the slice part of an item id."""
+    _check_subject(subject)
+    if not isinstance(slice_index, int) or isinstance(slice_index, bool) or not 0 <= slice_index <= 9999:
+        raise ContractError(f"invalid slice index {slice_index!r}: expected an integer 0..9999")
+    return f"{subject}/{slice_index:03d}"
+
+
+def format_item_id(subject: str, slice_index: int, class_name: str) -> str:
+    """``format_item_id('sub-007', 45, 'gray_matter') == 'sub-007/045/gray_matter'``."""
+    cls = tissue_class(class_name)
+    if cls is BACKGROUND:
+        raise ContractError("background is not a review unit; item ids name csf, gray_matter or white_matter")
+    return f"{format_slice_id(subject, slice_index)}/{cls.name}"
+
+
+def parse_item_id(item_id: str) -> ItemId:
+    """Inverse of `format_item_id`; raises ContractError on anything else."""
+    m = _ITEM_RE.match(item_id) if isinstance(item_id, str) else None
+    if not m:
+        raise ContractError(f"invalid item id {item_id!r}: expected <subject>/<slice:03d>/<class_name>, "
+                            "e.g. sub-007/045/gray_matter")
+    subject, slice_index, cls = m["subject"], int(m["slice"]), m["cls"]
+    canonical = format_item_id(subject, slice_index, cls)  # validates subject and class
+    if canonical != item_id:
+        raise ContractError(f"invalid item id {item_id!r}: not in canonical form (expected {canonical!r})")
+    return ItemId(subject, slice_index, cls)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reviewer decisions (ARCHITECTURE §7)
+
+ACCEPT = "accept"
+REJECT = "reject"
+#: Consolidated outcome when reviewers of one item disagree.
+SPLIT = "split"
+DECISIONS = (ACCEPT, REJECT)
+REJECT_REASONS: dict[str, str] = {
+    "under_segmented": "Under-segmented: the mask misses tissue of this class",
+    "over_segmented": "Over-segmented: the mask covers tissue that is not this class",
+    "wrong_tissue": "Wrong tissue: the mask follows another tissue class",
+    "image_artifact": "Image artifact: the slice itself is unusable (motion, noise, cut-off)",
+    "other": "Other (say what in the comment)",
+}
+MAX_COMMENT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Decision:
+    item_id: str
+    decision: str  # "accept" | "reject"
+    reason: str | None = None
+    comment: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"item_id": self.item_id, "decision": self.decision}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.comment:
+            out["comment"] = self.comment
+        return out
+
+
+def _decision_from(obj: Any, where: str) -> Decision:
+    if not isinstance(obj, Mapping):
+        raise ContractError(f"{where}: expected an object with item_id and decision, got {type(obj).__name__}")
+    item_id = obj.get("item_id")
+    parse_item_id(item_id)  # type: ignore[arg-type]
+    decision = obj.get("decision")
+    if decision not in DECISIONS:
+        raise ContractError(f"{where} ({item_id}): decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
+    reason = obj.get("reason") or None
+    if reason is not None and reason not in REJECT_REASONS:
+        raise ContractError(f"{where} ({item_id}): reason must be one of {', '.join(REJECT_REASONS)}, got {reason!r}")
+    if reason is not None and decision == ACCEPT:
+        reason = None  # a reason only qualifies a rejection; a stale one from a changed mind is dropped
+    comment = obj.get("comment") or None
+    if comment is not None:
+        if not isinstance(comment, str):
+            raise ContractError(f"{where} ({item_id}): comment must be text")
+        comment = comment[:MAX_COMMENT_CHARS]
+    return Decision(item_id, decision, reason, comment)
+
+
+def parse_decisions(raw: str | list[Any]) -> list[Decision]:
+    """Parse the template's ``decisions`` field (a JSON array, usually as a string) into Decisions.
+
+    Matching to a batch's items is by ``item_id`` only. Raises ContractError on malformed JSON, a malformed
+    entry, or an item id given twice.
+    """
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"decisions: not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(raw, list):
+        raise ContractError(f"decisions: expected a JSON array, got {type(raw).__name__}")
+    out: list[Decision] = []
+    seen: set[str] = set()
+    for i, obj in enumerate(raw):
+        d = _decision_from(obj, f"decisions[{i}]")
+        if d.item_id in seen:
+            raise ContractError(f"decisions[{i}]: item {d.item_id} decided twice")
+        seen.add(d.item_id)
+        out.append(d)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# Batches (ARCHITECTURE §6): the object a manifest line points to
+
+DEFAULT_BATCH_SIZE = 25
+MAX_BATCH_SIZE = 200
+BATCH_FIELDS = ("batch_id", "round", "model_version", "class_id", "class_name", "color", "items")
+BATCH_ITEM_FIELDS = ("item_id", "slice_id", "class_name", "confidence", "overlay_uri", "image_uri", "mask_uri")
+
+
+def validate_batch(batch: Any, where: str = "batch") -> dict[str, Any]:
+    """Check a batch object against the contract and return it unchanged; raise ContractError otherwise.
+
+    Every item must belong to the batch's class, ids must be unique and canonical, confidence in [0, 1].
+    """
+    if not isinstance(batch, Mapping):
+        raise ContractError(f"{where}: expected a JSON object, got {type(batch).__name__}")
+    missing = [f for f in BATCH_FIELDS if f not in batch]
+    if missing:
+        raise ContractError(f"{where}: missing field(s) {', '.join(missing)}")
+    cls = tissue_class(batch["class_name"])
+    if cls is BACKGROUND:
+        raise ContractError(f"{where}: class_name background is not a review unit")
+    if batch["class_id"] != cls.id:
+        raise ContractError(f"{where}: class_id {batch['class_id']!r} does not match class_name {cls.name} ({cls.id})")
+    if not isinstance(batch["batch_id"], str) or not batch["batch_id"]:
+        raise ContractError(f"{where}: batch_id must be a non-empty string")
+    items = batch["items"]
+    if not isinstance(items, list) or not items:
+        raise ContractError(f"{where}: items must be a non-empty list")
+    if len(items) > MAX_BATCH_SIZE:
+        raise ContractError(f"{where}: {len(items)} items; at most {MAX_BATCH_SIZE} per batch")
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        at = f"{where}.items[{i}]"
+        if not isinstance(item, Mapping):
+            raise ContractError(f"{at}: expected an object")
+        missing = [f for f in BATCH_ITEM_FIELDS if f not in item]
+        if missing:
+            raise ContractError(f"{at}: missing field(s) {', '.join(missing)}")
+        iid = parse_item_id(item["item_id"])
+        if iid.class_name != cls.name or item["class_name"] != cls.name:
+            raise ContractError(f"{at}: item {item['item_id']} is not of the batch's class {cls.name}")
+        if item["slice_id"] != iid.slice_id:
+            raise ContractError(f"{at}: slice_id {item['slice_id']!r} does not match item id (expected {iid.slice_id!r})")
+        if item["item_id"] in seen:
+            raise ContractError(f"{at}: duplicate item {item['item_id']}")
+        seen.add(item["item_id"])
+        conf = item["confidence"]
+        if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= conf <= 1.0:
+            raise ContractError(f"{at}: confidence must be a number in [0, 1], got {conf!r}")
+        for f in ("overlay_uri", "image_uri", "mask_uri"):
+            if not isinstance(item[f], str) or not item[f]:
+                raise ContractError(f"{at}: {f} must be a non-empty URI string")
+    return dict(batch)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Review records (ARCHITECTURE §9): store export == analysis input
+
+REVIEW_RECORD_REQUIRED = ("item_id", "class_name", "confidence", "confirm_count", "disconfirm_count")
+REVIEW_RECORD_OPTIONAL = ("round", "model_version", "subject", "slice_id")
+REVIEW_RECORD_COLUMNS = REVIEW_RECORD_REQUIRED + REVIEW_RECORD_OPTIONAL
+
+# --------------------------------------------------------------------------------------------------------
+# Scoring, selection and thresholds (ARCHITECTURE §5, §9)
+
+CONFIDENCE_MEASURES = ("soft_dice", "mean_prob", "entropy", "mutual_info")
+DEFAULT_CONFIDENCE_MEASURE = "soft_dice"
+DEFAULT_MIN_PIXELS = 30
+ASSIGNMENTS = ("auto_accept", "review", "audit", "random_arm", "skip")
+THRESHOLDS_SCHEMA = "segqa.thresholds/1"
+
+
+def require_fields(obj: Mapping[str, Any], fields: Iterable[str], where: str) -> None:
+    """Raise ContractError naming every missing field of ``obj``."""
+    missing = [f for f in fields if f not in obj]
+    if missing:
+        raise ContractError(f"{where}: missing field(s) {', '.join(missing)}")

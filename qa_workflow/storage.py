@@ -1,0 +1,184 @@
+"""Read and write bytes and JSON at ``s3://bucket/key``, ``file:///path`` and plain local paths.
+
+One small layer used by the CLI, the portal and (copied into their zips) the Lambdas. Standard library plus
+boto3, imported only when an ``s3://`` URI is touched.
+
+Local writes are atomic: the data goes to a temporary file in the same folder, is flushed and fsync'ed, then
+renamed over the target, so a crash leaves either the old file or the new one, never half of one.
+S3 PUTs are atomic by nature.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import unquote, urlparse
+
+from qa_workflow.contract import SegqaError
+
+__all__ = [
+    "is_s3", "split_s3", "local_path", "read_bytes", "write_bytes", "read_text", "write_text", "read_json",
+    "write_json", "exists", "join", "list_uris", "atomic_write_bytes", "set_s3_client",
+]
+
+_s3_client = None
+
+
+def set_s3_client(client: Any) -> None:
+    """Use this boto3 S3 client for every s3:// call (tests, custom endpoints); None resets to the default."""
+    global _s3_client
+    _s3_client = client
+
+
+def _s3():
+    global _s3_client
+    if _s3_client is None:
+        import boto3  # lazy: local-only use never needs AWS
+
+        _s3_client = boto3.client("s3")
+    return _s3_client
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b.json`` -> ``("bucket", "a/b.json")``."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise SegqaError(f"invalid S3 URI {uri!r}: expected s3://bucket/key")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def local_path(uri: str | os.PathLike[str]) -> Path:
+    """The local path for a plain path or a ``file://`` URI; raises for other schemes."""
+    s = os.fspath(uri)
+    if s.startswith("file://"):
+        parsed = urlparse(s)
+        if parsed.netloc not in ("", "localhost"):
+            raise SegqaError(f"invalid file URI {s!r}: only local files (file:///path) are supported")
+        return Path(unquote(parsed.path))
+    if "://" in s:
+        raise SegqaError(f"unsupported URI scheme in {s!r}: expected s3://, file:// or a local path")
+    return Path(s)
+
+
+def join(base: str | os.PathLike[str], *parts: str) -> str:
+    """Join path parts onto a base URI or path, keeping its scheme."""
+    b = os.fspath(base)
+    if is_s3(b) or b.startswith("file://"):
+        return "/".join([b.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(b, *parts))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and an atomic rename (creates parent folders)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_bytes(uri: str | os.PathLike[str]) -> bytes:
+    s = os.fspath(uri)
+    if is_s3(s):
+        bucket, key = split_s3(s)
+        client = _s3()
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            raise SegqaError(f"{s}: no such object") from None
+    path = local_path(s)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise SegqaError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SegqaError(f"{path}: is a folder, expected a file") from None
+
+
+def write_bytes(uri: str | os.PathLike[str], data: bytes, content_type: str | None = None) -> str:
+    """Write bytes; returns the URI written."""
+    s = os.fspath(uri)
+    if is_s3(s):
+        bucket, key = split_s3(s)
+        extra = {"ContentType": content_type} if content_type else {}
+        _s3().put_object(Bucket=bucket, Key=key, Body=data, **extra)
+        return s
+    atomic_write_bytes(local_path(s), data)
+    return s
+
+
+def read_text(uri: str | os.PathLike[str]) -> str:
+    data = read_bytes(uri)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SegqaError(f"{os.fspath(uri)}: not UTF-8 text") from None
+
+
+def write_text(uri: str | os.PathLike[str], text: str, content_type: str = "text/plain; charset=utf-8") -> str:
+    return write_bytes(uri, text.encode("utf-8"), content_type)
+
+
+def read_json(uri: str | os.PathLike[str]) -> Any:
+    text = read_text(uri)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SegqaError(f"{os.fspath(uri)}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
+
+
+def write_json(uri: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> str:
+    text = json.dumps(obj, indent=indent, sort_keys=False, ensure_ascii=False)
+    return write_bytes(uri, (text + "\n").encode("utf-8"), "application/json")
+
+
+def exists(uri: str | os.PathLike[str]) -> bool:
+    s = os.fspath(uri)
+    if is_s3(s):
+        bucket, key = split_s3(s)
+        client = _s3()
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+            return True
+        except client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+    return local_path(s).exists()
+
+
+def list_uris(prefix: str | os.PathLike[str]) -> Iterator[str]:
+    """Every object / file under a prefix or folder, as URIs of the same kind, sorted."""
+    s = os.fspath(prefix)
+    if is_s3(s):
+        bucket, key = split_s3(s)
+        paginator = _s3().get_paginator("list_objects_v2")
+        keys = []
+        for page in paginator.paginate(Bucket=bucket, Prefix=key):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        for k in sorted(keys):
+            yield f"s3://{bucket}/{k}"
+        return
+    root = local_path(s)
+    if not root.exists():
+        return
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            yield str(p)

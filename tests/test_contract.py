@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from qa_workflow import contract as c
+
+
+def test_tissue_classes_match_architecture():
+    assert [(t.id, t.name, t.color) for t in c.TISSUE_CLASSES] == [
+        (0, "background", None), (1, "csf", "#1f77b4"), (2, "gray_matter", "#2ca02c"), (3, "white_matter", "#ffbf00")]
+    assert [t.name for t in c.REVIEW_CLASSES] == ["csf", "gray_matter", "white_matter"]
+    assert c.tissue_class("2") is c.GRAY_MATTER and c.tissue_class(3) is c.WHITE_MATTER
+    assert c.WHITE_MATTER.rgb == (255, 191, 0)
+    with pytest.raises(c.ContractError, match="unknown tissue class"):
+        c.tissue_class("bone")
+
+
+@pytest.mark.parametrize("subject,idx,cls", [("sub-007", 45, "gray_matter"), ("OAS1_0001_MR1", 0, "csf"),
+                                             ("s.1", 1234, "white_matter")])
+def test_item_id_round_trip(subject, idx, cls):
+    iid = c.format_item_id(subject, idx, cls)
+    parsed = c.parse_item_id(iid)
+    assert (parsed.subject, parsed.slice_index, parsed.class_name) == (subject, idx, cls)
+    assert str(parsed) == iid
+    assert c.format_item_id("sub-007", 45, "gray_matter") == "sub-007/045/gray_matter"
+
+
+@pytest.mark.parametrize("bad", ["sub-007/45/gray_matter", "sub-007/045/bone", "sub-007/045/background",
+                                 "../etc/045/csf", "sub-007/045", "", "sub 7/045/csf", "sub-007/0045/csf"])
+def test_item_id_rejects_malformed(bad):
+    with pytest.raises(c.ContractError):
+        c.parse_item_id(bad)
+
+
+def test_parse_decisions_by_id_and_validation():
+    raw = json.dumps([{"item_id": "s1/002/csf", "decision": "reject", "reason": "under_segmented", "comment": "<b>x"},
+                      {"decision": "accept", "item_id": "s1/001/csf", "reason": "other"}])
+    ds = {d.item_id: d for d in c.parse_decisions(raw)}
+    assert ds["s1/002/csf"].reason == "under_segmented" and ds["s1/002/csf"].comment == "<b>x"
+    assert ds["s1/001/csf"].decision == "accept" and ds["s1/001/csf"].reason is None
+    with pytest.raises(c.ContractError, match="decided twice"):
+        c.parse_decisions([{"item_id": "s1/001/csf", "decision": "accept"}] * 2)
+    with pytest.raises(c.ContractError, match="decision must be"):
+        c.parse_decisions([{"item_id": "s1/001/csf", "decision": "maybe"}])
+    with pytest.raises(c.ContractError, match="not valid JSON"):
+        c.parse_decisions("[{")
+
+
+def _batch(n=3):
+    items = [{"item_id": f"sub-1/{i:03d}/csf", "slice_id": f"sub-1/{i:03d}", "class_name": "csf", "confidence": 0.5,
+              "overlay_uri": "o.png", "image_uri": "i.png", "mask_uri": "m.png"} for i in range(n)]
+    return {"batch_id": "r1-csf-000", "round": 1, "model_version": "m1", "class_id": 1, "class_name": "csf",
+            "color": "#1f77b4", "items": items}
+
+
+def test_validate_batch_accepts_contract_and_names_the_fault():
+    assert c.validate_batch(_batch())["batch_id"] == "r1-csf-000"
+    b = _batch()
+    b["items"][1]["confidence"] = 1.5
+    with pytest.raises(c.ContractError, match=r"items\[1\]: confidence"):
+        c.validate_batch(b)
+    b = _batch()
+    b["items"][2]["item_id"] = "sub-1/002/gray_matter"
+    with pytest.raises(c.ContractError, match="not of the batch's class"):
+        c.validate_batch(b)
+    b = _batch()
+    del b["model_version"]
+    with pytest.raises(c.ContractError, match="missing field"):
+        c.validate_batch(b)

@@ -1,0 +1,246 @@
+"""The on-disk dataset format (ARCHITECTURE §4), read and written in one place.
+
+A dataset is a folder::
+
+    DIR/index.csv        subject,slice,image,mask,split  (paths relative to DIR)
+    DIR/dataset.json     provenance: source, pixel spacing (mm), seed, counts, created_at
+    DIR/images/<subject>/<slice:03d>.png   8-bit grayscale, 176 x 208 (H x W)
+    DIR/masks/<subject>/<slice:03d>.png    uint8 labels 0..3 (contract.TISSUE_CLASSES)
+
+Splits are by subject (`train`, `pool`, `val`, `test`), never by slice. `DatasetWriter` builds the folder
+under a temporary name next to the target and renames it at the end, so a failed import leaves nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from qa_workflow.contract import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, SegqaError
+
+INDEX_COLUMNS = ("subject", "slice", "image", "mask", "split")
+SPLITS = ("train", "pool", "val", "test")
+INDEX_FILE = "index.csv"
+META_FILE = "dataset.json"
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    subject: str
+    slice: int
+    image: str  # relative to the dataset folder
+    mask: str
+    split: str
+
+    @property
+    def slice_id(self) -> str:
+        return f"{self.subject}/{self.slice:03d}"
+
+
+def read_index(root: str | os.PathLike[str], splits: Sequence[str] | None = None) -> list[SliceRecord]:
+    """Read ``root/index.csv``; optionally keep only ``splits``. Raises SegqaError naming the row on bad input."""
+    root = Path(root)
+    path = root / INDEX_FILE
+    if not path.is_file():
+        raise SegqaError(f"{root}: not a segqa dataset (no {INDEX_FILE}); build one with 'segqa data synth' or "
+                         "'segqa data import'")
+    if splits is not None:
+        unknown = set(splits) - set(SPLITS)
+        if unknown:
+            raise SegqaError(f"unknown split(s) {', '.join(sorted(unknown))}; expected {', '.join(SPLITS)}")
+    records: list[SliceRecord] = []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in INDEX_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SegqaError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(INDEX_COLUMNS)}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                rec = SliceRecord(row["subject"], int(row["slice"]), row["image"], row["mask"], row["split"])
+            except (TypeError, ValueError):
+                raise SegqaError(f"{path}, line {line}: slice must be an integer, got {row['slice']!r}") from None
+            if rec.split not in SPLITS:
+                raise SegqaError(f"{path}, line {line}: split {rec.split!r} is not one of {', '.join(SPLITS)}")
+            if splits is None or rec.split in splits:
+                records.append(rec)
+    return records
+
+
+def read_meta(root: str | os.PathLike[str]) -> dict:
+    """``dataset.json`` (empty dict when absent: hand-made datasets may not have one)."""
+    path = Path(root) / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SegqaError(f"{path}: not valid JSON ({exc.msg})") from None
+
+
+def pixel_spacing_mm(root: str | os.PathLike[str]) -> tuple[float, float]:
+    """In-plane pixel spacing (row, col) in mm; 1 mm when the dataset does not say."""
+    spacing = read_meta(root).get("pixel_spacing_mm", [1.0, 1.0])
+    return float(spacing[0]), float(spacing[1])
+
+
+def load_png(path: str | os.PathLike[str], kind: str = "image") -> np.ndarray:
+    """Load one 8-bit PNG as (H, W) uint8; ``kind`` ("image"/"mask") only shapes the error message."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P", "I;16", "I"):
+                im = im.convert("L")
+            arr = np.asarray(im)
+    except FileNotFoundError:
+        raise SegqaError(f"{path}: {kind} file missing") from None
+    except OSError as exc:
+        raise SegqaError(f"{path}: unreadable {kind} PNG ({exc})") from None
+    if arr.ndim != 2:
+        raise SegqaError(f"{path}: expected a single-channel {kind}, got shape {arr.shape}")
+    return arr.astype(np.uint8, copy=False)
+
+
+def load_slices(root: str | os.PathLike[str], records: Sequence[SliceRecord], masks: bool = True
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Stack the records' images (N, H, W) uint8 and, if asked, masks (N, H, W) uint8 with values 0..3."""
+    root = Path(root)
+    if not records:
+        return np.zeros((0, IMAGE_HEIGHT, IMAGE_WIDTH), np.uint8), (
+            np.zeros((0, IMAGE_HEIGHT, IMAGE_WIDTH), np.uint8) if masks else None)
+    images = np.stack([load_png(root / r.image, "image") for r in records])
+    if not masks:
+        return images, None
+    labels = np.stack([load_png(root / r.mask, "mask") for r in records])
+    bad = labels >= NUM_CLASSES
+    if bad.any():
+        i = int(np.argwhere(bad.reshape(len(records), -1).any(1))[0, 0])
+        raise SegqaError(f"{root / records[i].mask}: mask values must be 0..{NUM_CLASSES - 1}, "
+                         f"found {int(labels[i].max())}")
+    return images, labels
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="L").save(path, optimize=False)
+
+
+class DatasetWriter:
+    """Build a dataset under a temporary folder and move it into place on `commit()`.
+
+    Usage::
+
+        with DatasetWriter(out, source="atlas-cohort", seed=11) as w:
+            w.add("sub-001", 12, image, mask, "train")
+        # committed here if no exception; removed otherwise
+    """
+
+    def __init__(self, out: str | os.PathLike[str], overwrite: bool = False, **meta) -> None:
+        self.out = Path(out)
+        if self.out.exists() and not overwrite and any(self.out.iterdir()):
+            raise SegqaError(f"{self.out}: exists and is not empty; choose another --out or pass --overwrite")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent))
+        self.meta = dict(meta)
+        self.records: list[SliceRecord] = []
+        self._done = False
+
+    def add(self, subject: str, slice_index: int, image: np.ndarray, mask: np.ndarray, split: str) -> SliceRecord:
+        if split not in SPLITS:
+            raise SegqaError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+        if image.shape != (IMAGE_HEIGHT, IMAGE_WIDTH) or mask.shape != image.shape:
+            raise SegqaError(f"{subject}/{slice_index:03d}: expected image and mask of {IMAGE_HEIGHT}x{IMAGE_WIDTH}, "
+                             f"got {image.shape} and {mask.shape}")
+        if image.dtype != np.uint8:
+            raise SegqaError(f"{subject}/{slice_index:03d}: image must be uint8, got {image.dtype}")
+        if mask.size and int(mask.max()) >= NUM_CLASSES:
+            raise SegqaError(f"{subject}/{slice_index:03d}: mask values must be 0..{NUM_CLASSES - 1}, found {int(mask.max())}")
+        rel_img = f"images/{subject}/{slice_index:03d}.png"
+        rel_mask = f"masks/{subject}/{slice_index:03d}.png"
+        save_png(self.tmp / rel_img, image)
+        save_png(self.tmp / rel_mask, mask.astype(np.uint8))
+        rec = SliceRecord(subject, int(slice_index), rel_img, rel_mask, split)
+        self.records.append(rec)
+        return rec
+
+    def commit(self) -> Path:
+        if not self.records:
+            raise SegqaError(f"{self.out}: no slices were produced; nothing written")
+        self.records.sort(key=lambda r: (r.subject, r.slice))
+        write_index(self.tmp, self.records)
+        counts = {s: sum(1 for r in self.records if r.split == s) for s in SPLITS}
+        subjects = {s: sorted({r.subject for r in self.records if r.split == s}) for s in SPLITS}
+        meta = {"format": "segqa.dataset/1", "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "image_shape": [IMAGE_HEIGHT, IMAGE_WIDTH], "pixel_spacing_mm": [1.0, 1.0],
+                **self.meta, "slices": counts, "subjects": subjects}
+        (self.tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if self.out.exists():
+            backup = self.out.with_name(f".{self.out.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(self.out, backup)
+            os.replace(self.tmp, self.out)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.out)
+        self._done = True
+        return self.out
+
+    def abort(self) -> None:
+        if not self._done:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self._done = True
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_index(root: str | os.PathLike[str], records: Iterable[SliceRecord]) -> None:
+    root = Path(root)
+    tmp = root / f".{INDEX_FILE}.tmp"
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS)
+        writer.writeheader()
+        for r in records:
+            writer.writerow(asdict(r))
+    os.replace(tmp, root / INDEX_FILE)
+
+
+def assign_splits(subjects: Sequence[str], seed: int,
+                  fractions: tuple[float, float, float, float] = (0.2, 0.5, 0.1, 0.2)) -> dict[str, str]:
+    """Assign subjects to train/pool/val/test (roughly 20/50/10/20 %), at least one each when N >= 4.
+
+    Deterministic for a given seed and subject list. With N < 4 the order of priority is train, test, pool, val.
+    """
+    subjects = sorted(subjects)
+    n = len(subjects)
+    rng = np.random.default_rng(seed)
+    order = [subjects[i] for i in rng.permutation(n)]
+    if n >= 4:
+        counts = [max(1, int(round(f * n))) for f in fractions]
+        while sum(counts) > n:  # trim the largest (pool first) until it fits
+            counts[int(np.argmax(counts))] -= 1
+        counts[1] += n - sum(counts)  # the rest goes to the pool
+    else:
+        priority = [0, 3, 1, 2][:n]
+        counts = [1 if i in priority else 0 for i in range(4)]
+    out: dict[str, str] = {}
+    start = 0
+    for split, c in zip(SPLITS, counts):
+        for s in order[start:start + c]:
+            out[s] = split
+        start += c
+    return out
