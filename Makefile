@@ -15,7 +15,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "segqa needs Python 3.11 (mxnet 1.9.1 + numpy 1.23.5); set PYTHON=/path/to/python3.11"' \
 		|| { echo "error: Python 3.11 not found (tried $(PYTHON)); install it or run 'make PYTHON=/path/to/python3.11 ...'" >&2; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock 2> >(grep -v 'is ignored: it is neither' >&2)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 

@@ -1,4 +1,4 @@
-"""The loop: retrain, deploy, demo (issue #8)."""
+"""The loop: retrain, demo (issue #8)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,6 @@ def register(app: typer.Typer) -> None:
     def retrain(ctx: typer.Context) -> None:
         """Not built yet (issue #8)."""
         not_built("segqa retrain", 8)
-
-    @app.command("deploy", context_settings=_EXTRA)
-    def deploy(ctx: typer.Context) -> None:
-        """Not built yet (issue #8)."""
-        not_built("segqa deploy", 8)
 
     @app.command("demo", context_settings=_EXTRA)
     def demo(ctx: typer.Context) -> None:
