@@ -5,7 +5,9 @@ A dataset is a folder::
     DIR/index.csv        subject,slice,image,mask,split  (paths relative to DIR)
     DIR/dataset.json     provenance: source, pixel spacing (mm), seed, counts, created_at
     DIR/images/<subject>/<slice:03d>.png   8-bit grayscale, 176 x 208 (H x W)
-    DIR/masks/<subject>/<slice:03d>.png    uint8 labels 0..3 (contract.TISSUE_CLASSES)
+    DIR/masks/<subject>/<slice:03d>.png    uint8 labels 0..3 (contract.TISSUE_CLASSES), or 255
+                                           (contract.IGNORE_LABEL: pixels that carry no label, e.g. regions
+                                           a reviewer rejected in a retraining set)
 
 Splits are by subject (`train`, `pool`, `val`, `test`), never by slice. `DatasetWriter` builds the folder
 under a temporary name next to the target and renames it at the end, so a failed import leaves nothing.
@@ -26,9 +28,11 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from qa_workflow.contract import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, SegqaError
+from qa_workflow.contract import IGNORE_LABEL, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, SegqaError
 
 INDEX_COLUMNS = ("subject", "slice", "image", "mask", "split")
+#: Robust percentiles of a volume's voxels mapped to 0 and 255 when scaling intensities to 8 bit.
+SCALE_PERCENTILES = (0.5, 99.5)
 SPLITS = ("train", "pool", "val", "test")
 INDEX_FILE = "index.csv"
 META_FILE = "dataset.json"
@@ -111,7 +115,10 @@ def load_png(path: str | os.PathLike[str], kind: str = "image") -> np.ndarray:
 
 def load_slices(root: str | os.PathLike[str], records: Sequence[SliceRecord], masks: bool = True
                 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Stack the records' images (N, H, W) uint8 and, if asked, masks (N, H, W) uint8 with values 0..3."""
+    """Stack the records' images (N, H, W) uint8 and, if asked, masks (N, H, W) uint8.
+
+    Mask values are tissue classes 0..3 or IGNORE_LABEL (255); anything else raises SegqaError naming the file.
+    """
     root = Path(root)
     if not records:
         return np.zeros((0, IMAGE_HEIGHT, IMAGE_WIDTH), np.uint8), (
@@ -120,12 +127,40 @@ def load_slices(root: str | os.PathLike[str], records: Sequence[SliceRecord], ma
     if not masks:
         return images, None
     labels = np.stack([load_png(root / r.mask, "mask") for r in records])
-    bad = labels >= NUM_CLASSES
+    bad = invalid_label_mask(labels)
     if bad.any():
         i = int(np.argwhere(bad.reshape(len(records), -1).any(1))[0, 0])
-        raise SegqaError(f"{root / records[i].mask}: mask values must be 0..{NUM_CLASSES - 1}, "
-                         f"found {int(labels[i].max())}")
+        raise SegqaError(f"{root / records[i].mask}: {_bad_label_message(labels[i])}")
     return images, labels
+
+
+def invalid_label_mask(labels: np.ndarray) -> np.ndarray:
+    """Boolean array, True where a label is neither a tissue class (0..3) nor IGNORE_LABEL (255)."""
+    return (labels >= NUM_CLASSES) & (labels != IGNORE_LABEL)
+
+
+def _bad_label_message(labels: np.ndarray) -> str:
+    found = sorted(int(v) for v in np.unique(labels[invalid_label_mask(labels)]))
+    shown = ", ".join(map(str, found[:5])) + (", ..." if len(found) > 5 else "")
+    return f"mask values must be 0..{NUM_CLASSES - 1} (or {IGNORE_LABEL} = ignore), found {shown}"
+
+
+def scale_to_uint8(volume: np.ndarray, percentiles: tuple[float, float] = SCALE_PERCENTILES) -> np.ndarray:
+    """Scale a volume's intensities to 8 bit by robust percentiles over all its voxels.
+
+    volume: any shape, any real dtype. The ``percentiles[0]``-th percentile maps to 0 and the
+    ``percentiles[1]``-th to 255, linearly, clipped outside; one scale per volume (not per slice), so slices of
+    one subject stay comparable. A constant volume maps to all zeros. Returns uint8 of the same shape.
+    """
+    vol = np.asarray(volume, dtype=np.float32)
+    finite = np.isfinite(vol)
+    if not finite.all():
+        vol = np.where(finite, vol, 0.0).astype(np.float32)
+    lo, hi = np.percentile(vol, percentiles)
+    if not hi > lo:
+        return np.zeros(vol.shape, np.uint8)
+    scaled = (vol - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def save_png(path: Path, array: np.ndarray) -> None:
@@ -161,8 +196,8 @@ class DatasetWriter:
                              f"got {image.shape} and {mask.shape}")
         if image.dtype != np.uint8:
             raise SegqaError(f"{subject}/{slice_index:03d}: image must be uint8, got {image.dtype}")
-        if mask.size and int(mask.max()) >= NUM_CLASSES:
-            raise SegqaError(f"{subject}/{slice_index:03d}: mask values must be 0..{NUM_CLASSES - 1}, found {int(mask.max())}")
+        if invalid_label_mask(mask).any():
+            raise SegqaError(f"{subject}/{slice_index:03d}: {_bad_label_message(mask)}")
         rel_img = f"images/{subject}/{slice_index:03d}.png"
         rel_mask = f"masks/{subject}/{slice_index:03d}.png"
         save_png(self.tmp / rel_img, image)

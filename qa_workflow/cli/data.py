@@ -1,29 +1,103 @@
-"""Data: the atlas cohort, importers, previews (issue #2)."""
+"""Data: the atlas cohort, importers, previews (issue #2). Thin commands over training.cohort / importers /
+preview; the libraries never print, progress bars live here."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
 import typer
 
-from qa_workflow.cli._common import not_built
+from qa_workflow.contract import SegqaError
 
-_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+@contextmanager
+def _progress(description: str, total: int | None) -> Iterator:
+    """A rich progress bar; yields ``advance(label)``. Refreshed by hand (no refresh thread: the cohort forks
+    worker processes while it runs)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[last]}"), auto_refresh=False, transient=False) as bar:
+        task = bar.add_task(description, total=total, last="")
+        bar.refresh()
+
+        def advance(label: str = "", total_: int | None = None) -> None:
+            if total_ is not None:
+                bar.update(task, total=total_)
+            bar.update(task, advance=1, last=label)
+            bar.refresh()
+
+        yield advance
+
+
+def _summary(out: Path) -> str:
+    from training.dataset import SPLITS, read_index
+
+    records = read_index(out)
+    subjects = {s: len({r.subject for r in records if r.split == s}) for s in SPLITS}
+    slices = {s: sum(1 for r in records if r.split == s) for s in SPLITS}
+    parts = ", ".join(f"{s} {subjects[s]} ({slices[s]} slices)" for s in SPLITS)
+    return f"wrote {out}: {len({r.subject for r in records})} subjects, {len(records)} slice pairs; {parts}"
 
 
 def register(app: typer.Typer) -> None:
     data_app = typer.Typer(help="Build, import and preview datasets.", no_args_is_help=True)
     app.add_typer(data_app, name="data")
 
-    @data_app.command("synth", context_settings=_EXTRA)
-    def synth_(ctx: typer.Context) -> None:
-        """Not built yet (issue #2)."""
-        not_built("segqa data synth", 2)
+    @data_app.command("synth")
+    def synth_(
+        subjects: int = typer.Option(..., "--subjects", "-n", min=1, help="Number of synthetic subjects."),
+        out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to create."),
+        seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives identical files."),
+        slices: int = typer.Option(88, "--slices", min=1, help="Axial slices per subject (through the brain)."),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                              help="Processes (default: one per core, at most one per subject)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    ) -> None:
+        """Atlas cohort: synthetic T1 subjects with CSF/GM/WM labels from the MNI152 template (offline)."""
+        from training.cohort import CohortParams, build_cohort
 
-    @data_app.command("import", context_settings=_EXTRA)
-    def import_(ctx: typer.Context) -> None:
-        """Not built yet (issue #2)."""
-        not_built("segqa data import", 2)
+        params = CohortParams(n_slices=slices)
+        with _progress("synthesising subjects", subjects) as advance:
+            build_cohort(out, subjects, seed=seed, params=params, workers=workers, overwrite=overwrite,
+                         progress=advance)
+        typer.echo(_summary(out))
 
-    @data_app.command("preview", context_settings=_EXTRA)
-    def preview_(ctx: typer.Context) -> None:
-        """Not built yet (issue #2)."""
-        not_built("segqa data preview", 2)
+    @data_app.command("import")
+    def import_(
+        out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to create."),
+        oasis: Optional[Path] = typer.Option(None, "--oasis", help="Folder with OASIS-1 Analyze volumes "
+                                             "(T88 images *_t88_masked_gfc.img and FSL_SEG *_fseg.img)."),
+        nifti: Optional[Path] = typer.Option(None, "--nifti", help="Folder with NIfTI image + label volumes "
+                                             "(<name>.nii[.gz] and <name>_seg/_label/_mask.nii[.gz])."),
+        png: Optional[Path] = typer.Option(None, "--png", help="Folder of <name>.png + <name>_mask.png."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the subject split assignment."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    ) -> None:
+        """Import real data (OASIS-1 Analyze, NIfTI, or PNG pairs) into the dataset format."""
+        from training import importers
+
+        given = [(name, path) for name, path in (("oasis", oasis), ("nifti", nifti), ("png", png)) if path]
+        if len(given) != 1:
+            raise SegqaError("give exactly one of --oasis DIR, --nifti DIR or --png DIR")
+        kind, src = given[0]
+        func = {"oasis": importers.import_oasis, "nifti": importers.import_nifti, "png": importers.import_png}[kind]
+        with _progress(f"importing {kind}", None) as advance:
+            func(src, out, seed=seed, overwrite=overwrite, progress=advance)
+        typer.echo(_summary(out))
+
+    @data_app.command("preview")
+    def preview_(
+        dataset: Path = typer.Argument(..., help="Dataset folder (with index.csv)."),
+        out: Path = typer.Option(..., "--out", "-o", help="PNG file to write."),
+        subjects: int = typer.Option(4, "--subjects", "-n", min=1, help="How many subjects (rows)."),
+        levels: int = typer.Option(5, "--levels", min=1, help="How many slice levels per subject."),
+        subject: Optional[list[str]] = typer.Option(None, "--subject", help="Show these subjects (repeatable)."),
+    ) -> None:
+        """Contact sheet of slices with coloured mask overlays and a legend."""
+        from training.preview import render_contact_sheet
+
+        path = render_contact_sheet(dataset, out, n_subjects=subjects, n_levels=levels, subjects=subject)
+        typer.echo(f"wrote {path}")
