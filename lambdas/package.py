@@ -1,0 +1,98 @@
+"""Build one deployment zip per Lambda function: ``python -m lambdas.package --out build/lambdas``.
+
+Each ``lambdas/<function>/handler.py`` becomes ``<out>/<function>.zip`` holding ``handler.py`` at the root
+(handler setting ``handler.lambda_handler``) and copies of the shared modules the functions may import
+(`SHARED_MODULES`): the contract, the storage layer, the store and the consolidation logic. Nothing else: the
+functions run on the Python standard library + the boto3 of the Lambda runtime.
+
+Zips are reproducible (fixed timestamps and permissions, sorted entries), so an unchanged function gives a
+byte-identical zip, and written atomically. After writing, each zip is imported in a fresh interpreter that
+sees only the standard library and the zip (``python -I -S``), which catches a handler that imports anything
+the zip does not carry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from qa_workflow.contract import SegqaError
+from qa_workflow.storage import atomic_write_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+LAMBDAS_DIR = ROOT / "lambdas"
+SHARED_MODULES = ("qa_workflow/__init__.py", "qa_workflow/contract.py", "qa_workflow/storage.py",
+                  "qa_workflow/store.py", "qa_workflow/consolidate.py")
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def functions(lambdas_dir: Path = LAMBDAS_DIR) -> list[str]:
+    """Names of the function folders that have a ``handler.py``, sorted."""
+    return sorted(p.parent.name for p in lambdas_dir.glob("*/handler.py"))
+
+
+def build_zip(function: str, root: Path = ROOT) -> bytes:
+    """The zip of one function, as bytes (deterministic)."""
+    handler = root / "lambdas" / function / "handler.py"
+    if not handler.is_file():
+        raise SegqaError(f"{handler}: no such handler")
+    entries = {"handler.py": handler.read_bytes()}
+    for rel in SHARED_MODULES:
+        src = root / rel
+        if not src.is_file():
+            raise SegqaError(f"{src}: shared module missing")
+        entries[rel] = src.read_bytes()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=_EPOCH)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, entries[name])
+    return buf.getvalue()
+
+
+def check_import(zip_path: Path, python: str = sys.executable) -> None:
+    """Import ``handler`` from the zip in a fresh interpreter with only the standard library; raise on failure."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import handler; "
+            "assert callable(handler.lambda_handler)")
+    proc = subprocess.run([python, "-I", "-S", "-c", code, str(zip_path)], capture_output=True, text=True,
+                          timeout=60)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise SegqaError(f"{zip_path}: handler does not import from the zip alone: {last}")
+
+
+def build_all(out: Path, check: bool = True) -> list[Path]:
+    """Write ``<out>/<function>.zip`` for every function; returns the paths."""
+    written = []
+    for fn in functions():
+        path = Path(out) / f"{fn}.zip"
+        atomic_write_bytes(path, build_zip(fn))
+        if check:
+            check_import(path)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lambdas.package", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="build/lambdas", help="output folder (default build/lambdas)")
+    parser.add_argument("--no-check", action="store_true", help="skip the clean-interpreter import check")
+    args = parser.parse_args(argv)
+    try:
+        paths = build_all(Path(args.out), check=not args.no_check)
+    except SegqaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(f"{p}  ({p.stat().st_size:,} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
