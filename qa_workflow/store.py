@@ -66,7 +66,8 @@ from qa_workflow.contract import ACCEPT, DECISIONS, REJECT, REVIEW_RECORD_COLUMN
 
 __all__ = [
     "ItemRecord", "Vote", "ItemState", "VoteResult", "Store", "SqliteStore", "DynamoStore", "open_store",
-    "store_uri_from_env", "clear_store_cache", "create_table", "review_record", "ENV_VAR", "DYNAMO_VOTES_PER_TRANSACTION",
+    "store_uri_from_env", "clear_store_cache", "export_review_records", "review_records_csv",
+    "summarize", "create_table", "review_record", "ENV_VAR", "DYNAMO_VOTES_PER_TRANSACTION",
     "utc_now",
 ]
 
@@ -171,6 +172,65 @@ def review_record(state: ItemState) -> dict[str, Any]:
     return {k: row[k] for k in REVIEW_RECORD_COLUMNS}
 
 
+def export_review_records(store: "Store", *, round: str | int | None = None, class_name: str | None = None
+                          ) -> tuple[list[dict[str, Any]], int]:
+    """Review-record rows (ARCHITECTURE §9), one per ``item_id``, sorted by (round, item_id).
+
+    The analysis needs each item id once; when an item was reviewed in several rounds (a new mask each time)
+    the latest round's row is kept. Returns ``(rows, superseded)`` where ``superseded`` counts the older-round
+    rows left out. ``round`` / ``class_name`` restrict the export.
+    """
+    latest: dict[str, ItemState] = {}
+    superseded = 0
+    for state in store.iter_items(class_name=class_name, round=round):
+        if state.confirm_count + state.disconfirm_count == 0:
+            continue
+        prev = latest.get(state.item.item_id)
+        if prev is not None:
+            superseded += 1
+            if _sort_key_round(prev.item.round) > _sort_key_round(state.item.round):
+                continue
+        latest[state.item.item_id] = state
+    ordered = sorted(latest.values(), key=lambda s: (_sort_key_round(s.item.round), s.item.item_id))
+    return [review_record(s) for s in ordered], superseded
+
+
+def review_records_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The CSV text (header `contract.REVIEW_RECORD_COLUMNS`, ``\n`` line ends) of review-record rows."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(REVIEW_RECORD_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: repr(float(v)) if k == "confidence" else v for k, v in row.items()})
+    return buf.getvalue()
+
+
+def summarize(store: "Store") -> list[dict[str, Any]]:
+    """Counts per (class_name, round): items, votes, confirmations, rejections, and accept/reject/split items."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for state in store.iter_items():
+        key = (state.item.class_name, state.item.round)
+        g = groups.setdefault(key, {"class_name": key[0], "round": key[1], "items": 0, "votes": 0,
+                                    "confirm_votes": 0, "disconfirm_votes": 0, "reviewers": set(),
+                                    ACCEPT: 0, REJECT: 0, SPLIT: 0})
+        g["items"] += 1
+        g["confirm_votes"] += state.confirm_count
+        g["disconfirm_votes"] += state.disconfirm_count
+        g["votes"] += state.confirm_count + state.disconfirm_count
+        g["reviewers"].update(state.reviewers)
+        if state.outcome:
+            g[state.outcome] += 1
+    out = []
+    for key in sorted(groups, key=lambda k: (k[0], _sort_key_round(k[1]))):
+        g = groups[key]
+        g["reviewers"] = len(g["reviewers"])
+        out.append(g)
+    return out
+
+
 class Store(Protocol):
     """The one interface both engines implement."""
 
@@ -249,8 +309,9 @@ _ITEM_COLS = ("round", "item_id", "class_name", "confidence", "model_version", "
 class SqliteStore:
     """`Store` on an SQLite file (WAL). Safe for many threads (one connection each) and processes."""
 
-    def __init__(self, path: str, uri: str | None = None, timeout_s: float = 60.0) -> None:
+    def __init__(self, path: str, uri: str | None = None, timeout_s: float = 60.0, create: bool = True) -> None:
         self.path = path
+        self.create = create
         self.uri = uri or f"sqlite:///{path}"
         self.timeout_s = timeout_s
         self._local = threading.local()
@@ -262,6 +323,8 @@ class SqliteStore:
             parent = os.path.dirname(os.path.abspath(self.path))
             if not os.path.isdir(parent):
                 raise SegqaError(f"{self.uri}: folder {parent} does not exist")
+            if not self.create and not os.path.isfile(self.path):
+                raise SegqaError(f"{self.uri}: no such store ({self.path} does not exist)")
             try:
                 conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None,
                                        check_same_thread=False)
@@ -536,9 +599,14 @@ class DynamoStore:
     # -- reads -------------------------------------------------------------------------------------------
 
     def _paginate(self, op: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        paginator = self.client.get_paginator(op)
-        for page in paginator.paginate(TableName=self.table, **kwargs):
-            yield from page.get("Items", [])
+        client = self.client
+        paginator = client.get_paginator(op)
+        try:
+            for page in paginator.paginate(TableName=self.table, **kwargs):
+                yield from page.get("Items", [])
+        except client.exceptions.ResourceNotFoundException:
+            raise SegqaError(f"{self.uri}: table {self.table} does not exist (create it with "
+                             f"'segqa store init --store {self.uri}')") from None
 
     @staticmethod
     def _s(attrs: dict[str, Any], key: str, default: str = "") -> str:
@@ -626,11 +694,12 @@ _cache: dict[str, Store] = {}
 _cache_lock = threading.Lock()
 
 
-def open_store(uri: str, *, client: Any = None, cached: bool = False) -> Store:
+def open_store(uri: str, *, client: Any = None, cached: bool = False, create: bool = True) -> Store:
     """Open the store named by ``uri`` (``sqlite:///<path>`` or ``dynamodb://<table>``).
 
     ``client`` injects a boto3 DynamoDB client (tests, custom endpoints). ``cached=True`` returns the same
     object for the same URI within this process (the Lambdas use it across warm invocations).
+    ``create=False`` refuses to create a new SQLite file (read-only commands on a mistyped path).
     """
     if cached:
         with _cache_lock:
@@ -645,7 +714,7 @@ def open_store(uri: str, *, client: Any = None, cached: bool = False) -> Store:
             raise SegqaError(f"invalid store URI {uri!r}: expected sqlite:///<path> (sqlite:////abs/path.db for "
                              "an absolute path)")
         path = unquote(rest[1:].split("?", 1)[0])
-        return SqliteStore(path, uri=uri)
+        return SqliteStore(path, uri=uri, create=create)
     if uri.startswith("dynamodb://"):
         parsed = urlparse(uri)
         table = parsed.netloc
