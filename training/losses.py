@@ -1,0 +1,103 @@
+"""Training losses: weighted soft Dice + weighted cross-entropy, with an ignore label.
+
+All functions take MXNet NDArrays (they run under ``autograd.record()``) with shapes
+
+- ``logits`` (N, K, H, W) float32, raw network outputs;
+- ``labels`` (N, H, W) float32 holding class ids 0..K-1 or ``IGNORE_LABEL`` (255);
+- ``class_weights`` (K,) float32.
+
+Pixels labelled 255 contribute nothing to either term, so their logits receive exactly zero gradient (the
+retraining loop marks rejected or unreviewed regions that way).
+
+`class_weights_from_labels` is the numpy helper that derives inverse-frequency weights from training masks.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from mxnet import nd
+
+from qa_workflow.contract import IGNORE_LABEL, NUM_CLASSES, SegqaError
+
+__all__ = ["segmentation_loss", "weighted_cross_entropy", "soft_dice_loss", "class_weights_from_labels",
+           "parse_class_weights"]
+
+
+def _masks(labels: nd.NDArray, num_classes: int) -> tuple[nd.NDArray, nd.NDArray]:
+    """(valid (N, 1, H, W), one-hot (N, K, H, W) zero at ignored pixels)."""
+    valid = (labels != IGNORE_LABEL).astype("float32")
+    safe = labels * valid  # ignored pixels become class 0, then are zeroed by ``valid`` below
+    onehot = nd.one_hot(safe, num_classes).transpose((0, 3, 1, 2)) * valid.expand_dims(1)
+    return valid.expand_dims(1), onehot
+
+
+def weighted_cross_entropy(log_proba: nd.NDArray, onehot: nd.NDArray, class_weights: nd.NDArray) -> nd.NDArray:
+    """Class-weighted mean cross-entropy over the labelled pixels (weights normalise, as in PyTorch's CE).
+
+    log_proba, onehot: (N, K, H, W); class_weights: (K,) -> scalar.
+    """
+    w = class_weights.reshape((1, -1, 1, 1))
+    pixel_weight = nd.sum(onehot * w, axis=1)  # (N, H, W), 0 where ignored
+    nll = -nd.sum(onehot * log_proba, axis=1)
+    return nd.sum(pixel_weight * nll) / nd.maximum(nd.sum(pixel_weight), 1e-6)
+
+
+def soft_dice_loss(proba: nd.NDArray, onehot: nd.NDArray, valid: nd.NDArray, class_weights: nd.NDArray,
+                   smooth: float = 1.0) -> nd.NDArray:
+    """Weighted mean over classes of 1 - soft Dice, pooled over the batch (stable for classes absent in a slice).
+
+    proba, onehot: (N, K, H, W); valid: (N, 1, H, W); class_weights: (K,) -> scalar.
+    """
+    p = proba * valid
+    inter = nd.sum(p * onehot, axis=(0, 2, 3))
+    denom = nd.sum(p, axis=(0, 2, 3)) + nd.sum(onehot, axis=(0, 2, 3))
+    dice = (2.0 * inter + smooth) / (denom + smooth)
+    return nd.sum(class_weights * (1.0 - dice)) / nd.sum(class_weights)
+
+
+def segmentation_loss(logits: nd.NDArray, labels: nd.NDArray, class_weights: nd.NDArray,
+                      dice_weight: float = 0.5, ce_weight: float = 0.5) -> tuple[nd.NDArray, dict[str, nd.NDArray]]:
+    """``dice_weight * soft_dice_loss + ce_weight * weighted_cross_entropy``; returns (total, parts).
+
+    logits (N, K, H, W); labels (N, H, W) with 255 = ignore; class_weights (K,).
+    """
+    num_classes = logits.shape[1]
+    valid, onehot = _masks(labels, num_classes)
+    log_proba = nd.log_softmax(logits, axis=1)
+    ce = weighted_cross_entropy(log_proba, onehot, class_weights)
+    dice = soft_dice_loss(nd.exp(log_proba), onehot, valid, class_weights)
+    total = dice_weight * dice + ce_weight * ce
+    return total, {"dice": dice, "ce": ce}
+
+
+def class_weights_from_labels(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Inverse-frequency weights (K,) float32 from masks (N, H, W): ``w_c = n / (K * n_c)``.
+
+    The pixel-weighted mean of the weights is 1. Ignored pixels (255) are not counted; a class that never
+    occurs gets the largest weight of the others (it cannot contribute anyway).
+    """
+    counts = np.bincount(labels[labels != IGNORE_LABEL].ravel(), minlength=num_classes)[:num_classes].astype(float)
+    total = counts.sum()
+    if total == 0:
+        raise SegqaError("training masks contain no labelled pixels (everything is 255 = ignore)")
+    w = np.zeros(num_classes)
+    present = counts > 0
+    w[present] = total / (num_classes * counts[present])
+    w[~present] = w[present].max()
+    return w.astype(np.float32)
+
+
+def parse_class_weights(text: str | Sequence[float] | None, num_classes: int = NUM_CLASSES) -> np.ndarray | None:
+    """``"1.35,17.18,8.29,12.42"`` -> array (K,); None / "auto" -> None (derive from the labels)."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "auto")):
+        return None
+    try:
+        values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
+    except ValueError:
+        raise SegqaError(f"class weights: expected {num_classes} comma-separated numbers or 'auto', got {text!r}") from None
+    if len(values) != num_classes or not all(np.isfinite(v) and v > 0 for v in values):
+        raise SegqaError(f"class weights: expected {num_classes} positive numbers (background, csf, gray_matter, "
+                         f"white_matter), got {text!r}")
+    return np.asarray(values, np.float32)

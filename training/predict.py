@@ -1,0 +1,185 @@
+"""Load a trained or exported segmenter and predict probability maps, with optional MC-dropout.
+
+    >>> predictor = load_predictor("models/enet")            # a `segqa train` folder or a `segqa export` folder
+    >>> proba = predictor.predict_proba(images)              # uint8 (N, H, W) -> float32 (N, 4, H, W)
+    >>> mc = predictor.predict_mc(images, samples=10)        # mean, predictive entropy, mutual information
+
+Both folder kinds are loaded the same way: the network is rebuilt from the model card's architecture and
+the weights (``checkpoints/best.params`` or the export's ``model-0000.params``) are loaded by name, so the
+MC-dropout twin of the network (spatial dropout kept on, BatchNorm in inference mode) is always available.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mxnet as mx
+import numpy as np
+from mxnet import nd
+
+from qa_workflow.contract import SegqaError
+from training import modelcard
+from training.networks import SegmentationNet, build_network, check_input_shape, load_params
+
+__all__ = ["MCResult", "Predictor", "load_predictor", "default_context", "predictive_entropy"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MCResult:
+    """MC-dropout summary of T stochastic passes.
+
+    mean (N, 4, H, W) float32: mean softmax probability; entropy (N, H, W) float32: predictive entropy of the
+    mean, in nats; mutual_info (N, H, W) float32: BALD, entropy of the mean minus mean entropy of the passes
+    (>= 0; high where the passes disagree, i.e. model uncertainty).
+    """
+
+    mean: np.ndarray
+    entropy: np.ndarray
+    mutual_info: np.ndarray
+    samples: int
+
+
+def default_context() -> mx.Context:
+    """The first GPU when MXNet sees one, else the CPU."""
+    try:
+        if mx.context.num_gpus() > 0:
+            return mx.gpu(0)
+    except mx.base.MXNetError:  # CPU-only build
+        pass
+    return mx.cpu()
+
+
+def predictive_entropy(proba: np.ndarray, axis: int = 1) -> np.ndarray:
+    """-sum_c p_c log p_c over ``axis`` (nats); (N, C, H, W) -> (N, H, W)."""
+    p = np.clip(proba, 1e-12, 1.0)
+    return -(proba * np.log(p)).sum(axis=axis)
+
+
+class Predictor:
+    """A loaded segmenter. Build it with `load_predictor`.
+
+    Attributes: ``network`` ("unet" | "enet"), ``version`` (from the model card), ``card`` (the model card),
+    ``net`` (the Gluon network, inference mode), ``ctx``.
+    """
+
+    def __init__(self, net: SegmentationNet, card: dict[str, Any], params_file: Path, ctx: mx.Context) -> None:
+        self.net = net
+        self.card = card
+        self.params_file = Path(params_file)
+        self.ctx = ctx
+        self.network: str = card["network"]
+        self.version: str = card["version"]
+        norm = card["normalization"]
+        self.mean = float(norm["mean"])
+        self.std = float(norm["std"])
+        self._mc_net: SegmentationNet | None = None
+
+    def __repr__(self) -> str:
+        return f"Predictor(network={self.network!r}, version={self.version!r}, ctx={self.ctx})"
+
+    # ---------------------------------------------------------------------------------------------- input
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """Validate (N, H, W) or (N, 1, H, W) pixels on the 0..255 scale and normalise -> (N, 1, H, W) float32."""
+        arr = np.asarray(images)
+        if arr.ndim == 4 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim == 2:
+            raise SegqaError(f"images: expected a batch (N, H, W), got one slice of shape {arr.shape}; "
+                             "use images[None]")
+        if arr.ndim != 3:
+            check_input_shape(arr.shape, 1, self.net.divisor, name="images")  # names the channel problem
+            raise SegqaError(f"images: expected shape (N, H, W) of grayscale slices, got {arr.shape}")
+        if arr.dtype.kind not in "uif" and arr.dtype != np.bool_:
+            raise SegqaError(f"images: expected numeric pixels, got dtype {arr.dtype}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(1).argmax())
+            raise SegqaError(f"images: slice {bad} contains NaN or inf; clean the input first")
+        check_input_shape((arr.shape[0], 1, arr.shape[1], arr.shape[2]), 1, self.net.divisor,
+                          name=f"images of shape {arr.shape}")
+        return modelcard.normalize(arr, self.mean, self.std)
+
+    # ------------------------------------------------------------------------------------------ predict
+    def predict_proba(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """Softmax probabilities: uint8 (N, H, W) -> float32 (N, 4, H, W); deterministic (dropout off)."""
+        x = self.prepare(images)
+        out = np.empty((len(x), self.net.num_classes, *x.shape[2:]), np.float32)
+        for start in range(0, len(x), max(1, int(batch_size))):
+            batch = nd.array(x[start:start + batch_size], ctx=self.ctx)
+            out[start:start + batch_size] = self.net.predict_proba(batch)
+        return out
+
+    def predict_mc(self, images: np.ndarray, samples: int, seed: int = 0, batch_size: int = 8) -> MCResult:
+        """MC-dropout: ``samples`` passes with spatial dropout on and BatchNorm in inference mode.
+
+        Deterministic for a given ``seed`` and ``batch_size``. ``samples=1`` gives one stochastic pass
+        (mutual information 0).
+        """
+        samples = int(samples)
+        if samples < 1:
+            raise SegqaError(f"MC-dropout samples must be >= 1, got {samples}")
+        x = self.prepare(images)
+        net = self._mc()
+        mx.random.seed(int(seed), ctx=self.ctx)
+        n, k = len(x), self.net.num_classes
+        mean = np.empty((n, k, *x.shape[2:]), np.float32)
+        entropy = np.empty((n, *x.shape[2:]), np.float32)
+        mutual = np.empty_like(entropy)
+        for start in range(0, n, max(1, int(batch_size))):
+            batch = nd.array(x[start:start + batch_size], ctx=self.ctx)
+            acc = np.zeros((len(batch), k, *x.shape[2:]), np.float64)
+            acc_h = np.zeros((len(batch), *x.shape[2:]), np.float64)
+            for _ in range(samples):
+                p = net.predict_proba(batch)
+                acc += p
+                acc_h += predictive_entropy(p)
+            m = acc / samples
+            h = predictive_entropy(m)
+            sl = slice(start, start + len(batch))
+            mean[sl] = m
+            entropy[sl] = h
+            mutual[sl] = np.maximum(h - acc_h / samples, 0.0)
+        return MCResult(mean=mean, entropy=entropy, mutual_info=mutual, samples=samples)
+
+    def predict_labels(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """Argmax labels (N, H, W) uint8."""
+        return self.predict_proba(images, batch_size).argmax(1).astype(np.uint8)
+
+    def _mc(self) -> SegmentationNet:
+        if self._mc_net is None:
+            net = _build_from_card(self.card, mc_dropout=True)
+            net.initialize(ctx=self.ctx)
+            load_params(net, self.params_file, self.ctx)
+            net.hybridize(static_alloc=True)
+            self._mc_net = net
+        return self._mc_net
+
+
+def _build_from_card(card: dict[str, Any], mc_dropout: bool = False) -> SegmentationNet:
+    arch = card["architecture"]
+    return build_network(card["network"], width=float(arch.get("width", 1.0)),
+                         num_classes=int(arch.get("num_classes", 4)), in_channels=int(arch.get("in_channels", 1)),
+                         mc_dropout=mc_dropout)
+
+
+def load_predictor(path: str | os.PathLike[str], ctx: mx.Context | None = None) -> Predictor:
+    """Load a model folder from ``segqa train`` (its best checkpoint) or an export folder from ``segqa export``.
+
+    ``ctx`` defaults to the first GPU if any, else the CPU. Raises SegqaError if the folder is not a model,
+    or its weights are missing, corrupted or belong to another network/width.
+    """
+    path = Path(path)
+    card = modelcard.read_card(path)
+    ctx = ctx or default_context()
+    params_file = modelcard.params_path(path, card)
+    net = _build_from_card(card)
+    net.initialize(ctx=ctx)
+    load_params(net, params_file, ctx)
+    net.hybridize(static_alloc=True)
+    log.info("loaded %s (%s) from %s", card["version"], card["network"], params_file)
+    return Predictor(net, card, params_file, ctx)
