@@ -1,26 +1,147 @@
-"""The segmenter: train, evaluate, export (issue #3)."""
+"""The segmenter (issue #3): train, evaluate, export. Thin commands over `training.train`,
+`training.evaluate` and `training.export`; see docs/segmenter.md."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from qa_workflow.cli._common import not_built
 
-_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+def _fmt(v: Optional[float], digits: int = 3) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("train", context_settings=_EXTRA)
-    def train(ctx: typer.Context) -> None:
-        """Not built yet (issue #3)."""
-        not_built("segqa train", 3)
+    @app.command("train")
+    def train(
+        data: Path = typer.Option(..., "--data", help="Dataset folder (trains on split 'train', validates on 'val')."),
+        network: str = typer.Option("unet", "--network", help="unet or enet."),
+        out: Path = typer.Option(..., "--out", help="Model folder to write (checkpoints, metrics, model card)."),
+        epochs: int = typer.Option(30, "--epochs", help="Epochs to train (the total, also with --resume)."),
+        batch_size: int = typer.Option(8, "--batch-size", help="Slices per batch (per device)."),
+        lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate at the start of the schedule."),
+        lr_schedule: str = typer.Option("cosine", "--lr-schedule", help="cosine, step or constant."),
+        seed: int = typer.Option(0, "--seed", help="Seed for initial weights, data order, augmentation, dropout."),
+        class_weights: str = typer.Option("auto", "--class-weights",
+                                          help="'auto' (inverse frequency of the training labels) or 4 numbers, "
+                                               "e.g. 1.35,17.18,8.29,12.42."),
+        dice_weight: float = typer.Option(0.5, "--dice-weight", help="Weight of the soft Dice term in the loss."),
+        ce_weight: float = typer.Option(0.5, "--ce-weight", help="Weight of the cross-entropy term in the loss."),
+        width: float = typer.Option(1.0, "--width", help="Filter-count multiplier (e.g. 0.25 for a quick model)."),
+        augment: bool = typer.Option(True, "--augment/--no-augment", help="Flips, small affine, intensity jitter."),
+        val_data: Optional[Path] = typer.Option(None, "--val-data", help="Validate on this dataset's 'val' split."),
+        init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this model's weights."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out after its last epoch."),
+        max_slices: Optional[int] = typer.Option(None, "--max-slices", help="Train on at most this many slices."),
+        max_batches: Optional[int] = typer.Option(None, "--max-batches-per-epoch", help="Cap batches per epoch."),
+        max_val_slices: Optional[int] = typer.Option(None, "--max-val-slices", help="Validate on at most this many."),
+        time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop after the epoch that ends "
+                                                    "past this many seconds."),
+        kvstore: str = typer.Option("device", "--kvstore", help="device, local, dist_sync, dist_device_sync."),
+        context: str = typer.Option("auto", "--context", help="auto (GPUs if any, else CPU), cpu, gpu, gpu:0,1."),
+    ) -> None:
+        """Train a U-Net or ENet with a progress bar (loss, validation Dice per epoch)."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    @app.command("evaluate", context_settings=_EXTRA)
-    def evaluate(ctx: typer.Context) -> None:
-        """Not built yet (issue #3)."""
-        not_built("segqa evaluate", 3)
+        from training.train import TrainConfig, TrainEvent, train_model
 
-    @app.command("export", context_settings=_EXTRA)
-    def export(ctx: typer.Context) -> None:
-        """Not built yet (issue #3)."""
-        not_built("segqa export", 3)
+        console = Console(stderr=True)
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=False)
+        tasks: dict[int, int] = {}
+        state: dict = {}
+
+        def on_event(ev: TrainEvent) -> None:
+            if ev.kind == "start":
+                state["version"] = ev.message
+                console.print(f"training {network} {ev.message} -> {out} (epochs {ev.epoch}..{ev.epochs})")
+            elif ev.kind == "batch":
+                if ev.epoch not in tasks:
+                    tasks[ev.epoch] = progress.add_task(f"epoch {ev.epoch}/{ev.epochs}", total=ev.steps, info="")
+                progress.update(tasks[ev.epoch], completed=ev.step, info=f"loss {ev.loss:.4f}  lr {ev.lr:.1e}")
+            elif ev.kind == "epoch":
+                dice = ev.val_dice or {}
+                per = " ".join(f"{k}={_fmt(v)}" for k, v in dice.items() if k != "background")
+                info = (f"loss {ev.loss:.4f}  val mean Dice {_fmt(ev.val_mean_dice)} ({per})  "
+                        f"best {_fmt(ev.best_mean_dice)} @ {ev.best_epoch}  {ev.images_per_s or 0:.1f} img/s")
+                if ev.epoch in tasks:
+                    progress.remove_task(tasks.pop(ev.epoch))
+                progress.console.print(f"epoch {ev.epoch}/{ev.epochs}  {info}")
+            elif ev.kind == "end" and ev.message:
+                console.print(ev.message)
+
+        cfg = TrainConfig(
+            data_dir=str(data), out_dir=str(out), network=network, val_dir=str(val_data) if val_data else None,
+            epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
+            class_weights=class_weights, dice_weight=dice_weight, ce_weight=ce_weight, width=width, augment=augment,
+            init_from=str(init_from) if init_from else None, resume=resume, max_slices=max_slices,
+            max_batches_per_epoch=max_batches, max_val_slices=max_val_slices, time_budget_s=time_budget,
+            kvstore=kvstore, context=context, progress=on_event)
+        with progress:
+            model_dir = train_model(cfg)
+        card = json.loads((model_dir / "model_card.json").read_text())
+        val = (card.get("metrics") or {}).get("val") or {}
+        typer.echo(f"model {card['version']} in {model_dir}: best epoch {val.get('epoch', '—')}, "
+                   f"val mean foreground Dice {_fmt(val.get('mean_foreground_dice'))}")
+
+    @app.command("evaluate")
+    def evaluate(
+        model: Path = typer.Option(..., "--model", help="Model folder (segqa train) or export folder."),
+        data: Path = typer.Option(..., "--data", help="Dataset folder."),
+        split: str = typer.Option("test", "--split", help="Split to evaluate (train, pool, val, test)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Write the JSON report here (and a PNG beside it)."),
+        batch_size: int = typer.Option(8, "--batch-size"),
+        max_slices: Optional[int] = typer.Option(None, "--max-slices", help="Evaluate at most this many slices."),
+    ) -> None:
+        """Per-class Dice, mean foreground Dice, HD95 (mm), volume difference, confusion matrix."""
+        from rich.console import Console
+        from rich.progress import Progress
+        from rich.table import Table
+
+        from training.evaluate import evaluate_model
+        from training.modelcard import write_json_atomic
+
+        console = Console()
+        figure = out.with_suffix(".png") if out else None
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"predicting {split}", total=None)
+            report = evaluate_model(model, data, split=split, batch_size=batch_size, max_slices=max_slices,
+                                    figure=figure, progress=lambda d, t: bar.update(task, completed=d, total=t))
+        if out:
+            write_json_atomic(out, report)
+        subj = report["subjects"]
+        table = Table(title=f"{report['model']['version']} on {data} [{split}]: {report['data']['slices']} slices, "
+                            f"{subj['n']} subjects")
+        for col in ("class", "Dice (pooled)", "Dice (subjects, mean ± sd)", "HD95 mm (mean)", "AVD % (mean)"):
+            table.add_column(col, justify="left" if col == "class" else "right")
+        for name, d in report["pooled"]["dice"].items():
+            if name == "background":
+                continue
+            table.add_row(name, _fmt(d), f"{_fmt(subj['dice_mean'][name])} ± {_fmt(subj['dice_std'][name])}",
+                          _fmt(subj["hd95_mm_mean"][name], 2), _fmt(subj["avd_pct_mean"][name], 1))
+        table.add_row("mean foreground", _fmt(report["pooled"]["mean_foreground_dice"]),
+                      f"{_fmt(subj['mean_foreground_dice_mean'])} ± {_fmt(subj['mean_foreground_dice_std'])}", "", "")
+        console.print(table)
+        if out:
+            typer.echo(f"wrote {out} and {figure}")
+
+    @app.command("export")
+    def export(
+        model: Path = typer.Option(..., "--model", help="Model folder from segqa train."),
+        out: Path = typer.Option(..., "--out", help="Export folder to write."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export folder."),
+        min_agreement: float = typer.Option(0.999, "--min-agreement", help="Required ONNX/MXNet argmax agreement."),
+        samples: int = typer.Option(4, "--parity-samples", help="Random inputs for the parity check."),
+    ) -> None:
+        """MXNet symbol/params + ONNX + model card, with an ONNX Runtime vs MXNet parity check."""
+        from training.export import export_model
+
+        res = export_model(model, out, parity_samples=samples, min_agreement=min_agreement, overwrite=overwrite)
+        p = res.parity
+        typer.echo(f"exported {res.version} to {res.out_dir}: {', '.join(sorted(res.files))}, model_card.json")
+        typer.echo(f"parity on {p['inputs']} random inputs: argmax agreement {100 * p['argmax_agreement']:.3f} %, "
+                   f"max abs logit difference {p['max_abs_diff']:.2e}")

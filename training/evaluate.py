@@ -1,0 +1,177 @@
+"""Evaluate a model on a dataset split: Dice, HD95, volume difference, confusion matrix, example figure.
+
+``evaluate_model(model_dir, data_dir, split="test")`` returns a JSON-ready report::
+
+    {"schema": "segqa.evaluation/1", "model": {...}, "data": {...},
+     "pooled":   {"dice": {class: d}, "mean_foreground_dice", "confusion": {"classes": [...], "matrix": [[...]]}},
+     "subjects": {"n", "dice_mean": {class: d}, "dice_std", "mean_foreground_dice_mean", ..._std,
+                  "hd95_mm_mean": {class: mm}, "avd_pct_mean": {class: %}},
+     "per_subject": [{"subject", "slices", "dice", "mean_foreground_dice", "hd95_mm", "avd_mm2", "avd_pct"}],
+     "seconds": ...}
+
+"pooled" counts every pixel of the split at once; "subjects" averages per-subject figures (a subject's slices
+pooled, HD95 over its slices in-plane; see `training.metrics`). NaN (e.g. a class absent from a subject)
+becomes null in JSON and is left out of means.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from qa_workflow.contract import NUM_CLASSES, TISSUE_CLASSES, SegqaError
+from training.dataset import load_slices, pixel_spacing_mm, read_index
+from training.metrics import confusion_matrix, dice_from_confusion, mean_foreground_dice, segmentation_report
+from training.predict import Predictor, load_predictor
+
+__all__ = ["evaluate_model", "evaluate_predictions", "render_examples"]
+
+EVAL_SCHEMA = "segqa.evaluation/1"
+_NAMES = [c.name for c in TISSUE_CLASSES]
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, (np.floating,)):
+        return _clean(float(v))
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def _by_class(values: Sequence[float]) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(_NAMES, values)}
+
+
+def _nan_stat(rows: list[list[float]], fn: Callable) -> list[float]:
+    arr = np.asarray(rows, dtype=np.float64)
+    out = []
+    for col in arr.T:
+        col = col[np.isfinite(col)]
+        out.append(float(fn(col)) if col.size else float("nan"))
+    return out
+
+
+def evaluate_predictions(pred: np.ndarray, truth: np.ndarray, subjects: Sequence[str],
+                         spacing: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:
+    """The metric part of the report from label maps: pred, truth (N, H, W); subjects: N subject ids."""
+    if pred.shape != truth.shape or len(subjects) != len(pred):
+        raise ValueError("pred, truth and subjects must describe the same slices")
+    cm = confusion_matrix(pred, truth)
+    dice = dice_from_confusion(cm)
+    subjects = np.asarray(subjects)
+    per_subject = []
+    for s in sorted(set(subjects.tolist())):
+        sel = subjects == s
+        r = segmentation_report(pred[sel], truth[sel], spacing)
+        per_subject.append({"subject": s, "slices": int(sel.sum()), "dice": _by_class(r["dice"]),
+                            "mean_foreground_dice": r["mean_foreground_dice"], "hd95_mm": _by_class(r["hd95_mm"]),
+                            "avd_mm2": _by_class(r["avd_mm2"]), "avd_pct": _by_class(r["avd_pct"])})
+
+    def table(key: str) -> list[list[float]]:
+        return [[p[key][n] for n in _NAMES] for p in per_subject]
+
+    mfd = [[p["mean_foreground_dice"]] for p in per_subject]
+    report = {
+        "pooled": {"dice": _by_class(dice), "mean_foreground_dice": mean_foreground_dice(dice),
+                   "confusion": {"rows": "truth", "columns": "prediction", "classes": _NAMES, "matrix": cm.tolist()}},
+        "subjects": {"n": len(per_subject),
+                     "dice_mean": _by_class(_nan_stat(table("dice"), np.mean)),
+                     "dice_std": _by_class(_nan_stat(table("dice"), np.std)),
+                     "mean_foreground_dice_mean": _nan_stat(mfd, np.mean)[0],
+                     "mean_foreground_dice_std": _nan_stat(mfd, np.std)[0],
+                     "hd95_mm_mean": _by_class(_nan_stat(table("hd95_mm"), np.mean)),
+                     "avd_pct_mean": _by_class(_nan_stat(table("avd_pct"), np.mean))},
+        "per_subject": per_subject,
+    }
+    return _clean(report)
+
+
+def evaluate_model(model: str | os.PathLike[str] | Predictor, data_dir: str | os.PathLike[str], split: str = "test",
+                   batch_size: int = 8, max_slices: int | None = None, figure: str | os.PathLike[str] | None = None,
+                   figure_slices: int = 4, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Predict ``split`` of ``data_dir`` with ``model`` (folder or Predictor) and measure it.
+
+    ``figure``: also write a PNG of a few slices (image, truth, prediction). ``progress(done, total)`` is
+    called after each batch of slices.
+    """
+    start = time.perf_counter()
+    predictor = model if isinstance(model, Predictor) else load_predictor(model)
+    records = read_index(data_dir, [split])
+    if not records:
+        raise SegqaError(f"{data_dir}: split {split!r} is empty; nothing to evaluate")
+    if max_slices is not None and len(records) > max_slices:
+        records = records[:max_slices]
+    images, truth = load_slices(data_dir, records, masks=True)
+    assert truth is not None
+    pred = np.empty(truth.shape, np.uint8)
+    for i in range(0, len(images), batch_size):
+        pred[i:i + batch_size] = predictor.predict_labels(images[i:i + batch_size], batch_size)
+        if progress:
+            progress(min(i + batch_size, len(images)), len(images))
+    spacing = pixel_spacing_mm(data_dir)
+    report = evaluate_predictions(pred, truth, [r.subject for r in records], spacing)
+    if figure is not None:
+        pick = np.linspace(0, len(records) - 1, num=min(figure_slices, len(records))).round().astype(int)
+        render_examples(images[pick], truth[pick], pred[pick], [records[i].slice_id for i in pick], figure)
+    return {"schema": EVAL_SCHEMA,
+            "model": {"path": str(getattr(predictor, "params_file", "")), "version": predictor.version,
+                      "network": predictor.network},
+            "data": {"dir": str(data_dir), "split": split, "slices": len(records),
+                     "subjects": len({r.subject for r in records}), "pixel_spacing_mm": list(spacing)},
+            **report, "figure": str(figure) if figure is not None else None,
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """(H, W) uint8 image + (H, W) labels -> (H, W, 3) float RGB with class colours blended in."""
+    rgb = np.repeat(image[..., None].astype(np.float32) / 255.0, 3, axis=2)
+    for cls in TISSUE_CLASSES:
+        if cls.rgb is None:
+            continue
+        sel = labels == cls.id
+        rgb[sel] = (1 - alpha) * rgb[sel] + alpha * np.asarray(cls.rgb, np.float32) / 255.0
+    return rgb
+
+
+def render_examples(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, titles: Sequence[str],
+                    path: str | os.PathLike[str]) -> Path:
+    """PNG with one row per slice: image, truth overlay, prediction overlay (and per-slice Dice)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from qa_workflow.storage import atomic_write_bytes
+
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(9, 2.7 * n + 0.6), squeeze=False)
+    for i in range(n):
+        d = dice_from_confusion(confusion_matrix(pred[i], truth[i], NUM_CLASSES))
+        panels = [(np.repeat(images[i][..., None], 3, 2), titles[i]), (_overlay(images[i], truth[i]), "truth"),
+                  (_overlay(images[i], pred[i]), f"prediction (mean fg Dice {mean_foreground_dice(d):.3f})")]
+        for ax, (img, title) in zip(axes[i], panels):
+            ax.imshow(img, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    handles = [Patch(color=c.color, label=c.label) for c in TISSUE_CLASSES if c.color]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
