@@ -5,10 +5,13 @@ Generative model (docs/data.md has the full description and the reasons for each
     template space (1 mm, 197 x 233 x 189)            subject space (the output grid, 1 mm in-plane)
     T1 (skull-stripped, 0..1), GM and WM probability maps   ──  q = c + A (p - s) + d(p)  ──►  S x 176 x 208
 
+0. Sulci restored, once: the population average blurs most sulci into gray matter; `sulcal_csf` finds them
+   as ridges of the distance to white matter inside the cortical gray matter, darkens the T1 there to the CSF
+   level and removes that gray-matter probability (thin dark lines between gyri, as in a single T1).
 1. Class scores in template space, once: ``hull`` = the template's brain mask (T1 > 0, holes filled);
    ``gm``, ``wm`` = the probability maps; ``csf = hull * max(0, 1 - gm - wm) * dark(T1)`` where
    ``dark = sigmoid((CSF_T1_MIDPOINT - T1) / CSF_T1_WIDTH)``: CSF is where the T1 is dark *and* GM/WM are low,
-   which finds the ventricles and the sulcal/cisternal CSF inside the hull.
+   which finds the ventricles, the fissures and the restored sulci inside the hull.
 2. Per subject, a random spatial transform from subject space ``p`` (mm) to template space ``q`` (mm):
    rotation (small angles about each axis), scale (isotropic and per axis), shift ``s``, and a smooth elastic
    displacement ``d`` (Gaussian random values on a coarse control grid, cubic-upsampled).
@@ -50,6 +53,14 @@ log = logging.getLogger(__name__)
 CSF_T1_MIDPOINT = 0.48
 #: Width of the soft "dark" step around the midpoint (template T1 units).
 CSF_T1_WIDTH = 0.04
+#: Typical CSF value of the template T1 (ventricles); restored sulci are drawn at this intensity.
+CSF_T1 = 0.30
+#: Sulcus restoration (see `sulcal_csf`): smoothing of the distance-to-WM map, ridge strength, minimum
+#: distance from white matter, and how deep below the brain surface cortex is looked for (mm).
+SULCUS_SIGMA_MM = 1.0
+SULCUS_RIDGE = 0.5
+SULCUS_MIN_DEPTH_MM = 1.5
+CORTEX_DEPTH_MM = 18.0
 #: Template voxels below this z index (mm above the volume's bottom) are left out of the slab: the template
 #: cuts the brainstem/cerebellum at its lower edge and slices there would show the cut.
 TEMPLATE_Z_MARGIN = 6
@@ -110,18 +121,43 @@ class Subject:
     info: dict = field(default_factory=dict)
 
 
+def sulcal_csf(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, hull: np.ndarray) -> np.ndarray:
+    """Soft map (X, Y, Z) float32 in 0..1 of the sulcal CSF that the population average has blurred away.
+
+    The MNI152 average keeps the big fissures and the ventricles but fills most sulci with gray matter. A
+    sulcus sits on the midline of the gray matter between two white-matter banks, i.e. on a ridge of the
+    distance to white matter. Ridges are where the Laplacian of that distance (Gaussian, sigma
+    SULCUS_SIGMA_MM) is below -SULCUS_RIDGE, at least SULCUS_MIN_DEPTH_MM from white matter, in gray matter,
+    and within CORTEX_DEPTH_MM of the brain's outer surface (so deep nuclei keep their gray matter).
+    """
+    white = wm >= np.maximum(gm, 0.25)
+    dist_wm = ndimage.distance_transform_edt(~white).astype(np.float32)
+    depth = ndimage.distance_transform_edt(hull > 0).astype(np.float32)
+    ridge = -ndimage.gaussian_laplace(dist_wm, SULCUS_SIGMA_MM)
+    return (_sigmoid((ridge - SULCUS_RIDGE) / 0.1) * _sigmoid((dist_wm - SULCUS_MIN_DEPTH_MM) / 0.3)
+            * _sigmoid((CORTEX_DEPTH_MM - depth) / 2.0) * (gm > 0.3) * hull).astype(np.float32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
 def atlas_class_scores(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> dict[str, np.ndarray]:
-    """Soft class scores in template space.
+    """The cohort's template: T1 with sulci restored, and soft class scores.
 
     t1, gm, wm: (X, Y, Z) arrays in 0..1 (skull-stripped T1, GM and WM probabilities).
-    Returns float32 (X, Y, Z) arrays ``hull`` (brain mask, holes filled), ``csf``, ``gm``, ``wm``.
+    Returns float32 (X, Y, Z) arrays ``t1`` (sulci darkened to the CSF level), ``hull`` (brain mask, holes
+    filled), ``csf``, ``gm``, ``wm``. CSF is where the (restored) T1 is dark and GM/WM are low, inside the hull.
     """
     hull = ndimage.binary_fill_holes(t1 > 0).astype(np.float32)
+    sulci = sulcal_csf(t1, gm, wm, hull)
+    t1 = t1 * (1.0 - sulci) + CSF_T1 * sulci
+    gm = gm * (1.0 - sulci)
     tissue = np.clip(gm + wm, 0.0, 1.0)
-    dark = 1.0 / (1.0 + np.exp(-(CSF_T1_MIDPOINT - t1) / CSF_T1_WIDTH))
+    dark = _sigmoid((CSF_T1_MIDPOINT - t1) / CSF_T1_WIDTH)
     csf = hull * (1.0 - tissue) * dark
-    return {"hull": hull, "csf": csf.astype(np.float32), "gm": (gm * hull).astype(np.float32),
-            "wm": (wm * hull).astype(np.float32)}
+    return {"t1": t1.astype(np.float32), "hull": hull, "csf": csf.astype(np.float32),
+            "gm": (gm * hull).astype(np.float32), "wm": (wm * hull).astype(np.float32)}
 
 
 def _load_nilearn_templates() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -145,12 +181,11 @@ def _load_nilearn_templates() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @lru_cache(maxsize=1)
 def load_atlas() -> Atlas:
     """Load and prepare the template once per process (about 2 s)."""
-    t1, gm, wm = _load_nilearn_templates()
-    scores = atlas_class_scores(t1, gm, wm)
+    scores = atlas_class_scores(*_load_nilearn_templates())
     idx = np.argwhere(scores["hull"] > 0)
     lo, hi = idx.min(0).astype(np.float64), idx.max(0).astype(np.float64)
     lo[2] = max(lo[2], TEMPLATE_Z_MARGIN)
-    return Atlas(t1=t1, brain_lo=lo, brain_hi=hi, **scores)
+    return Atlas(brain_lo=lo, brain_hi=hi, **scores)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -19,7 +19,10 @@ from qa_workflow.contract import IGNORE_LABEL, REVIEW_CLASSES, SegqaError
 from training.dataset import SPLITS, SliceRecord, load_png, read_index, read_meta
 
 #: Overlay opacity of a tissue colour over the image.
-OVERLAY_ALPHA = 0.45
+OVERLAY_ALPHA = 0.5
+#: Under a class colour the image is lifted to at least this gray level, so that a colour over dark tissue
+#: (CSF is dark in T1) stays visible.
+OVERLAY_FLOOR = 0.3
 IGNORE_RGB = (0.6, 0.6, 0.6)
 
 
@@ -27,15 +30,17 @@ def overlay_rgb(image: np.ndarray, mask: np.ndarray, alpha: float = OVERLAY_ALPH
     """Blend class colours over a grayscale slice.
 
     image: (H, W) uint8; mask: (H, W) labels (0..3 or 255). Background is left as is; each tissue class is
-    mixed in with opacity ``alpha``; ignored pixels get a grey wash. Returns (H, W, 3) float in 0..1.
+    mixed in with opacity ``alpha`` over the image lifted to OVERLAY_FLOOR; ignored pixels get a grey wash.
+    Returns (H, W, 3) float in 0..1.
     """
     gray = image.astype(np.float32) / 255.0
     rgb = np.repeat(gray[..., None], 3, axis=2)
+    lifted = OVERLAY_FLOOR + (1.0 - OVERLAY_FLOOR) * rgb
     for cls in REVIEW_CLASSES:
         sel = mask == cls.id
         if sel.any():
             color = np.asarray(cls.rgb, dtype=np.float32) / 255.0
-            rgb[sel] = (1.0 - alpha) * rgb[sel] + alpha * color
+            rgb[sel] = (1.0 - alpha) * lifted[sel] + alpha * color
     sel = mask == IGNORE_LABEL
     if sel.any():
         rgb[sel] = 0.5 * rgb[sel] + 0.5 * np.asarray(IGNORE_RGB, dtype=np.float32)
@@ -59,16 +64,16 @@ def choose_subjects(records: Sequence[SliceRecord], n_subjects: int) -> list[str
 
 
 def choose_levels(slices: Sequence[int], n_levels: int) -> list[int]:
-    """``n_levels`` slice indices evenly spaced through the middle 80 % of a subject's sorted slices."""
+    """``n_levels`` slice indices evenly spaced between 22 % and 82 % of a subject's sorted slices."""
     ordered = sorted(slices)
     if len(ordered) <= n_levels:
         return ordered
-    pos = np.linspace(0.12, 0.88, n_levels) * (len(ordered) - 1)
+    pos = np.linspace(0.22, 0.82, n_levels) * (len(ordered) - 1)
     return sorted({ordered[int(round(p))] for p in pos})
 
 
 def render_contact_sheet(dataset: str | os.PathLike[str], out: str | os.PathLike[str], n_subjects: int = 4,
-                         n_levels: int = 5, subjects: Sequence[str] | None = None, dpi: int = 100) -> Path:
+                         n_levels: int = 4, subjects: Sequence[str] | None = None, dpi: int = 100) -> Path:
     """Write a PNG contact sheet of ``dataset`` to ``out`` (atomically) and return its path."""
     import matplotlib
 
@@ -95,11 +100,11 @@ def render_contact_sheet(dataset: str | os.PathLike[str], out: str | os.PathLike
     n_cols = 2 * max(len(recs) for _, recs in rows)
 
     h, w = load_png(root / rows[0][1][0].image).shape
-    cell = 1.9  # inches per panel width
+    cell = 2.4  # inches per panel width
     fig_w = cell * n_cols
-    fig_h = cell * (h / w) * len(rows) * 1.18 + 0.9
+    fig_h = cell * (h / w) * len(rows) * 1.12 + 0.8
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(fig_w, fig_h), squeeze=False,
-                             gridspec_kw={"wspace": 0.03, "hspace": 0.22})
+                             gridspec_kw={"wspace": 0.03, "hspace": 0.12})
     fig.patch.set_facecolor("black")
     any_ignore = False
     for r, (subject, recs) in enumerate(rows):
@@ -115,7 +120,7 @@ def render_contact_sheet(dataset: str | os.PathLike[str], out: str | os.PathLike
             any_ignore = any_ignore or bool((mask == IGNORE_LABEL).any())
             ax_img.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             ax_ovl.imshow(overlay_rgb(image, mask), interpolation="nearest")
-            ax_img.set_title(f"{subject} · {rec.slice:03d} · {rec.split}", color="white", fontsize=7, loc="left")
+            ax_img.set_title(f"{subject} · {rec.slice:03d} · {rec.split}", color="white", fontsize=8, loc="left")
     handles = [Patch(facecolor=cls.color, edgecolor="none", alpha=0.9, label=f"{cls.id} {cls.name}")
                for cls in REVIEW_CLASSES]
     if any_ignore:
@@ -129,7 +134,7 @@ def render_contact_sheet(dataset: str | os.PathLike[str], out: str | os.PathLike
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=dpi, facecolor=fig.get_facecolor())
+        fig.savefig(tmp, dpi=dpi, facecolor=fig.get_facecolor(), bbox_inches="tight", pad_inches=0.15)
         os.replace(tmp, out)
     finally:
         plt.close(fig)

@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         dataset: Path = typer.Argument(..., help="Dataset folder (with index.csv)."),
         out: Path = typer.Option(..., "--out", "-o", help="PNG file to write."),
         subjects: int = typer.Option(4, "--subjects", "-n", min=1, help="How many subjects (rows)."),
-        levels: int = typer.Option(5, "--levels", min=1, help="How many slice levels per subject."),
+        levels: int = typer.Option(4, "--levels", min=1, help="How many slice levels per subject."),
         subject: Optional[list[str]] = typer.Option(None, "--subject", help="Show these subjects (repeatable)."),
     ) -> None:
         """Contact sheet of slices with coloured mask overlays and a legend."""
