@@ -1,0 +1,128 @@
+"""Small, real review rounds for the portal and simulator tests (and benchmark B6).
+
+`make_round` writes the layout of docs/review-work.md: ``manifest.jsonl`` (one ``{"source-ref"}`` per batch),
+``batches/<batch_id>.json`` (ARCHITECTURE §6, checked with contract.validate_batch), ``images/``, binary
+predicted masks ``masks/<subject>/<slice>/<class>.png`` (0/255) and ``overlays/``; and, for the simulator, a
+truth dataset (``index.csv`` + label maps 0..3) where the predicted mask equals the truth for "good" items and
+is badly wrong for "bad" ones, so the simulated reviewers' expected answers are known.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from qa_workflow.contract import CLASS_BY_NAME, validate_batch
+
+H, W = 176, 208
+
+
+@dataclass
+class Round:
+    root: Path
+    manifest: Path
+    batches: list[dict] = field(default_factory=list)
+    truth: Path | None = None
+    good_items: set[str] = field(default_factory=set)  # predicted == truth (Dice 1)
+    bad_items: set[str] = field(default_factory=set)  # predicted far from truth (Dice ~0)
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [it["item_id"] for b in self.batches for it in b["items"]]
+
+
+def _png(path: Path, array: np.ndarray) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).save(path)
+    return str(path)
+
+
+def _disc(cy: int, cx: int, r: int) -> np.ndarray:
+    yy, xx = np.mgrid[:H, :W]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def make_round(root: Path, n_batches: int = 2, n_items: int = 5, class_name: str = "gray_matter",
+               round_id: str = "r1", bad_every: int = 3, with_truth: bool = True, image_size: tuple[int, int] | None = None,
+               ) -> Round:
+    """A round folder under ``root/round`` (and a truth dataset under ``root/truth``).
+
+    Item k of the round is "bad" (predicted mask nowhere near the truth) when ``k % bad_every == 0``,
+    otherwise "good" (predicted == truth). ``image_size`` shrinks the overlay PNGs (the benchmark uses tiny ones).
+    """
+    cls = CLASS_BY_NAME[class_name]
+    rdir = root / "round"
+    tdir = root / "truth"
+    rnd = Round(root=rdir, manifest=rdir / "manifest.jsonl", truth=tdir if with_truth else None)
+    index_rows = []
+    k = 0
+    lines = []
+    for b in range(n_batches):
+        subject = f"sub-{b:03d}"
+        items = []
+        for s in range(n_items):
+            iid = f"{subject}/{s:03d}/{class_name}"
+            truth_region = _disc(88, 104, 30 + s)
+            bad = k % bad_every == 0
+            pred_region = _disc(20, 20, 12) if bad else truth_region
+            (rnd.bad_items if bad else rnd.good_items).add(iid)
+            image = np.where(truth_region, 200, 60).astype(np.uint8)
+            img_uri = _png(rdir / "images" / subject / f"{s:03d}.png", image)
+            mask_uri = _png(rdir / "masks" / subject / f"{s:03d}" / f"{class_name}.png", pred_region * 255)
+            overlay = np.stack([image] * 3, axis=-1)
+            overlay[pred_region] = (0.5 * overlay[pred_region] + 0.5 * np.array(cls.rgb)).astype(np.uint8)
+            if image_size is not None:
+                overlay = np.asarray(Image.fromarray(overlay).resize(image_size))
+            ov_uri = _png(rdir / "overlays" / subject / f"{s:03d}" / f"{class_name}.png", overlay)
+            items.append({"item_id": iid, "slice_id": f"{subject}/{s:03d}", "class_name": class_name,
+                          "confidence": round(0.5 + 0.45 * ((k * 37) % 100) / 100, 4), "overlay_uri": ov_uri,
+                          "image_uri": img_uri, "mask_uri": mask_uri})
+            if with_truth:
+                label = np.zeros((H, W), np.uint8)
+                label[truth_region] = cls.id
+                _png(tdir / "images" / subject / f"{s:03d}.png", image)
+                _png(tdir / "masks" / subject / f"{s:03d}.png", label)
+                index_rows.append({"subject": subject, "slice": s, "image": f"images/{subject}/{s:03d}.png",
+                                   "mask": f"masks/{subject}/{s:03d}.png", "split": "pool"})
+            k += 1
+        batch = validate_batch({"batch_id": f"{round_id}-{class_name}-{b:03d}", "round": round_id,
+                                "model_version": "unet-test", "class_id": cls.id, "class_name": class_name,
+                                "color": cls.color, "items": items})
+        path = rdir / "batches" / f"{batch['batch_id']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(batch))
+        rnd.batches.append(batch)
+        lines.append(json.dumps({"source-ref": str(path)}))
+    rnd.manifest.write_text("\n".join(lines) + "\n")
+    if with_truth:
+        tdir.mkdir(parents=True, exist_ok=True)
+        with (tdir / "index.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["subject", "slice", "image", "mask", "split"])
+            writer.writeheader()
+            writer.writerows(index_rows)
+    return rnd
+
+
+def decisions_form(batch: dict, reject: dict[str, tuple[str | None, str | None]] | None = None) -> dict:
+    """The crowd form output the mask review template submits: accept everything except ``reject``
+    (item_id -> (reason, comment))."""
+    reject = reject or {}
+    decisions = []
+    for it in batch["items"]:
+        if it["item_id"] in reject:
+            reason, comment = reject[it["item_id"]]
+            d = {"item_id": it["item_id"], "decision": "reject"}
+            if reason:
+                d["reason"] = reason
+            if comment:
+                d["comment"] = comment
+        else:
+            d = {"item_id": it["item_id"], "decision": "accept"}
+        decisions.append(d)
+    return {"decisions": json.dumps(decisions), "batch_id": batch["batch_id"],
+            "submitted_at": "2025-01-01T00:00:00.000Z"}
