@@ -1,0 +1,327 @@
+"""The analysis end to end: review records in, tables + thresholds + report out (ARCHITECTURE §9).
+
+`analyze` is pure (validated records in, an `AnalysisResult` out); `write_outputs` is the I/O edge that writes
+
+- ``acceptance_by_class.csv``, ``acceptance_by_bucket.csv`` (the contract's tables),
+- ``thresholds.json`` (schema `contract.THRESHOLDS_SCHEMA`, the chosen method),
+- ``threshold_comparison.csv`` (every method, every class, side by side),
+- ``reviewers.csv`` (when per-vote data was given),
+- ``plots/*.png`` and ``report.html`` (self-contained: the same PNGs are embedded in it),
+
+each file atomically (temporary name, then rename), to a local folder, ``file://`` or ``s3://`` prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.agreement import (AgreementSummary, agreement_from_counts, agreement_from_votes, load_votes,
+                                reviewer_table, validate_votes)
+from analysis.records import ReviewRecords, load_review_records, review_records_from_frame
+from analysis.tables import (acceptance_by_bucket, acceptance_by_class, assign_buckets, default_bucket_edges,
+                             parse_bucket_edges)
+from analysis.thresholds import DEFAULT_METHOD, METHODS, make_selector
+from qa_workflow import storage
+from qa_workflow.contract import THRESHOLDS_SCHEMA, SegqaError
+
+__all__ = ["AnalysisOptions", "AnalysisResult", "ClassCalibration", "analyze", "write_outputs", "OUTPUT_FILES",
+           "load_inputs", "read_store"]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FILES = ("acceptance_by_class.csv", "acceptance_by_bucket.csv", "thresholds.json", "report.html")
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """What `segqa analyze` was asked for. Targets apply to the methods that use them (every method is fitted
+    for the comparison; ``method`` picks the one written to thresholds.json)."""
+
+    method: str = DEFAULT_METHOD
+    max_error: float = 0.05  # clopper-pearson, isotonic: target reject rate among auto-accepted items
+    confidence: float = 0.95  # clopper-pearson: level of the one-sided bound (also the level of reported bounds)
+    max_error_ratio: float = 0.1  # bucket-walk: incorrect:correct allowed per bucket
+    buckets: str | Sequence[float] | None = None  # edges on the input's scale; None: 5 equal-width buckets
+    n_buckets: int = 5
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise SegqaError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not 0.0 < self.max_error < 1.0:
+            raise SegqaError(f"--max-error must be strictly between 0 and 1 (a share, 0.05 = 5%), got {self.max_error:g}")
+        if not 0.0 < self.confidence < 1.0:
+            raise SegqaError(f"--confidence must be strictly between 0 and 1 (0.95 = 95%), got {self.confidence:g}")
+        if not self.max_error_ratio >= 0.0:
+            raise SegqaError(f"--max-error-ratio must be ≥ 0, got {self.max_error_ratio:g}")
+
+    def target(self, method: str) -> dict:
+        if method == "bucket-walk":
+            return {"max_error_ratio": self.max_error_ratio}
+        return {"max_error": self.max_error, "confidence": self.confidence}
+
+
+@dataclass
+class ClassCalibration:
+    ece_raw: float  # ECE of the unit-scale confidence read as P(accept)
+    ece_isotonic_cv: float  # ECE after isotonic calibration, 5-fold cross-validated
+    reliability: pd.DataFrame  # calibration.reliability_table
+    binned: pd.DataFrame  # calibration.binned_acceptance (input scale)
+
+
+@dataclass
+class AnalysisResult:
+    records: ReviewRecords
+    options: AnalysisOptions
+    edges: np.ndarray
+    class_table: pd.DataFrame
+    bucket_table: pd.DataFrame
+    selectors: dict[str, dict[str, object]]  # method -> class -> fitted selector
+    agreement: AgreementSummary
+    reviewers: pd.DataFrame | None
+    calibration: dict[str, ClassCalibration] | None
+    notes: list[str] = field(default_factory=list)
+    created_at: str = ""
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.records.classes
+
+    def chosen(self, class_name: str):
+        return self.selectors[self.options.method][class_name]
+
+    def thresholds_document(self) -> dict:
+        """thresholds.json: ``threshold`` on the input's confidence scale (``confidence_scale``), and the same
+        value on [0, 1] as ``threshold_unit`` (what `segqa select` compares unit-scale confidences with)."""
+        method = self.options.method
+        top = self.records.scale_top
+        classes = {}
+        for name in self.classes:
+            entry = self.selectors[method][name].summary().to_json()
+            entry["threshold_unit"] = None if entry["threshold"] is None else round(entry["threshold"] / top, 10)
+            classes[name] = entry
+        target = self.options.target(method)
+        if method == "bucket-walk":
+            target["buckets"] = [float(e) for e in self.edges]
+        return {
+            "schema": THRESHOLDS_SCHEMA, "created_at": self.created_at, "method": method, "target": target,
+            "confidence_scale": self.records.scale, "split_policy": self.records.split_policy,
+            "source": self.records.source, "n_records": len(self.records), "classes": classes,
+        }
+
+    def comparison_table(self) -> pd.DataFrame:
+        """Every method × class: ``method, class_name, threshold, n_reviewed, n_above, errors_above,
+        error_upper_bound, coverage, reason`` (the chosen method first)."""
+        rows = []
+        for method in sorted(METHODS, key=lambda m: m != self.options.method):
+            for name in self.classes:
+                rows.append({"method": method, "class_name": name,
+                             **self.selectors[method][name].summary().to_json()})
+        return pd.DataFrame(rows)
+
+
+def _bucket_edges(records: ReviewRecords, options: AnalysisOptions) -> np.ndarray:
+    if options.buckets is None or (isinstance(options.buckets, str) and not options.buckets.strip()):
+        return default_bucket_edges(records.frame["confidence"].to_numpy(), records.scale_top, options.n_buckets)
+    return parse_bucket_edges(options.buckets, records.scale_top)
+
+
+def _by_class(records: ReviewRecords) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """class -> (confidence (n,), correct (n,)) without a pandas groupby per class."""
+    frame = records.frame
+    codes = pd.Categorical(frame["class_name"], categories=list(records.classes)).codes
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(records.classes) + 1))
+    conf = frame["confidence"].to_numpy()[order]
+    ok = frame["correct"].to_numpy()[order]
+    return {name: (conf[bounds[i]:bounds[i + 1]], ok[bounds[i]:bounds[i + 1]])
+            for i, name in enumerate(records.classes)}
+
+
+def analyze(records: ReviewRecords, options: AnalysisOptions = AnalysisOptions(), votes: pd.DataFrame | None = None,
+            *, calibration: bool = True, progress: Callable[[str], None] | None = None) -> AnalysisResult:
+    """Tables, every method's thresholds per class, reviewer agreement and (``calibration``) the figures the
+    report needs. ``votes``: validated per-vote data (`analysis.agreement.validate_votes`) or None."""
+    options.check()
+    step = progress or (lambda _msg: None)
+    edges = _bucket_edges(records, options)
+    frame = records.frame
+    step("tables")
+    class_table = acceptance_by_class(frame, records.classes)
+    bucket_table = acceptance_by_bucket(frame, records.classes, edges)
+
+    step("thresholds")
+    per_class = _by_class(records)
+    selectors: dict[str, dict[str, object]] = {}
+    for method in METHODS:
+        selectors[method] = {}
+        for name, (conf, ok) in per_class.items():
+            sel = make_selector(method, max_error=options.max_error, confidence=options.confidence,
+                                max_error_ratio=options.max_error_ratio, edges=edges, top=records.scale_top)
+            selectors[method][name] = sel.fit(conf, ok)
+
+    step("agreement")
+    reviewers = None
+    if votes is not None:
+        agreement = agreement_from_votes(votes)
+        reviewers = reviewer_table(votes)
+    else:
+        agreement = agreement_from_counts(frame["confirm_count"].to_numpy(), frame["disconfirm_count"].to_numpy())
+
+    cal = None
+    if calibration:
+        from analysis.calibration import binned_acceptance, cross_validated_ece, expected_calibration_error, \
+            reliability_table
+
+        step("calibration")
+        cal = {}
+        top = records.scale_top
+        for name, (conf, ok) in per_class.items():
+            unit = conf / top
+            cal[name] = ClassCalibration(
+                ece_raw=expected_calibration_error(unit, ok), ece_isotonic_cv=cross_validated_ece(unit, ok),
+                reliability=reliability_table(unit, ok, level=options.confidence),
+                binned=binned_acceptance(conf, ok, n_bins=10, level=options.confidence))
+
+    notes = _notes(records, options, edges, votes)
+    created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return AnalysisResult(records, options, edges, class_table, bucket_table, selectors, agreement, reviewers,
+                          cal, notes, created)
+
+
+def _notes(records: ReviewRecords, options: AnalysisOptions, edges: np.ndarray, votes) -> list[str]:
+    frame = records.frame
+    scale = "unit [0, 1]" if records.scale == "unit" else "percent [0, 100]"
+    how = (f"detected: the largest confidence is {frame['confidence'].max():g}" if records.scale_detected
+           else "as given by --confidence-scale")
+    notes = [f"Confidence scale: {scale} ({how}). Thresholds and bucket edges are on this scale; "
+             f"thresholds.json also gives each threshold on [0, 1] as threshold_unit."]
+    policy = ("count as incorrect (the bulk-QA study's rule)" if records.split_policy == "incorrect"
+              else "count as correct when a strict majority accepted (a tie is incorrect)")
+    n_split = int((frame["status"] == "split").sum())
+    notes.append(f"Split items (reviewers disagree): {n_split:,}; they {policy}.")
+    if records.n_unreviewed:
+        notes.append(f"{records.n_unreviewed:,} row(s) had no votes (confirm_count + disconfirm_count = 0) and "
+                     "were left out as unreviewed.")
+    outside = int((assign_buckets(frame["confidence"].to_numpy(), edges) < 0).sum())
+    if outside:
+        notes.append(f"{outside:,} item(s) lie outside the bucket edges {edges[0]:g}..{edges[-1]:g}: they are in "
+                     "no bucket and bucket-walk never looked at them.")
+    if votes is None:
+        notes.append("No per-vote data (--votes): reviewer agreement is measured from the vote counts alone; "
+                     "per-reviewer agreement and gold accuracy need the votes.")
+    notes.append("The guarantee holds for masks like the reviewed ones: it assumes the reviewed items of a class "
+                 "are a random sample of the masks the threshold will be applied to at each confidence (review a "
+                 "random or stratified sample, e.g. the audit arm, not only the most uncertain masks).")
+    return notes
+
+
+# --------------------------------------------------------------------------------------------------------
+# I/O edge
+
+def read_store(uri: str, *, round: str | None = None, split_policy: str = "incorrect", scale: str = "auto"
+               ) -> tuple[ReviewRecords, pd.DataFrame | None]:
+    """Review records and per-vote data straight from the confirmation store (`qa_workflow.store`).
+
+    The records are the store's export (`qa_workflow.store.export_review_records`: one row per item id, the
+    latest round's mask when an item was reviewed in several rounds); the votes are those of exactly those
+    (round, item) masks. A reviewer who voted on the same mask in two labeling jobs counts once here.
+    """
+    from qa_workflow.store import export_review_records, open_store
+
+    store = open_store(uri, create=False)
+    try:
+        rows, superseded = export_review_records(store, round=round)
+        if not rows:
+            raise SegqaError(f"{store.uri}: no reviewed items" + (f" in round {round}" if round else "")
+                             + "; nothing to analyse")
+        frame = pd.DataFrame(rows)
+        records = review_records_from_frame(frame, source=store.uri, split_policy=split_policy, scale=scale,
+                                            first_line=1, row_word="export row")
+        if superseded:
+            log.info("%s: %d older-round rows of re-reviewed items left out", store.uri, superseded)
+        exported = dict(zip(frame["item_id"], frame["round"].astype(str)))
+        votes = []
+        for rnd in sorted(set(exported.values())):
+            for v in store.iter_votes(round=rnd):
+                if exported.get(v.item_id) == rnd:
+                    votes.append((v.item_id, v.worker_id, v.decision))
+    finally:
+        store.close()
+    if not votes:
+        return records, None
+    vote_frame = pd.DataFrame(votes, columns=["item_id", "worker_id", "decision"])
+    vote_frame = vote_frame.drop_duplicates(["item_id", "worker_id"], keep="first")
+    return records, validate_votes(vote_frame, source=f"{uri} (votes)", first_line=1)
+
+
+def load_inputs(*, reviews: str | None = None, store: str | None = None, votes: str | None = None,
+                round: str | None = None, split_policy: str = "incorrect", scale: str = "auto"
+                ) -> tuple[ReviewRecords, pd.DataFrame | None]:
+    """(records, votes or None) from exactly one of a review-record CSV (``reviews``) or a store URI; a
+    ``votes`` CSV, when given, replaces the store's votes."""
+    if (reviews is None) == (store is None):
+        raise SegqaError("give exactly one of --reviews FILE (a review-record CSV) or --store URI")
+    if round is not None and store is None:
+        raise SegqaError("--round filters the store; with --reviews, filter the CSV instead")
+    if store is not None:
+        records, vote_frame = read_store(store, round=round, split_policy=split_policy, scale=scale)
+    else:
+        records, vote_frame = load_review_records(reviews, split_policy=split_policy, scale=scale), None
+    if votes is not None:
+        vote_frame = load_votes(votes)
+    if vote_frame is not None:
+        unknown = ~vote_frame["item_id"].isin(records.frame["item_id"])
+        if unknown.all():
+            raise SegqaError(f"{votes or store}: none of the votes' item ids is among the reviewed items; is it "
+                             "the votes file of these reviews?")
+        if unknown.any():
+            log.info("%d vote(s) on items not in the review records left out", int(unknown.sum()))
+            vote_frame = vote_frame.loc[~unknown].reset_index(drop=True)
+    return records, vote_frame
+
+
+def _csv_bytes(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False, float_format="%.10g", lineterminator="\n").encode("utf-8")
+
+
+def write_outputs(result: AnalysisResult, out_dir: str | os.PathLike[str], *, report: bool = True,
+                  progress: Callable[[str], None] | None = None) -> list[str]:
+    """Write the analysis files under ``out_dir`` (local, file:// or s3://); returns the URIs written."""
+    step = progress or (lambda _msg: None)
+    out = os.fspath(out_dir)
+    if not storage.is_s3(out):
+        target = storage.local_path(out)
+        if target.exists() and not target.is_dir():
+            raise SegqaError(f"--out {out}: exists and is not a folder")
+    written: list[str] = []
+
+    def put(name: str, data: bytes, content_type: str) -> None:
+        written.append(storage.write_bytes(storage.join(out, name), data, content_type))
+
+    step("writing tables")
+    put("acceptance_by_class.csv", _csv_bytes(result.class_table), "text/csv")
+    put("acceptance_by_bucket.csv", _csv_bytes(result.bucket_table), "text/csv")
+    put("threshold_comparison.csv", _csv_bytes(result.comparison_table()), "text/csv")
+    if result.reviewers is not None:
+        put("reviewers.csv", _csv_bytes(result.reviewers), "text/csv")
+    put("thresholds.json", (json.dumps(result.thresholds_document(), indent=2, ensure_ascii=False) + "\n")
+        .encode("utf-8"), "application/json")
+    if report:
+        from analysis.plots import render_plots
+        from analysis.report import render_report
+
+        step("plots")
+        images = render_plots(result)
+        for name, png in images.items():
+            put(f"plots/{name}.png", png, "image/png")
+        step("report")
+        put("report.html", render_report(result, images).encode("utf-8"), "text/html; charset=utf-8")
+    return written
