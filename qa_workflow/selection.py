@@ -362,7 +362,9 @@ class SelectionPolicy:
         strata: dict[tuple[str, int], list[int]] = {}
         for i in idx:
             strata.setdefault((names[i], self._stratum(names[i], conf[i])), []).append(int(i))
-        queues = [list(rng.permutation(strata[k])) for k in sorted(strata)]
+        # (decile, class) order: each round-robin pass rotates through the classes, so a cap or budget that
+        # stops mid-pass leaves the classes balanced
+        queues = [list(rng.permutation(strata[k])) for k in sorted(strata, key=lambda k: (k[1], k[0]))]
         order: list[int] = []
         while queues:
             nxt = []
