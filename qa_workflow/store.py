@@ -34,11 +34,17 @@ secondary indexes, projected ALL and written only on item records, serve the per
   (all items of a class; ``begins_with(gsi1sk, "ROUND#3#")`` narrows to one round);
 - ``by_round``: ``gsi2pk = ROUND#<round>``, ``gsi2sk = CLASS#<class_name>#<item_id>``.
 
+Item records hold ``meta`` (a map: item_id, class_name, confidence, round, model_version, subject, slice_id,
+batch_id, mask_uri, created_at; written once), ``confirm_count`` and ``disconfirm_count`` (numbers, absent = 0),
+``reviewers`` (a string set of worker ids), ``updated_at`` and the index keys; vote records hold job, item_id,
+worker_id, round, decision, reason, comment, submitted_at, recorded_at.
+
 A vote is a ``Put`` with ``attribute_not_exists(pk)`` plus an ``Update`` of its item (``ADD confirm_count :1``,
-``ADD reviewers :{worker}``, metadata via ``if_not_exists``) in one ``TransactWriteItems``. Up to
-`DYNAMO_VOTES_PER_TRANSACTION` votes on distinct items share one transaction; when it is cancelled because some
-votes already exist, those are dropped and the rest retried; conflicts with concurrent transactions are retried
-with jittered backoff.
+``ADD reviewers :{worker}``, ``meta`` via ``if_not_exists``) in one ``TransactWriteItems``. Up to
+`DYNAMO_VOTES_PER_TRANSACTION` votes on distinct items share one transaction. Votes already stored are skipped
+after one consistent ``BatchGetItem`` (so a replay costs reads, not failed transactions); when a transaction is
+still cancelled because a concurrent writer got there first, those votes are settled and the rest retried;
+conflicts with concurrent transactions (``TransactionConflict``) and throttling are retried with jittered backoff.
 
 SQLite schema
 -------------
@@ -525,33 +531,61 @@ class DynamoStore:
         if vote.comment:
             vote_attrs["comment"] = {"S": vote.comment}
         counter = "confirm_count" if vote.decision == ACCEPT else "disconfirm_count"
-        other = "disconfirm_count" if vote.decision == ACCEPT else "confirm_count"
-        meta = {"record": {"S": "item"}, "item_id": {"S": item.item_id}, "class_name": {"S": item.class_name},
+        # The item's metadata is one map written once (if_not_exists): the first vote creates it and later
+        # ones never overwrite it. The index keys derive from the primary key, so setting them again is a no-op.
+        meta = {"item_id": {"S": item.item_id}, "class_name": {"S": item.class_name},
                 "confidence": _num(item.confidence), "round": {"S": item.round},
                 "model_version": {"S": item.model_version}, "subject": {"S": item.subject},
-                "slice_id": {"S": item.slice_id}, "batch_id": {"S": item.batch_id}, "mask_uri": {"S": item.mask_uri},
-                "gsi1pk": {"S": f"CLASS#{item.class_name}"}, "gsi1sk": {"S": f"ROUND#{item.round}#{item.item_id}"},
-                "gsi2pk": {"S": f"ROUND#{item.round}"}, "gsi2sk": {"S": f"CLASS#{item.class_name}#{item.item_id}"},
-                "created_at": {"S": now}}
-        names = {f"#m{i}": k for i, k in enumerate(meta)}
-        values = {f":m{i}": v for i, v in enumerate(meta.values())}
-        sets = [f"#m{i} = if_not_exists(#m{i}, :m{i})" for i in range(len(meta))]
-        names.update({"#c": counter, "#o": other, "#r": "reviewers", "#u": "updated_at"})
-        values.update({":one": {"N": "1"}, ":zero": {"N": "0"}, ":w": {"SS": [vote.worker_id]}, ":now": {"S": now}})
-        sets += ["#o = if_not_exists(#o, :zero)", "#u = :now"]
+                "slice_id": {"S": item.slice_id}, "batch_id": {"S": item.batch_id},
+                "mask_uri": {"S": item.mask_uri}, "created_at": {"S": now}}
+        update = ("SET #meta = if_not_exists(#meta, :meta), gsi1pk = :g1p, gsi1sk = :g1s, gsi2pk = :g2p, "
+                  "gsi2sk = :g2s, #rec = :rec, updated_at = :now ADD #c :one, reviewers :w")
+        values = {":meta": {"M": meta}, ":g1p": {"S": f"CLASS#{item.class_name}"},
+                  ":g1s": {"S": f"ROUND#{item.round}#{item.item_id}"}, ":g2p": {"S": f"ROUND#{item.round}"},
+                  ":g2s": {"S": f"CLASS#{item.class_name}#{item.item_id}"}, ":rec": {"S": "item"},
+                  ":now": {"S": now}, ":one": {"N": "1"}, ":w": {"SS": [vote.worker_id]}}
         return [
             {"Put": {"TableName": self.table, "Item": vote_attrs, "ConditionExpression": "attribute_not_exists(pk)"}},
             {"Update": {"TableName": self.table, "Key": {"pk": {"S": pk}, "sk": {"S": "ITEM"}},
-                        "UpdateExpression": "SET " + ", ".join(sets) + " ADD #c :one, #r :w",
-                        "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}},
+                        "UpdateExpression": update, "ExpressionAttributeValues": values,
+                        "ExpressionAttributeNames": {"#meta": "meta", "#rec": "record", "#c": counter}}},
         ]
+
+    @staticmethod
+    def _vote_key(item: ItemRecord, vote: Vote) -> tuple[str, str]:
+        return _item_pk(item.round, item.item_id), f"VOTE#{vote.job}#{vote.worker_id}"
+
+    def _existing_votes(self, votes: Sequence[tuple[ItemRecord, Vote]]) -> set[tuple[str, str]]:
+        """Keys of the votes already stored (consistent BatchGetItem). Only an optimisation for replays: a failed
+        transaction costs write capacity (and time); the condition on each Put stays the guarantee."""
+        keys = sorted({self._vote_key(i, v) for i, v in votes})
+        found: set[tuple[str, str]] = set()
+        client = self.client
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] = {self.table: {
+                "Keys": [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in keys[start:start + 100]],
+                "ProjectionExpression": "pk, sk", "ConsistentRead": True}}
+            attempt = 0
+            while request:
+                resp = client.batch_get_item(RequestItems=request)
+                for a in resp.get("Responses", {}).get(self.table, []):
+                    found.add((a["pk"]["S"], a["sk"]["S"]))
+                request = resp.get("UnprocessedKeys") or {}
+                if request:
+                    attempt += 1
+                    time.sleep(min(1.0, 0.02 * 2 ** attempt) * random.random())
+        return found
 
     def record_votes(self, votes: Sequence[tuple[ItemRecord, Vote]]) -> VoteResult:
         _check_pairs(votes)
+        if not votes:
+            return VoteResult()
+        existing = self._existing_votes(votes)
+        fresh = [p for p in votes if self._vote_key(*p) not in existing]
         # One transaction may touch each item once: group votes into chunks of distinct items.
         chunks: list[list[tuple[ItemRecord, Vote]]] = []
         seen_in: list[set[tuple[str, str]]] = []
-        for pair in votes:
+        for pair in fresh:
             key = (pair[0].round, pair[0].item_id)
             for chunk, seen in zip(chunks, seen_in):
                 if key not in seen and len(chunk) < DYNAMO_VOTES_PER_TRANSACTION:
@@ -619,15 +653,16 @@ class DynamoStore:
         return int(Decimal(v["N"])) if v and "N" in v else 0
 
     def _state(self, a: dict[str, Any]) -> ItemState:
-        item = ItemRecord(item_id=self._s(a, "item_id"), class_name=self._s(a, "class_name"),
-                          confidence=float(Decimal(a["confidence"]["N"])) if "confidence" in a else 0.0,
-                          round=self._s(a, "round"), model_version=self._s(a, "model_version"),
-                          subject=self._s(a, "subject"), slice_id=self._s(a, "slice_id"),
-                          batch_id=self._s(a, "batch_id"), mask_uri=self._s(a, "mask_uri"))
+        m = a.get("meta", {}).get("M", {})
+        item = ItemRecord(item_id=self._s(m, "item_id"), class_name=self._s(m, "class_name"),
+                          confidence=float(Decimal(m["confidence"]["N"])) if "confidence" in m else 0.0,
+                          round=self._s(m, "round"), model_version=self._s(m, "model_version"),
+                          subject=self._s(m, "subject"), slice_id=self._s(m, "slice_id"),
+                          batch_id=self._s(m, "batch_id"), mask_uri=self._s(m, "mask_uri"))
         return ItemState(item=item, confirm_count=self._n(a, "confirm_count"),
                          disconfirm_count=self._n(a, "disconfirm_count"),
                          reviewers=tuple(sorted(a.get("reviewers", {}).get("SS", []))),
-                         created_at=self._s(a, "created_at"), updated_at=self._s(a, "updated_at"))
+                         created_at=self._s(m, "created_at"), updated_at=self._s(a, "updated_at"))
 
     def _vote(self, a: dict[str, Any]) -> Vote:
         return Vote(job=self._s(a, "job"), item_id=self._s(a, "item_id"), worker_id=self._s(a, "worker_id"),
