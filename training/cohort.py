@@ -132,7 +132,8 @@ def sulcal_csf(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, hull: np.ndarray)
     """
     white = wm >= np.maximum(gm, 0.25)
     dist_wm = ndimage.distance_transform_edt(~white).astype(np.float32)
-    depth = ndimage.distance_transform_edt(hull > 0).astype(np.float32)
+    # depth below the surface only gates "cortex or not": the faster chamfer distance is precise enough
+    depth = ndimage.distance_transform_cdt(hull > 0, metric="taxicab").astype(np.float32) / np.sqrt(3.0)
     ridge = -ndimage.gaussian_laplace(dist_wm, SULCUS_SIGMA_MM)
     return (_sigmoid((ridge - SULCUS_RIDGE) / 0.1) * _sigmoid((dist_wm - SULCUS_MIN_DEPTH_MM) / 0.3)
             * _sigmoid((CORTEX_DEPTH_MM - depth) / 2.0) * (gm > 0.3) * hull).astype(np.float32)
@@ -178,13 +179,24 @@ def _load_nilearn_templates() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return t1 / max(float(t1.max()), 1e-6), gm / max(float(gm.max()), 1e-6), wm / max(float(wm.max()), 1e-6)
 
 
+def crop_to_brain(t1: np.ndarray, *others: np.ndarray, margin: int = 8) -> tuple[list[np.ndarray], np.ndarray]:
+    """Crop (X, Y, Z) arrays to the bounding box of ``t1 > 0`` plus ``margin`` voxels (halves the work).
+    Returns the cropped arrays and the window's first voxel (x, y, z) in the original grid."""
+    idx = np.argwhere(t1 > 0)
+    lo = np.maximum(idx.min(0) - margin, 0)
+    hi = np.minimum(idx.max(0) + margin + 1, t1.shape)
+    window = tuple(slice(a, b) for a, b in zip(lo, hi))
+    return [np.ascontiguousarray(a[window]) for a in (t1, *others)], lo
+
+
 @lru_cache(maxsize=1)
 def load_atlas() -> Atlas:
-    """Load and prepare the template once per process (about 2 s)."""
-    scores = atlas_class_scores(*_load_nilearn_templates())
+    """Load and prepare the template once per process (a few seconds; forked workers inherit it)."""
+    (t1, gm, wm), origin = crop_to_brain(*_load_nilearn_templates())
+    scores = atlas_class_scores(t1, gm, wm)
     idx = np.argwhere(scores["hull"] > 0)
     lo, hi = idx.min(0).astype(np.float64), idx.max(0).astype(np.float64)
-    lo[2] = max(lo[2], TEMPLATE_Z_MARGIN)
+    lo[2] = max(lo[2], TEMPLATE_Z_MARGIN - origin[2])  # skip the template's cut-off bottom
     return Atlas(brain_lo=lo, brain_hi=hi, **scores)
 
 
