@@ -51,6 +51,7 @@ class AnalysisOptions:
     max_error_ratio: float = 0.1  # bucket-walk: incorrect:correct allowed per bucket
     buckets: str | Sequence[float] | None = None  # edges on the input's scale; None: 5 equal-width buckets
     n_buckets: int = 5
+    min_above: int | None = None  # clopper-pearson: start the scan where this many items lie above θ
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -59,12 +60,16 @@ class AnalysisOptions:
             raise SegqaError(f"--max-error must be strictly between 0 and 1 (a share, 0.05 = 5%), got {self.max_error:g}")
         if not 0.0 < self.confidence < 1.0:
             raise SegqaError(f"--confidence must be strictly between 0 and 1 (0.95 = 95%), got {self.confidence:g}")
+        if self.min_above is not None and self.min_above < 1:
+            raise SegqaError(f"--min-above must be a positive number of items, got {self.min_above}")
         if not self.max_error_ratio >= 0.0:
             raise SegqaError(f"--max-error-ratio must be ≥ 0, got {self.max_error_ratio:g}")
 
     def target(self, method: str) -> dict:
         if method == "bucket-walk":
             return {"max_error_ratio": self.max_error_ratio}
+        if method == "clopper-pearson" and self.min_above is not None:
+            return {"max_error": self.max_error, "confidence": self.confidence, "min_above": self.min_above}
         return {"max_error": self.max_error, "confidence": self.confidence}
 
 
@@ -164,7 +169,8 @@ def analyze(records: ReviewRecords, options: AnalysisOptions = AnalysisOptions()
         selectors[method] = {}
         for name, (conf, ok) in per_class.items():
             sel = make_selector(method, max_error=options.max_error, confidence=options.confidence,
-                                max_error_ratio=options.max_error_ratio, edges=edges, top=records.scale_top)
+                                max_error_ratio=options.max_error_ratio, edges=edges, top=records.scale_top,
+                                min_above=options.min_above)
             selectors[method][name] = sel.fit(conf, ok)
 
     step("agreement")

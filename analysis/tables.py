@@ -90,8 +90,9 @@ def assign_buckets(confidence: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def _pct(correct: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """100 · correct / total, unrounded; NaN where total is 0."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, np.round(100.0 * correct / np.maximum(total, 1), _PCT_DECIMALS), np.nan)
+        return np.where(total > 0, 100.0 * correct / np.maximum(total, 1), np.nan)
 
 
 def acceptance_by_class(frame: pd.DataFrame, classes: Iterable[str]) -> pd.DataFrame:
@@ -111,10 +112,10 @@ def acceptance_by_class(frame: pd.DataFrame, classes: Iterable[str]) -> pd.DataF
     correct = np.bincount(code, weights=frame["correct"].to_numpy(), minlength=k)
     pct = _pct(correct, total)
     table = pd.DataFrame({"class_name": classes, "total": total, "confirmed": confirmed,
-                          "disconfirmed": disconfirmed, "split": split, "pct_correct": pct})
+                          "disconfirmed": disconfirmed, "split": split, "pct_correct": np.round(pct, _PCT_DECIMALS)})
     totals = {"class_name": TOTALS, "total": total.sum(), "confirmed": confirmed.sum(),
               "disconfirmed": disconfirmed.sum(), "split": split.sum(),
-              "pct_correct": float(_pct(np.array([correct.sum()]), np.array([total.sum()]))[0])}
+              "pct_correct": round(float(_pct(np.array([correct.sum()]), np.array([total.sum()]))[0]), _PCT_DECIMALS)}
     average = {"class_name": CLASS_AVERAGE, **{c: round(float(table[c].mean()), 2) for c in
                                                ("total", "confirmed", "disconfirmed", "split")},
                "pct_correct": round(float(np.nanmean(pct)), _PCT_DECIMALS) if k else np.nan}
@@ -145,19 +146,18 @@ def acceptance_by_bucket(frame: pd.DataFrame, classes: Iterable[str], edges: np.
     rows = pd.DataFrame({
         "class_name": np.repeat(np.asarray(classes, dtype=object), b),
         "bucket_low": np.tile(low, k), "bucket_high": np.tile(high, k),
-        "total": total.ravel(), "incorrect": incorrect.ravel(), "pct_correct": pct.ravel(),
+        "total": total.ravel(), "incorrect": incorrect.ravel(), "pct_correct": np.round(pct.ravel(), _PCT_DECIMALS),
     })
     tot_total, tot_incorrect = total.sum(axis=0), incorrect.sum(axis=0)
     has_items = total > 0
     n_with = has_items.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        avg_pct = np.where(n_with > 0, np.round(np.where(has_items, pct, 0.0).sum(axis=0) / n_with,
-                                                _PCT_DECIMALS), np.nan)
+        avg_pct = np.where(n_with > 0, np.where(has_items, pct, 0.0).sum(axis=0) / n_with, np.nan)
     summary = pd.DataFrame({
         "class_name": [TOTALS] * b + [CLASS_AVERAGE] * b,
         "bucket_low": np.concatenate([low, low]), "bucket_high": np.concatenate([high, high]),
         "total": np.concatenate([tot_total, np.round(tot_total / max(k, 1), 2)]),
         "incorrect": np.concatenate([tot_incorrect, np.round(tot_incorrect / max(k, 1), 2)]),
-        "pct_correct": np.concatenate([_pct(tot_total - tot_incorrect, tot_total), avg_pct]),
+        "pct_correct": np.round(np.concatenate([_pct(tot_total - tot_incorrect, tot_total), avg_pct]), _PCT_DECIMALS),
     })
     return pd.concat([rows, summary], ignore_index=True)[list(BUCKET_TABLE_COLUMNS)]

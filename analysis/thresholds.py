@@ -230,7 +230,12 @@ class ClopperPearsonThreshold(_Selector):
     found by a fixed-sequence scan from high to low confidence (see the module docstring).
 
     Parameters: ``max_error`` (ε, e.g. 0.05), ``confidence`` (1 - α, e.g. 0.95), ``candidates`` (None: the
-    distinct observed confidences; or a fixed grid of thresholds, scanned from high to low).
+    distinct observed confidences; or a fixed grid of thresholds, scanned from high to low), ``min_above``
+    (None: start the scan at the first θ with ``n_min_`` items above it, the fewest for which the bound can
+    reach ε at all, which then must all be accepted; an int N > n_min starts later, where N items lie above θ,
+    so the first test tolerates a few rejections: much more power when reviewers disagree now and then, at the
+    price of never auto-accepting fewer than N items. Like ε, choose it before looking at the results: it
+    depends on the counts only, so the guarantee holds for any fixed N).
 
     Learned, besides the common ones: ``n_min_`` (items needed above θ before the bound can reach ε),
     ``more_reviews_needed_`` (None, or for a ``None`` threshold the fewest further reviews, all accepted, of
@@ -239,10 +244,11 @@ class ClopperPearsonThreshold(_Selector):
     """
 
     def __init__(self, max_error: float = 0.05, confidence: float = 0.95,
-                 candidates: Sequence[float] | None = None) -> None:
+                 candidates: Sequence[float] | None = None, min_above: int | None = None) -> None:
         self.max_error = max_error
         self.confidence = confidence
         self.candidates = candidates
+        self.min_above = min_above
 
     def fit(self, confidence: Any, correct: Any) -> "ClopperPearsonThreshold":
         eps = _check_level("max_error", self.max_error)
@@ -261,9 +267,10 @@ class ClopperPearsonThreshold(_Selector):
             n = x.size - np.searchsorted(asc, theta, side="left")  # items with confidence >= theta
             e = np.where(n > 0, cum_e[np.maximum(n - 1, 0)], 0)
         n_min = int(min_reviews_for_bound(0, eps, conf)[0])
+        n_start = max(n_min, int(self.min_above or 0))
         tested = np.zeros(theta.size, dtype=bool)
         passed = np.zeros(theta.size, dtype=bool)
-        start = int(np.searchsorted(n, n_min, side="left"))  # n grows along the sequence
+        start = int(np.searchsorted(n, n_start, side="left"))  # n grows along the sequence
         threshold: float | None = None
         reason: str | None = None
         if start < theta.size:
@@ -275,31 +282,40 @@ class ClopperPearsonThreshold(_Selector):
             if stop > start:
                 threshold = float(theta[stop - 1])
         self.n_min_ = n_min
+        self.n_start_ = n_start
         self.path_theta_, self.path_n_, self.path_errors_ = theta, n, e
         self.path_tested_, self.path_passed_ = tested, passed
         self.more_reviews_needed_ = None
         if threshold is None:
-            k, at = self._more_reviews(n, e, n_min, eps, conf)
+            k, at = self._more_reviews(n, e, n_start, eps, conf)
             self.more_reviews_needed_ = k
             where = (f"of masks with confidence ≥ {_fmt(theta[at])}" if at is not None
                      else "of masks more confident than any reviewed so far")
             target = f"reach {_pct(eps)} at {_pct(conf)} confidence"
-            if start >= theta.size:
+            if start >= theta.size and n_start > n_min:
+                reason = (f"too few reviews: {x.size} reviewed item(s), and the scan starts only where "
+                          f"{n_start} items lie above the threshold (min_above); {k} more review(s), all "
+                          f"accepted, {where} would make a threshold reachable")
+            elif start >= theta.size:
                 reason = (f"too few reviews: {x.size} reviewed item(s), and the Clopper-Pearson bound cannot "
                           f"{target} with fewer than {n_min} items above the threshold even if all were "
                           f"accepted; {k} more review(s), all accepted, {where} would make a threshold "
                           "reachable")
             else:
                 bound = float(cp_upper_bound(e[start], n[start], conf))
-                reason = (f"the scan fails at its first step: {int(e[start])} of the {int(n[start])} "
-                          f"highest-confidence items (confidence ≥ {_fmt(theta[start])}) were rejected "
-                          f"({_pct(e[start] / n[start])}), and the upper bound {_pct(bound)} > {_pct(eps)}; "
+                reason = (f"the scan fails at its first step: of the {int(n[start])} highest-confidence items "
+                          f"(confidence ≥ {_fmt(theta[start])}), {int(e[start])} were rejected "
+                          f"({_pct(e[start] / n[start])}) and the upper bound is {_pct(bound)} > {_pct(eps)}; "
                           f"{k} more review(s), all accepted, {where} would make a threshold reachable")
+                if n_start == n_min and e[start] > 0:
+                    reason += ("; or start the scan later with a larger min_above, fixed before looking at "
+                               "the results (see docs/analysis.md)")
         self._finish(x, ok, threshold, reason)
         return self
 
     @staticmethod
     def _more_reviews(n: np.ndarray, e: np.ndarray, n_min: int, eps: float, conf: float) -> tuple[int, int | None]:
+        # n_min here is the scan's start count (n_start_)
         """Fewest k extra accepted reviews, placed at the top of the confidence range, after which the scan
         finds a threshold: with k added, the first tested candidate is j*(k) = the first with n + k ≥ n_min,
         and it passes iff n[j*] + k ≥ min_reviews_for_bound(e[j*]); k = n_min always works (the new items
@@ -422,10 +438,11 @@ class IsotonicThreshold(_Selector):
 
 
 def make_selector(method: str, *, max_error: float = 0.05, confidence: float = 0.95,
-                  max_error_ratio: float = 0.1, edges: Sequence[float] | None = None, top: float = 1.0) -> _Selector:
+                  max_error_ratio: float = 0.1, edges: Sequence[float] | None = None, top: float = 1.0,
+                  min_above: int | None = None) -> _Selector:
     """A fresh selector for ``method`` (one of METHODS) with the analysis options."""
     if method == "clopper-pearson":
-        return ClopperPearsonThreshold(max_error=max_error, confidence=confidence)
+        return ClopperPearsonThreshold(max_error=max_error, confidence=confidence, min_above=min_above)
     if method == "bucket-walk":
         return BucketWalkThreshold(edges=edges, max_error_ratio=max_error_ratio, top=top, confidence=confidence)
     if method == "isotonic":

@@ -31,6 +31,11 @@ def register(app: typer.Typer) -> None:
                                         "share of auto-accepted masks that reviewers would reject."),
         confidence: float = typer.Option(0.95, "--confidence", help="clopper-pearson: confidence level of the "
                                          "upper bound on that share."),
+        min_above: Optional[int] = typer.Option(None, "--min-above", help="clopper-pearson: start the scan "
+                                                "only where this many reviewed items lie above the threshold "
+                                                "(default: the fewest for which the bound can reach --max-error; "
+                                                "larger tolerates a few rejections at the top). Fix it before "
+                                                "looking at results."),
         max_error_ratio: float = typer.Option(0.1, "--max-error-ratio", help="bucket-walk: largest "
                                               "incorrect:correct ratio a bucket may have."),
         buckets: Optional[str] = typer.Option(None, "--buckets", help="Bucket edges on the input's confidence "
@@ -49,7 +54,7 @@ def register(app: typer.Typer) -> None:
 
         err = Console(stderr=True)
         options = AnalysisOptions(method=method, max_error=max_error, confidence=confidence,
-                                  max_error_ratio=max_error_ratio, buckets=buckets)
+                                  max_error_ratio=max_error_ratio, buckets=buckets, min_above=min_above)
         options.check()
         with err.status("reading review records") as status:
             records, vote_frame = load_inputs(reviews=reviews, store=store, votes=votes, round=round_,
