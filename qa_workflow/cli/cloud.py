@@ -1,16 +1,221 @@
-"""AWS deployment: the CloudFormation stack and SageMaker launches (issue #8)."""
+"""AWS: `segqa deploy` (the CloudFormation stack) and `segqa train-remote` (SageMaker training with the SDK v3
+ModelTrainer). Thin commands over `qa_workflow.deploy` and `qa_workflow.sagemaker_launch`; see docs/aws.md."""
 
 from __future__ import annotations
 
+import json
+from typing import Any, List, Optional
+
 import typer
 
-from qa_workflow.cli._common import not_built
+_REGION_HELP = "AWS region (default: the profile's or AWS_DEFAULT_REGION)."
+_PROFILE_HELP = "AWS profile from ~/.aws/config."
 
-_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+def _session(region: Optional[str], profile: Optional[str]) -> Any:
+    import boto3
+    from botocore.exceptions import ProfileNotFound
+
+    from qa_workflow.contract import SegqaError
+
+    try:
+        session = boto3.Session(profile_name=profile, region_name=region)
+    except ProfileNotFound:
+        raise SegqaError(f"AWS profile {profile!r} not found in ~/.aws/config") from None
+    if not session.region_name:
+        raise SegqaError("no AWS region: pass --region or set AWS_DEFAULT_REGION")
+    return session
+
+
+def _key_values(pairs: List[str], what: str) -> dict[str, str]:
+    from qa_workflow.contract import SegqaError
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SegqaError(f"{what} {pair!r}: expected Key=Value")
+        out[key.strip()] = value
+    return out
+
+
+def _print_template_parameters() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from qa_workflow import deploy
+
+    table = Table(title=f"Parameters of {deploy.TEMPLATE_PATH.relative_to(deploy.ROOT)}")
+    for col in ("parameter", "default", "set by", "description"):
+        table.add_column(col, overflow="fold")
+    for name, spec in deploy.template_parameters().items():
+        if name in ("NamePrefix", "Environment"):
+            set_by = f"--{'prefix' if name == 'NamePrefix' else 'environment'}"
+        elif name in deploy.AUTO_PARAMETERS:
+            set_by = "segqa deploy" + (" (or --image)" if name == "TrainingImageUri" else "")
+        else:
+            set_by = f"--parameter {name}=..."
+        default = spec.get("Default")
+        allowed = spec.get("AllowedValues")
+        table.add_row(name, "" if default is None else str(default), set_by,
+                      str(spec.get("Description", "")).strip() + (f" Allowed: {', '.join(map(str, allowed))}."
+                                                                  if allowed else ""))
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("deploy", context_settings=_EXTRA)
-    def deploy(ctx: typer.Context) -> None:
-        """Not built yet (issue #8)."""
-        not_built("segqa deploy", 8)
+    @app.command("deploy")
+    def deploy_(
+        prefix: str = typer.Option("segqa", "--prefix", help="NamePrefix of every resource (2-12 of a-z, 0-9, -)."),
+        environment: str = typer.Option("dev", "--environment", "-e", help="dev, staging or prod."),
+        stack: Optional[str] = typer.Option(None, "--stack", help="Stack name (default <prefix>-<environment>)."),
+        region: Optional[str] = typer.Option(None, "--region", help=_REGION_HELP),
+        profile: Optional[str] = typer.Option(None, "--profile", help=_PROFILE_HELP),
+        parameter: List[str] = typer.Option([], "--parameter", "-p",
+                                            help="Stack parameter Key=Value (repeatable), e.g. MinNewConfirmations=100."),
+        image: Optional[str] = typer.Option(None, "--image", help="Training image URI (default: the AWS MXNet 1.9 "
+                                            "image for the region and TrainingInstanceType)."),
+        lambdas: str = typer.Option("build/lambdas", "--lambdas", help="Folder of the Lambda zips (make lambdas)."),
+        code_bucket: Optional[str] = typer.Option(None, "--code-bucket", help="Bucket for the code (default "
+                                                  "<prefix>-<env>-sagemaker-code-<account>-<region>, created if missing)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Lint and print the plan; change nothing in AWS."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Execute the change set without asking."),
+        print_parameters: bool = typer.Option(False, "--print-template-parameters",
+                                              help="List the stack parameters, their defaults and who sets them."),
+    ) -> None:
+        """Create or update the AWS stack: lint the template, upload the Lambda zips and the training code,
+        run a CloudFormation change set, follow its events, upload the review template."""
+        from pathlib import Path
+
+        from rich.console import Console
+
+        from qa_workflow import deploy
+
+        if print_parameters:
+            _print_template_parameters()
+            return
+        console = Console()
+        session = _session(region, profile)
+        overrides = _key_values(parameter, "--parameter")
+        if image:
+            overrides["TrainingImageUri"] = image
+        with console.status("Linting the template and packaging the code…"):
+            plan = deploy.plan_deploy(session, prefix=prefix, environment=environment, stack_name=stack,
+                                      lambdas_dir=Path(lambdas), code_bucket=code_bucket, overrides=overrides)
+        for warning in plan.lint_warnings:
+            console.print(f"[yellow]cfn-lint:[/] {warning}")
+        if dry_run:
+            typer.echo(json.dumps(plan.describe(), indent=2))
+            typer.echo("dry run: nothing was changed")
+            return
+        console.print(f"{plan.action.capitalize()} stack [bold]{plan.stack_name}[/] in {plan.region} "
+                      f"(account {plan.account})")
+
+        def on_event(kind: str, payload: Any) -> None:
+            if kind == "upload":
+                console.print(f"  uploaded {payload}")
+            elif kind == "status":
+                console.print(f"  {payload}")
+            elif kind == "changes":
+                for c in payload:
+                    extra = f" (replacement: {c['replacement']})" if c["replacement"] in ("True", "Conditional") else ""
+                    console.print(f"  {c['action']:>7}  {c['logical_id']}  [dim]{c['type']}[/]{extra}")
+            elif kind == "event":
+                colour = "red" if "FAILED" in payload.status else "green" if payload.status.endswith("COMPLETE") else "cyan"
+                reason = f"  [dim]{payload.reason}[/]" if payload.reason else ""
+                console.print(f"  {payload.timestamp:%H:%M:%S}  [{colour}]{payload.status:<28}[/] "
+                              f"{payload.logical_id}{reason}")
+
+        def confirm(changes: list[dict[str, str]]) -> bool:
+            return yes or typer.confirm(f"Execute these {len(changes)} change(s)?", default=False)
+
+        result = deploy.execute_deploy(plan, session, on_event=on_event, confirm=confirm)
+        if result.outcome == "cancelled":
+            typer.echo("cancelled: the stack was not changed")
+            raise typer.Exit(1)
+        console.print(f"stack {result.stack_name}: [bold]{result.outcome}[/]")
+        for key, value in sorted(result.outputs.items()):
+            console.print(f"  {key:<26} {value}")
+        if result.outputs:
+            console.print("next: `segqa batch --dest <DataUri>/rounds/...` then `segqa job create` with these "
+                          "outputs (docs/aws.md)")
+
+    @app.command("train-remote")
+    def train_remote(
+        network: str = typer.Option("both", "--network", "-n", help="unet, enet or both."),
+        train: Optional[str] = typer.Option(None, "--train", help="s3:// dataset folder for the train channel "
+                                            "(default with --stack: <DataUri>/retrain/dataset/train/)."),
+        validation: Optional[str] = typer.Option(None, "--validation", help="s3:// dataset folder for validation "
+                                                 "(default with --stack: <DataUri>/retrain/dataset/validation/)."),
+        output: Optional[str] = typer.Option(None, "--output", help="s3:// prefix for model.tar.gz (default with "
+                                             "--stack: <DataUri>/models/<network>/)."),
+        role: Optional[str] = typer.Option(None, "--role", help="Training role ARN (default: the stack's TrainingRoleArn)."),
+        stack: Optional[str] = typer.Option(None, "--stack", help="Take role and S3 locations from this stack's outputs."),
+        image: Optional[str] = typer.Option(None, "--image", help="Training image (default: AWS MXNet 1.9 DLC)."),
+        instance_type: str = typer.Option("ml.g4dn.xlarge", "--instance-type"),
+        instance_count: int = typer.Option(1, "--instance-count", help="Hosts; more than one trains with dist_sync."),
+        volume_gb: int = typer.Option(30, "--volume-gb"),
+        max_runtime: int = typer.Option(4 * 3600, "--max-runtime", help="Seconds before SageMaker stops the job."),
+        hp: List[str] = typer.Option([], "--hp", help="Hyperparameter key=value for training/train.py (repeatable), "
+                                     "e.g. --hp epochs=40 --hp batch-size=16."),
+        spot: bool = typer.Option(False, "--spot", help="Managed spot training (needs --checkpoint to resume)."),
+        checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="s3:// prefix for checkpoints."),
+        region: Optional[str] = typer.Option(None, "--region", help=_REGION_HELP),
+        profile: Optional[str] = typer.Option(None, "--profile", help=_PROFILE_HELP),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Build the ModelTrainer(s) and print them; start nothing."),
+        wait: bool = typer.Option(False, "--wait", help="Wait for the job(s) and stream their logs."),
+    ) -> None:
+        """Train U-Net and/or ENet on SageMaker (SDK v3 ModelTrainer, MXNet 1.9 image, training/train.py)."""
+        import tempfile
+
+        from qa_workflow import sagemaker_launch as sl
+        from qa_workflow.contract import SegqaError
+
+        networks = list(sl.NETWORKS) if network == "both" else [network]
+        if any(n not in sl.NETWORKS for n in networks):
+            raise SegqaError(f"--network must be unet, enet or both, got {network!r}")
+        session = _session(region, profile)
+        data_uri = None
+        if stack:
+            from qa_workflow.deploy import stack_outputs
+
+            try:
+                outputs = stack_outputs(session.client("cloudformation"), stack)
+            except Exception as exc:  # botocore's errors: no credentials, no such stack
+                raise SegqaError(f"cannot read the outputs of stack {stack}: {exc}") from None
+            role = role or outputs.get("TrainingRoleArn")
+            data_uri = outputs.get("DataUri")
+        if not role:
+            raise SegqaError("no training role: pass --role ARN or --stack NAME")
+        if not train and not data_uri:
+            raise SegqaError("no training data: pass --train s3://... or --stack NAME")
+        train = train or f"{data_uri}/retrain/dataset/train/"
+        validation = validation or (f"{data_uri}/retrain/dataset/validation/" if data_uri else None)
+        if not output and not data_uri:
+            raise SegqaError("no output location: pass --output s3://... or --stack NAME")
+        image = image or sl.default_training_image(session.region_name, instance_type)
+        hyper = sl.parse_hyperparameters(hp)
+        launches = [sl.TrainingLaunch(
+            network=n, train_uri=train, validation_uri=validation,
+            output_uri=(output.rstrip("/") + f"/{n}/") if output else f"{data_uri}/models/{n}/",
+            role_arn=role, image_uri=image, instance_type=instance_type, instance_count=instance_count,
+            volume_gb=volume_gb, max_runtime_s=max_runtime, hyperparameters=hyper, spot=spot,
+            checkpoint_uri=(checkpoint.rstrip("/") + f"/{n}/") if checkpoint else None).validate()
+            for n in networks]
+        with tempfile.TemporaryDirectory(prefix="segqa-sm-") as tmp:
+            source = sl.bundle_dir_for(tmp)
+            problems = sl.py38_incompatibilities({p.relative_to(source).as_posix(): p.read_bytes()
+                                                  for p in source.rglob("*.py")})
+            for problem in problems:
+                typer.echo(f"warning: not Python 3.8 syntax (the MXNet 1.9 image runs 3.8): {problem}", err=True)
+            trainers = [sl.build_model_trainer(launch, source, region=session.region_name, boto_session=session,
+                                               validate_role=not dry_run) for launch in launches]
+            if dry_run:
+                typer.echo(json.dumps([sl.trainer_summary(t) for t in trainers], indent=2))
+                typer.echo("dry run: no job was started")
+                return
+            for launch, trainer in zip(launches, trainers):
+                name = sl.start_training(trainer, wait=wait)
+                typer.echo(f"{launch.network}: training job {name} "
+                           f"(https://{session.region_name}.console.aws.amazon.com/sagemaker/home?region="
+                           f"{session.region_name}#/jobs/{name})")
