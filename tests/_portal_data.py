@@ -126,3 +126,48 @@ def decisions_form(batch: dict, reject: dict[str, tuple[str | None, str | None]]
         decisions.append(d)
     return {"decisions": json.dumps(decisions), "batch_id": batch["batch_id"],
             "submitted_at": "2025-01-01T00:00:00.000Z"}
+
+
+class FakeClock:
+    """A settable clock for the portal (``PortalSettings.clock``): tests move time instead of sleeping."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a portal page carries (hidden form field or meta tag)."""
+    import re
+
+    m = re.search(r'name="csrf_token" value="([^"]+)"', html) or re.search(r'name="csrf-token" content="([^"]+)"', html)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+def login(client, token: str):
+    """Sign a TestClient in with a one-time login token, as a browser would; returns the home page response."""
+    page = client.get(f"/login?token={token}")
+    assert page.status_code == 200
+    resp = client.post("/login", data={"token": token, "csrf_token": csrf_of(page.text)},
+                       headers={"origin": str(client.base_url)})
+    assert resp.status_code == 200 and "You have reviewed" in resp.text, resp.text[:500]
+    return resp
+
+
+def take_task(client) -> tuple[int, str]:
+    """POST /tasks/next from the home page; returns (assignment id, task page HTML)."""
+    home = client.get("/")
+    resp = client.post("/tasks/next", data={"csrf_token": csrf_of(home.text)}, follow_redirects=False,
+                       headers={"origin": str(client.base_url)})
+    assert resp.status_code == 303, resp.text[:300]
+    location = resp.headers["location"]
+    assert location.startswith("/tasks/"), location
+    page = client.get(location)
+    assert page.status_code == 200
+    return int(location.rsplit("/", 1)[1]), page.text

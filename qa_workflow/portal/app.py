@@ -99,7 +99,7 @@ def create_app(settings: PortalSettings) -> FastAPI:
         h.setdefault("Content-Security-Policy", _csp())
         h.setdefault("X-Content-Type-Options", "nosniff")
         h.setdefault("X-Frame-Options", "DENY")
-        h.setdefault("Referrer-Policy", "no-referrer")
+        h.setdefault("Referrer-Policy", "same-origin")  # "no-referrer" would make browsers send Origin: null
         h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         h.setdefault("Cache-Control", "no-store")
         return response
@@ -145,6 +145,10 @@ def create_app(settings: PortalSettings) -> FastAPI:
         return request.url.scheme == "https"
 
     # -- login ---------------------------------------------------------------------------------------------
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

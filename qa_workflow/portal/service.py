@@ -183,12 +183,20 @@ class ReviewService:
         text = _CROWD_SCRIPT_RE.sub("", text)
         return _SCRIPT_OPEN_RE.sub(f'<script nonce="{self._nonce_mark}"', text)
 
-    def start(self) -> None:
-        """Create or reopen the job, run pre-labeling for new manifest lines, recover unfinished work."""
+    @property
+    def started(self) -> bool:
+        return self.job_id >= 0
+
+    def start(self, on_object: Callable[[int, int], None] | None = None) -> None:
+        """Create or reopen the job, run pre-labeling for new manifest lines, recover unfinished work
+        (objects that had all their answers but were not consolidated when the server stopped)."""
+        if self.started:
+            return
         os.environ["SEGQA_STORE"] = self.store_uri  # what the Lambdas' environment would carry
         now = self.clock()
-        self.job_id = self.db.ensure_job(self.job_cfg, now)
-        self.register_objects()
+        job_id = self.db.ensure_job(self.job_cfg, now)
+        self.register_objects(job_id, on_object)
+        self.job_id = job_id
         self.db.sweep(self.job_id, now)
         if self.settings.consolidate_in_background:
             self._thread = threading.Thread(target=self._run, name="segqa-consolidator", daemon=True)
@@ -197,17 +205,18 @@ class ReviewService:
             self.consolidate_ready()
 
     def stop(self) -> None:
+        """Stop the consolidator (finishing the round it is in) and close the database."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.db.close()
 
-    def register_objects(self) -> int:
+    def register_objects(self, job_id: int, on_object: Callable[[int, int], None] | None = None) -> int:
         """Pre-label every manifest line not registered yet (the same handler Ground Truth would call).
         A failing object is recorded as failed with its error; it never renders a half task."""
         objects = labeling.read_manifest(self.manifest_uri)
-        known = self.db.known_objects(self.job_id)
+        known = self.db.known_objects(job_id)
         added = 0
         for object_id, data_object in enumerate(objects):
             if object_id in known:
@@ -220,12 +229,14 @@ class ReviewService:
                 out = labeling.call_pre_labeling(event)
             except Exception as exc:  # noqa: BLE001 - Ground Truth marks the object failed, whatever the error
                 log.warning("pre-labeling failed for object %s (%s): %s", object_id, data_object, exc)
-                self.db.add_object(self.job_id, object_id, data_object, now=self.clock(), error=str(exc)[:2000])
+                self.db.add_object(job_id, object_id, data_object, now=self.clock(), error=str(exc)[:2000])
             else:
-                self.db.add_object(self.job_id, object_id, data_object, now=self.clock(),
+                self.db.add_object(job_id, object_id, data_object, now=self.clock(),
                                    task_input=out["taskInput"],
                                    human_required=bool(out.get("isHumanAnnotationRequired", True)))
             added += 1
+            if on_object is not None:
+                on_object(object_id + 1, len(objects))
         return added
 
     # -- tasks -------------------------------------------------------------------------------------------
