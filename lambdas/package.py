@@ -7,8 +7,8 @@ functions run on the Python standard library + the boto3 of the Lambda runtime.
 
 Zips are reproducible (fixed timestamps and permissions, sorted entries), so an unchanged function gives a
 byte-identical zip, and written atomically. After writing, each zip is imported in a fresh interpreter that
-sees only the standard library and the zip (``python -I -S``), which catches a handler that imports anything
-the zip does not carry.
+sees only the standard library, boto3 (with its dependencies, as the Lambda runtime provides it) and the zip
+(``python -I -S``), which catches a handler that imports anything the zip does not carry.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import io
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -28,6 +29,8 @@ LAMBDAS_DIR = ROOT / "lambdas"
 SHARED_MODULES = ("qa_workflow/__init__.py", "qa_workflow/contract.py", "qa_workflow/storage.py",
                   "qa_workflow/store.py", "qa_workflow/consolidate.py")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+#: What the Lambda Python runtime provides besides the standard library.
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 
 
 def functions(lambdas_dir: Path = LAMBDAS_DIR) -> list[str]:
@@ -56,12 +59,33 @@ def build_zip(function: str, root: Path = ROOT) -> bytes:
     return buf.getvalue()
 
 
+def runtime_site(folder: Path) -> Path:
+    """Fill ``folder`` with links to boto3 and its dependencies only (the Lambda runtime's extras); returns it."""
+    import importlib.util
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in RUNTIME_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise SegqaError(f"{name} is not installed; the import check needs boto3 and its dependencies")
+        origin = Path(spec.origin)
+        src = origin.parent if origin.name == "__init__.py" else origin
+        link = folder / src.name
+        if not link.exists():
+            link.symlink_to(src)
+    return folder
+
+
 def check_import(zip_path: Path, python: str = sys.executable) -> None:
-    """Import ``handler`` from the zip in a fresh interpreter with only the standard library; raise on failure."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import handler; "
-            "assert callable(handler.lambda_handler)")
-    proc = subprocess.run([python, "-I", "-S", "-c", code, str(zip_path)], capture_output=True, text=True,
-                          timeout=60)
+    """Import ``handler`` from the zip in a fresh interpreter that sees only the standard library, boto3 and the
+    zip; raise SegqaError naming the missing module otherwise."""
+    code = ("import sys; sys.path[:0] = sys.argv[1:3]; import handler; "
+            "assert callable(handler.lambda_handler), 'handler.lambda_handler is not callable'")
+    with tempfile.TemporaryDirectory(prefix="segqa-runtime-") as tmp:
+        site = runtime_site(Path(tmp) / "site")
+        proc = subprocess.run([python, "-I", "-S", "-c", code, str(Path(zip_path).resolve()), str(site)],
+                              capture_output=True,
+                              text=True, timeout=60, cwd=tmp)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise SegqaError(f"{zip_path}: handler does not import from the zip alone: {last}")
