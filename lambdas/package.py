@@ -84,8 +84,7 @@ def check_import(zip_path: Path, python: str = sys.executable) -> None:
     with tempfile.TemporaryDirectory(prefix="segqa-runtime-") as tmp:
         site = runtime_site(Path(tmp) / "site")
         proc = subprocess.run([python, "-I", "-S", "-c", code, str(Path(zip_path).resolve()), str(site)],
-                              capture_output=True,
-                              text=True, timeout=60, cwd=tmp)
+                              capture_output=True, text=True, timeout=60, cwd=tmp)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise SegqaError(f"{zip_path}: handler does not import from the zip alone: {last}")
