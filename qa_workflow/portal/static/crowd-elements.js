@@ -267,11 +267,12 @@
     constructor() {
       super();
       this._root = shadow(this,
-        "<style>:host{display:block;" + FONT + "background:#fff;border-radius:8px;" +
+        "<style>:host{display:flex;flex-direction:column;" + FONT + "background:#fff;border-radius:8px;" +
         "box-shadow:0 1px 3px rgba(0,0,0,.18)}" +
+        ".content{flex:1 1 auto;display:flex;flex-direction:column}::slotted(*){flex:1 1 auto}" +
         ".heading{font-weight:600;padding:8px 10px 0}.heading:empty{display:none}" +
         "img{display:block;width:100%;border-radius:8px 8px 0 0}img:not([src]){display:none}" +
-        ".content{padding:0}</style>" +
+        "</style>" +
         '<img part="image" alt=""><div class="heading" part="heading"></div><div class="content"><slot></slot></div>');
     }
 
