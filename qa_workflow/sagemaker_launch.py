@@ -5,7 +5,8 @@ SDK v3 has no MXNet estimator (ARCHITECTURE §11), so a job is a ``sagemaker.tra
 - ``training_image``: an MXNet 1.9 training image (default: the AWS Deep Learning Container for the region and
   instance type, ``mxnet-training:1.9.0-{cpu,gpu}-py38``, looked up offline by ``sagemaker.core.image_uris``);
 - ``source_code``: a *source bundle* built here: ``training/`` + ``qa_workflow/__init__.py`` +
-  ``qa_workflow/contract.py`` + an entry script `ENTRY_SCRIPT` that runs ``training/train.py``. The SDK's
+  ``qa_workflow/contract.py`` (+ ``storage.py``, which training uses for atomic writes) + an entry script
+  `ENTRY_SCRIPT` that runs ``training/train.py``. The SDK's
   drivers call it as ``python segqa_sagemaker_entry.py --key value ...`` with the SageMaker environment
   (``SM_CHANNEL_TRAIN``, ``SM_CHANNEL_VALIDATION``, ``SM_MODEL_DIR``, ``SM_HOSTS``);
 - input channels ``train`` (a segqa dataset folder; its split ``train``) and optionally ``validation``;
@@ -58,9 +59,10 @@ NETWORKS = ("unet", "enet")
 MXNET_VERSION = "1.9.0"
 #: The AWS MXNet 1.9 training containers run Python 3.8: the bundle's code must parse as 3.8.
 MXNET_PY_VERSION = "py38"
-#: Files of the shared contract the training code imports (ARCHITECTURE §2: training may import numpy, mxnet
-#: and the contract module only).
-CONTRACT_FILES = ("qa_workflow/__init__.py", "qa_workflow/contract.py")
+#: Shared modules the training code imports: the contract (ARCHITECTURE §2), and the storage layer for its
+#: atomic writes (standard library; boto3 only for s3:// URIs). tests/test_cloud_launch.py checks that the
+#: import closure of training/train.py stays inside the bundle.
+CONTRACT_FILES = ("qa_workflow/__init__.py", "qa_workflow/contract.py", "qa_workflow/storage.py")
 #: Requirements the MXNet image already satisfies with its own (GPU) build; pip must not replace them.
 IMAGE_PROVIDED = ("mxnet", "numpy")
 #: CloudWatch metrics from the one line per epoch that training/train.py logs
