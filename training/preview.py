@@ -121,7 +121,7 @@ def render_contact_sheet(dataset: str | os.PathLike[str], out: str | os.PathLike
             ax_img.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             ax_ovl.imshow(overlay_rgb(image, mask), interpolation="nearest")
             ax_img.set_title(f"{subject} · {rec.slice:03d} · {rec.split}", color="white", fontsize=8, loc="left")
-    handles = [Patch(facecolor=cls.color, edgecolor="none", alpha=0.9, label=f"{cls.id} {cls.name}")
+    handles = [Patch(facecolor=cls.color, edgecolor="none", label=f"{cls.id} {cls.name}")
                for cls in REVIEW_CLASSES]
     if any_ignore:
         handles.append(Patch(facecolor=IGNORE_RGB, label=f"{IGNORE_LABEL} ignore"))
