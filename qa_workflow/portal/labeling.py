@@ -161,7 +161,9 @@ def annotation_entry(dataset_object_id: int | str, data_object: Mapping[str, Any
 
 def write_annotations_file(folder: str | os.PathLike[str], entries: Sequence[Mapping[str, Any]]) -> str:
     """Write the consolidation payload atomically; returns its ``file://`` URI (what ``payload.s3Uri`` holds)."""
-    name = f"consolidation-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.json"
+    now_ns = time.time_ns()  # names sort in the order the files were written
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ns / 1e9)) + f"{now_ns % 1_000_000_000:09d}"
+    name = f"consolidation-{stamp}-{uuid.uuid4().hex[:8]}.json"
     path = Path(folder) / name
     storage.atomic_write_bytes(path, json.dumps(list(entries), ensure_ascii=False).encode("utf-8"))
     return path.resolve().as_uri()
