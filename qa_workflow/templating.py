@@ -10,8 +10,9 @@ template behaves the same everywhere (ARCHITECTURE §7):
   ``escape_once`` and ``skip_autoescape``;
 - the template sees the pre-labeling Lambda's ``taskInput`` as ``task.input``.
 
-Escaping rules, as in Ground Truth: ``{{ x }}`` is escaped; ``{{ x | escape }}`` is escaped exactly once (never
-twice); ``{{ x | to_json }}`` is JSON text, escaped like any other output (so it is safe inside an attribute,
+Escaping rules, as in Ground Truth: ``{{ x }}`` is escaped; ``{{ x | escape }}`` is escaped exactly once (autoescape
+adds no second escape; ``| escape | escape`` does escape twice, as in Liquid, and ``escape_once`` never re-escapes
+an entity); ``{{ x | to_json }}`` is JSON text, escaped like any other output (so it is safe inside an attribute,
 and ``| to_json | escape`` gives the same result); ``{{ x | skip_autoescape }}`` is written verbatim — use it
 only for values you trust.
 """
