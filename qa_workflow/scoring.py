@@ -1,6 +1,6 @@
 """Per (slice, tissue class) confidence scores of a segmenter's probability maps (ARCHITECTURE §5).
 
-Pure numpy (+ scipy.ndimage for the dilation), vectorised over slices and classes; no I/O.
+Pure numpy, vectorised over slices and classes; no I/O.
 
 For a probability map ``p`` of shape (4, H, W), the prediction ``ŷ = argmax_c p_c`` and a tissue class c with
 predicted region ``P_c = {ŷ = c}``:
@@ -32,7 +32,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from qa_workflow.contract import CONFIDENCE_MEASURES, NUM_CLASSES, REVIEW_CLASSES, SegqaError
 

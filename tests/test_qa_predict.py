@@ -1,5 +1,4 @@
 import csv
-import io
 import json
 
 import numpy as np
@@ -9,7 +8,7 @@ from qa_helpers import IntensityPredictor, tiny_dataset
 from qa_workflow.cli import main
 from qa_workflow.contract import SegqaError
 from qa_workflow.predict_run import (
-    load_probability_file, read_run, read_score_table, run_predictions, score_probability_files,
+    load_probability_file, read_run, read_score_table, run_predictions,
 )
 from qa_workflow.rounds import read_assignments, select_round
 from qa_workflow.selection import SelectionPolicy
