@@ -19,7 +19,7 @@ from qa_workflow.contract import SegqaError
 
 REGION = "eu-west-1"
 # moto warns about the two resource types it does not model (docs/aws.md lists them).
-pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS:::UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
 
 
 @pytest.fixture(scope="module")
