@@ -42,6 +42,8 @@ __all__ = ["ENet", "InitialBlock", "Bottleneck"]
 
 INITIAL_FILTERS = 13
 STAGE_CHANNELS = (16, 64, 128)
+#: Spatial dropout in stage 1 and in every later bottleneck (the paper's 0.01 and 0.1).
+DROPOUT_RATES = (0.01, 0.1)
 
 
 def _activation(kind: str, channels: int) -> nn.HybridBlock:
@@ -136,7 +138,7 @@ class ENet(SegmentationNet):
     divisor = 8
 
     def __init__(self, in_channels: int = 1, num_classes: int = 4, width: float = 1.0, mc_dropout: bool = False,
-                 **kwargs: Any) -> None:
+                 dropout: tuple[float, float] = DROPOUT_RATES, **kwargs: Any) -> None:
         kwargs.setdefault("prefix", "enet_")
         super().__init__(in_channels, num_classes, width, mc_dropout, **kwargs)
         w = lambda c: max(1, int(round(c * width)))  # noqa: E731
@@ -145,35 +147,37 @@ class ENet(SegmentationNet):
         c5 = w(STAGE_CHANNELS[0])
         self.channels = {"initial": c0, "stage1": c1, "stage2": c2, "stage5": c5}
         mc = mc_dropout
+        self.dropout = (float(dropout[0]), float(dropout[1]))
+        p1, p2 = self.dropout
 
         def stage23(prefix: str, downsample: bool) -> nn.HybridSequential:
             seq = nn.HybridSequential(prefix=prefix)
             with seq.name_scope():
                 if downsample:
-                    seq.add(Bottleneck(c1, c2, "downsample", dropout=0.1, mc_dropout=mc))
+                    seq.add(Bottleneck(c1, c2, "downsample", dropout=p2, mc_dropout=mc))
                 for kind, d in (("regular", 1), ("dilated", 2), ("asymmetric", 1), ("dilated", 4),
                                 ("regular", 1), ("dilated", 8), ("asymmetric", 1), ("dilated", 16)):
-                    seq.add(Bottleneck(c2, c2, kind, dilation=d, dropout=0.1, mc_dropout=mc))
+                    seq.add(Bottleneck(c2, c2, kind, dilation=d, dropout=p2, mc_dropout=mc))
             return seq
 
         with self.name_scope():
             self.initial = InitialBlock(w(INITIAL_FILTERS), in_channels, prefix="init_")
             self.stage1 = nn.HybridSequential(prefix="s1_")
             with self.stage1.name_scope():
-                self.stage1.add(Bottleneck(c0, c1, "downsample", dropout=0.01, mc_dropout=mc))
+                self.stage1.add(Bottleneck(c0, c1, "downsample", dropout=p1, mc_dropout=mc))
                 for _ in range(4):
-                    self.stage1.add(Bottleneck(c1, c1, "regular", dropout=0.01, mc_dropout=mc))
+                    self.stage1.add(Bottleneck(c1, c1, "regular", dropout=p1, mc_dropout=mc))
             self.stage2 = stage23("s2_", downsample=True)
             self.stage3 = stage23("s3_", downsample=False)
             self.stage4 = nn.HybridSequential(prefix="s4_")
             with self.stage4.name_scope():
-                self.stage4.add(Bottleneck(c2, c1, "upsample", dropout=0.1, activation="relu", mc_dropout=mc))
+                self.stage4.add(Bottleneck(c2, c1, "upsample", dropout=p2, activation="relu", mc_dropout=mc))
                 for _ in range(2):
-                    self.stage4.add(Bottleneck(c1, c1, "regular", dropout=0.1, activation="relu", mc_dropout=mc))
+                    self.stage4.add(Bottleneck(c1, c1, "regular", dropout=p2, activation="relu", mc_dropout=mc))
             self.stage5 = nn.HybridSequential(prefix="s5_")
             with self.stage5.name_scope():
-                self.stage5.add(Bottleneck(c1, c5, "upsample", dropout=0.1, activation="relu", mc_dropout=mc))
-                self.stage5.add(Bottleneck(c5, c5, "regular", dropout=0.1, activation="relu", mc_dropout=mc))
+                self.stage5.add(Bottleneck(c1, c5, "upsample", dropout=p2, activation="relu", mc_dropout=mc))
+                self.stage5.add(Bottleneck(c5, c5, "regular", dropout=p2, activation="relu", mc_dropout=mc))
             self.fullconv = nn.Conv2DTranspose(num_classes, kernel_size=2, strides=2, prefix="full_")
 
     def hybrid_forward(self, F, x):  # noqa: N803
@@ -182,4 +186,4 @@ class ENet(SegmentationNet):
         return self.fullconv(self.stage5(self.stage4(x)))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "channels": self.channels}
+        return {**super().describe(), "channels": self.channels, "dropout": list(self.dropout)}

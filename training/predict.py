@@ -162,9 +162,13 @@ class Predictor:
 
 def _build_from_card(card: dict[str, Any], mc_dropout: bool = False) -> SegmentationNet:
     arch = card["architecture"]
-    return build_network(card["network"], width=float(arch.get("width", 1.0)),
-                         num_classes=int(arch.get("num_classes", 4)), in_channels=int(arch.get("in_channels", 1)),
-                         mc_dropout=mc_dropout)
+    try:
+        return build_network(card["network"], width=float(arch.get("width", 1.0)),
+                             num_classes=int(arch.get("num_classes", 4)), in_channels=int(arch.get("in_channels", 1)),
+                             mc_dropout=mc_dropout, dropout=arch.get("dropout"))
+    except (TypeError, ValueError) as exc:
+        raise SegqaError(f"model card: architecture {arch!r} does not describe a valid {card['network']} "
+                         f"({exc})") from None
 
 
 def load_predictor(path: str | os.PathLike[str], ctx: mx.Context | None = None) -> Predictor:

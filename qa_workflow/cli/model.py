@@ -56,8 +56,9 @@ def register(app: typer.Typer) -> None:
         state: dict = {}
 
         def on_event(ev: TrainEvent) -> None:
-            if ev.kind == "start":
-                state["version"] = ev.message
+            if ev.kind == "start":  # the bar starts once data and options are checked: errors stay one line
+                progress.start()
+                state["started"] = True
                 console.print(f"training {network} {ev.message} -> {out} (epochs {ev.epoch}..{ev.epochs})")
             elif ev.kind == "batch":
                 if ev.epoch not in tasks:
@@ -81,8 +82,11 @@ def register(app: typer.Typer) -> None:
             init_from=str(init_from) if init_from else None, resume=resume, max_slices=max_slices,
             max_batches_per_epoch=max_batches, max_val_slices=max_val_slices, time_budget_s=time_budget,
             kvstore=kvstore, context=context, progress=on_event)
-        with progress:
+        try:
             model_dir = train_model(cfg)
+        finally:
+            if state.get("started"):
+                progress.stop()
         card = json.loads((model_dir / "model_card.json").read_text())
         val = (card.get("metrics") or {}).get("val") or {}
         typer.echo(f"model {card['version']} in {model_dir}: best epoch {val.get('epoch', '—')}, "

@@ -1,0 +1,116 @@
+"""Loss (ignore label, weights) and metrics (Dice, HD95, volume difference, confusion matrix)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from mxnet import autograd, nd
+
+from qa_workflow.contract import IGNORE_LABEL, SegqaError
+from training.losses import class_weights_from_labels, parse_class_weights, segmentation_loss
+from training.metrics import (absolute_volume_difference, confusion_matrix, dice_per_class, hd95,
+                              mean_foreground_dice, segmentation_report)
+
+
+def _batch(seed=0):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(2, 4, 16, 20)).astype(np.float32)
+    labels = rng.integers(0, 4, size=(2, 16, 20)).astype(np.float32)
+    return logits, labels
+
+
+@pytest.mark.parametrize("dice_weight, ce_weight", [(0.5, 0.5), (1.0, 0.0), (0.0, 1.0)])
+def test_ignored_pixels_get_zero_gradient(dice_weight, ce_weight):
+    logits, labels = _batch()
+    labels[0, :5] = IGNORE_LABEL
+    labels[1, :, -3:] = IGNORE_LABEL
+    x = nd.array(logits)
+    x.attach_grad()
+    with autograd.record():
+        loss, _ = segmentation_loss(x, nd.array(labels), nd.array([0.5, 2.0, 1.0, 1.5]), dice_weight, ce_weight)
+    loss.backward()
+    grad = x.grad.asnumpy()
+    ignored = np.broadcast_to((labels == IGNORE_LABEL)[:, None], grad.shape)
+    assert np.all(grad[ignored] == 0.0)
+    assert np.abs(grad[~ignored]).sum() > 0  # the labelled pixels do learn
+
+
+def test_ignored_pixels_do_not_change_the_loss():
+    logits, labels = _batch(1)
+    labels[:, 4:9, 2:11] = IGNORE_LABEL
+    other = logits.copy()
+    other[:, :, 4:9, 2:11] = 50.0  # anything under the ignored region
+    w = nd.ones(4)
+    a = segmentation_loss(nd.array(logits), nd.array(labels), w)[0].asscalar()
+    b = segmentation_loss(nd.array(other), nd.array(labels), w)[0].asscalar()
+    assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_loss_is_small_for_a_confident_correct_prediction_and_large_otherwise():
+    _, labels = _batch(2)
+    onehot = np.eye(4, dtype=np.float32)[labels.astype(int)].transpose(0, 3, 1, 2)
+    w = nd.ones(4)
+    good = segmentation_loss(nd.array(20 * onehot), nd.array(labels), w)[0].asscalar()
+    bad = segmentation_loss(nd.array(-20 * onehot), nd.array(labels), w)[0].asscalar()
+    assert good < 0.01 < 1.0 < bad
+
+
+def test_class_weights_from_labels_are_inverse_frequency():
+    labels = np.zeros((1, 10, 10), np.uint8)
+    labels[0, :5] = 1  # 50 % background, 50 % csf, none of 2 or 3
+    labels[0, 0, 0] = IGNORE_LABEL
+    w = class_weights_from_labels(labels)
+    assert w[0] * 50 == pytest.approx(w[1] * 49, rel=1e-6)
+    assert w[2] == w[3] == w.max()
+    with pytest.raises(SegqaError, match="255"):
+        class_weights_from_labels(np.full((1, 4, 4), IGNORE_LABEL, np.uint8))
+
+
+def test_parse_class_weights():
+    np.testing.assert_allclose(parse_class_weights("1.35,17.18,8.29,12.42"), [1.35, 17.18, 8.29, 12.42], rtol=1e-6)
+    assert parse_class_weights("auto") is None
+    for bad in ("1,2,3", "1,2,x,4", "1,0,1,1"):
+        with pytest.raises(SegqaError, match="class weights"):
+            parse_class_weights(bad)
+
+
+def test_dice_and_confusion_on_a_known_example():
+    truth = np.array([[0, 1, 1, 2], [2, 2, 3, 255]])
+    pred = np.array([[0, 1, 2, 2], [2, 3, 3, 0]])
+    cm = confusion_matrix(pred, truth)
+    assert cm.sum() == 7  # the 255 pixel is left out
+    assert cm[1, 2] == 1 and cm[2, 3] == 1
+    d = dice_per_class(pred, truth)
+    np.testing.assert_allclose(d, [1.0, 2 / 3, 4 / 6, 2 / 3])
+    assert mean_foreground_dice(d) == pytest.approx((2 / 3 + 4 / 6 + 2 / 3) / 3)
+    # a class absent from both sides has no Dice and is left out of the mean
+    d2 = dice_per_class(np.zeros((3, 3)), np.zeros((3, 3)))
+    assert d2[0] == 1.0 and all(math.isnan(v) for v in d2[1:])
+    assert math.isnan(mean_foreground_dice(d2))
+
+
+def test_hd95_of_shifted_squares_in_mm():
+    a = np.zeros((40, 40), bool)
+    a[10:20, 10:20] = True
+    b = np.roll(a, 3, axis=1)  # shifted 3 px along the columns
+    assert hd95(a, a) == 0.0
+    assert hd95(a, b) == pytest.approx(3.0)
+    assert hd95(a, b, spacing=(1.0, 0.5)) == pytest.approx(1.5)  # column spacing 0.5 mm
+    assert math.isnan(hd95(a, np.zeros_like(a)))
+    stack = np.stack([a, np.zeros_like(a)])
+    assert hd95(stack, np.stack([b, np.zeros_like(a)])) == pytest.approx(3.0)
+
+
+def test_volume_difference_and_report():
+    a = np.zeros((2, 10, 10), np.uint8)
+    a[:, 2:6, 2:6] = 3  # 32 px
+    b = a.copy()
+    b[0, 2:4, 2:6] = 0  # 24 px of class 3
+    mm2, pct = absolute_volume_difference(b == 3, a == 3, spacing=(0.5, 2.0))
+    assert mm2 == pytest.approx(8.0) and pct == pytest.approx(25.0)
+    r = segmentation_report(b, a, spacing=(1.0, 1.0))
+    assert r["dice"][3] == pytest.approx(2 * 24 / (24 + 32))
+    assert math.isnan(r["hd95_mm"][1])
+    assert np.asarray(r["confusion"]).sum() == a.size
