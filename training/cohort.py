@@ -172,8 +172,8 @@ def _load_nilearn_templates() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for loader in (datasets.load_mni152_template, datasets.load_mni152_gm_template,
                    datasets.load_mni152_wm_template):
         img = loader(resolution=1)
-        if not np.allclose(np.abs(np.diag(img.affine)[:3]), 1.0):
-            raise SegqaError(f"nilearn's {loader.__name__} is not on a 1 mm grid (affine {img.affine.tolist()})")
+        if not np.allclose(img.affine[:3, :3], np.eye(3)):  # the warp below assumes 1 mm RAS voxels
+            raise SegqaError(f"nilearn's {loader.__name__} is not on a 1 mm RAS grid (affine {img.affine.tolist()})")
         arrays.append(np.asarray(img.get_fdata(dtype=np.float32), dtype=np.float32))
     t1, gm, wm = arrays
     return t1 / max(float(t1.max()), 1e-6), gm / max(float(gm.max()), 1e-6), wm / max(float(wm.max()), 1e-6)
@@ -250,7 +250,6 @@ def slab_z_range(atlas: Atlas, a: np.ndarray, shift: np.ndarray) -> tuple[float,
                         for y in (atlas.brain_lo[1], atlas.brain_hi[1])
                         for z in (atlas.brain_lo[2], atlas.brain_hi[2])])
     p = shift + (corners - atlas.center_vox) @ np.linalg.inv(a).T
-    # the box corners overstate a rotated brain's extent; shrink by the rotation's contribution
     return float(p[:, 2].min()), float(p[:, 2].max())
 
 
