@@ -184,6 +184,9 @@ class DatasetWriter:
             raise SegqaError(f"{self.out}: exists and is not empty; choose another --out or pass --overwrite")
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the dataset should read like any folder
         self.meta = dict(meta)
         self.records: list[SliceRecord] = []
         self._done = False
