@@ -155,9 +155,10 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
     unchanged = (existing is not None and existing.get("fingerprint") == fingerprint
                  and storage.exists(assign_uri) and storage.read_bytes(assign_uri) == csv_bytes)
     if not unchanged:
+        same_round = existing is not None and existing.get("fingerprint") == fingerprint
         meta = {
             "schema": ROUND_SCHEMA, "round": round_id, "fingerprint": fingerprint,
-            "created_at": (existing or {}).get("created_at") if existing and existing.get("fingerprint") == fingerprint
+            "created_at": existing.get("created_at") if same_round
             else datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "segqa_version": __version__, "policy": params, "inputs": inputs,
             "thresholds_in_use": policy.thresholds_, "cold_start": policy.cold_start_,

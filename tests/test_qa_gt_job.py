@@ -194,3 +194,30 @@ def test_create_needs_a_batched_round(tmp_path):
     write_batches(str(tmp_path / "r"))
     with pytest.raises(SegqaError, match="from S3"):
         create_job(None, str(tmp_path / "r"), settings(__file__), dry_run=True)
+
+
+def test_status_command_prints_progress(s3_round, monkeypatch, capsys):
+    round_dir, dest, template = s3_round
+    client = sagemaker()
+    monkeypatch.setattr("qa_workflow.cli.qa._sagemaker_client", lambda region: client)
+    name = "segqa-r01-status"
+    response = {
+        "LabelingJobStatus": "InProgress",
+        "LabelCounters": {"TotalLabeled": 3, "HumanLabeled": 3, "MachineLabeled": 0,
+                          "FailedNonRetryableError": 1, "Unlabeled": 4},
+        "CreationTime": dt.datetime(2026, 1, 1), "LastModifiedTime": dt.datetime(2026, 1, 2),
+        "JobReferenceCode": "ref", "LabelingJobName": name, "LabelingJobArn": f"arn:aws:sagemaker:us-east-1:"
+        f"{ACCOUNT}:labeling-job/{name}", "LabelAttributeName": "segqa-review",
+        "InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": f"{dest}/manifest.jsonl"}}},
+        "OutputConfig": {"S3OutputPath": f"{dest}/gt-output"}, "RoleArn": ROLE,
+        "HumanTaskConfig": {"WorkteamArn": TEAM, "UiConfig": {"UiTemplateS3Uri": f"{dest}/t.html"},
+                            "TaskTitle": "t", "TaskDescription": "d", "NumberOfHumanWorkersPerDataObject": 3,
+                            "TaskTimeLimitInSeconds": 3600},
+    }
+    with Stubber(client) as stub:
+        stub.add_response("describe_labeling_job", response, {"LabelingJobName": name})
+        assert main(["job", "status", "--round", round_dir, "--job-name", name]) == 0
+    err = capsys.readouterr().err
+    assert "InProgress" in err and "3/8 batches labeled (38 %)" in err and "1 failed" in err
+    assert main(["job", "status", "--round", round_dir]) == 2  # no job recorded and no --job-name
+    assert "no labeling job recorded" in capsys.readouterr().err
