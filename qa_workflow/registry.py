@@ -3,7 +3,8 @@
 Layout under the registry root (a local folder, ``file://`` URI or ``s3://bucket/prefix``)::
 
     ROOT/<network>/<version>/...        a model directory as written by `segqa train` (model_card.json,
-                                        metrics.json, checkpoints) — copied in whole
+                                        metrics.json, config.json, checkpoints/best.params) — the resume
+                                        state (checkpoints/last.*) is left out
     ROOT/<network>/CHAMPION             one line: the champion's version
     ROOT/decisions.jsonl                one JSON line per champion/challenger decision (appended, never rewritten
                                         in place: the whole file is written to a temp name and renamed)
@@ -121,7 +122,9 @@ class Registry:
         dest = self.model_uri(network, version)
         if storage.exists(storage.join(dest, "model_card.json")):
             return dest  # already registered (idempotent re-run)
-        files = sorted(p for p in src.rglob("*") if p.is_file())
+        # the deployable model only: the resume state (checkpoints/last.*) stays with the training run
+        files = sorted(p for p in src.rglob("*") if p.is_file()
+                       and not (p.parent.name == "checkpoints" and p.name.startswith("last.")))
         # model_card.json last: its presence marks a complete copy
         files.sort(key=lambda p: p.name == "model_card.json")
         for p in files:

@@ -1,21 +1,184 @@
-"""The loop: retrain, demo (issue #8)."""
+"""The loop: `segqa retrain` (operators, cron) and `segqa demo` (the whole loop offline) — issue #8."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
 
-from qa_workflow.cli._common import not_built
+NETWORK_CHOICES = ("unet", "enet")
 
-_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+def _networks(text: str) -> tuple[str, ...]:
+    from qa_workflow.contract import SegqaError
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in NETWORK_CHOICES]
+    if bad or not names:
+        raise SegqaError(f"--networks: expected a comma-separated subset of {','.join(NETWORK_CHOICES)}, got {text!r}")
+    return names
+
+
+class _TrainBar:
+    """A rich progress bar fed by training.train.TrainEvent callbacks (one bar per training run)."""
+
+    def __init__(self, progress: Any, label: str = "train") -> None:
+        self.progress = progress
+        self.label = label
+        self.task = None
+
+    def __call__(self, event: Any) -> None:
+        kind = getattr(event, "kind", "")
+        if kind == "start" or self.task is None:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(f"{self.label}", total=max(event.epochs, 1))
+            self.progress.update(self.task, completed=max(event.epoch - 1, 0))
+        if kind == "epoch":
+            dice = "" if event.val_mean_dice is None else f" val Dice {event.val_mean_dice:.3f}"
+            self.progress.update(self.task, completed=event.epoch,
+                                 description=f"{self.label} loss {event.loss:.3f}{dice}")
+        elif kind == "end":
+            self.progress.remove_task(self.task)
+            self.task = None
+
+
+def _fmt(v: Any) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.3f}"
+
+
+def _round_table(summaries, initial, networks):
+    from rich.table import Table
+
+    t = Table(title="segqa demo — one row per round (Dice: champion on held-out test subjects)")
+    for col in ("round", "reviewed", "auto-acc.", "audit", "accept %"):
+        t.add_column(col, justify="right")
+    for n in networks:
+        for c in ("CSF", "GM", "WM"):
+            t.add_column(f"{n} {c}", justify="right")
+    t.add_column("promoted")
+    keys = ("csf", "gray_matter", "white_matter")
+    t.add_row("initial", "", "", "", "", *[_fmt(initial.get(n, {}).get(k)) for n in networks for k in keys], "")
+    for s in summaries:
+        acc = "—" if math.isnan(s.acceptance_rate) else f"{100 * s.acceptance_rate:.0f}"
+        t.add_row(s.round, str(s.reviewed), str(s.auto_accepted), str(s.audit), acc,
+                  *[_fmt(s.dice.get(n, {}).get(k)) for n in networks for k in keys],
+                  ", ".join(f"{n} {'yes' if p else 'no'}" for n, p in s.promoted.items()))
+    return t
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("retrain", context_settings=_EXTRA)
-    def retrain(ctx: typer.Context) -> None:
-        """Not built yet (issue #8)."""
-        not_built("segqa retrain", 8)
+    @app.command("demo")
+    def demo(
+        rounds: int = typer.Option(3, "--rounds", "-r", min=1, help="Active-learning rounds."),
+        quick: bool = typer.Option(False, "--quick", help="Small cohort and short training (<= 15 min on 2 cores)."),
+        workspace: Path = typer.Option(Path("demo"), "--workspace", "-w", help="Folder for everything the demo makes."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the cohort, selection and simulated reviewers."),
+        subjects: Optional[int] = typer.Option(None, "--subjects", min=4, help="Cohort size (default by preset)."),
+        budget: Optional[int] = typer.Option(None, "--budget", min=1, help="Masks sent to review per round."),
+        strategy: str = typer.Option("uncertainty", "--strategy", help="uncertainty (active) or random."),
+        interactive: bool = typer.Option(False, "--interactive",
+                                         help="Review in the local portal yourself instead of simulated reviewers."),
+        fresh: bool = typer.Option(False, "--fresh", help="Delete the workspace first (default: continue it)."),
+    ) -> None:
+        """The whole loop on the atlas cohort, offline: cohort -> train -> R x (predict, select, batch, review,
+        analyze, retrain, promote, export) -> demo/report.html."""
+        import shutil
 
-    @app.command("demo", context_settings=_EXTRA)
-    def demo(ctx: typer.Context) -> None:
-        """Not built yet (issue #8)."""
-        not_built("segqa demo", 8)
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        from qa_workflow.loop import LoopConfig, run_loop
+
+        console = Console(stderr=False)
+        if fresh and workspace.exists():
+            shutil.rmtree(workspace)
+        cfg = LoopConfig.preset(quick, workspace=str(workspace), rounds=rounds, seed=seed, subjects=subjects,
+                                budget=budget, strategy=strategy)
+        review = None
+        if interactive:
+            from qa_workflow.portal.interactive import review_round_in_browser
+
+            review = review_round_in_browser
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            step_task = progress.add_task("starting", total=None)
+            bar = _TrainBar(progress)
+
+            def on_step(step: str, info: dict[str, Any]) -> None:
+                if step == "round-done":
+                    s = info["summary"]
+                    progress.console.print(f"[bold]{s.round}[/] reviewed {s.reviewed}, auto-accepted "
+                                           f"{s.auto_accepted}, accepted {s.accepted_items}, promoted "
+                                           f"{', '.join(n for n, p in s.promoted.items() if p) or 'none'}")
+                    return
+                text = {"cohort": "synthesising the atlas cohort", "initial": "training the initial {network}",
+                        "predict": "{round}: predicting the pool", "select": "{round}: selecting review work",
+                        "batch": "{round}: overlays and batches", "review": "{round}: reviewers at work",
+                        "analyze": "{round}: threshold analysis",
+                        "retrain": "{round}: retraining U-Net and ENet"}.get(step, step)
+                bar.label = text.format(**info)
+                progress.update(step_task, description=text.format(**info))
+
+            summaries = run_loop(cfg, progress=on_step, train_progress=bar)
+        import json
+
+        initial = json.loads((workspace / "demo.json").read_text()).get("initial_dice", {})
+        console.print(_round_table(summaries, initial, cfg.networks))
+        console.print(f"\nreport: {workspace / 'report.html'}  (opens offline)")
+        last = workspace / "rounds" / summaries[-1].round / "round"
+        console.print("\nReview for real:  segqa review add-reviewer alice  &&  "
+                      f"segqa review serve --round {last} --store sqlite:///{(workspace / 'store.sqlite').resolve()}")
+        console.print("Go to AWS:        make lambdas && segqa deploy --help   (docs/aws.md)")
+
+    @app.command("retrain")
+    def retrain(
+        data: Path = typer.Option(..., "--data", help="The base dataset (its pool slices were reviewed)."),
+        store: str = typer.Option(..., "--store", help="Confirmation store URI (sqlite:///PATH or dynamodb://TABLE)."),
+        round_dirs: list[str] = typer.Option(..., "--round", help="A reviewed round folder (repeat for several)."),
+        registry: str = typer.Option("models", "--registry", help="Model registry folder or s3:// prefix."),
+        work: Path = typer.Option(Path("retrain-work"), "--work", help="Scratch folder for the training set and runs."),
+        networks: str = typer.Option("unet,enet", "--networks", help="Networks to retrain."),
+        epochs: int = typer.Option(5, "--epochs", min=1),
+        batch_size: int = typer.Option(8, "--batch-size", min=1),
+        from_scratch: bool = typer.Option(False, "--from-scratch", help="Do not warm-start from the champion."),
+        use_auto_accepted: bool = typer.Option(False, "--use-auto-accepted",
+                                               help="Add auto-accepted masks as pseudo-labels."),
+        tolerance: float = typer.Option(0.01, "--tolerance", help="Largest per-class Dice drop a promotion tolerates."),
+        export: Optional[Path] = typer.Option(None, "--export", help="Export a newly promoted ENet here."),
+    ) -> None:
+        """Retrain U-Net and ENet on the labelled train split + confirmed pool masks; promote if not worse."""
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from qa_workflow.registry import Registry
+        from qa_workflow.retrain import auto_accepted_items, build_retraining_set, retrain_round, store_outcomes
+        from qa_workflow.rounds import read_round
+
+        console = Console()
+        nets = _networks(networks)
+        predictions, rounds = {}, {}
+        for rd in round_dirs:
+            meta = read_round(rd)
+            predictions[meta["round"]] = meta["inputs"]["predictions"]
+            rounds[meta["round"]] = rd
+        latest = max(rounds, key=lambda r: (len(r), r))
+        outcomes = store_outcomes(store)
+        auto = auto_accepted_items(rounds) if use_auto_accepted else []
+        tset = build_retraining_set(data, outcomes, predictions, work / "training-set", auto_accepted=auto)
+        console.print(f"training set: {tset.base_train_slices} labelled slices + {tset.pool_slices} reviewed pool "
+                      f"slices ({tset.confirmed_masks} confirmed masks, {tset.pseudo_masks} pseudo-labels; "
+                      f"{tset.ignored_pixels} pixels ignored)")
+        opts = {n: {"epochs": epochs, "batch_size": batch_size} for n in nets}
+        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
+                      transient=True) as progress:
+            result = retrain_round(latest, Registry(registry), data, tset, work / "train", opts,
+                                   warm_start=not from_scratch, tolerance=tolerance, export_dir=export,
+                                   networks=nets, progress=_TrainBar(progress, "retraining"))
+        for n, o in result.networks.items():
+            verdict = "promoted" if o.decision.promote else "kept the champion"
+            console.print(f"{n}: challenger {o.challenger} -> {verdict}: {'; '.join(o.decision.reasons)}")
+        if result.export_dir:
+            console.print(f"exported the new ENet to {result.export_dir}")
