@@ -34,7 +34,7 @@ from qa_workflow.contract import SegqaError
 __all__ = [
     "TEMPLATE_PATH", "LAMBDA_CODE_PARAMETERS", "Artifact", "DeployPlan", "DeployResult", "StackEvent",
     "lint_template", "template_parameters", "lambda_artifacts", "training_artifact", "code_bucket_name",
-    "plan_deploy", "execute_deploy", "stack_outputs",
+    "plan_deploy", "execute_deploy", "stack_outputs", "read_outputs", "env_exports", "OUTPUT_ENV",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +47,10 @@ LAMBDA_CODE_PARAMETERS = {"pre_labeling": "PreLabelingCodeKey", "post_labeling":
 TRAINING_SOURCE_PARAMETER = "TrainingSourceKey"
 #: Parameters `segqa deploy` fills in itself; the user may override the image.
 AUTO_PARAMETERS = ("CodeBucket", *LAMBDA_CODE_PARAMETERS.values(), TRAINING_SOURCE_PARAMETER, "TrainingImageUri")
+#: Stack output -> the environment variable that `segqa job create`, `segqa store` and the portal read it from.
+OUTPUT_ENV = {"StoreUri": "SEGQA_STORE", "GroundTruthRoleArn": "SEGQA_GT_ROLE_ARN",
+              "PreLabelingFunctionArn": "SEGQA_GT_PRE_LAMBDA_ARN",
+              "PostLabelingFunctionArn": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN"}
 TEMPLATE_BODY_LIMIT = 51_200  # bytes CloudFormation accepts inline; larger templates go through S3
 TERMINAL_OK = ("CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE")
 TERMINAL_FAILED = ("CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "UPDATE_ROLLBACK_COMPLETE",
@@ -369,6 +373,23 @@ def _no_changes(message: str) -> bool:
 def stack_outputs(cfn: Any, stack: str) -> dict[str, str]:
     stacks = cfn.describe_stacks(StackName=stack)["Stacks"]
     return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])} if stacks else {}
+
+
+def read_outputs(session: Any, stack: str) -> dict[str, str]:
+    """The outputs of an existing stack; SegqaError when it does not exist or AWS is not reachable."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return stack_outputs(session.client("cloudformation"), stack)
+    except ClientError as exc:
+        raise SegqaError(f"stack {stack}: {exc.response.get('Error', {}).get('Message', exc)}") from None
+    except BotoCoreError as exc:
+        raise SegqaError(f"cannot read stack {stack}: {exc}") from None
+
+
+def env_exports(outputs: Mapping[str, str]) -> dict[str, str]:
+    """``{"SEGQA_STORE": "dynamodb://...", "SEGQA_GT_ROLE_ARN": ..., ...}`` from the stack outputs."""
+    return {env: outputs[key] for key, env in OUTPUT_ENV.items() if key in outputs}
 
 
 def execute_deploy(plan: DeployPlan, session: Any, on_event: EventCallback = lambda kind, payload: None,

@@ -19,7 +19,8 @@ from qa_workflow.contract import SegqaError
 
 REGION = "eu-west-1"
 # moto warns about the two resource types it does not model (docs/aws.md lists them).
-pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning"),
+              pytest.mark.filterwarnings("ignore:sagemaker.train.configs has been moved:DeprecationWarning")]
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +183,38 @@ def test_print_template_parameters_lists_every_parameter(capsys):
     out = capsys.readouterr().out
     for name in deploy.template_parameters():
         assert name[:12] in out  # rich may wrap long names
+
+
+def _tiny_stack_with_outputs(session) -> None:
+    outputs = {"StoreUri": "dynamodb://segqa-dev-confirmations", "DataUri": "s3://segqa-dev-sagemaker-1-eu-west-1",
+               "GroundTruthRoleArn": "arn:aws:iam::123456789012:role/gt", "TrainingRoleArn": "arn:aws:iam::123456789012:role/tr",
+               "PreLabelingFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:segqa-dev-SageMaker-PreLabeling",
+               "PostLabelingFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:segqa-dev-SageMaker-PostLabeling"}
+    body = {"Resources": {"Logs": {"Type": "AWS::Logs::LogGroup", "Properties": {"LogGroupName": "x"}}},
+            "Outputs": {k: {"Value": v} for k, v in outputs.items()}}
+    session.client("cloudformation").create_stack(StackName="segqa-dev", TemplateBody=json.dumps(body))
+
+
+def test_show_outputs_prints_the_exports_the_other_commands_read(capsys):
+    from qa_workflow.cli import qa
+    from qa_workflow.store import ENV_VAR
+
+    # Every variable segqa job create reads comes from the stack, except the work team (made in the console).
+    assert set(deploy.OUTPUT_ENV.values()) == set(qa._ENV.values()) - {qa._ENV["workteam"]} | {ENV_VAR}
+    assert set(deploy.OUTPUT_ENV) <= set(deploy._decode(deploy.TEMPLATE_PATH)["Outputs"])
+    with mock_aws():
+        _tiny_stack_with_outputs(boto3.Session(region_name=REGION))
+        assert main(["deploy", "--show-outputs", "--region", REGION]) == 0
+        out = capsys.readouterr().out
+        assert "export SEGQA_STORE=dynamodb://segqa-dev-confirmations" in out
+        assert "export SEGQA_GT_CONSOLIDATION_LAMBDA_ARN=arn:aws:lambda:eu-west-1:123456789012:function:" \
+               "segqa-dev-SageMaker-PostLabeling" in out
+        assert main(["deploy", "--show-outputs", "--region", REGION, "--stack", "nope"]) == 2
+        assert "stack nope" in capsys.readouterr().err
+        # train-remote takes the role and the S3 locations from the same outputs
+        assert main(["train-remote", "--dry-run", "--stack", "segqa-dev", "--region", REGION, "--network", "enet"]) == 0
+        out = capsys.readouterr().out
+        trainer = json.loads(out[:out.rindex("]") + 1])[0]
+    assert trainer["role_arn"] == "arn:aws:iam::123456789012:role/tr"
+    assert trainer["channels"]["train"] == "s3://segqa-dev-sagemaker-1-eu-west-1/retrain/dataset/train/"
+    assert trainer["output_path"] == "s3://segqa-dev-sagemaker-1-eu-west-1/models/enet"

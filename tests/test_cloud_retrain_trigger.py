@@ -64,7 +64,8 @@ def vote(store, n_items: int, decision: str = "accept", job: str = "segqa-r1-csf
     pairs = []
     for i in range(start, start + n_items):
         item = ItemRecord(item_id=f"sub-{i:03d}/040/csf", class_name="csf", confidence=0.8, round=round,
-                          model_version="unet-v1", subject=f"sub-{i:03d}", slice_id=f"sub-{i:03d}/040")
+                          model_version="unet-v1", subject=f"sub-{i:03d}", slice_id=f"sub-{i:03d}/040",
+                          mask_uri=f"s3://seg-sagemaker/pred/sub-{i:03d}/040.png")
         pairs.append((item, Vote(job=job, item_id=item.item_id, worker_id="w1", decision=decision)))
     store.record_votes(pairs)
 
@@ -122,6 +123,10 @@ def test_enough_confirmations_start_both_networks_then_wait_for_them(aws):
     assert record["round"] == 1 and record["confirmed_total"] == 4 and record["jobs"] == out["jobs"]
     rows = list(csv.DictReader(io.StringIO(storage.read_text(record["reviews_uri"]))))
     assert len(rows) == 4 and {r["confirm_count"] for r in rows} == {"1"}
+    outcomes = [json.loads(line) for line in
+                storage.read_text(f"s3://{BUCKET}/retrain/rounds/round-0001/outcomes.jsonl").splitlines()]
+    assert {o["outcome"] for o in outcomes} == {"accept"} and len(outcomes) == 4
+    assert outcomes[0]["mask_uri"] == "s3://seg-sagemaker/pred/sub-000/040.png" and outcomes[0]["round"] == "1"
 
     # The next check, even with plenty of new confirmations, waits while round 1 trains.
     vote(store, 5, start=20)

@@ -9,8 +9,9 @@ hand (``{"force": true}`` skips the minimum). Each invocation:
 2. reads the last training round's record under ``SEGQA_RETRAIN_STATE_URI`` (``round-NNNN.json``); if that
    round's jobs are still running it stops; if fewer than ``SEGQA_MIN_NEW_CONFIRMATIONS`` items were
    confirmed since that round it stops;
-3. otherwise writes the review records it decided on (``round-NNNN/reviews.csv``, the analysis CSV) and starts
-   one ``CreateTrainingJob`` per network in ``SEGQA_NETWORKS`` with the MXNet image ``SEGQA_TRAINING_IMAGE``
+3. otherwise writes what it decided on under ``round-NNNN/``: ``reviews.csv`` (the review-record CSV of the
+   analysis) and ``outcomes.jsonl`` (per reviewed item and round: outcome and the predicted mask's URI, the
+   input of `qa_workflow.retrain.build_retraining_set`), and starts one ``CreateTrainingJob`` per network in ``SEGQA_NETWORKS`` with the MXNet image ``SEGQA_TRAINING_IMAGE``
    in script mode: ``sagemaker_program`` = the source bundle's entry script, ``sagemaker_submit_directory`` =
    ``SEGQA_TRAINING_SOURCE``, channels ``train`` / ``validation`` (segqa dataset folders) and ``reviews``;
 4. records the round (``round-NNNN.json``).
@@ -256,6 +257,16 @@ def count_confirmed(store: Any) -> int:
     return sum(1 for state in store.iter_items() if state.outcome == ACCEPT)
 
 
+def outcomes_jsonl(store: Any) -> str:
+    """One JSON line per reviewed item and round: ``item_id``, ``round``, ``outcome`` (accept | reject | split),
+    ``class_name``, ``mask_uri`` - the rows `qa_workflow.retrain.build_retraining_set` takes as outcomes, with
+    the predicted mask each decision was about."""
+    lines = [json.dumps({"item_id": s.item.item_id, "round": s.item.round, "outcome": s.outcome,
+                         "class_name": s.item.class_name, "mask_uri": s.item.mask_uri}, sort_keys=True)
+             for s in store.iter_items() if s.outcome is not None]
+    return "".join(line + "\n" for line in lines)
+
+
 def round_record_uri(cfg: TriggerConfig, round_no: int) -> str:
     return storage.join(cfg.state_uri, f"round-{round_no:04d}.json")
 
@@ -332,6 +343,7 @@ def run(event: Any, cfg: TriggerConfig, store: Any, sm: Any, request_id: str | N
     reviews_prefix = storage.join(cfg.state_uri, f"round-{round_no:04d}") + "/"
     rows, _ = export_review_records(store)
     storage.write_text(storage.join(reviews_prefix, "reviews.csv"), review_records_csv(rows), "text/csv")
+    storage.write_text(storage.join(reviews_prefix, "outcomes.jsonl"), outcomes_jsonl(store), "application/x-ndjson")
     jobs, outcomes = {}, {}
     for network in cfg.networks:
         request = training_job_request(cfg, round_no, network, reviews_prefix)

@@ -63,6 +63,20 @@ def _print_template_parameters() -> None:
     Console().print(table)
 
 
+def _print_outputs(outputs: dict[str, str]) -> None:
+    from qa_workflow.deploy import env_exports
+
+    for key, value in sorted(outputs.items()):
+        typer.echo(f"# {key} = {value}")
+    exports = env_exports(outputs)
+    if exports:
+        typer.echo("# for segqa job create / store / review serve:")
+        for env, value in exports.items():
+            typer.echo(f"export {env}={value}")
+    if "DataUri" in outputs:
+        typer.echo(f"# batches: segqa batch --round ROUND_DIR --dest {outputs['DataUri']}/rounds/<round>")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("deploy")
     def deploy_(
@@ -82,6 +96,8 @@ def register(app: typer.Typer) -> None:
         yes: bool = typer.Option(False, "--yes", "-y", help="Execute the change set without asking."),
         print_parameters: bool = typer.Option(False, "--print-template-parameters",
                                               help="List the stack parameters, their defaults and who sets them."),
+        show_outputs: bool = typer.Option(False, "--show-outputs",
+                                          help="Print the deployed stack's outputs as shell exports; deploy nothing."),
     ) -> None:
         """Create or update the AWS stack: lint the template, upload the Lambda zips and the training code,
         run a CloudFormation change set, follow its events, upload the review template."""
@@ -96,6 +112,9 @@ def register(app: typer.Typer) -> None:
             return
         console = Console()
         session = _session(region, profile)
+        if show_outputs:
+            _print_outputs(deploy.read_outputs(session, stack or f"{prefix}-{environment}"))
+            return
         overrides = _key_values(parameter, "--parameter")
         if image:
             overrides["TrainingImageUri"] = image
@@ -134,11 +153,7 @@ def register(app: typer.Typer) -> None:
             typer.echo("cancelled: the stack was not changed")
             raise typer.Exit(1)
         console.print(f"stack {result.stack_name}: [bold]{result.outcome}[/]")
-        for key, value in sorted(result.outputs.items()):
-            console.print(f"  {key:<26} {value}")
-        if result.outputs:
-            console.print("next: `segqa batch --dest <DataUri>/rounds/...` then `segqa job create` with these "
-                          "outputs (docs/aws.md)")
+        _print_outputs(result.outputs)
 
     @app.command("train-remote")
     def train_remote(
@@ -177,12 +192,9 @@ def register(app: typer.Typer) -> None:
         session = _session(region, profile)
         data_uri = None
         if stack:
-            from qa_workflow.deploy import stack_outputs
+            from qa_workflow.deploy import read_outputs
 
-            try:
-                outputs = stack_outputs(session.client("cloudformation"), stack)
-            except Exception as exc:  # botocore's errors: no credentials, no such stack
-                raise SegqaError(f"cannot read the outputs of stack {stack}: {exc}") from None
+            outputs = read_outputs(session, stack)
             role = role or outputs.get("TrainingRoleArn")
             data_uri = outputs.get("DataUri")
         if not role:
