@@ -42,7 +42,7 @@ from qa_workflow.scoring import check_probabilities, predicted_labels, score_pro
 __all__ = [
     "Reject", "PredictionSummary", "run_predictions", "score_probability_files", "read_score_table",
     "read_run", "write_rejects", "REJECT_COLUMNS", "SCORE_COLUMNS", "RUN_FILE", "REJECTS_FILE",
-    "prob_file", "mask_file", "load_probability_file", "encode_png",
+    "prob_file", "mask_file", "load_probability_file", "encode_png", "absolute_uri",
 ]
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,12 @@ def load_probability_file(uri: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 # ------------------------------------------------------------------------------------------ the run
+
+def absolute_uri(uri: str | os.PathLike[str]) -> str:
+    """S3 URIs as they are; local paths and file:// URIs as absolute paths (the score table stores them)."""
+    s = os.fspath(uri)
+    return s if storage.is_s3(s) else str(storage.local_path(s).resolve())
+
 
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -315,6 +321,7 @@ def run_predictions(
     if mc_samples == 1 or mc_samples < 0:
         raise SegqaError(f"--mc-samples must be 0 (no MC-dropout) or at least 2, got {mc_samples}")
     data_dir = Path(data_dir)
+    out = absolute_uri(out)
     records = _select_records(data_dir, split, limit)
     version = str(getattr(predictor, "version", "unknown"))
     summary = PredictionSummary(out=out, model_version=version, split=split, slices=len(records))
@@ -329,9 +336,10 @@ def run_predictions(
                     probs, mi = np.asarray(mc.mean, np.float32), np.asarray(mc.mutual_info, np.float32)
                 else:
                     probs, mi = np.asarray(predictor.predict_proba(images, batch_size=batch_size), np.float32), None
-                if probs.ndim != 4 or len(probs) != len(ok):
+                if probs.ndim != 4 or len(probs) != len(ok) or probs.shape[2:] != images.shape[1:]:
                     raise SegqaError(f"the model returned probabilities of shape {probs.shape} for {len(ok)} "
-                                     f"slices; expected ({len(ok)}, {NUM_CLASSES}, H, W)")
+                                     f"slices of {images.shape[1:]}; expected ({len(ok)}, {NUM_CLASSES}, "
+                                     f"{images.shape[1]}, {images.shape[2]})")
                 ok, probs, mi = _accept_valid(ok, probs, mi, summary.rejects, [f"model {version}"] * len(ok))
                 if ok:
                     labels = predicted_labels(probs)
@@ -370,6 +378,7 @@ def score_probability_files(
     if table_format not in TABLE_FORMATS:
         raise SegqaError(f"table format {table_format!r}: expected one of {', '.join(TABLE_FORMATS)}")
     data_dir = Path(data_dir)
+    out, probs_dir = absolute_uri(out), absolute_uri(probs_dir)
     records = _select_records(data_dir, split, limit)
     base = probs_dir
     if storage.exists(storage.join(probs_dir, RUN_FILE)) or (not storage.is_s3(probs_dir) and

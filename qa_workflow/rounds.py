@@ -22,7 +22,7 @@ from typing import Any
 from qa_workflow import __version__, storage
 from qa_workflow.contract import CLASS_BY_NAME, REVIEW_CLASSES, SegqaError, parse_item_id
 from qa_workflow.predict_run import (
-    REJECTS_FILE, RUN_FILE, Reject, read_run, read_score_table, write_rejects,
+    REJECTS_FILE, RUN_FILE, Reject, absolute_uri, read_run, read_score_table, write_rejects,
 )
 from qa_workflow.selection import ASSIGNMENT_COLUMNS, SelectionPolicy, Thresholds, assignment_counts, load_thresholds
 
@@ -110,6 +110,8 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
     A thresholds file of another schema, or unusable, is rejected: the reason goes to ``out/rejects.csv``
     (unless ``out`` already holds a round) and SegqaError is raised.
     """
+    predictions, out = absolute_uri(predictions), absolute_uri(out)
+    thresholds = absolute_uri(thresholds) if thresholds else None
     round_id = _check_round_id(round_id or round_id_from(out))
     round_uri = storage.join(out, ROUND_FILE)
     existing = storage.read_json(round_uri) if storage.exists(round_uri) else None
