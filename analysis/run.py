@@ -51,7 +51,8 @@ class AnalysisOptions:
     max_error_ratio: float = 0.1  # bucket-walk: incorrect:correct allowed per bucket
     buckets: str | Sequence[float] | None = None  # edges on the input's scale; None: 5 equal-width buckets
     n_buckets: int = 5
-    min_above: int | None = None  # clopper-pearson: start the scan where this many items lie above θ
+    start_coverage: float = 0.05  # clopper-pearson: start the scan where this share of the class lies above θ
+    min_above: int | None = None  # clopper-pearson: ...or where this many items lie above θ
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -60,6 +61,8 @@ class AnalysisOptions:
             raise SegqaError(f"--max-error must be strictly between 0 and 1 (a share, 0.05 = 5%), got {self.max_error:g}")
         if not 0.0 < self.confidence < 1.0:
             raise SegqaError(f"--confidence must be strictly between 0 and 1 (0.95 = 95%), got {self.confidence:g}")
+        if not 0.0 <= self.start_coverage < 1.0:
+            raise SegqaError(f"--start-coverage must be a share in [0, 1), got {self.start_coverage:g}")
         if self.min_above is not None and self.min_above < 1:
             raise SegqaError(f"--min-above must be a positive number of items, got {self.min_above}")
         if not self.max_error_ratio >= 0.0:
@@ -68,8 +71,9 @@ class AnalysisOptions:
     def target(self, method: str) -> dict:
         if method == "bucket-walk":
             return {"max_error_ratio": self.max_error_ratio}
-        if method == "clopper-pearson" and self.min_above is not None:
-            return {"max_error": self.max_error, "confidence": self.confidence, "min_above": self.min_above}
+        if method == "clopper-pearson":
+            return {"max_error": self.max_error, "confidence": self.confidence,
+                    "start_coverage": self.start_coverage, "min_above": self.min_above}
         return {"max_error": self.max_error, "confidence": self.confidence}
 
 
@@ -170,7 +174,7 @@ def analyze(records: ReviewRecords, options: AnalysisOptions = AnalysisOptions()
         for name, (conf, ok) in per_class.items():
             sel = make_selector(method, max_error=options.max_error, confidence=options.confidence,
                                 max_error_ratio=options.max_error_ratio, edges=edges, top=records.scale_top,
-                                min_above=options.min_above)
+                                start_coverage=options.start_coverage, min_above=options.min_above)
             selectors[method][name] = sel.fit(conf, ok)
 
     step("agreement")

@@ -230,29 +230,40 @@ class ClopperPearsonThreshold(_Selector):
     found by a fixed-sequence scan from high to low confidence (see the module docstring).
 
     Parameters: ``max_error`` (ε, e.g. 0.05), ``confidence`` (1 - α, e.g. 0.95), ``candidates`` (None: the
-    distinct observed confidences; or a fixed grid of thresholds, scanned from high to low), ``min_above``
-    (None: start the scan at the first θ with ``n_min_`` items above it, the fewest for which the bound can
-    reach ε at all, which then must all be accepted; an int N > n_min starts later, where N items lie above θ,
-    so the first test tolerates a few rejections: much more power when reviewers disagree now and then, at the
-    price of never auto-accepting fewer than N items. Like ε, choose it before looking at the results: it
-    depends on the counts only, so the guarantee holds for any fixed N).
+    distinct observed confidences; or a fixed grid of thresholds, scanned from high to low), and where the scan
+    starts: at the first θ with at least ``n_start_ = max(n_min_, min_above, ⌈start_coverage · N⌉)`` items
+    above it, N the class's reviewed items. ``n_min_`` is the fewest for which the bound can reach ε at all
+    (then every one of them must have been accepted); ``start_coverage`` (default 0.05) also waits until the
+    threshold would auto-accept 5 % of the class, so that in a large class one rejection among its very
+    top items does not end the scan before it has begun; ``min_above`` (default None) sets a count instead.
+    All three depend on the counts only, never on the reviewers' answers, so the sequence stays fixed and
+    the guarantee holds for any values chosen before looking at the results.
 
-    Learned, besides the common ones: ``n_min_`` (items needed above θ before the bound can reach ε),
-    ``more_reviews_needed_`` (None, or for a ``None`` threshold the fewest further reviews, all accepted, of
-    high-confidence items that would make a threshold reachable), and the scan path ``path_theta_``,
-    ``path_n_``, ``path_errors_`` (every candidate, high to low) with ``path_tested_`` / ``path_passed_``.
+    Learned, besides the common ones: ``n_min_``, ``n_start_``, ``more_reviews_needed_`` (None, or for a
+    ``None`` threshold the fewest further reviews, all accepted, of high-confidence items that would make a
+    threshold reachable), and the scan path ``path_theta_``, ``path_n_``, ``path_errors_`` (every candidate,
+    high to low) with ``path_tested_`` / ``path_passed_``.
     """
 
     def __init__(self, max_error: float = 0.05, confidence: float = 0.95,
-                 candidates: Sequence[float] | None = None, min_above: int | None = None) -> None:
+                 candidates: Sequence[float] | None = None, start_coverage: float = 0.05,
+                 min_above: int | None = None) -> None:
         self.max_error = max_error
         self.confidence = confidence
         self.candidates = candidates
+        self.start_coverage = start_coverage
         self.min_above = min_above
+
+    def _start_count(self, n_min: int, n_items: np.ndarray | int) -> np.ndarray:
+        """n_start for a class of ``n_items`` reviewed items (array-friendly)."""
+        share = np.ceil(float(self.start_coverage or 0.0) * np.asarray(n_items, dtype=np.float64) - 1e-9)
+        return np.maximum(np.maximum(n_min, int(self.min_above or 0)), share.astype(np.int64))
 
     def fit(self, confidence: Any, correct: Any) -> "ClopperPearsonThreshold":
         eps = _check_level("max_error", self.max_error)
         conf = _check_level("confidence", self.confidence)
+        if not 0.0 <= float(self.start_coverage or 0.0) < 1.0:
+            raise SegqaError(f"start_coverage must be in [0, 1), got {self.start_coverage}")
         x, ok = _check_xy(confidence, correct)
         order = np.argsort(-x, kind="stable")
         xs, errs = x[order], (~ok[order]).astype(np.int64)
@@ -267,7 +278,7 @@ class ClopperPearsonThreshold(_Selector):
             n = x.size - np.searchsorted(asc, theta, side="left")  # items with confidence >= theta
             e = np.where(n > 0, cum_e[np.maximum(n - 1, 0)], 0)
         n_min = int(min_reviews_for_bound(0, eps, conf)[0])
-        n_start = max(n_min, int(self.min_above or 0))
+        n_start = int(self._start_count(n_min, x.size))
         tested = np.zeros(theta.size, dtype=bool)
         passed = np.zeros(theta.size, dtype=bool)
         start = int(np.searchsorted(n, n_start, side="left"))  # n grows along the sequence
@@ -281,55 +292,52 @@ class ClopperPearsonThreshold(_Selector):
             passed[start:stop] = True
             if stop > start:
                 threshold = float(theta[stop - 1])
-        self.n_min_ = n_min
-        self.n_start_ = n_start
+        self.n_min_, self.n_start_ = n_min, n_start
         self.path_theta_, self.path_n_, self.path_errors_ = theta, n, e
         self.path_tested_, self.path_passed_ = tested, passed
         self.more_reviews_needed_ = None
         if threshold is None:
-            k, at = self._more_reviews(n, e, n_start, eps, conf)
+            k, at = self._more_reviews(n, e, x.size, n_min, eps, conf)
             self.more_reviews_needed_ = k
             where = (f"of masks with confidence ≥ {_fmt(theta[at])}" if at is not None
                      else "of masks more confident than any reviewed so far")
-            target = f"reach {_pct(eps)} at {_pct(conf)} confidence"
+            more = f"{k} more review(s), all accepted, {where}, would make a threshold reachable"
             if start >= theta.size and n_start > n_min:
                 reason = (f"too few reviews: {x.size} reviewed item(s), and the scan starts only where "
-                          f"{n_start} items lie above the threshold (min_above); {k} more review(s), all "
-                          f"accepted, {where} would make a threshold reachable")
+                          f"{n_start} items lie above the threshold (min_above); {more}")
             elif start >= theta.size:
                 reason = (f"too few reviews: {x.size} reviewed item(s), and the Clopper-Pearson bound cannot "
-                          f"{target} with fewer than {n_min} items above the threshold even if all were "
-                          f"accepted; {k} more review(s), all accepted, {where} would make a threshold "
-                          "reachable")
+                          f"reach {_pct(eps)} at {_pct(conf)} confidence with fewer than {n_min} items above "
+                          f"the threshold even if all were accepted; {more}")
             else:
                 bound = float(cp_upper_bound(e[start], n[start], conf))
                 reason = (f"the scan fails at its first step: of the {int(n[start])} highest-confidence items "
                           f"(confidence ≥ {_fmt(theta[start])}), {int(e[start])} were rejected "
                           f"({_pct(e[start] / n[start])}) and the upper bound is {_pct(bound)} > {_pct(eps)}; "
-                          f"{k} more review(s), all accepted, {where} would make a threshold reachable")
-                if n_start == n_min and e[start] > 0:
-                    reason += ("; or start the scan later with a larger min_above, fixed before looking at "
-                               "the results (see docs/analysis.md)")
+                          f"{more}")
         self._finish(x, ok, threshold, reason)
         return self
 
-    @staticmethod
-    def _more_reviews(n: np.ndarray, e: np.ndarray, n_min: int, eps: float, conf: float) -> tuple[int, int | None]:
-        # n_min here is the scan's start count (n_start_)
-        """Fewest k extra accepted reviews, placed at the top of the confidence range, after which the scan
-        finds a threshold: with k added, the first tested candidate is j*(k) = the first with n + k ≥ n_min,
-        and it passes iff n[j*] + k ≥ min_reviews_for_bound(e[j*]); k = n_min always works (the new items
-        alone pass). Returns (k, index of j*(k) or None for "the new items alone")."""
-        ks = np.arange(0, n_min + 1, dtype=np.int64)
-        j = np.searchsorted(n, n_min - ks, side="left")
-        valid = j < n.size
+    def _more_reviews(self, n: np.ndarray, e: np.ndarray, n_items: int, n_min: int, eps: float, conf: float
+                      ) -> tuple[int, int | None]:
+        """Fewest k extra accepted reviews, placed above every reviewed confidence, after which the scan finds
+        a threshold. With k added the class has N + k items and the scan starts at n_start(k); the new items
+        alone are tested first when k ≥ n_start(k), and always pass (no errors, enough items); otherwise the
+        first tested candidate is j*(k), the first with n + k ≥ n_start(k), and it passes iff
+        n[j*] + k ≥ min_reviews_for_bound(e[j*]). Returns (k, index of j*(k), or None for the new items)."""
+        share = float(self.start_coverage or 0.0)
+        # k ≥ (s·N + 1) / (1 − s) gives k ≥ s·(N + k) + 1 > n_start's share term: the new items alone suffice
+        k_max = int(max(n_min, int(self.min_above or 0), math.ceil((share * n_items + 1) / (1 - share))))
+        ks = np.arange(0, k_max + 1, dtype=np.int64)
+        n_start = self._start_count(n_min, n_items + ks)
+        new_alone = ks >= n_start
+        j = np.searchsorted(n, n_start - ks, side="left")
+        valid = (j < n.size) & ~new_alone
         jv = np.minimum(j, n.size - 1)
         need = min_reviews_for_bound(e[jv], eps, conf)
-        works = valid & (n[jv] + ks >= need)
-        works[-1] = True
-        first = int(np.flatnonzero(works)[0])
-        k = int(ks[first])
-        return k, (int(jv[first]) if valid[first] and n[jv[first]] + k >= need[first] else None)
+        works = new_alone | (valid & (n[jv] + ks >= need))
+        first = int(np.flatnonzero(works)[0])  # k_max always works: new_alone[-1] is True
+        return int(ks[first]), (None if new_alone[first] else int(jv[first]))
 
 
 class BucketWalkThreshold(_Selector):
@@ -439,10 +447,11 @@ class IsotonicThreshold(_Selector):
 
 def make_selector(method: str, *, max_error: float = 0.05, confidence: float = 0.95,
                   max_error_ratio: float = 0.1, edges: Sequence[float] | None = None, top: float = 1.0,
-                  min_above: int | None = None) -> _Selector:
+                  start_coverage: float = 0.05, min_above: int | None = None) -> _Selector:
     """A fresh selector for ``method`` (one of METHODS) with the analysis options."""
     if method == "clopper-pearson":
-        return ClopperPearsonThreshold(max_error=max_error, confidence=confidence, min_above=min_above)
+        return ClopperPearsonThreshold(max_error=max_error, confidence=confidence, start_coverage=start_coverage,
+                                       min_above=min_above)
     if method == "bucket-walk":
         return BucketWalkThreshold(edges=edges, max_error_ratio=max_error_ratio, top=top, confidence=confidence)
     if method == "isotonic":

@@ -52,7 +52,7 @@ def test_analyze_writes_the_four_outputs_and_a_self_contained_report(sim, tmp_pa
 
     doc = json.loads((out / "thresholds.json").read_text())
     assert doc["schema"] == THRESHOLDS_SCHEMA and doc["method"] == "clopper-pearson"
-    assert doc["target"] == {"max_error": 0.05, "confidence": 0.95}
+    assert doc["target"] == {"max_error": 0.05, "confidence": 0.95, "start_coverage": 0.05, "min_above": None}
     assert doc["confidence_scale"] == "unit" and doc["split_policy"] == "majority"
     assert set(doc["classes"]) == {"csf", "gray_matter", "white_matter"}
     for entry in doc["classes"].values():

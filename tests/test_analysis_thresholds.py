@@ -100,28 +100,41 @@ def _with_extra_accepted(x, y, k):
     return np.concatenate([x, np.full(k, top)]), np.concatenate([y, np.ones(k, bool)])
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_more_reviews_needed_is_exactly_enough(seed):
+@pytest.mark.parametrize("seed, n_items, start_coverage", [(0, 150, 0.05), (1, 150, 0.0), (2, 400, 0.05),
+                                                            (3, 3000, 0.05), (4, 3000, 0.2)])
+def test_more_reviews_needed_is_exactly_enough(seed, n_items, start_coverage):
     rng = np.random.default_rng(seed)
-    x = rng.uniform(0.5, 0.95, 150)
-    y = rng.random(150) < 0.93  # rejections everywhere: the scan fails at its first step
-    cp = ClopperPearsonThreshold().fit(x, y)
+    x = rng.uniform(0.5, 0.95, n_items)
+    y = rng.random(n_items) < 0.9  # rejections everywhere: the scan fails at its first step
+    fit = lambda x, y: ClopperPearsonThreshold(start_coverage=start_coverage).fit(x, y)  # noqa: E731
+    cp = fit(x, y)
     assert cp.threshold_ is None, "this case is meant to fail"
     k = cp.more_reviews_needed_
-    assert 0 < k <= cp.n_min_
-    assert ClopperPearsonThreshold().fit(*_with_extra_accepted(x, y, k)).threshold_ is not None
-    assert ClopperPearsonThreshold().fit(*_with_extra_accepted(x, y, k - 1)).threshold_ is None
+    assert k > 0 and f"{k} more review(s)" in cp.reason_
+    assert fit(*_with_extra_accepted(x, y, k)).threshold_ is not None
+    assert fit(*_with_extra_accepted(x, y, k - 1)).threshold_ is None
 
 
-def test_min_above_starts_the_scan_later():
-    rng = np.random.default_rng(5)
-    x = rng.uniform(0, 1, 3000)
-    y = rng.random(3000) >= 0.02  # 2% rejected everywhere
-    y[np.argsort(-x)[:3]] = False  # ...and three at the very top: the default start cannot pass
-    assert ClopperPearsonThreshold().fit(x, y).threshold_ is None
-    cp = ClopperPearsonThreshold(min_above=500).fit(x, y)
-    assert cp.n_start_ == 500 and cp.threshold_ is not None and cp.n_above_ >= 500
-    assert cp.error_upper_bound_ <= 0.05
+def test_the_scan_starts_at_max_of_reachable_coverage_share_and_min_above():
+    x = np.linspace(0, 1, 3000)
+    y = np.ones(3000, bool)
+    assert ClopperPearsonThreshold(start_coverage=0.0).fit(x, y).n_start_ == 59
+    assert ClopperPearsonThreshold().fit(x, y).n_start_ == 150  # 5% of 3000
+    assert ClopperPearsonThreshold(min_above=400).fit(x, y).n_start_ == 400
+    assert ClopperPearsonThreshold().fit(x[:500], y[:500]).n_start_ == 59  # 5% of 500 = 25 < 59
+
+
+def test_a_later_start_tolerates_a_rejection_among_the_very_top_items():
+    x = np.linspace(1, 0, 3000)
+    y = np.ones(3000, bool)
+    y[200::200] = False  # 0.5% rejected throughout...
+    y[0] = False  # ...and the most confident of all
+    assert ClopperPearsonThreshold(start_coverage=0.0).fit(x, y).threshold_ is None  # 59 must all be accepted
+    cp = ClopperPearsonThreshold().fit(x, y)  # starts at 150 items: a few rejections are fine
+    assert cp.threshold_ is not None and cp.n_above_ >= 150 and cp.error_upper_bound_ <= 0.05
+    assert cp.threshold_ == 0.0 and cp.errors_above_ == 15  # 0.5% passes all the way down
+    late = ClopperPearsonThreshold(min_above=1000).fit(x, y)
+    assert late.n_start_ == 1000 and late.path_tested_[:999].sum() == 0
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -31,11 +31,12 @@ def register(app: typer.Typer) -> None:
                                         "share of auto-accepted masks that reviewers would reject."),
         confidence: float = typer.Option(0.95, "--confidence", help="clopper-pearson: confidence level of the "
                                          "upper bound on that share."),
-        min_above: Optional[int] = typer.Option(None, "--min-above", help="clopper-pearson: start the scan "
-                                                "only where this many reviewed items lie above the threshold "
-                                                "(default: the fewest for which the bound can reach --max-error; "
-                                                "larger tolerates a few rejections at the top). Fix it before "
-                                                "looking at results."),
+        start_coverage: float = typer.Option(0.05, "--start-coverage", help="clopper-pearson: start the scan "
+                                             "where this share of the class lies above the threshold (and never "
+                                             "before the bound can reach --max-error). Fix it before looking at "
+                                             "results."),
+        min_above: Optional[int] = typer.Option(None, "--min-above", help="clopper-pearson: ...or where this "
+                                                "many reviewed items lie above it."),
         max_error_ratio: float = typer.Option(0.1, "--max-error-ratio", help="bucket-walk: largest "
                                               "incorrect:correct ratio a bucket may have."),
         buckets: Optional[str] = typer.Option(None, "--buckets", help="Bucket edges on the input's confidence "
@@ -54,7 +55,8 @@ def register(app: typer.Typer) -> None:
 
         err = Console(stderr=True)
         options = AnalysisOptions(method=method, max_error=max_error, confidence=confidence,
-                                  max_error_ratio=max_error_ratio, buckets=buckets, min_above=min_above)
+                                  max_error_ratio=max_error_ratio, buckets=buckets,
+                                  start_coverage=start_coverage, min_above=min_above)
         options.check()
         with err.status("reading review records") as status:
             records, vote_frame = load_inputs(reviews=reviews, store=store, votes=votes, round=round_,
