@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Iterable
 
 from qa_workflow import __version__, storage
 from qa_workflow.contract import CLASS_BY_NAME, REVIEW_CLASSES, SegqaError, parse_item_id
@@ -27,7 +27,7 @@ from qa_workflow.predict_run import (
 from qa_workflow.selection import ASSIGNMENT_COLUMNS, SelectionPolicy, Thresholds, assignment_counts, load_thresholds
 
 __all__ = ["RoundResult", "select_round", "read_round", "read_assignments", "round_fingerprint",
-           "ROUND_FILE", "ASSIGNMENTS_FILE", "ROUND_SCHEMA", "round_id_from"]
+           "ROUND_FILE", "ASSIGNMENTS_FILE", "ROUND_SCHEMA", "round_id_from", "read_item_ids"]
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,10 @@ def _csv_bytes(frame) -> bytes:
 
 
 def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds: str | None = None,
-                 round_id: str | None = None, overwrite: bool = False) -> RoundResult:
+                 round_id: str | None = None, overwrite: bool = False, exclude: Iterable[str] = ()) -> RoundResult:
     """Fit ``policy`` on the prediction folder's score table (+ thresholds file) and write the round folder.
+
+    ``exclude``: item ids already reviewed in earlier rounds (skipped with that reason; part of the inputs).
 
     Idempotent: the same inputs and parameters leave an existing round untouched (``unchanged=True``).
     A thresholds file of another schema, or unusable, is rejected: the reason goes to ``out/rejects.csv``
@@ -139,6 +141,9 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
         "thresholds": str(thresholds) if thresholds else None,
         "thresholds_sha256": th.sha256 if th else None,
     }
+    exclude = sorted({str(i) for i in exclude})
+    inputs["excluded_items"] = len(exclude)
+    inputs["excluded_sha256"] = hashlib.sha256("\n".join(exclude).encode()).hexdigest() if exclude else None
     params = policy.get_params()
     fingerprint = round_fingerprint(params, inputs, round_id)
 
@@ -149,7 +154,7 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
             raise SegqaError(f"{out}: already holds round {existing.get('round')!r} made with other "
                              f"{'/'.join(diff) or 'inputs'}; use another --out, or --overwrite to replace it")
 
-    assigned = policy.fit(frame, th).transform(frame)
+    assigned = policy.fit(frame, th).transform(frame, exclude=exclude)
     counts = assignment_counts(assigned)
     csv_bytes = _csv_bytes(assigned)
     warnings = list(th.warnings) if th else []
@@ -202,3 +207,27 @@ def read_assignments(round_dir: str):
         raise SegqaError(f"{uri}: missing column(s) {', '.join(missing)}")
     frame["review_rank"] = frame["review_rank"].astype("Int64")
     return frame
+
+
+def read_item_ids(uri: str) -> list[str]:
+    """Item ids from a file: a CSV with an ``item_id`` column (e.g. a review-record export) or one id per line.
+
+    Raises SegqaError naming the line of a malformed id.
+    """
+    import csv
+
+    text = storage.read_text(uri)
+    lines = text.splitlines()
+    if not lines:
+        return []
+    if "item_id" in next(csv.reader([lines[0]])):
+        rows = csv.DictReader(io.StringIO(text))
+        ids = [(n, r["item_id"]) for n, r in enumerate(rows, start=2)]
+    else:
+        ids = [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
+    for n, iid in ids:
+        try:
+            parse_item_id(iid)
+        except SegqaError as exc:
+            raise SegqaError(f"{uri}, line {n}: {exc}") from None
+    return [iid for _, iid in ids]

@@ -234,12 +234,16 @@ class SelectionPolicy:
         self.n_items_ = len(scores)
         return self
 
-    def fit_transform(self, scores, thresholds=None):
-        return self.fit(scores, thresholds).transform(scores)
+    def fit_transform(self, scores, thresholds=None, exclude=()):
+        return self.fit(scores, thresholds).transform(scores, exclude=exclude)
 
     # -------------------------------------------------------------------------------------- transform
-    def transform(self, scores):
-        """Assign every row of ``scores`` -> DataFrame with ASSIGNMENT_COLUMNS, one row per item, same order."""
+    def transform(self, scores, exclude=()):
+        """Assign every row of ``scores`` -> DataFrame with ASSIGNMENT_COLUMNS, one row per item, same order.
+
+        ``exclude``: item ids that already have a review outcome (earlier rounds); they are skipped with that
+        reason, never auto-accepted, audited or reviewed again.
+        """
         import pandas as pd
 
         if not hasattr(self, "thresholds_"):
@@ -263,7 +267,10 @@ class SelectionPolicy:
         no_conf = reviewable & np.isnan(conf)
         assignment[no_conf] = "skip"
         reason[no_conf] = f"no {self.measure} value"
-        eligible = reviewable & ~np.isnan(conf)
+        done = np.isin(item_ids, np.asarray(sorted(set(exclude)), dtype=str)) if len(exclude) else np.zeros(n, bool)
+        assignment[done] = "skip"
+        reason[done] = "already reviewed in an earlier round"
+        eligible = reviewable & ~np.isnan(conf) & ~done
 
         # auto-accept and audit, per class
         auto = np.zeros(n, bool)

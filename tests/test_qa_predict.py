@@ -148,3 +148,20 @@ def test_predict_end_to_end_with_a_real_model(dataset, tmp_path, capsys):
     table = read_score_table(str(out))
     assert len(table) == 9 and table["item_id"].is_unique
     assert "scored 3/3 slices" in capsys.readouterr().err
+
+
+def test_select_excludes_items_listed_in_a_file(dataset, tmp_path, capsys):
+    run_predictions(IntensityPredictor(), dataset, str(tmp_path / "pred"))
+    (tmp_path / "done.csv").write_text("item_id,class_name,confidence,confirm_count,disconfirm_count\n"
+                                       "sub-001/000/csf,csf,0.9,3,0\nsub-002/003/white_matter,white_matter,0.8,2,1\n")
+    args = ["select", "--predictions", str(tmp_path / "pred"), "--out", str(tmp_path / "r2"), "--budget", "50"]
+    assert main(args + ["--exclude", str(tmp_path / "done.csv")]) == 0
+    frame = read_assignments(str(tmp_path / "r2")).set_index("item_id")
+    assert frame.loc["sub-001/000/csf", "reason"] == "already reviewed in an earlier round"
+    assert frame.loc["sub-002/003/white_matter", "assignment"] == "skip"
+    assert (frame["assignment"] == "review").sum() == 22
+    assert main(args) == 2  # the excluded set is an input of the round: without it, it is another round
+    assert "other excluded" in capsys.readouterr().err
+    (tmp_path / "bad.txt").write_text("sub-001/000/csf\nnot-an-id\n")
+    assert main(args + ["--exclude", str(tmp_path / "bad.txt"), "--overwrite"]) == 2
+    assert "bad.txt, line 2" in capsys.readouterr().err

@@ -133,3 +133,15 @@ def test_bad_parameters_and_missing_measure_are_user_errors():
         SelectionPolicy(measure="mutual_info").fit(scores)
     with pytest.raises(SegqaError, match="fit"):
         SelectionPolicy().transform(scores)
+
+
+def test_items_reviewed_earlier_are_skipped_not_reselected():
+    scores = score_frame()
+    first = SelectionPolicy(budget=20).fit_transform(scores, thresholds(csf=0.9, gray_matter=0.9, white_matter=0.9))
+    done = set(first.loc[first["assignment"].isin(["review", "audit"]), "item_id"])
+    second = SelectionPolicy(budget=20).fit_transform(scores, thresholds(csf=0.9, gray_matter=0.9,
+                                                                         white_matter=0.9), exclude=done)
+    again = second[second["item_id"].isin(done)]
+    assert (again["assignment"] == "skip").all()
+    assert (again["reason"] == "already reviewed in an earlier round").all()
+    assert (second["assignment"] == "review").sum() == 20

@@ -137,6 +137,8 @@ def register(app: typer.Typer) -> None:
         strategy: str = typer.Option("uncertainty", "--strategy", help="uncertainty (default) or random."),
         slice_gap: int = typer.Option(2, "--slice-gap", help="Slices within this distance count as neighbours."),
         seed: int = typer.Option(0, "--seed", help="Seed of the audit, random arm and cold-start sampling."),
+        exclude: Optional[str] = typer.Option(None, "--exclude", help="Items already reviewed: a CSV with an "
+                                              "item_id column (e.g. 'segqa store export') or one id per line."),
         round_id: Optional[str] = typer.Option(None, "--round-id", help="Round id (default: the --out folder name)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a round made with other inputs."),
     ) -> None:
@@ -145,14 +147,16 @@ def register(app: typer.Typer) -> None:
 
         from qa_workflow.contract import ASSIGNMENTS
         from qa_workflow.predict_run import REJECTS_FILE
-        from qa_workflow.rounds import select_round
+        from qa_workflow.rounds import read_item_ids, select_round
         from qa_workflow.selection import SelectionPolicy
 
         console = _console()
         policy = SelectionPolicy(budget=budget, per_subject_cap=per_subject_cap, audit_rate=audit_rate,
                                  random_arm=random_arm, measure=measure, strategy=strategy, slice_gap=slice_gap,
                                  seed=seed)
-        result = select_round(predictions, out, policy, thresholds=thresholds, round_id=round_id, overwrite=overwrite)
+        excluded = read_item_ids(exclude) if exclude else []
+        result = select_round(predictions, out, policy, thresholds=thresholds, round_id=round_id, overwrite=overwrite,
+                              exclude=excluded)
         for w in result.warnings:
             console.print(f"[yellow]warning:[/] {w}")
         classes = [c for c in next(iter(result.counts.values())) if c != "total"]
