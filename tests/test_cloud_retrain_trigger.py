@@ -238,3 +238,19 @@ def test_unknown_job_status_is_none_and_other_errors_raise():
         stub.add_client_error("describe_training_job", "AccessDeniedException", "no")
         with pytest.raises(ClientError):
             handler._job_status(sm, "segqa-dev-r0001-unet")
+
+
+def test_one_invocation_reads_the_table_once(aws):
+    store, sm, stub = aws
+    vote(store, 3)
+    calls = []
+
+    class Counting:
+        def iter_items(self, *args, **kwargs):
+            calls.append((args, kwargs))
+            return store.iter_items(*args, **kwargs)
+
+    cfg = handler.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
+    expect_start(stub, cfg, 1, "unet")
+    assert handler.run({"source": "segqa.schedule"}, cfg, Counting(), sm)["action"] == "started"
+    assert len(calls) == 1  # count, reviews.csv and outcomes.jsonl come from one scan

@@ -252,6 +252,17 @@ def _plain(value: str) -> Any:
 # State and store
 
 
+class StoreSnapshot:
+    """The store's items read once (a DynamoDB scan), offering the `iter_items` the exports use."""
+
+    def __init__(self, states: Any) -> None:
+        self.states = list(states)
+
+    def iter_items(self, class_name: str | None = None, round: str | int | None = None) -> Any:
+        return iter([s for s in self.states if (class_name is None or s.item.class_name == class_name)
+                     and (round is None or s.item.round == str(round))])
+
+
 def count_confirmed(store: Any) -> int:
     """Review items (masks) whose reviewers all accepted."""
     return sum(1 for state in store.iter_items() if state.outcome == ACCEPT)
@@ -331,6 +342,7 @@ def run(event: Any, cfg: TriggerConfig, store: Any, sm: Any, request_id: str | N
             return {"action": "skipped", "reason": f"training round {last['round']} is still running",
                     "running": running, **base}
 
+    store = StoreSnapshot(store.iter_items())  # one read of the table serves the count and both exports
     confirmed = count_confirmed(store)
     start, new, reason = decide(confirmed, last, cfg.min_new_confirmations, trigger.force)
     round_no = (int(last["round"]) + 1) if last else 1
