@@ -10,11 +10,37 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"segqa {__version__}"
 
 
-def test_unbuilt_command_says_so_and_fails(capsys):
-    # 'deploy' belongs to a later issue (#8); until then it must not pretend to work.
-    # Whoever builds it replaces this test with the command's own.
-    assert main(["deploy", "--stack", "x"]) == 3
-    assert "not built yet" in capsys.readouterr().err
+def test_unbuilt_command_says_so_and_fails(capsys, monkeypatch):
+    # A command whose implementation has not landed must say so and exit 3, never pretend.
+    import typer
+
+    import qa_workflow.cli as cli
+    from qa_workflow.cli._common import not_built
+
+    stub = typer.Typer()
+
+    @stub.command("later")
+    def later() -> None:
+        not_built("segqa later", 99)
+
+    @stub.command("other")
+    def other() -> None:
+        pass
+
+    monkeypatch.setattr(cli, "app", stub)
+    assert main(["later"]) == 3
+    assert "'segqa later' is not built yet (tracked in issue #99)" in capsys.readouterr().err
+
+
+def test_every_architecture_command_is_registered():
+    import typer.main
+
+    from qa_workflow.cli import app
+
+    click_app = typer.main.get_command(app)
+    names = set(click_app.commands)
+    assert {"data", "train", "evaluate", "export", "predict", "select", "batch", "job", "review", "store",
+            "analyze", "retrain", "deploy", "demo"} <= names
 
 
 def test_console_script_user_error_is_one_line(tmp_path):

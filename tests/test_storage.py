@@ -56,3 +56,13 @@ def test_s3_round_trip(s3_bucket):
     with pytest.raises(SegqaError, match="no such object"):
         storage.read_bytes(f"s3://{s3_bucket}/missing")
     assert storage.split_s3("s3://b/k/x") == ("b", "k/x")
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        p = tmp_path / "shared.json"
+        storage.write_json(str(p), {"a": 1})
+    finally:
+        os.umask(old)
+    assert p.stat().st_mode & 0o777 == 0o644  # readable by a portal running as another user
