@@ -121,7 +121,7 @@ def test_oasis_truncated_or_wrong_sized_img(tmp_path, damage, message):
     with pytest.raises(SegqaError, match=message) as err:
         import_oasis(src, out)
     assert img.name in str(err.value) and "176x208x8" in str(err.value)
-    assert nothing_left(out)  # the first subject was written to the temp folder, which is gone
+    assert nothing_left(out)  # every file's size is checked before anything is written
 
 
 def test_oasis_wrong_shape_mask_values_and_missing_files(tmp_path):
@@ -132,13 +132,15 @@ def test_oasis_wrong_shape_mask_values_and_missing_files(tmp_path):
     write_analyze(src / "X_t88_masked_gfc_fseg", np.zeros((100, 208, 4), np.uint16))
     with pytest.raises(SegqaError, match=r"100x208x8.*expected 176x208xN"):
         import_oasis(src, out)
-    # mask values outside the binning
+    # mask values outside the binning, in the second subject: the first one is already written by then
     src = tmp_path / "b"
     bad = np.zeros((H, W, 4), np.uint16)
     bad[5, 5, 2] = 4000
-    oasis_subject(src, "OAS1_0001_MR1", mask_raw=bad)
-    with pytest.raises(SegqaError, match=r"_fseg\.img: mask values outside the OASIS binning.*4000"):
+    oasis_subject(src, "OAS1_0001_MR1")
+    oasis_subject(src, "OAS1_0002_MR1", mask_raw=bad)
+    with pytest.raises(SegqaError, match=r"OAS1_0002_MR1\S*_fseg\.img: mask values outside the OASIS binning.*4000"):
         import_oasis(src, out)
+    assert nothing_left(out)  # the temp folder holding OAS1_0001_MR1 is gone
     # image without its mask
     src = tmp_path / "c"
     oasis_subject(src, "OAS1_0001_MR1")

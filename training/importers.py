@@ -52,12 +52,11 @@ OASIS_MASK_SUFFIX = "_fseg"
 _ANALYZE_DTYPES = {2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64, 512: np.uint16}
 
 
-def read_analyze(hdr_path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an Analyze 7.5 ``.hdr/.img`` pair into an array of the header's shape (x fastest, as stored).
+def analyze_layout(hdr_path: str | os.PathLike[str]) -> tuple[np.dtype, tuple[int, ...], int]:
+    """Check an Analyze 7.5 ``.hdr/.img`` pair without reading its data: (dtype with byte order, shape, offset).
 
     The header is parsed by nibabel (byte order detected from it); the ``.img`` must hold exactly
-    ``prod(shape) * itemsize`` bytes after the header's offset. Trailing singleton dimensions are dropped.
-    Header scale factors are ignored (images are rescaled by percentiles, masks are binned).
+    ``prod(shape) * itemsize`` bytes after the header's offset. Raises SegqaError naming the file otherwise.
     """
     import nibabel as nib
 
@@ -88,7 +87,15 @@ def read_analyze(hdr_path: str | os.PathLike[str]) -> np.ndarray:
         raise SegqaError(f"{img_path}: {what}: {actual} bytes, expected {expected} for shape "
                          f"{'x'.join(map(str, shape))} of {dtype.name} ({'big' if dtype.byteorder == '>' else 'little'}"
                          f"-endian) from {hdr_path.name}")
-    data = np.fromfile(img_path, dtype=dtype, offset=offset).reshape(shape, order="F")
+    return dtype, shape, offset
+
+
+def read_analyze(hdr_path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an Analyze 7.5 ``.hdr/.img`` pair (checked by `analyze_layout`) into an array of the header's
+    shape, x fastest as stored, in native byte order. Trailing singleton dimensions are dropped. Header scale
+    factors are ignored (images are rescaled by percentiles, masks are binned)."""
+    dtype, shape, offset = analyze_layout(hdr_path)
+    data = np.fromfile(Path(hdr_path).with_suffix(".img"), dtype=dtype, offset=offset).reshape(shape, order="F")
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     return data.astype(dtype.newbyteorder("="), copy=False)
@@ -161,6 +168,9 @@ def find_oasis_pairs(root: Path) -> list[_VolumePair]:
     if masks:
         stem, mask = sorted(masks.items())[0]
         raise SegqaError(f"{mask}: mask without its image; expected {stem}.hdr/.img under {root}")
+    for pair in pairs:  # sizes and headers of every file before any work, so a bad file fails fast
+        analyze_layout(pair.image)
+        analyze_layout(pair.mask)
     return _unique_subjects(pairs)
 
 
