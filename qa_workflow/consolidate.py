@@ -27,12 +27,12 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from qa_workflow import storage
 from qa_workflow.contract import (ACCEPT, REJECT, REJECT_REASONS, SPLIT, ContractError, Decision, SegqaError,
                                   parse_decisions, validate_batch)
-from qa_workflow.store import ItemRecord, Store, Vote, utc_now
+from qa_workflow.store import ItemRecord, Store, Vote
 
 __all__ = [
     "log_json", "job_name", "load_batch", "pre_labeling", "WorkerDecisions", "read_worker_decisions",
@@ -163,7 +163,7 @@ def _decisions_field(content: Mapping[str, Any]) -> Any:
     raise ContractError(f"annotation: no '{DECISIONS_FIELD}' field in the submitted form")
 
 
-def read_worker_decisions(annotation: Any, item_ids: Iterable[str], read_text: ReadText = storage.read_text
+def read_worker_decisions(annotation: Any, item_ids: Sequence[str], read_text: ReadText = storage.read_text
                           ) -> WorkerDecisions:
     """Parse one entry of ``annotations`` into decisions matched to ``item_ids`` (by id, never by position).
 
@@ -190,6 +190,7 @@ def read_worker_decisions(annotation: Any, item_ids: Iterable[str], read_text: R
         out.problems.append(str(exc))
         return out
     out.submitted_at = _iso_or_none(content.get("submitted_at"))
+    item_ids = list(item_ids)
     wanted = set(item_ids)
     conflicting: set[str] = set()
     for i, entry in enumerate(raw):
@@ -358,7 +359,7 @@ def post_labeling(event: Any, store: Store, *, read_json: ReadJson = storage.rea
         log_json(logging.INFO, "post_labeling.object", batch_id=batch["batch_id"], workers=len(workers),
                  votes_written=result.written, votes_already_recorded=result.duplicates, **octx)
         response.append({"datasetObjectId": oid, "consolidatedAnnotation": {"content": {label: content}}})
-    log_json(logging.INFO, "post_labeling.done", store=store.uri, at=utc_now(), **totals, **ctx)
+    log_json(logging.INFO, "post_labeling.done", store=store.uri, **totals, **ctx)
     return response
 
 
