@@ -37,7 +37,7 @@ from qa_workflow.store import ItemRecord, Store, Vote
 __all__ = [
     "log_json", "job_name", "load_batch", "pre_labeling", "WorkerDecisions", "read_worker_decisions",
     "consolidate_item", "consolidate_object", "post_labeling", "pre_labeling_event", "post_labeling_event",
-    "annotation_entry", "DECISIONS_FIELD",
+    "annotation_entry", "DECISIONS_FIELD", "GT_EVENT_VERSION",
 ]
 
 LOG = logging.getLogger("segqa.lambdas")
