@@ -178,9 +178,12 @@ def _risk_coverage_figure(result: "AnalysisResult") -> bytes:
                            s=70 if chosen else 40, facecolor=style["color"] if chosen else "white",
                            edgecolor=style["color"], linewidth=1.4, zorder=5)
             handles.setdefault(f"threshold: {style['label']}", h)
-        ymax = max(3 * opts.max_error, float(np.nanmax(risk)) * 1.05 if risk.size else 0.0)
-        ax.set_ylim(0, min(1.0, ymax))
-        ax.set_xlim(0, 1)
+        # zoom on the region that decides (risk up to 4x the target) unless the whole curve lies above it
+        low_risk = risk[cov >= 0.02] if np.any(cov >= 0.02) else risk
+        ymax = 4 * opts.max_error if low_risk.size and low_risk.min() < 2 * opts.max_error \
+            else float(np.nanmax(risk)) * 1.05
+        ax.set_ylim(0, min(1.0, max(ymax, 1e-3)))
+        ax.set_xlim(0, 1.03)
         ax.set_title(f"{name}", fontsize=10)
         ax.set_xlabel("coverage (share auto-accepted)", fontsize=9)
         ax.set_ylabel("reject rate (risk)", fontsize=9)

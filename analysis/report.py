@@ -58,10 +58,16 @@ def method_explanation(result: "AnalysisResult", method: str | None = None) -> s
     o = result.options
     method = method or o.method
     if method == "clopper-pearson":
+        start = (f"{o.min_above} items" if o.min_above else "")
+        share = f"{o.start_coverage:.0%} of the class" if o.start_coverage else ""
+        floor = " and ".join(x for x in (start, share) if x)
         return (f"Clopper–Pearson: with {o.confidence:.0%} confidence, at most {o.max_error:.0%} of the masks at "
-                "or above the threshold would be rejected by reviewers. The threshold is the lowest confidence "
-                "that passes a fixed-sequence scan of the distinct observed confidences, high to low, stopping at "
-                "the first that fails, so the guarantee needs no correction for the many thresholds tried.")
+                "or above the threshold would be rejected by reviewers (over the whole auto-accepted set: masks "
+                "just above the threshold are rejected more often, those far above it less). The threshold is "
+                "the lowest confidence that passes a fixed-sequence scan of the distinct observed confidences, "
+                "high to low, stopping at the first that fails, so the guarantee needs no correction for the "
+                "many thresholds tried. The scan starts once enough masks lie above the threshold for the bound "
+                f"to reach {o.max_error:.0%}" + (f" and at least {floor} would be auto-accepted." if floor else "."))
     if method == "bucket-walk":
         return (f"bucket-walk (the bulk-QA rule): the lowest bucket edge such that every bucket above it has at "
                 f"most {o.max_error_ratio:g} incorrect per correct item. It carries no statistical guarantee; "
@@ -76,12 +82,33 @@ def _headline(result: "AnalysisResult", name: str) -> dict:
     sel = result.chosen(name)
     o = result.options
     if sel.threshold_ is None:
-        return {"ok": False, "text": f"review every mask — {sel.reason_}"}
+        why = (sel.reason_ or "").split(":")[0]
+        more = getattr(sel, "more_reviews_needed_", None)
+        hint = f"; {more} more accepted reviews of confident masks would make a threshold reachable" if more else ""
+        return {"ok": False, "text": f"review every mask — {why}{hint} (details below)"}
     bound = "" if sel.error_upper_bound_ is None else f"; at most {_pct(sel.error_upper_bound_)} of them rejected " \
                                                        f"({o.confidence:.0%} upper bound)"
     return {"ok": True, "text": (f"auto-accept masks with confidence ≥ {_num(sel.threshold_)}: {_pct(sel.coverage_, 0)} "
                                  f"of reviewed masks would have skipped review{bound}; "
                                  f"{sel.errors_above_:,} of {sel.n_above_:,} were rejected.")}
+
+
+def _bucket_grid(result: "AnalysisResult") -> dict:
+    """The bucket table pivoted for reading: one row per class (then TOTALS, CLASS_AVERAGE), one column per
+    bucket; each cell has % correct, incorrect and total, and a shade for how far % correct is from 100."""
+    table = result.bucket_table
+    edges = [float(e) for e in result.edges]
+    labels = [f"{_num(lo)}–{_num(hi)}" for lo, hi in zip(edges[:-1], edges[1:])]
+    rows = []
+    for name, group in table.groupby("class_name", sort=False):
+        cells = []
+        for r in group.itertuples(index=False):
+            pct = None if _missing(r.pct_correct) else float(r.pct_correct)
+            # white at 100 % correct, deepening towards 50 % and below
+            shade = None if pct is None else max(0.0, min(1.0, (100.0 - pct) / 50.0))
+            cells.append({"pct": pct, "incorrect": r.incorrect, "total": r.total, "shade": shade})
+        rows.append({"name": name, "summary": name in (TOTALS, CLASS_AVERAGE), "cells": cells})
+    return {"labels": labels, "rows": rows}
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -109,8 +136,7 @@ def render_report(result: "AnalysisResult", images: dict[str, bytes]) -> str:
     target = (f"max error {o.max_error:.0%} at {o.confidence:.0%} confidence" if o.method != "bucket-walk"
               else f"max incorrect:correct {o.max_error_ratio:g} per bucket")
     class_rows = _records(result.class_table)
-    bucket_rows = _records(result.bucket_table)
-    for row in class_rows + bucket_rows:
+    for row in class_rows:
         row["summary"] = row["class_name"] in (TOTALS, CLASS_AVERAGE)
     env = _environment()
     html = env.get_template("report.html.j2").render(
@@ -120,7 +146,7 @@ def render_report(result: "AnalysisResult", images: dict[str, bytes]) -> str:
         explanation=method_explanation(result), explanations={m: method_explanation(result, m) for m in METHODS},
         scale=rec.scale, split_policy=rec.split_policy, options=o, classes=classes,
         images={k: base64.b64encode(v).decode("ascii") for k, v in images.items()},
-        class_rows=class_rows, bucket_rows=bucket_rows, agreement=result.agreement.to_json(),
+        class_rows=class_rows, bucket_grid=_bucket_grid(result), agreement=result.agreement.to_json(),
         reviewers=_records(result.reviewers) if result.reviewers is not None else None,
         notes=result.notes, edges=[float(e) for e in result.edges],
     )

@@ -312,7 +312,8 @@ class ClopperPearsonThreshold(_Selector):
             else:
                 bound = float(cp_upper_bound(e[start], n[start], conf))
                 reason = (f"the scan fails at its first step: of the {int(n[start])} highest-confidence items "
-                          f"(confidence ≥ {_fmt(theta[start])}), {int(e[start])} were rejected "
+                          f"(confidence ≥ {_fmt(theta[start])}), {int(e[start])} "
+                          f"{'was' if e[start] == 1 else 'were'} rejected "
                           f"({_pct(e[start] / n[start])}) and the upper bound is {_pct(bound)} > {_pct(eps)}; "
                           f"{more}")
         self._finish(x, ok, threshold, reason)
