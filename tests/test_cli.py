@@ -49,3 +49,12 @@ def test_console_script_user_error_is_one_line(tmp_path):
                            "--out", str(tmp_path / "p.png")], capture_output=True, text=True)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
+
+
+def test_usage_mistakes_are_short_and_exit_2(tmp_path):
+    for args in (["data", "synth", "--out", str(tmp_path / "x")],            # missing --subjects
+                 ["data", "synth", "--subjects", "abc", "--out", str(tmp_path / "x")],
+                 ["no-such-command"]):
+        proc = subprocess.run([sys.executable, "-m", "qa_workflow", *args], capture_output=True, text=True)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 12

@@ -52,11 +52,22 @@ for _module in (data, model, qa, review, store, analyze, loop, cloud):
     _module.register(app)
 
 
+def _click_exceptions():
+    """(ClickException, Exit, Abort) of the click that typer really uses: typer >= 0.29 vendors its own copy
+    of click's exceptions (typer._click) and has its own Exit/Abort; older typers use the click package."""
+    try:
+        from typer._click.exceptions import ClickException  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover - older typer
+        from click.exceptions import ClickException
+    return ClickException, typer.Exit, typer.Abort
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: runs the app, turning user errors into one line on stderr."""
+    click_error, click_exit, click_abort = _click_exceptions()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, prog_name="segqa", standalone_mode=False)
+        rc = app(args=argv, prog_name="segqa", standalone_mode=False)
     except SegqaError as exc:
         if debug:
             raise
@@ -68,21 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except typer.Exit as exc:
+    except click_error as exc:  # usage mistakes: click formats them (usage line + one error line)
+        exc.show()
         return exc.exit_code
-    except typer.Abort:
+    except click_exit as exc:
+        return exc.exit_code
+    except click_abort:
         typer.echo("aborted", err=True)
         return 1
-    except Exception as exc:  # click usage errors carry their own formatting
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 from qa_workflow.cli._common import NotBuilt  # noqa: E402  (re-exported for main)
