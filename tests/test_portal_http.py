@@ -353,3 +353,41 @@ def test_non_loopback_host_warns(tmp_path):
                                       "--portal-dir", str(tmp_path / "p")])
     assert "put TLS in front" in result.output
     assert result.exit_code != 0 and "manifest.jsonl" in str(result.exception)
+
+
+def test_invalid_batch_fails_its_object_only_and_lifetime_end_consolidates_what_is_there(tmp_path):
+    """Pre-labeling raising marks that object failed (never a half task); when the task lifetime ends, a batch
+    with some answers goes to the post-labeling handler with those, and one with none expires."""
+    from qa_workflow.portal.service import ReviewService
+
+    rnd = make_round(tmp_path, n_batches=2, n_items=3, with_truth=False)
+    broken = rnd.root / "batches" / "broken.json"
+    broken.write_text('{"batch_id": "r1-broken"}')
+    with rnd.manifest.open("a") as fh:
+        fh.write(json.dumps({"source-ref": str(broken)}) + "\n")
+    clock = FakeClock()
+    db = open_portal_db(tmp_path / "portal")
+    db.add_reviewer("ann", is_operator=False, link_ttl_s=60, now=clock())
+    db.close()
+    store_uri = f"sqlite:///{tmp_path}/store.sqlite"
+    service = ReviewService(PortalSettings(portal_dir=tmp_path / "portal", round_uri=str(rnd.root),
+                                           store_uri=store_uri, reviewers_per_object=3, task_time_limit_s=60,
+                                           task_lifetime_s=3600, clock=clock, consolidate_in_background=False))
+    service.start()
+    try:
+        progress = service.progress()
+        assert progress["objects_by_status"] == {"open": 2, "failed": 1}
+        assert "missing field(s)" in progress["objects"][2]["error"]
+        (ann,) = service.db.reviewers()
+        task = service.next_task(ann)
+        assert task.object_id == 0
+        service.submit(ann, task, decisions_form(rnd.batches[0]))
+        assert service.next_task(ann).object_id == 1  # failed objects are never handed out
+        clock.advance(3601)
+        service.db.sweep(service.job_id, clock())
+        assert service.consolidate_ready() == 1
+        assert service.progress()["objects_by_status"] == {"complete": 1, "expired": 1, "failed": 1}
+        assert set(_votes(store_uri).values()) == {(1, 0)}
+    finally:
+        service.stop()
+        clear_store_cache()

@@ -66,6 +66,37 @@ _BASE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-in
              "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
+class SecurityHeaders:
+    """Pure ASGI middleware: default security headers on every response (a route's own values win).
+
+    ``Referrer-Policy: same-origin`` rather than ``no-referrer``: with no-referrer, browsers send
+    ``Origin: null`` on form posts, and the CSRF check needs the real origin."""
+
+    DEFAULTS = ((b"content-security-policy", None), (b"x-content-type-options", b"nosniff"),
+                (b"x-frame-options", b"DENY"), (b"referrer-policy", b"same-origin"),
+                (b"cross-origin-opener-policy", b"same-origin"), (b"cache-control", b"no-store"))
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                for name, value in self.DEFAULTS:
+                    if name not in present:
+                        headers.append((name, value if value is not None else _csp().encode("ascii")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def _csp(nonce: str | None = None) -> str:
     if nonce is None:
         return _BASE_CSP
@@ -92,17 +123,7 @@ def create_app(settings: PortalSettings) -> FastAPI:
     app.state.service = service
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        h = response.headers
-        h.setdefault("Content-Security-Policy", _csp())
-        h.setdefault("X-Content-Type-Options", "nosniff")
-        h.setdefault("X-Frame-Options", "DENY")
-        h.setdefault("Referrer-Policy", "same-origin")  # "no-referrer" would make browsers send Origin: null
-        h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        h.setdefault("Cache-Control", "no-store")
-        return response
+    app.add_middleware(SecurityHeaders)
 
     # -- helpers -------------------------------------------------------------------------------------------
 
