@@ -68,7 +68,7 @@ def lint_template(path: Path = TEMPLATE_PATH, regions: tuple[str, ...] = ("us-ea
 
     matches = lint(Path(path).read_text(encoding="utf-8"), config=ManualArgs(regions=list(regions)))
     as_text = [f"{m.rule.id} line {m.linenumber}: {m.message}" for m in matches]
-    errors = [t for t, m in zip(as_text, matches) if m.rule.id.startswith("E")]
+    errors = [t for t, m in zip(as_text, matches, strict=True) if m.rule.id.startswith("E")]
     if errors:
         raise SegqaError(f"{path}: cfn-lint found {len(errors)} error(s): " + "; ".join(errors[:5]))
     return as_text

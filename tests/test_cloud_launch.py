@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import io
 import json
 import sys
 import tarfile

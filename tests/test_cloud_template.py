@@ -96,7 +96,7 @@ def test_table_matches_the_store_schema_exactly(template):
 def test_lambdas_run_the_packaged_handlers_on_python_311_with_the_store(template):
     assert set(deploy.LAMBDA_CODE_PARAMETERS) == set(package.functions())
     for fn, param in zip(("PreLabelingFunction", "PostLabelingFunction", "RetrainTriggerFunction"),
-                         deploy.LAMBDA_CODE_PARAMETERS.values()):
+                         deploy.LAMBDA_CODE_PARAMETERS.values(), strict=True):
         p = res(template, fn)
         assert p["Runtime"] == "python3.11" and p["Handler"] == "handler.lambda_handler"
         assert p["Code"] == {"S3Bucket": {"Ref": "CodeBucket"}, "S3Key": {"Ref": param}}

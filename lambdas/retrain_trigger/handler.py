@@ -11,8 +11,8 @@ hand (``{"force": true}`` skips the minimum). Each invocation:
    confirmed since that round it stops;
 3. otherwise writes what it decided on under ``round-NNNN/``: ``reviews.csv`` (the review-record CSV of the
    analysis) and ``outcomes.jsonl`` (per reviewed item and round: outcome and the predicted mask's URI, the
-   input of `qa_workflow.retrain.build_retraining_set`), and starts one ``CreateTrainingJob`` per network in ``SEGQA_NETWORKS`` with the MXNet image ``SEGQA_TRAINING_IMAGE``
-   in script mode: ``sagemaker_program`` = the source bundle's entry script, ``sagemaker_submit_directory`` =
+   input of `qa_workflow.retrain.build_retraining_set`), and starts one ``CreateTrainingJob`` per network
+   in ``SEGQA_NETWORKS`` with the MXNet image ``SEGQA_TRAINING_IMAGE`` in script mode: ``sagemaker_program`` = the source bundle's entry script, ``sagemaker_submit_directory`` =
    ``SEGQA_TRAINING_SOURCE``, channels ``train`` / ``validation`` (segqa dataset folders) and ``reviews``;
 4. records the round (``round-NNNN.json``).
 

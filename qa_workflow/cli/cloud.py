@@ -226,7 +226,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(json.dumps([sl.trainer_summary(t) for t in trainers], indent=2))
                 typer.echo("dry run: no job was started")
                 return
-            for launch, trainer in zip(launches, trainers):
+            for launch, trainer in zip(launches, trainers, strict=True):
                 name = sl.start_training(trainer, wait=wait)
                 typer.echo(f"{launch.network}: training job {name} "
                            f"(https://{session.region_name}.console.aws.amazon.com/sagemaker/home?region="
