@@ -165,6 +165,7 @@ class ReviewService:
         self._thread: threading.Thread | None = None
         self._retry_after: dict[int, float] = {}
         self._consolidate_lock = threading.Lock()
+        self._env_before: str | None = None
 
     # -- set-up ------------------------------------------------------------------------------------------
 
@@ -192,6 +193,7 @@ class ReviewService:
         (objects that had all their answers but were not consolidated when the server stopped)."""
         if self.started:
             return
+        self._env_before = os.environ.get("SEGQA_STORE")
         os.environ["SEGQA_STORE"] = self.store_uri  # what the Lambdas' environment would carry
         now = self.clock()
         job_id = self.db.ensure_job(self.job_cfg, now)
@@ -211,6 +213,11 @@ class ReviewService:
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.db.close()
+        if self.started:
+            if self._env_before is None:
+                os.environ.pop("SEGQA_STORE", None)
+            else:
+                os.environ["SEGQA_STORE"] = self._env_before
 
     def register_objects(self, job_id: int, on_object: Callable[[int, int], None] | None = None) -> int:
         """Pre-label every manifest line not registered yet (the same handler Ground Truth would call).
