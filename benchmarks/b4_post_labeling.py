@@ -216,25 +216,27 @@ def main() -> int:
                         f"{n_votes / cpu:,.0f} | {args.objects * args.workers / wall:,.1f} | {req} |")
 
     cmd = ".venv/bin/python benchmarks/b4_post_labeling.py " + " ".join(sys.argv[1:])
+    load = os.getloadavg()[0]
     text = f"""## B4 — post-labeling throughput
 
-One post-labeling invocation (`lambdas/post_labeling/handler.py`, Ground Truth-shaped event) over {args.objects}
-objects × {args.items} items × {args.workers} workers = {n_votes:,} item decisions ({args.objects * args.workers}
-worker annotations); batches and payload on local disk. *fresh*: every vote new; *replay*: the same invocation
-again (every vote already stored, nothing changes). The store's counts were checked after every run.
+One post-labeling invocation (`lambdas/post_labeling/handler.py`, Ground Truth-shaped event) over
+{args.objects} objects × {args.items} items × {args.workers} workers = {n_votes:,} item decisions
+({args.objects * args.workers} worker annotations); batches and payload on local disk. *fresh*: every vote is
+new; *replay*: the same invocation again (every vote already stored, nothing changes). The store's counts were
+checked after every run. CPU rates use the process's CPU time; wall-clock rates also count waiting for a core.
 
 | store | phase | runs | seconds (median) | decisions/s (wall) | decisions/s (CPU) | annotations/s (wall) | store requests |
 |---|---|---:|---:|---:|---:|---:|---|
 {chr(10).join(rows)}
 
 moto emulates DynamoDB in process and deep-copies the table to back it up before each transaction
-({"once per action, as moto 5.2.5 does" if args.moto_as_is else "here once per transaction; moto 5.2.5 does it once per action, see --moto-as-is"}), so
-its rate measures this code plus moto and falls as the table grows; on a real table expect the request count
-above times the round-trip latency (plus DynamoDB's own transaction time), not this figure.
+({"once per action, as moto 5.2.5 does" if args.moto_as_is else "here once per transaction; moto 5.2.5 does it once per action, see --moto-as-is"}),
+so its rate measures this code plus moto and falls as the table grows; on a real table expect the request
+count above times the round-trip latency (plus DynamoDB's own transaction time), not this figure.
 
 - command: `{cmd.strip()}`
 - machine: 2-core dev machine, no GPU ({platform.machine()}, Python {platform.python_version()}); shared with
-  other jobs, so wall-clock figures vary
+  other jobs (load average {load:.1f} at the end of the run), so wall-clock figures vary
 - date: {date.today().isoformat()}
 """
     print(text)
