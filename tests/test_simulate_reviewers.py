@@ -85,9 +85,19 @@ def test_simulated_round_goes_through_the_handlers_into_the_store(tmp_path):
     jobs = {v.job for v in st.iter_votes()}
     st.close()
     assert reasons == {"under_segmented"}  # every bad mask here is smaller than its truth region
-    assert jobs == {"segqa-sim-round"}
+    (job,) = jobs
+    assert job == result.job_name and job.startswith("segqa-sim-") and len(job) <= 63
     quality = {r["item_id"]: r["quality"] for r in result.items}
     assert all(quality[i] == 1.0 for i in rnd.good_items) and all(quality[i] == 0.0 for i in rnd.bad_items)
+
+
+def test_default_job_names_differ_between_rounds(tmp_path):
+    from qa_workflow.portal.labeling import job_name_for
+
+    a = job_name_for(str(tmp_path / "rounds" / "r1" / "round" / "manifest.jsonl"), prefix="segqa-sim")
+    b = job_name_for(str(tmp_path / "rounds" / "r2" / "round" / "manifest.jsonl"), prefix="segqa-sim")
+    assert a != b and a.startswith("segqa-sim-r1-round-") and b.startswith("segqa-sim-r2-round-")
+    assert a == job_name_for(str(tmp_path / "rounds" / "r1" / "round" / "manifest.jsonl"), prefix="segqa-sim")
 
 
 def test_rerunning_a_simulation_double_counts_nothing_and_a_new_job_adds_votes(tmp_path):

@@ -112,12 +112,23 @@ def read_manifest(manifest_uri: str) -> list[dict[str, Any]]:
 
 
 def job_name_for(manifest_uri: str, prefix: str = "segqa-review") -> str:
-    """A Ground Truth-valid job name (≤ 63 characters, letters/digits/hyphens) from the manifest's folder."""
-    s = os.fspath(manifest_uri).rstrip("/")
-    parts = [p for p in re.split(r"[/\\]", s) if p and p not in ("s3:", "file:")]
-    folder = parts[-2] if len(parts) >= 2 else "round"
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", folder).strip("-").lower() or "round"
-    name = f"{prefix}-{slug}"[:63].rstrip("-")
+    """A Ground Truth-valid job name (≤ 63 characters: letters, digits, hyphens) for a manifest.
+
+    ``<prefix>-<parent folder>-<folder>-<6 hex>``, e.g. ``segqa-review-r2-round-3f9a2c``: readable, and unique
+    per manifest location (the hex is a hash of its absolute path), so two rounds never share a job name — votes
+    are keyed by (job, item, worker), and a later round's vote on the same item must not look like a replay.
+    The same folder always gets the same name, so a restarted portal resumes its job.
+    """
+    import hashlib
+
+    s = os.fspath(manifest_uri)
+    canonical = s if "://" in s else str(Path(s).resolve())
+    digest = hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:6]
+    parts = [p for p in re.split(r"[/\\]", canonical.rstrip("/")) if p and p not in ("s3:", "file:")]
+    folders = parts[-3:-1] if len(parts) >= 3 else parts[:-1] or ["round"]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", "-".join(folders)).strip("-").lower() or "round"
+    head = f"{prefix}-{slug}"[: 63 - len(digest) - 1].rstrip("-")
+    name = f"{head}-{digest}"
     if not _JOB_NAME_RE.match(name):
         raise SegqaError(f"cannot derive a job name from {manifest_uri!r}; pass --job-name")
     return name
