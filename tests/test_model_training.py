@@ -203,3 +203,31 @@ def test_cli_train_evaluate_and_user_errors(dataset, tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope"), "--network", "enet", "--out", str(tmp_path / "x")]) == 2
     assert main(["evaluate", "--model", str(tmp_path / "nope"), "--data", str(dataset)]) == 2
     assert main(["train", "--data", str(dataset), "--network", "segnet", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_sagemaker_entry_point_and_kvstore(dataset, tmp_path, monkeypatch):
+    import training.train as tt
+
+    seen = {}
+    real_trainer = tt.gluon.Trainer
+
+    def recording_trainer(params, optimizer, optimizer_params=None, kvstore="device", **kw):
+        seen["kvstore"] = kvstore
+        return real_trainer(params, optimizer, optimizer_params, kvstore=kvstore, **kw)
+
+    monkeypatch.setattr(tt.gluon, "Trainer", recording_trainer)
+    monkeypatch.setenv("SM_CHANNEL_TRAIN", str(dataset))
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
+    monkeypatch.setenv("SM_HOSTS", '["algo-1"]')
+    # SageMaker passes hyperparameters as --key value strings, and an s3:// model_dir that is not ours to use
+    rc = tt.main(["--network", "enet", "--width", "0.125", "--epochs", "1", "--batch-size", "3", "--augment", "false",
+                  "--kvstore", "local", "--model_dir", "s3://bucket/prefix/model"])
+    assert rc == 0 and seen["kvstore"] == "local"
+    card = json.loads((tmp_path / "model/model_card.json").read_text())
+    assert card["network"] == "enet" and card["training"]["kvstore"] == "local"
+    # several hosts: distributed synchronous kvstore unless told otherwise
+    monkeypatch.setenv("SM_HOSTS", '["algo-1", "algo-2"]')
+    cfg, _ = tt.config_from_args(["--network", "unet"])
+    assert cfg.kvstore == "dist_sync" and cfg.data_dir == str(dataset)
+    monkeypatch.delenv("SM_CHANNEL_TRAIN")
+    assert tt.main(["--network", "unet"]) == 2  # no data: one logged error, exit 2

@@ -102,6 +102,7 @@ def evaluate_model(model: str | os.PathLike[str] | Predictor, data_dir: str | os
                    figure_slices: int = 4, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Predict ``split`` of ``data_dir`` with ``model`` (folder or Predictor) and measure it.
 
+    ``max_slices``: evaluate that many slices spread evenly over the split (a quicker estimate).
     ``figure``: also write a PNG of a few slices (image, truth, prediction). ``progress(done, total)`` is
     called after each batch of slices.
     """
@@ -110,8 +111,8 @@ def evaluate_model(model: str | os.PathLike[str] | Predictor, data_dir: str | os
     records = read_index(data_dir, [split])
     if not records:
         raise SegqaError(f"{data_dir}: split {split!r} is empty; nothing to evaluate")
-    if max_slices is not None and len(records) > max_slices:
-        records = records[:max_slices]
+    if max_slices is not None and len(records) > max_slices:  # evenly spaced: every subject stays represented
+        records = [records[i] for i in np.linspace(0, len(records) - 1, num=max(1, max_slices)).round().astype(int)]
     images, truth = load_slices(data_dir, records, masks=True)
     assert truth is not None
     pred = np.empty(truth.shape, np.uint8)

@@ -506,7 +506,7 @@ def train_model(config: TrainConfig) -> Path:
     for epoch in range(run.start_epoch, cfg.epochs):
         entry = run.run_epoch(epoch, t0)
         run.checkpoint(epoch, entry)
-        log.info("epoch %d/%d loss=%.4f val_mean_fg_dice=%s lr=%.2e", epoch + 1, cfg.epochs, entry["train_loss"],
+        log.debug("epoch %d/%d loss=%.4f val_mean_fg_dice=%s lr=%.2e", epoch + 1, cfg.epochs, entry["train_loss"],
                  entry["val_mean_fg_dice"], entry["lr"])
         run.emit(kind="epoch", epoch=epoch + 1, loss=entry["train_loss"], lr=entry["lr"],
                  val_dice=entry["val_dice"], val_mean_dice=entry["val_mean_fg_dice"], best_epoch=run.best_epoch,
