@@ -114,7 +114,7 @@ class AnalysisResult:
         classes = {}
         for name in self.classes:
             entry = self.selectors[method][name].summary().to_json()
-            entry["threshold_unit"] = None if entry["threshold"] is None else round(entry["threshold"] / top, 10)
+            entry["threshold_unit"] = None if entry["threshold"] is None else entry["threshold"] / top
             classes[name] = entry
         target = self.options.target(method)
         if method == "bucket-walk":

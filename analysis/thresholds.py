@@ -160,7 +160,9 @@ class ThresholdSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "threshold": _round(self.threshold, 10),
+            # exact: the threshold is an observed confidence or an edge, and rounding it up would drop the
+            # items sitting right on it
+            "threshold": None if self.threshold is None else float(self.threshold),
             "n_reviewed": self.n_reviewed, "n_above": self.n_above, "errors_above": self.errors_above,
             "error_upper_bound": _round(self.error_upper_bound, 6), "coverage": _round(self.coverage, 6),
             "reason": self.reason,

@@ -258,3 +258,10 @@ def test_clopper_pearson_true_error_exceeds_target_in_at_most_about_alpha_of_run
     # the test can fail: the naive rule, same data, breaks the target far more often than alpha
     naive_bad = _true_error_above(naive_theta[~np.isnan(naive_theta)], mid, slope, lo) > eps
     assert naive_bad.mean() > 2 * alpha
+
+
+def test_summary_keeps_the_threshold_exact():
+    x = np.array([0.1234567890123457] * 60 + [0.05])
+    cp = ClopperPearsonThreshold(start_coverage=0).fit(x, np.array([True] * 60 + [False]))
+    assert cp.summary().to_json()["threshold"] == 0.1234567890123457  # not rounded up past the items on it
+    assert cp.predict(x).sum() == 60
