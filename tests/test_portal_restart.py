@@ -107,8 +107,6 @@ def _wait_complete(operator: Reviewer, n: int, timeout_s: float = 30) -> dict:
 
 
 def test_kill9_and_restart_lose_nothing_and_double_count_nothing(tmp_path):
-    from qa_workflow.cli import main
-
     rnd = make_round(tmp_path, n_batches=2, n_items=4, with_truth=False)
     pdir, store_uri = tmp_path / "portal", f"sqlite:///{tmp_path}/store.sqlite"
     port = _free_port()

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -398,8 +399,6 @@ def create_app(settings: PortalSettings) -> FastAPI:
                 request.headers.get("accept") or ""):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
         return message("Not found" if exc.status_code == 404 else "Error", str(exc.detail), exc.status_code)
-
-    from fastapi.exceptions import RequestValidationError
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

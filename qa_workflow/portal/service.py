@@ -262,22 +262,9 @@ class ReviewService:
         row = self.db.object_row(self.job_id, assignment.object_id)
         return json.loads(row["task_input"])
 
-    def grant_for(self, reviewer: Reviewer) -> Callable[[str], str]:
+    def grant_for(self, reviewer: Reviewer) -> "AssetGrants":
         """A ``grant_read_access`` for one page view: URI -> ``/assets/<signed token>``."""
-        now = self.clock()
-        ttl = self.settings.url_ttl_s
-        new: dict[str, str] = {}
-
-        def grant(uri: str) -> str:
-            if uri.startswith("data:"):
-                return uri
-            digest, token = signing.sign_asset(self.key, uri, reviewer.id, ttl, now=now)
-            if digest not in self._known_assets:
-                new[digest] = uri
-            return f"/assets/{token}"
-
-        grant.flush = lambda: self._remember(new)  # type: ignore[attr-defined]
-        return grant
+        return AssetGrants(self, reviewer.id, self.clock())
 
     def _remember(self, new: dict[str, str]) -> None:
         if new:
@@ -292,7 +279,7 @@ class ReviewService:
         grant = self.grant_for(reviewer)
         html = templating.render_task(self.template_text, self.task_input(assignment), grant_read_access=grant,
                                       template_name=os.path.basename(self.template_uri))
-        grant.flush()  # type: ignore[attr-defined]
+        grant.flush()
         return html.replace(self._nonce_mark, nonce)
 
     def asset(self, token: str, reviewer: Reviewer) -> tuple[bytes, str, int]:
@@ -429,6 +416,28 @@ class ReviewService:
                 "error": row["error"], "consolidation_error": row["consolidation_error"],
                 "consolidation": json.loads(row["consolidation"]) if row["consolidation"] else None,
                 "answers": answers}
+
+
+class AssetGrants:
+    """The portal's ``grant_read_access`` for one page view: signs each URI for one reviewer, and remembers
+    (``flush``) which asset digest stands for which URI, so that ``/assets/<token>`` can be resolved later."""
+
+    def __init__(self, service: ReviewService, reviewer_id: int, now: float) -> None:
+        self._service, self._reviewer_id, self._now = service, reviewer_id, now
+        self._new: dict[str, str] = {}
+
+    def __call__(self, uri: str) -> str:
+        if uri.startswith("data:"):
+            return uri
+        digest, token = signing.sign_asset(self._service.key, uri, self._reviewer_id,
+                                           self._service.settings.url_ttl_s, now=self._now)
+        if digest not in self._service._known_assets:  # noqa: SLF001 - a read of the service's cache
+            self._new[digest] = uri
+        return f"/assets/{token}"
+
+    def flush(self) -> None:
+        self._service._remember(self._new)  # noqa: SLF001
+        self._new = {}
 
 
 def _iso(t: float | None) -> str | None:
