@@ -53,7 +53,6 @@ def expected_calibration_error(probability: np.ndarray, accepted: np.ndarray, n_
         return float("nan")
     y = np.asarray(accepted, dtype=np.float64)
     _, idx = _uniform_bins(x, n_bins)
-    n = np.bincount(idx, minlength=n_bins)
     gap = np.abs(np.bincount(idx, weights=y, minlength=n_bins) - np.bincount(idx, weights=x, minlength=n_bins))
     return float(gap.sum() / x.size)  # Σ n_b/N · |Σy/n_b − Σx/n_b| == Σ |Σy − Σx| / N
 

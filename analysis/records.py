@@ -203,7 +203,8 @@ def review_records_from_frame(frame: pd.DataFrame, *, source: str = "reviews", s
 
     conf = _numeric(out, "confidence", source, row_word)
     bad = ~np.isfinite(conf) | (conf < 0) | (conf > 100)
-    _raise_rows(out, pd.Series(bad), source, "confidence", "is out of range; expected a number in [0, 1] or [0, 100]")
+    _raise_rows(out, pd.Series(bad), source, "confidence",
+                "is out of range; expected a number in [0, 1] or [0, 100]")
     detected = scale == "auto"
     scale = detect_confidence_scale(conf) if detected else scale
     if scale == "unit":
@@ -301,8 +302,8 @@ def _raise_rows_as(row_word: str, frame: pd.DataFrame, bad: pd.Series, source: s
     i = int(bad_idx[0])
     row = frame.iloc[i]
     value = row[col]
-    shown = "(empty)" if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "" \
-        else repr(value.item() if hasattr(value, "item") else value)
+    empty = value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
+    shown = "(empty)" if empty else repr(value.item() if hasattr(value, "item") else value)
     item = row.get("item_id")
     where = f" (item {item})" if isinstance(item, str) and item.strip() and col != "item_id" else ""
     more = f"; {bad_idx.size - 1} more row(s) like it" if bad_idx.size > 1 else ""

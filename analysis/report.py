@@ -88,9 +88,9 @@ def _headline(result: "AnalysisResult", name: str) -> dict:
         return {"ok": False, "text": f"review every mask — {why}{hint} (details below)"}
     bound = "" if sel.error_upper_bound_ is None else f"; at most {_pct(sel.error_upper_bound_)} of them rejected " \
                                                        f"({o.confidence:.0%} upper bound)"
-    return {"ok": True, "text": (f"auto-accept masks with confidence ≥ {_num(sel.threshold_)}: {_pct(sel.coverage_, 0)} "
-                                 f"of reviewed masks would have skipped review{bound}; "
-                                 f"{sel.errors_above_:,} of {sel.n_above_:,} were rejected.")}
+    text = (f"auto-accept masks with confidence ≥ {_num(sel.threshold_)}: {_pct(sel.coverage_, 0)} of reviewed "
+            f"masks would have skipped review{bound}; {sel.errors_above_:,} of {sel.n_above_:,} were rejected.")
+    return {"ok": True, "text": text}
 
 
 def _bucket_grid(result: "AnalysisResult") -> dict:

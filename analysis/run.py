@@ -58,7 +58,8 @@ class AnalysisOptions:
         if self.method not in METHODS:
             raise SegqaError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if not 0.0 < self.max_error < 1.0:
-            raise SegqaError(f"--max-error must be strictly between 0 and 1 (a share, 0.05 = 5%), got {self.max_error:g}")
+            raise SegqaError("--max-error must be strictly between 0 and 1 (a share, 0.05 = 5%), "
+                             f"got {self.max_error:g}")
         if not 0.0 < self.confidence < 1.0:
             raise SegqaError(f"--confidence must be strictly between 0 and 1 (0.95 = 95%), got {self.confidence:g}")
         if not 0.0 <= self.start_coverage < 1.0:

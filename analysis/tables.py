@@ -62,13 +62,15 @@ def parse_bucket_edges(spec: str | Sequence[float], top: float, what: str = "--b
         try:
             edges = np.array([float(p) for p in parts], dtype=np.float64)
         except ValueError:
-            raise SegqaError(f"{what}: expected comma-separated numbers like 0.8,0.85,0.9,0.95,1, got {spec!r}") from None
+            raise SegqaError(f"{what}: expected comma-separated numbers like 0.8,0.85,0.9,0.95,1, "
+                             f"got {spec!r}") from None
     else:
         edges = np.asarray(list(spec), dtype=np.float64)
     if edges.size < 2:
         raise SegqaError(f"{what}: need at least two edges (one bucket), got {edges.size}")
     if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
-        raise SegqaError(f"{what}: edges must be strictly increasing numbers, got {','.join(f'{e:g}' for e in edges)}")
+        shown = ",".join(f"{e:g}" for e in edges)
+        raise SegqaError(f"{what}: edges must be strictly increasing numbers, got {shown}")
     if edges[0] < 0 or edges[-1] > top:
         scale = "[0, 1]" if top == 1.0 else "[0, 100]"
         raise SegqaError(f"{what}: edges must lie within the confidence scale {scale} of the input, got "

@@ -378,7 +378,8 @@ class BucketWalkThreshold(_Selector):
         top_fail = int(failing[-1]) if failing.size else -1
         passed = np.zeros(b, dtype=bool)
         passed[top_fail + 1:] = True
-        self.edges_, self.bucket_total_, self.bucket_incorrect_, self.bucket_passed_ = edges, total, incorrect, passed
+        self.edges_, self.bucket_total_ = edges, total
+        self.bucket_incorrect_, self.bucket_passed_ = incorrect, passed
         reason = None
         if total.sum() == 0:
             threshold = None
@@ -426,7 +427,8 @@ class IsotonicThreshold(_Selector):
         threshold: float | None = None
         reason: str | None = None
         if reached.size == 0:
-            reason = (f"calibrated acceptance never reaches {_pct(target)}: it peaks at {_pct(self.peak_acceptance_)}")
+            reason = (f"calibrated acceptance never reaches {_pct(target)}: it peaks at "
+                      f"{_pct(self.peak_acceptance_)}")
         else:
             i = int(reached[0])
             if i == 0 or ys[i] == ys[i - 1]:
