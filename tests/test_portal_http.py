@@ -390,3 +390,18 @@ def test_invalid_batch_fails_its_object_only_and_lifetime_end_consolidates_what_
     finally:
         service.stop()
         clear_store_cache()
+
+
+def test_a_broken_template_stops_serve_at_start(tmp_path):
+    from qa_workflow.contract import SegqaError
+    from qa_workflow.portal.service import ReviewService
+
+    rnd = make_round(tmp_path, n_batches=1, n_items=2, with_truth=False)
+    template = tmp_path / "broken.liquid.html"
+    template.write_text("<crowd-form>{% for item in task.input.items %}{{ item.item_id }}</crowd-form>")
+    service = ReviewService(PortalSettings(portal_dir=tmp_path / "portal", round_uri=str(rnd.root),
+                                           store_uri=f"sqlite:///{tmp_path}/s.sqlite", template_uri=str(template)))
+    with pytest.raises(SegqaError, match="broken.liquid.html"):
+        service.start()
+    assert not service.started
+    service.stop()

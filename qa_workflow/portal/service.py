@@ -198,6 +198,7 @@ class ReviewService:
         now = self.clock()
         job_id = self.db.ensure_job(self.job_cfg, now)
         self.register_objects(job_id, on_object)
+        self._check_template(job_id)
         self.job_id = job_id
         self.db.sweep(self.job_id, now)
         if self.settings.consolidate_in_background:
@@ -218,6 +219,17 @@ class ReviewService:
                 os.environ.pop("SEGQA_STORE", None)
             else:
                 os.environ["SEGQA_STORE"] = self._env_before
+
+    def _check_template(self, job_id: int) -> None:
+        """Render the template once with a real task input, so a Liquid error stops `serve` at start with one
+        clear message instead of failing every task page later."""
+        from qa_workflow import templating
+
+        row = self.db.conn().execute("SELECT task_input FROM objects WHERE job_id = ? AND task_input IS NOT NULL "
+                                     "ORDER BY object_id LIMIT 1", (job_id,)).fetchone()
+        if row is not None:
+            templating.render_task(self.template_text, json.loads(row["task_input"]), grant_read_access=lambda u: u,
+                                   template_name=self.template_uri)
 
     def register_objects(self, job_id: int, on_object: Callable[[int, int], None] | None = None) -> int:
         """Pre-label every manifest line not registered yet (the same handler Ground Truth would call).
