@@ -138,7 +138,8 @@ def _reliability_figure(result: "AnalysisResult") -> bytes:
         (h,) = ax.plot(xs / top, iso.predict(xs), color="#9467bd", lw=1.4, alpha=0.8)
         handles.setdefault("isotonic calibration", h)
         handles.setdefault("items per bin (grey bars)", counts.patches[0] if counts.patches else h)
-        ax.set_title(f"{name}: ECE {cal.ece_raw:.3f} raw, {cal.ece_isotonic_cv:.3f} isotonic (CV)", fontsize=10)
+        cv = "–" if np.isnan(cal.ece_isotonic_cv) else f"{cal.ece_isotonic_cv:.3f}"
+        ax.set_title(f"{name}: ECE {cal.ece_raw:.3f} raw, {cv} isotonic (CV)", fontsize=10)
         ax.set_xlim(0, 1)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("confidence (unit scale)", fontsize=9)

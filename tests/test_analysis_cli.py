@@ -192,3 +192,26 @@ def test_console_script_exits_non_zero_without_traceback(tmp_path):
                            str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "column confidence" in proc.stderr
+
+
+def test_outputs_can_go_to_s3(s3_bucket, tmp_path):
+    records, _ = simulate_reviews(300, seed=6)
+    records.to_csv(tmp_path / "r.csv", index=False)
+    prefix = f"s3://{s3_bucket}/analysis/run-1"
+    assert main(["analyze", "--reviews", str(tmp_path / "r.csv"), "--out", prefix, "--no-report"]) == 0
+    from qa_workflow import storage
+
+    doc = storage.read_json(f"{prefix}/thresholds.json")
+    assert doc["schema"] == THRESHOLDS_SCHEMA and doc["n_records"] == 300
+    assert storage.read_text(f"{prefix}/acceptance_by_class.csv").startswith("class_name,total,")
+
+
+def test_report_for_a_tiny_input_says_review_everything(tmp_path):
+    path = _write(tmp_path, HEADER + "a1,csf,0.9,1,0\na2,csf,0.9,1,0\nb1,dog,55,0,1\n")  # percent scale
+    out = tmp_path / "out"
+    assert main(["analyze", "--reviews", str(path), "--out", str(out)]) == 0
+    doc = json.loads((out / "thresholds.json").read_text())
+    assert doc["confidence_scale"] == "percent"
+    assert all(e["threshold"] is None and "too few reviews" in e["reason"] for e in doc["classes"].values())
+    html = (out / "report.html").read_text()
+    assert html.count("review every mask") == 2 and "0 of 2" in html
