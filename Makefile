@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.segqa-installed
 PYTEST_ARGS ?=
+DEMO_ARGS ?= --quick
 
 .PHONY: venv demo test lambdas lock bench clean
 
