@@ -42,7 +42,7 @@ class MCResult:
     mean: np.ndarray
     entropy: np.ndarray
     mutual_info: np.ndarray
-    samples: int
+    samples: int = 0  # T, the number of passes
 
 
 def default_context() -> mx.Context:

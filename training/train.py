@@ -379,7 +379,8 @@ class _Run:
                         for k, (xi, yi) in enumerate(zip(xs, ys))]
             for loss, _ in outs:
                 loss.backward()
-            self.trainer.step(len(self.ctx))
+            # each loss is a mean over its device's shard; gradients are summed over devices (and workers)
+            self.trainer.step(len(self.ctx) * self.workers)
             loss_v = float(np.mean([o[0].asscalar() for o in outs]))
             if not math.isfinite(loss_v):
                 raise SegqaError(f"training diverged at epoch {epoch + 1}, batch {step} (loss {loss_v}); lower "
