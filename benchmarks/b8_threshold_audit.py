@@ -1,0 +1,131 @@
+"""B8 — threshold audit: is the auto-accept guarantee kept against the truth?
+
+For a trained model and the atlas cohort's pool split:
+1. predict every pool slice and score every (slice, tissue class) item (soft_dice confidence);
+2. split the pool subjects in two halves: the *fit* half is reviewed by simulated reviewers
+   (ARCHITECTURE §10: quality q = Dice against the cohort's truth, accept with sigmoid((q - 0.90)/0.02), 3 %
+   error each, three reviewers, majority), and the Clopper-Pearson thresholds are fitted on those reviews
+   exactly as `segqa analyze` does;
+3. on the *audit* half (never reviewed, never used to fit), every item above its class threshold counts as
+   auto-accepted; its true error is "Dice against the truth below the reviewers' quality bar (0.90)".
+Reports, per class: threshold, auto-accepted items, true error rate among them (with a 95 % Clopper-Pearson
+interval), the target, and the coverage. Several model seeds / cohort halves can be given with --swap.
+
+    .venv/bin/python benchmarks/b8_threshold_audit.py --model demo/models/unet/<version> --data demo/cohort
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from analysis.thresholds import cp_two_sided, make_selector
+from qa_workflow.contract import REVIEW_CLASSES
+from qa_workflow.scoring import predicted_labels, score_probabilities
+from qa_workflow.simulate import DEFAULT_TAU, reviewer_decision
+from training.dataset import load_slices, read_index
+from training.predict import load_predictor
+
+
+def item_table(model: str, data: str, batch_size: int = 8):
+    """Per pool item: subject, slice, class index, confidence (soft_dice), pixel count, true Dice."""
+    predictor = load_predictor(model)
+    records = read_index(data, ["pool"])
+    images, truth = load_slices(data, records)
+    rows = []
+    for start in range(0, len(records), 32):
+        probs = predictor.predict_proba(images[start:start + 32], batch_size=batch_size)
+        scores = score_probabilities(probs)
+        labels = predicted_labels(probs)
+        for i in range(len(probs)):
+            rec = records[start + i]
+            for k, cls in enumerate(REVIEW_CLASSES):
+                p, t = labels[i] == cls.id, truth[start + i] == cls.id
+                total = p.sum() + t.sum()
+                q = 1.0 if total == 0 else 2.0 * np.logical_and(p, t).sum() / total
+                rows.append((rec.subject, rec.slice, k, float(scores.soft_dice[i, k]), int(scores.pixel_count[i, k]),
+                             float(q)))
+    return rows, predictor.version
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="model folder (segqa train) or registry version folder")
+    ap.add_argument("--data", required=True, help="atlas cohort dataset folder")
+    ap.add_argument("--reviewers", type=int, default=3)
+    ap.add_argument("--error-rate", type=float, default=0.03)
+    ap.add_argument("--max-error", type=float, default=0.05)
+    ap.add_argument("--confidence", type=float, default=0.95)
+    ap.add_argument("--min-pixels", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="benchmarks/results/B8.md")
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    rows, version = item_table(args.model, args.data)
+    subjects = sorted({r[0] for r in rows})
+    if len(subjects) < 2:
+        print("B8 needs at least two pool subjects", file=sys.stderr)
+        return 2
+    fit_subjects = set(subjects[0::2])
+    lines = [f"## B8 — threshold audit ({datetime.now(timezone.utc).isoformat(timespec='seconds')})", "",
+             f"- command: `.venv/bin/python benchmarks/b8_threshold_audit.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+             f"- machine: 2-core dev machine, no GPU ({platform.machine()}), Python {platform.python_version()}",
+             f"- model: {version}; pool subjects: {len(subjects)} ({len(fit_subjects)} fit the thresholds, "
+             f"{len(subjects) - len(fit_subjects)} are audited); reviewers: {args.reviewers} simulated, "
+             f"error rate {args.error_rate:g}, majority; quality bar τ = {DEFAULT_TAU}",
+             f"- thresholds: Clopper-Pearson, max error {args.max_error:g} at {args.confidence:g} confidence "
+             f"(fixed-sequence scan, as `segqa analyze`)", "",
+             "| class | threshold | fit items | audited items | auto-accepted | true errors | true error rate "
+             "(95 % CI) | target | coverage | met? |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|---|"]
+    results = {}
+    for k, cls in enumerate(REVIEW_CLASSES):
+        items = [r for r in rows if r[2] == k and r[4] >= args.min_pixels]
+        fit = [r for r in items if r[0] in fit_subjects]
+        audit = [r for r in items if r[0] not in fit_subjects]
+        conf = np.array([r[3] for r in fit])
+        accepts = np.array([[reviewer_decision(r[5], seed=args.seed, reviewer_index=j, item_id=f"{r[0]}/{r[1]:03d}/{cls.name}",
+                                               error_rate=args.error_rate) for j in range(1, args.reviewers + 1)]
+                            for r in fit]).reshape(len(fit), args.reviewers)
+        correct = accepts.sum(axis=1) * 2 > args.reviewers  # majority
+        selector = make_selector("clopper-pearson", max_error=args.max_error, confidence=args.confidence)
+        selector.fit(conf, correct)
+        th = selector.threshold_
+        a_conf = np.array([r[3] for r in audit])
+        a_q = np.array([r[5] for r in audit])
+        chosen = selector.predict(a_conf) if len(audit) else np.zeros(0, bool)
+        n_auto = int(chosen.sum())
+        errors = int((a_q[chosen] < DEFAULT_TAU).sum()) if n_auto else 0
+        rate = errors / n_auto if n_auto else float("nan")
+        if n_auto:
+            lo, hi = cp_two_sided(np.array([errors]), np.array([n_auto]), 0.95)
+            ci = f"{rate:.3f} ({float(lo[0]):.3f}–{float(hi[0]):.3f})"
+        else:
+            ci = "—"
+        met = "—" if not n_auto else ("yes" if rate <= args.max_error else "no")
+        results[cls.name] = {"threshold": th, "fit": len(fit), "audited": len(audit), "auto_accepted": n_auto,
+                             "true_errors": errors, "true_error_rate": rate, "reason": selector.reason_}
+        lines.append(f"| {cls.name} | {'null' if th is None else f'{th:.4f}'} | {len(fit)} | {len(audit)} | {n_auto} | "
+                     f"{errors} | {ci} | {args.max_error:g} | {n_auto / max(len(audit), 1):.2f} | {met} |")
+        if th is None:
+            lines.append(f"|  | reason: {selector.reason_} |||||||||")
+    lines += ["", f"wall time {time.perf_counter() - t0:.0f} s", ""]
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
