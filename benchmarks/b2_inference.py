@@ -139,7 +139,7 @@ def main(argv=None) -> int:
                     results.append(cell)
                     print(f"{network:5s} {runtime:11s} {threads} thread(s): median {cell['median_ms']:.1f} ms "
                           f"p90 {cell['p90_ms']:.1f} ms ({cell['runs']} runs, load {load_before})", flush=True)
-    command = "  ".join(["python benchmarks/b2_inference.py", *(argv if argv is not None else sys.argv[1:])]).strip()
+    command = " ".join(["python benchmarks/b2_inference.py", *(argv if argv is not None else sys.argv[1:])]).strip()
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
             "machine": f"2-core dev machine, no GPU ({platform.processor() or platform.machine()}), shared with "
                        "other jobs", "load_avg_end": _loadavg(),

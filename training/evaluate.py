@@ -123,7 +123,7 @@ def evaluate_model(model: str | os.PathLike[str] | Predictor, data_dir: str | os
     spacing = pixel_spacing_mm(data_dir)
     report = evaluate_predictions(pred, truth, [r.subject for r in records], spacing)
     if figure is not None:
-        pick = np.linspace(0, len(records) - 1, num=min(figure_slices, len(records))).round().astype(int)
+        pick = _figure_slices(truth, figure_slices)
         render_examples(images[pick], truth[pick], pred[pick], [records[i].slice_id for i in pick], figure)
     return {"schema": EVAL_SCHEMA,
             "model": {"path": str(getattr(predictor, "params_file", "")), "version": predictor.version,
@@ -132,6 +132,14 @@ def evaluate_model(model: str | os.PathLike[str] | Predictor, data_dir: str | os
                      "subjects": len({r.subject for r in records}), "pixel_spacing_mm": list(spacing)},
             **report, "figure": str(figure) if figure is not None else None,
             "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _figure_slices(truth: np.ndarray, n: int) -> np.ndarray:
+    """Indices of ``n`` slices to show: evenly spread over those with at least half the largest tissue area
+    (edge slices with a few pixels of brain say little about a model)."""
+    area = ((truth > 0) & (truth != 255)).reshape(len(truth), -1).sum(1)
+    candidates = np.flatnonzero(area >= 0.5 * area.max()) if area.max() > 0 else np.arange(len(truth))
+    return candidates[np.linspace(0, len(candidates) - 1, num=min(n, len(candidates))).round().astype(int)]
 
 
 def _overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
