@@ -47,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=60)
     ap.add_argument("--subjects", type=int, default=8)
     ap.add_argument("--slices", type=int, default=24)
-    ap.add_argument("--network", default="enet", choices=["enet", "unet"])
-    ap.add_argument("--width", type=float, default=0.5)
-    ap.add_argument("--initial-epochs", type=int, default=8)
-    ap.add_argument("--retrain-epochs", type=int, default=3)
+    ap.add_argument("--network", default="unet", choices=["enet", "unet"])
+    ap.add_argument("--width", type=float, default=0.25)
+    ap.add_argument("--lr", type=float, default=0.005)
+    ap.add_argument("--initial-epochs", type=int, default=30)
+    ap.add_argument("--retrain-epochs", type=int, default=5)
     ap.add_argument("--work", default="/tmp/segqa-b7")
     ap.add_argument("--out", default="benchmarks/results/B7.md")
     args = ap.parse_args(argv)
@@ -62,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = LoopConfig(workspace=str(work / f"seed-{seed}" / "base"), rounds=args.rounds, subjects=args.subjects,
                          slices=args.slices, seed=seed, budget=args.budget, networks=(args.network,),
                          review_network=args.network, export=False,
-                         initial_train={args.network: dict(epochs=args.initial_epochs, width=args.width, seed=seed)},
-                         retrain={args.network: dict(epochs=args.retrain_epochs, seed=seed)})
+                         initial_train={args.network: dict(epochs=args.initial_epochs, width=args.width, seed=seed,
+                                                           lr=args.lr)},
+                         retrain={args.network: dict(epochs=args.retrain_epochs, seed=seed, lr=args.lr / 2.5)})
         prepare(cfg)
         for strategy in curves:
             arm = run_arm(Path(cfg.workspace), work / f"seed-{seed}" / strategy, replace(cfg, strategy=strategy),
