@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from qa_workflow import storage
 from qa_workflow.contract import (ACCEPT, REJECT, REJECT_REASONS, SPLIT, ContractError, Decision, SegqaError,
-                                  parse_decisions, validate_batch)
+                                  decisions_array, parse_decisions, validate_batch)
 from qa_workflow.store import ItemRecord, Store, Vote
 
 __all__ = [
@@ -178,14 +178,7 @@ def read_worker_decisions(annotation: Any, item_ids: Sequence[str], read_text: R
     out = WorkerDecisions(worker_id=worker.strip())
     try:
         content = _content_object(annotation.get("annotationData"), read_text)
-        raw = _decisions_field(content)
-        if isinstance(raw, str):
-            try:
-                raw = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ContractError(f"decisions: not valid JSON ({exc.msg} at position {exc.pos})") from None
-        if not isinstance(raw, list):
-            raise ContractError(f"decisions: expected a JSON array, got {type(raw).__name__}")
+        raw = decisions_array(_decisions_field(content))
     except SegqaError as exc:
         out.problems.append(str(exc))
         return out

@@ -24,7 +24,7 @@ __all__ = [
     "SegqaError", "ContractError", "TissueClass", "TISSUE_CLASSES", "CLASS_BY_NAME", "CLASS_BY_ID",
     "REVIEW_CLASSES", "NUM_CLASSES", "IGNORE_LABEL", "BACKGROUND", "CSF", "GRAY_MATTER", "WHITE_MATTER",
     "tissue_class", "format_item_id", "parse_item_id", "ItemId", "format_slice_id",
-    "DECISIONS", "ACCEPT", "REJECT", "SPLIT", "REJECT_REASONS", "Decision", "parse_decisions",
+    "DECISIONS", "ACCEPT", "REJECT", "SPLIT", "REJECT_REASONS", "Decision", "parse_decisions", "decisions_array",
     "BATCH_FIELDS", "BATCH_ITEM_FIELDS", "validate_batch", "DEFAULT_BATCH_SIZE",
     "REVIEW_RECORD_REQUIRED", "REVIEW_RECORD_OPTIONAL", "REVIEW_RECORD_COLUMNS",
     "THRESHOLDS_SCHEMA", "ASSIGNMENTS", "CONFIDENCE_MEASURES", "DEFAULT_CONFIDENCE_MEASURE",
@@ -204,12 +204,9 @@ def _decision_from(obj: Any, where: str) -> Decision:
     return Decision(item_id, decision, reason, comment)
 
 
-def parse_decisions(raw: str | list[Any]) -> list[Decision]:
-    """Parse the template's ``decisions`` field (a JSON array, usually as a string) into Decisions.
-
-    Matching to a batch's items is by ``item_id`` only. Raises ContractError on malformed JSON, a malformed
-    entry, or an item id given twice.
-    """
+def decisions_array(raw: str | list[Any]) -> list[Any]:
+    """The ``decisions`` field as a list of entries (not yet validated): the JSON array itself, or the string
+    holding it. Raises ContractError when it is not a JSON array."""
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
@@ -217,6 +214,16 @@ def parse_decisions(raw: str | list[Any]) -> list[Decision]:
             raise ContractError(f"decisions: not valid JSON ({exc.msg} at position {exc.pos})") from None
     if not isinstance(raw, list):
         raise ContractError(f"decisions: expected a JSON array, got {type(raw).__name__}")
+    return raw
+
+
+def parse_decisions(raw: str | list[Any]) -> list[Decision]:
+    """Parse the template's ``decisions`` field (a JSON array, usually as a string) into Decisions.
+
+    Matching to a batch's items is by ``item_id`` only. Raises ContractError on malformed JSON, a malformed
+    entry, or an item id given twice.
+    """
+    raw = decisions_array(raw)
     out: list[Decision] = []
     seen: set[str] = set()
     for i, obj in enumerate(raw):
