@@ -20,7 +20,10 @@ from typing import Any
 from qa_workflow import consolidate
 from qa_workflow.store import open_store, store_uri_from_env
 
-logging.getLogger("segqa").setLevel(os.environ.get("SEGQA_LOG_LEVEL", "INFO"))
+# In AWS Lambda the structured JSON logs go to CloudWatch at INFO; run locally (the portal, simulated reviewers,
+# the demo) the host program's logging settings decide, unless SEGQA_LOG_LEVEL says otherwise.
+if "AWS_LAMBDA_FUNCTION_NAME" in os.environ or "SEGQA_LOG_LEVEL" in os.environ:
+    logging.getLogger("segqa").setLevel(os.environ.get("SEGQA_LOG_LEVEL", "INFO"))
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> list[dict[str, Any]]:

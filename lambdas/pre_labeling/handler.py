@@ -17,7 +17,9 @@ from typing import Any
 
 from qa_workflow import consolidate
 
-logging.getLogger("segqa").setLevel(os.environ.get("SEGQA_LOG_LEVEL", "INFO"))
+# In AWS Lambda: INFO to CloudWatch; run locally the host program's logging settings decide.
+if "AWS_LAMBDA_FUNCTION_NAME" in os.environ or "SEGQA_LOG_LEVEL" in os.environ:
+    logging.getLogger("segqa").setLevel(os.environ.get("SEGQA_LOG_LEVEL", "INFO"))
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
