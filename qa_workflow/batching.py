@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -268,17 +269,40 @@ def write_batches(round_dir: str, dest: str | None = None, batch_size: int = DEF
     return BatchResult(dest_uri, manifest_uri, listing, n_items, up.uploaded, up.skipped, rejects=rejects)
 
 
-def read_manifest(uri: str) -> list[str]:
-    """The batch URIs of a manifest.jsonl, in order; SegqaError naming the line for malformed content."""
-    out = []
-    for n, line in enumerate(storage.read_text(uri).splitlines(), start=1):
+def read_manifest_objects(manifest_uri: str) -> list[dict[str, Any]]:
+    """The data objects of a manifest, in order (their index is Ground Truth's ``datasetObjectId``).
+
+    Each line must be a JSON object with a string ``source-ref`` (a URI) or ``source`` (inline data); blank
+    lines are skipped. Relative ``source-ref`` paths in a local manifest are resolved against its folder.
+    SegqaError names the line of malformed content, or says the manifest is empty.
+    """
+    text = storage.read_text(manifest_uri)
+    base = None if storage.is_s3(manifest_uri) else storage.local_path(manifest_uri).resolve().parent
+    objects: list[dict[str, Any]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise SegqaError(f"{uri}, line {n}: not JSON ({exc.msg})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("source-ref"), str):
-            raise SegqaError(f"{uri}, line {n}: expected {{\"source-ref\": \"<batch URI>\"}}")
+            raise SegqaError(f"{manifest_uri}, line {lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict) or not (isinstance(obj.get("source-ref"), str) or isinstance(obj.get("source"), str)):
+            raise SegqaError(f"{manifest_uri}, line {lineno}: expected an object with a string \"source-ref\" "
+                             "(or \"source\")")
+        ref = obj.get("source-ref")
+        if ref and base is not None and "://" not in ref and not os.path.isabs(ref):
+            obj = {**obj, "source-ref": str(base / ref)}
+        objects.append(obj)
+    if not objects:
+        raise SegqaError(f"{manifest_uri}: the manifest lists no data objects")
+    return objects
+
+
+def read_manifest(uri: str) -> list[str]:
+    """The batch URIs (``source-ref``) of a manifest.jsonl, in order; SegqaError for a line without one."""
+    out = []
+    for n, obj in enumerate(read_manifest_objects(uri), start=1):
+        if not isinstance(obj.get("source-ref"), str):
+            raise SegqaError(f"{uri}: data object {n} has no \"source-ref\" (a batch URI)")
         out.append(obj["source-ref"])
     return out

@@ -122,7 +122,7 @@ def register(app: typer.Typer) -> None:
                 bar.label = text.format(**info)
                 progress.update(step_task, description=text.format(**info))
 
-            summaries = run_loop(cfg, progress=on_step, train_progress=bar)
+            summaries = run_loop(cfg, progress=on_step, train_progress=bar, review=review)
         import json
 
         initial = json.loads((workspace / "demo.json").read_text()).get("initial_dice", {})

@@ -84,31 +84,10 @@ def resolve_manifest(round_uri: str | os.PathLike[str]) -> str:
 
 
 def read_manifest(manifest_uri: str) -> list[dict[str, Any]]:
-    """The data objects of a manifest, in order (their index is Ground Truth's ``datasetObjectId``).
+    """The data objects of a manifest, in order (their index is Ground Truth's ``datasetObjectId``)."""
+    from qa_workflow.batching import read_manifest_objects
 
-    Each line must be a JSON object with a string ``source-ref`` or ``source``; blank lines are skipped.
-    Relative ``source-ref`` paths in a local manifest are resolved against the manifest's folder.
-    """
-    text = storage.read_text(manifest_uri)
-    base = None if storage.is_s3(manifest_uri) else storage.local_path(manifest_uri).resolve().parent
-    objects: list[dict[str, Any]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SegqaError(f"{manifest_uri}, line {lineno}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict) or not (isinstance(obj.get("source-ref"), str) or isinstance(obj.get("source"), str)):
-            raise SegqaError(f"{manifest_uri}, line {lineno}: expected an object with a string \"source-ref\" "
-                             "(or \"source\")")
-        ref = obj.get("source-ref")
-        if ref and base is not None and "://" not in ref and not os.path.isabs(ref):
-            obj = {**obj, "source-ref": str(base / ref)}
-        objects.append(obj)
-    if not objects:
-        raise SegqaError(f"{manifest_uri}: the manifest lists no data objects")
-    return objects
+    return read_manifest_objects(manifest_uri)
 
 
 def job_name_for(manifest_uri: str, prefix: str = "segqa-review") -> str:
