@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     p.add_argument("--network", choices=("unet", "enet"), required=True)
     p.add_argument("--budget-min", type=float, default=15.0, help="wall-clock budget for training + validation")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=None, help="default: 2e-3 (U-Net), 5e-3 (ENet)")
+    p.add_argument("--lr", type=float, default=None, help="default: training.train.DEFAULT_LR")
     p.add_argument("--max-val-slices", type=int, default=32, help="validation slices per epoch (evenly spread)")
     p.add_argument("--max-test-slices", type=int, default=None, help="default: the whole test split")
     p.add_argument("--epochs", type=int, default=None, help="skip the probe and train this many epochs")
@@ -78,7 +78,9 @@ def main(argv=None) -> int:
     except SegqaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    lr = args.lr or (2e-3 if args.network == "unet" else 5e-3)
+    from training.train import DEFAULT_LR
+
+    lr = args.lr or DEFAULT_LR[args.network]
     budget_s = args.budget_min * 60
     load_start = [round(v, 2) for v in os.getloadavg()]
     wall0, cpu0 = time.perf_counter(), _cpu_seconds()

@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 
 KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 LR_SCHEDULES = ("cosine", "step", "constant")
+#: Adam learning rates used by default and in benchmark B3 (chosen by hand, not tuned by a search).
+DEFAULT_LR = {"unet": 2e-3, "enet": 5e-3}
 #: Fields that must match for --resume to continue a run (anything else may change, e.g. epochs).
 _RESUME_KEYS = ("network", "width", "seed", "batch_size", "lr", "lr_schedule", "weight_decay", "dice_weight",
                 "ce_weight", "augment", "max_slices")
@@ -90,7 +92,7 @@ class TrainConfig:
     val_dir: str | None = None
     epochs: int = 30
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float | None = None  # None: DEFAULT_LR of the network
     lr_schedule: str = "cosine"
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
@@ -110,6 +112,10 @@ class TrainConfig:
     context: str = "auto"
     val_batch_size: int = 16
     progress: Callable[["TrainEvent"], None] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.lr is None:
+            self.lr = DEFAULT_LR.get(str(self.network).lower(), 1e-3)
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "progress"}
@@ -560,7 +566,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", default=d.network, choices=NETWORKS)
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=d.batch_size)
-    p.add_argument("--lr", "--learning-rate", "--learning_rate", dest="lr", type=float, default=d.lr)
+    p.add_argument("--lr", "--learning-rate", "--learning_rate", dest="lr", type=_optional_float, default=None,
+                   help="default: 2e-3 for the U-Net, 5e-3 for the ENet")
     p.add_argument("--lr-schedule", "--lr_schedule", dest="lr_schedule", default=d.lr_schedule, choices=LR_SCHEDULES)
     p.add_argument("--weight-decay", "--weight_decay", dest="weight_decay", type=float, default=d.weight_decay)
     p.add_argument("--seed", type=int, default=d.seed)

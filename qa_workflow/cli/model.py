@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Model folder to write (checkpoints, metrics, model card)."),
         epochs: int = typer.Option(30, "--epochs", help="Epochs to train (the total, also with --resume)."),
         batch_size: int = typer.Option(8, "--batch-size", help="Slices per batch (per device)."),
-        lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate at the start of the schedule."),
+        lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate at the start of the schedule "
+                                           "[default: 2e-3 U-Net, 5e-3 ENet]."),
         lr_schedule: str = typer.Option("cosine", "--lr-schedule", help="cosine, step or constant."),
         seed: int = typer.Option(0, "--seed", help="Seed for initial weights, data order, augmentation, dropout."),
         class_weights: str = typer.Option("auto", "--class-weights",
