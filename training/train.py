@@ -41,7 +41,7 @@ import shutil
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -322,8 +322,12 @@ class _Run:
                                  f"{cfg.network}")
             load_params(self.net, modelcard.params_path(cfg.init_from, src_card), self.ctx)
         self.net.hybridize(static_alloc=True)
+        # With a distributed kvstore the optimizer would run on the parameter servers by default, and its
+        # state could then not be saved for --resume ("Cannot save states for distributed training"): the
+        # workers exchange gradients through the kvstore and each applies the same update locally instead.
         self.trainer = gluon.Trainer(self.net.collect_params(), "adam",
-                                     {"learning_rate": cfg.lr, "wd": cfg.weight_decay}, kvstore=self.kv)
+                                     {"learning_rate": cfg.lr, "wd": cfg.weight_decay}, kvstore=self.kv,
+                                     update_on_kvstore=False if "dist" in cfg.kvstore else None)
         self.history: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
         self.best_score = -1.0
