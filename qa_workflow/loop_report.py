@@ -22,8 +22,8 @@ _TEMPLATE = """<!doctype html>
 <style>
  body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1b1f24;padding:0 1rem}
  h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}
- .sub{color:#57606a;margin-top:0} table{border-collapse:collapse;width:100%;margin:.6rem 0;font-variant-numeric:tabular-nums}
- th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:right} th{background:#f6f8fa} td:first-child,th:first-child{text-align:left}
+ .sub{color:#57606a;margin-top:0} table{border-collapse:collapse;width:100%;margin:.6rem 0;font-variant-numeric:tabular-nums;font-size:.85rem}
+ th,td{border:1px solid #d0d7de;padding:.25rem .4rem;text-align:right} th{background:#f6f8fa} td:first-child,th:first-child{text-align:left}
  .yes{color:#1a7f37;font-weight:600} .no{color:#9a6700} .chip{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.3em;vertical-align:-1px}
  .thumbs img{height:150px;margin:.2rem;border:1px solid #d0d7de} .note{color:#57606a;font-size:.9rem}
  code{background:#f6f8fa;padding:.1em .3em;border-radius:4px}
@@ -37,7 +37,7 @@ selection: {{ cfg.strategy }}</p>
 <h2>Rounds</h2>
 <table>
 <tr><th>round</th><th>reviewed</th><th>auto-accepted</th><th>audit</th><th>accepted</th><th>acceptance</th>
-{% for n in networks %}{% for c in classes %}<th>{{ n }} {{ c.short }}</th>{% endfor %}<th>{{ n }} mean</th>{% endfor %}
+{% for n in networks %}{% for c in classes %}<th>{{ netlabel[n] }} {{ c.short }}</th>{% endfor %}<th>{{ netlabel[n] }} mean</th>{% endfor %}
 <th>promoted</th><th>analysis</th></tr>
 <tr><td>initial</td><td colspan="5" class="note">trained on the labelled <code>train</code> split only</td>
 {% for n in networks %}{% for c in classes %}<td>{{ fmt(initial[n].get(c.name)) }}</td>{% endfor %}<td>{{ fmt(initial[n].get('mean_foreground')) }}</td>{% endfor %}
@@ -46,7 +46,7 @@ selection: {{ cfg.strategy }}</p>
 <tr><td>{{ r.round }}</td><td>{{ r.reviewed }}</td><td>{{ r.auto_accepted }}</td><td>{{ r.audit }}</td><td>{{ r.accepted_items }}</td>
 <td>{{ pct(r.acceptance_rate) }}</td>
 {% for n in networks %}{% for c in classes %}<td>{{ fmt(r.dice[n].get(c.name)) }}</td>{% endfor %}<td>{{ fmt(r.dice[n].get('mean_foreground')) }}</td>{% endfor %}
-<td>{% for n, p in r.promoted.items() %}<span class="{{ 'yes' if p else 'no' }}">{{ n }} {{ 'yes' if p else 'no' }}</span> {% endfor %}</td>
+<td>{% for n, p in r.promoted.items() %}<span class="{{ 'yes' if p else 'no' }}">{{ netlabel[n] }}&nbsp;{{ 'yes' if p else 'no' }}</span><br>{% endfor %}</td>
 <td><a href="{{ r.report_rel }}">report</a></td></tr>
 {% endfor %}
 </table>
@@ -100,7 +100,7 @@ def _chart(initial: dict[str, dict[str, float]], summaries: Sequence[Any], netwo
             ax.plot(xs, [float("nan") if y is None else y for y in ys], "o-", color=c.color, label=c.name)
         ys = [initial.get(n, {}).get("mean_foreground")] + [s.dice.get(n, {}).get("mean_foreground") for s in summaries]
         ax.plot(xs, [float("nan") if y is None else y for y in ys], "s--", color="#333", label="mean")
-        ax.set_title(f"{n.upper() if n == 'enet' else 'U-Net'} champion — test Dice")
+        ax.set_title(f"{ {'unet': 'U-Net', 'enet': 'ENet'}.get(n, n)} champion — test Dice")
         ax.set_xticks(xs, labels, fontsize=8)
         ax.grid(alpha=.3)
     axes[0][0].set_ylabel("Dice")
@@ -133,7 +133,7 @@ def write_report(root: Path, cfg: Any, initial: dict[str, dict[str, float]], sum
                 "color": CLASS_BY_NAME[c.name].color} for c in REVIEW_CLASSES]
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.from_string(_TEMPLATE).render(
-        cfg=cfg, rounds=rows, networks=list(cfg.networks), classes=classes, initial=initial, fmt=_fmt, pct=_pct,
+        cfg=cfg, rounds=rows, netlabel={"unet": "U-Net", "enet": "ENet"}, networks=list(cfg.networks), classes=classes, initial=initial, fmt=_fmt, pct=_pct,
         chart=_chart(initial, summaries, list(cfg.networks)),
         last_round_dir=os.path.relpath(summaries[-1].overlays, Path.cwd()).rsplit("/overlays", 1)[0] if summaries else "ROUND",
         store_uri=f"sqlite:///{(root / 'store.sqlite').resolve()}")

@@ -49,23 +49,26 @@ def _fmt(v: Any) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.3f}"
 
 
+_NET_LABEL = {"unet": "U-Net", "enet": "ENet"}
+
+
 def _round_table(summaries, initial, networks):
     from rich.table import Table
 
-    t = Table(title="segqa demo — one row per round (Dice: champion on held-out test subjects)")
-    for col in ("round", "reviewed", "auto-acc.", "audit", "accept %"):
+    t = Table(title="segqa demo — one row per round; Dice of each champion on the held-out test subjects")
+    for col in ("round", "reviewed", "auto-acc.", "audit", "accepted"):
         t.add_column(col, justify="right")
+    keys = ("csf", "gray_matter", "white_matter", "mean_foreground")
     for n in networks:
-        for c in ("CSF", "GM", "WM"):
-            t.add_column(f"{n} {c}", justify="right")
+        for c in ("CSF", "GM", "WM", "mean"):
+            t.add_column(f"{_NET_LABEL.get(n, n)} {c}", justify="right")
     t.add_column("promoted")
-    keys = ("csf", "gray_matter", "white_matter")
     t.add_row("initial", "", "", "", "", *[_fmt(initial.get(n, {}).get(k)) for n in networks for k in keys], "")
     for s in summaries:
-        acc = "—" if math.isnan(s.acceptance_rate) else f"{100 * s.acceptance_rate:.0f}"
+        acc = "—" if math.isnan(s.acceptance_rate) else f"{s.accepted_items} ({100 * s.acceptance_rate:.0f} %)"
         t.add_row(s.round, str(s.reviewed), str(s.auto_accepted), str(s.audit), acc,
                   *[_fmt(s.dice.get(n, {}).get(k)) for n in networks for k in keys],
-                  ", ".join(f"{n} {'yes' if p else 'no'}" for n, p in s.promoted.items()))
+                  ", ".join(_NET_LABEL.get(n, n) for n, p in s.promoted.items() if p) or "none")
     return t
 
 
@@ -92,7 +95,9 @@ def register(app: typer.Typer) -> None:
 
         from qa_workflow.loop import LoopConfig, run_loop
 
-        console = Console(stderr=False)
+        console = Console()
+        if not console.is_terminal:  # a log file or pipe: do not squeeze the round table into 80 columns
+            console = Console(width=160)
         if fresh and workspace.exists():
             shutil.rmtree(workspace)
         cfg = LoopConfig.preset(quick, workspace=str(workspace), rounds=rounds, seed=seed, subjects=subjects,
