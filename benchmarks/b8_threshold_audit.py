@@ -55,6 +55,44 @@ def item_table(model: str, data: str, batch_size: int = 8):
     return rows, predictor.version
 
 
+def audit_at(rows, fit_subjects, tau, args, lines):
+    results = {}
+    for k, cls in enumerate(REVIEW_CLASSES):
+        items = [r for r in rows if r[2] == k and r[4] >= args.min_pixels]
+        fit = [r for r in items if r[0] in fit_subjects]
+        audit = [r for r in items if r[0] not in fit_subjects]
+        conf = np.array([r[3] for r in fit])
+        accepts = np.array([[reviewer_decision(r[5], seed=args.seed, reviewer_index=j,
+                                               item_id=f"{r[0]}/{r[1]:03d}/{cls.name}", error_rate=args.error_rate,
+                                               tau=tau) for j in range(1, args.reviewers + 1)]
+                            for r in fit]).reshape(len(fit), args.reviewers)
+        correct = accepts.sum(axis=1) * 2 > args.reviewers  # majority
+        selector = make_selector("clopper-pearson", max_error=args.max_error, confidence=args.confidence)
+        selector.fit(conf, correct)
+        th = selector.threshold_
+        a_conf = np.array([r[3] for r in audit])
+        a_q = np.array([r[5] for r in audit])
+        chosen = selector.predict(a_conf) if len(audit) else np.zeros(0, bool)
+        n_auto = int(chosen.sum())
+        errors = int((a_q[chosen] < tau).sum()) if n_auto else 0
+        rate = errors / n_auto if n_auto else float("nan")
+        if n_auto:
+            lo, hi = cp_two_sided(np.array([errors]), np.array([n_auto]), 0.95)
+            ci = f"{rate:.3f} ({float(lo[0]):.3f}–{float(hi[0]):.3f})"
+        else:
+            ci = "—"
+        met = "— (nothing auto-accepted)" if not n_auto else ("yes" if rate <= args.max_error else "no")
+        results[cls.name] = {"threshold": th, "fit": len(fit), "audited": len(audit), "auto_accepted": n_auto,
+                             "true_errors": errors, "true_error_rate": rate, "reason": selector.reason_,
+                             "fit_accept_rate": float(correct.mean()) if len(fit) else None}
+        lines.append(f"| {cls.name} | {'null' if th is None else f'{th:.4f}'} | {len(fit)} | {len(audit)} | {n_auto} | "
+                     f"{errors} | {ci} | {args.max_error:g} | {n_auto / max(len(audit), 1):.2f} | {met} |")
+    for name, res in results.items():
+        if res["threshold"] is None:
+            lines.append(f"\n- {name}: no threshold — {res['reason']}")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="model folder (segqa train) or registry version folder")
@@ -65,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--confidence", type=float, default=0.95)
     ap.add_argument("--min-pixels", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tau", type=float, nargs="+", default=[DEFAULT_TAU],
+                    help="reviewers' quality bar(s) τ: reviewers accept with sigmoid((q - τ)/0.02), and an "
+                         "auto-accepted mask is a true error when its Dice is below τ (one table per value)")
     ap.add_argument("--out", default="benchmarks/results/B8.md")
     args = ap.parse_args(argv)
 
@@ -80,43 +121,16 @@ def main(argv: list[str] | None = None) -> int:
              f"- machine: 2-core dev machine, no GPU ({platform.machine()}), Python {platform.python_version()}",
              f"- model: {version}; pool subjects: {len(subjects)} ({len(fit_subjects)} fit the thresholds, "
              f"{len(subjects) - len(fit_subjects)} are audited); reviewers: {args.reviewers} simulated, "
-             f"error rate {args.error_rate:g}, majority; quality bar τ = {DEFAULT_TAU}",
+             f"error rate {args.error_rate:g}, majority",
              f"- thresholds: Clopper-Pearson, max error {args.max_error:g} at {args.confidence:g} confidence "
-             f"(fixed-sequence scan, as `segqa analyze`)", "",
-             "| class | threshold | fit items | audited items | auto-accepted | true errors | true error rate "
-             "(95 % CI) | target | coverage | met? |",
-             "|---|---|---:|---:|---:|---:|---|---:|---:|---|"]
+             f"(fixed-sequence scan, as `segqa analyze`)"]
     results = {}
-    for k, cls in enumerate(REVIEW_CLASSES):
-        items = [r for r in rows if r[2] == k and r[4] >= args.min_pixels]
-        fit = [r for r in items if r[0] in fit_subjects]
-        audit = [r for r in items if r[0] not in fit_subjects]
-        conf = np.array([r[3] for r in fit])
-        accepts = np.array([[reviewer_decision(r[5], seed=args.seed, reviewer_index=j, item_id=f"{r[0]}/{r[1]:03d}/{cls.name}",
-                                               error_rate=args.error_rate) for j in range(1, args.reviewers + 1)]
-                            for r in fit]).reshape(len(fit), args.reviewers)
-        correct = accepts.sum(axis=1) * 2 > args.reviewers  # majority
-        selector = make_selector("clopper-pearson", max_error=args.max_error, confidence=args.confidence)
-        selector.fit(conf, correct)
-        th = selector.threshold_
-        a_conf = np.array([r[3] for r in audit])
-        a_q = np.array([r[5] for r in audit])
-        chosen = selector.predict(a_conf) if len(audit) else np.zeros(0, bool)
-        n_auto = int(chosen.sum())
-        errors = int((a_q[chosen] < DEFAULT_TAU).sum()) if n_auto else 0
-        rate = errors / n_auto if n_auto else float("nan")
-        if n_auto:
-            lo, hi = cp_two_sided(np.array([errors]), np.array([n_auto]), 0.95)
-            ci = f"{rate:.3f} ({float(lo[0]):.3f}–{float(hi[0]):.3f})"
-        else:
-            ci = "—"
-        met = "—" if not n_auto else ("yes" if rate <= args.max_error else "no")
-        results[cls.name] = {"threshold": th, "fit": len(fit), "audited": len(audit), "auto_accepted": n_auto,
-                             "true_errors": errors, "true_error_rate": rate, "reason": selector.reason_}
-        lines.append(f"| {cls.name} | {'null' if th is None else f'{th:.4f}'} | {len(fit)} | {len(audit)} | {n_auto} | "
-                     f"{errors} | {ci} | {args.max_error:g} | {n_auto / max(len(audit), 1):.2f} | {met} |")
-        if th is None:
-            lines.append(f"|  | reason: {selector.reason_} |||||||||")
+    for tau in args.tau:
+        lines += ["", f"### quality bar τ = {tau:g}", "",
+                  "| class | threshold | fit items | audited items | auto-accepted | true errors | true error rate "
+                  "(95 % CI) | target | coverage | met? |",
+                  "|---|---|---:|---:|---:|---:|---|---:|---:|---|"]
+        results[str(tau)] = audit_at(rows, fit_subjects, tau, args, lines)
     lines += ["", f"wall time {time.perf_counter() - t0:.0f} s", ""]
     text = "\n".join(lines)
     print(text)
