@@ -105,3 +105,27 @@ def test_report_links_the_round(loop):
     _, ws, _, _ = loop
     html = (ws / "report.html").read_text()
     assert "rounds/round-01/analysis/report.html" in html and "round-01" in html
+
+
+def test_retrain_command_on_a_reviewed_round(loop, tmp_path):
+    """`segqa retrain` (the operator's cron entry) retrains from a round folder and the store, and records it."""
+    from qa_workflow.cli import main
+
+    _, ws, _, _ = loop
+    before = len((ws / "models" / "decisions.jsonl").read_text().splitlines())
+    rc = main(["retrain", "--data", str(ws / "cohort"), "--store", f"sqlite:///{ws / 'store.sqlite'}",
+               "--round", str(ws / "rounds" / "round-01" / "round"), "--registry", str(ws / "models"),
+               "--work", str(tmp_path / "work"), "--networks", "enet", "--epochs", "1", "--batch-size", "4"])
+    assert rc == 0
+    decisions = [json.loads(line) for line in (ws / "models" / "decisions.jsonl").read_text().splitlines()]
+    assert len(decisions) == before + 1 and decisions[-1]["network"] == "enet"
+    assert [r.split for r in read_index(tmp_path / "work" / "training-set")].count("train") > len(
+        read_index(ws / "cohort", ["train"]))
+
+
+def test_retrain_command_rejects_bad_input(tmp_path, capsys):
+    from qa_workflow.cli import main
+
+    rc = main(["retrain", "--data", str(tmp_path), "--store", f"sqlite:///{tmp_path / 's.db'}",
+               "--round", str(tmp_path / "no-round"), "--networks", "resnet"])
+    assert rc == 2 and "--networks" in capsys.readouterr().err
