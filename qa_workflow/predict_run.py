@@ -305,6 +305,19 @@ def _accept_valid(records: Sequence[Any], probs: np.ndarray, mi: np.ndarray | No
     return [records[i] for i in keep], probs[keep], (mi[keep] if mi is not None else None)
 
 
+def _store_scored(writer: "_Writer", out: str, records: Sequence[Any], probs: np.ndarray, mi: np.ndarray | None,
+                  data_dir: Path, version: str, min_pixels: int, write_probs: bool = True) -> list[dict[str, Any]]:
+    """Queue each slice's probability map (unless it already lies there) and predicted label map for writing,
+    and return the slices' score rows."""
+    labels = predicted_labels(probs)
+    for i, rec in enumerate(records):
+        if write_probs:
+            writer.put(storage.join(out, prob_file(rec.subject, rec.slice)),
+                       _encode_npz(probs[i], mi[i] if mi is not None else None), "application/octet-stream")
+        writer.put(storage.join(out, mask_file(rec.subject, rec.slice)), encode_png(labels[i]), "image/png")
+    return _score_rows(records, probs, mi, data_dir, out, version, min_pixels)
+
+
 def run_predictions(
     predictor: ProbabilityModel, data_dir: str | os.PathLike[str], out: str, *, split: str = "pool",
     mc_samples: int = 0, batch_size: int = 8, min_pixels: int = DEFAULT_MIN_PIXELS, seed: int = 0,
@@ -342,14 +355,7 @@ def run_predictions(
                                      f"{images.shape[1]}, {images.shape[2]})")
                 ok, probs, mi = _accept_valid(ok, probs, mi, summary.rejects, [f"model {version}"] * len(ok))
                 if ok:
-                    labels = predicted_labels(probs)
-                    for i, rec in enumerate(ok):
-                        writer.put(storage.join(out, prob_file(rec.subject, rec.slice)),
-                                   _encode_npz(probs[i], mi[i] if mi is not None else None),
-                                   "application/octet-stream")
-                        writer.put(storage.join(out, mask_file(rec.subject, rec.slice)), encode_png(labels[i]),
-                                   "image/png")
-                    rows.extend(_score_rows(ok, probs, mi, data_dir, out, version, min_pixels))
+                    rows.extend(_store_scored(writer, out, ok, probs, mi, data_dir, version, min_pixels))
                     summary.slices_scored += len(ok)
             if progress:
                 progress(len(chunk))
@@ -420,15 +426,8 @@ def score_probability_files(
                 mi_stack = np.stack(mis) if has_mi else None
                 ok, stack, mi_stack = _accept_valid(ok, stack, mi_stack, summary.rejects, files)
                 if ok:
-                    labels = predicted_labels(stack)
-                    for i, rec in enumerate(ok):
-                        if not same_place:
-                            writer.put(storage.join(out, prob_file(rec.subject, rec.slice)),
-                                       _encode_npz(stack[i], mi_stack[i] if mi_stack is not None else None),
-                                       "application/octet-stream")
-                        writer.put(storage.join(out, mask_file(rec.subject, rec.slice)), encode_png(labels[i]),
-                                   "image/png")
-                    rows.extend(_score_rows(ok, stack, mi_stack, data_dir, out, model_version, min_pixels))
+                    rows.extend(_store_scored(writer, out, ok, stack, mi_stack, data_dir, model_version, min_pixels,
+                                              write_probs=not same_place))
                     summary.slices_scored += len(ok)
             if progress:
                 progress(len(recs))
