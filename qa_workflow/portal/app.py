@@ -160,6 +160,18 @@ def create_app(settings: PortalSettings) -> FastAPI:
             return None
         return {k: v[0] for k, v in parsed.items()}
 
+    async def signed_in_form(request: Request) -> tuple[Session, dict[str, str] | None] | Response:
+        """(session, form) of a signed-in reviewer's form post that passes the CSRF check; otherwise the
+        response to send instead (the login page, or a 403 page)."""
+        session = await run_in_threadpool(session_of, request)
+        if session is None:
+            return to_login()
+        form = await read_form(request)
+        if not csrf_ok(request, session, form):
+            return message("Request refused", "The form was stale or forged (CSRF check failed). Reload the page.",
+                           403, session)
+        return session, form
+
     def to_login() -> RedirectResponse:
         return RedirectResponse("/login", status_code=303)
 
@@ -239,13 +251,10 @@ def create_app(settings: PortalSettings) -> FastAPI:
 
     @app.post("/tasks/next")
     async def next_task(request: Request) -> Response:
-        session = await run_in_threadpool(session_of, request)
-        if session is None:
-            return to_login()
-        form = await read_form(request)
-        if not csrf_ok(request, session, form):
-            return message("Request refused", "The form was stale or forged (CSRF check failed). Reload the page.",
-                           403, session)
+        checked = await signed_in_form(request)
+        if isinstance(checked, Response):
+            return checked
+        session, form = checked
         assignment = await run_in_threadpool(service.next_task, session.reviewer)
         if assignment is None:
             return RedirectResponse("/?notice=none", status_code=303)
@@ -307,13 +316,10 @@ def create_app(settings: PortalSettings) -> FastAPI:
 
     @app.post("/tasks/{assignment_id}/release")
     async def release(request: Request, assignment_id: int) -> Response:
-        session = await run_in_threadpool(session_of, request)
-        if session is None:
-            return to_login()
-        form = await read_form(request)
-        if not csrf_ok(request, session, form):
-            return message("Request refused", "The form was stale or forged (CSRF check failed). Reload the page.",
-                           403, session)
+        checked = await signed_in_form(request)
+        if isinstance(checked, Response):
+            return checked
+        session, form = checked
         assignment = await run_in_threadpool(service.task_for, session.reviewer, assignment_id)
         if assignment is None:
             return message("Not found", "There is no such task for you.", 404, session)
