@@ -32,11 +32,16 @@ def run_arm(base: Path, arm_dir: Path, cfg: LoopConfig, rounds: int) -> list[dic
     shutil.copytree(base, arm_dir, symlinks=True)
     cfg = replace(cfg, workspace=str(arm_dir))
     ws = Workspace(arm_dir)
-    out = [{"round": 0, "dice": _test_dice(ws, cfg.networks[0]), "accepted": 0, "reviewed": 0}]
+    net = cfg.networks[0]
+    first = _test_dice(ws, net)
+    out = [{"round": 0, "dice": first, "challenger": first, "accepted": 0, "reviewed": 0, "pool_slices": 0}]
     for r in range(1, rounds + 1):
         s = run_round(cfg, ws, r)
-        out.append({"round": r, "dice": s.dice[cfg.networks[0]], "accepted": s.accepted_items, "reviewed": s.reviewed,
-                    "promoted": s.promoted[cfg.networks[0]]})
+        decision = [d for d in ws.registry.decisions() if d["network"] == net and d["round"] == r][-1]
+        m = decision["challenger_metrics"]
+        out.append({"round": r, "dice": s.dice[net], "challenger": {**m["dice"], "mean_foreground": m["mean_foreground_dice"]},
+                    "accepted": s.accepted_items, "reviewed": s.reviewed, "pool_slices": s.training_pool_slices,
+                    "promoted": s.promoted[net]})
     return out
 
 
@@ -71,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             arm = run_arm(Path(cfg.workspace), work / f"seed-{seed}" / strategy, replace(cfg, strategy=strategy),
                           args.rounds)
             curves[strategy].append(arm)
-            print(f"seed {seed} {strategy}: " + ", ".join(f"r{c['round']} {c['dice'].get('mean_foreground', float('nan')):.3f}"
-                                                          for c in arm), flush=True)
+            print(f"seed {seed} {strategy}: " + ", ".join(
+                f"r{c['round']} challenger {c['challenger'].get('mean_foreground', float('nan')):.3f} "
+                f"(+{c['accepted']} confirmed)" for c in arm), flush=True)
     lines = [f"## B7 — label efficiency ({datetime.now(timezone.utc).isoformat(timespec='seconds')})", "",
              f"- command: `.venv/bin/python benchmarks/b7_label_efficiency.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
              f"- machine: 2-core dev machine, no GPU ({platform.machine()}), Python {platform.python_version()}",
@@ -81,16 +87,24 @@ def main(argv: list[str] | None = None) -> int:
              f"initial training {args.initial_epochs} epochs, warm-started retraining {args.retrain_epochs} epochs",
              "- metric: the champion's mean foreground Dice on the held-out test subjects (mean ± sd over seeds); "
              "confirmed = masks every simulated reviewer accepted (added to training)", "",
-             "| round | active (uncertainty) | random | active − random | confirmed masks active | confirmed random |",
-             "|---|---|---|---|---:|---:|"]
+             "| round | model retrained on | active (uncertainty) | random | active − random | confirmed masks "
+             "(active / random) | pool slices in training (active / random) |",
+             "|---|---|---|---|---|---|---|"]
     for r in range(args.rounds + 1):
-        a = np.array([c[r]["dice"].get("mean_foreground", np.nan) for c in curves["uncertainty"]])
-        b = np.array([c[r]["dice"].get("mean_foreground", np.nan) for c in curves["random"]])
-        ca = sum(c[r]["accepted"] for c in curves["uncertainty"]) / len(args.seeds)
-        cb = sum(c[r]["accepted"] for c in curves["random"]) / len(args.seeds)
-        d = a - b
-        lines.append(f"| {r} | {a.mean():.4f} ± {a.std():.4f} | {b.mean():.4f} ± {b.std():.4f} | "
-                     f"{d.mean():+.4f} ± {d.std():.4f} | {ca:.1f} | {cb:.1f} |")
+        for key, label in (("challenger", "this round's confirmed masks (challenger)"),
+                           ("dice", "champion after promotion rule")):
+            if r == 0 and key == "dice":
+                continue
+            a = np.array([c[r][key].get("mean_foreground", np.nan) for c in curves["uncertainty"]])
+            b = np.array([c[r][key].get("mean_foreground", np.nan) for c in curves["random"]])
+            d = a - b
+            ca = sum(c[r]["accepted"] for c in curves["uncertainty"]) / len(args.seeds)
+            cb = sum(c[r]["accepted"] for c in curves["random"]) / len(args.seeds)
+            pa = sum(c[r]["pool_slices"] for c in curves["uncertainty"]) / len(args.seeds)
+            pb = sum(c[r]["pool_slices"] for c in curves["random"]) / len(args.seeds)
+            lines.append(f"| {r} | {'initial model' if r == 0 else label} | {a.mean():.4f} ± {a.std():.4f} | "
+                         f"{b.mean():.4f} ± {b.std():.4f} | {d.mean():+.4f} ± {d.std():.4f} | {ca:.1f} / {cb:.1f} | "
+                         f"{pa:.1f} / {pb:.1f} |")
     lines += ["", f"wall time {(time.perf_counter() - t0) / 60:.1f} min", ""]
     text = "\n".join(lines)
     print(text)
