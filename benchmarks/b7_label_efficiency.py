@@ -85,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
              f"- network {args.network} (width {args.width}); cohort {args.subjects} subjects × {args.slices} slices; "
              f"review budget {args.budget} masks per round; {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}); "
              f"initial training {args.initial_epochs} epochs, warm-started retraining {args.retrain_epochs} epochs",
-             "- metric: the champion's mean foreground Dice on the held-out test subjects (mean ± sd over seeds); "
-             "confirmed = masks every simulated reviewer accepted (added to training)", "",
+             "- metric: mean foreground Dice on the held-out test subjects (mean ± sd over seeds) of the challenger "
+             "retrained on the round's training set, and of the champion after the promotion rule; confirmed = masks "
+             "every simulated reviewer accepted (added to training)", "",
              "| round | model retrained on | active (uncertainty) | random | active − random | confirmed masks "
              "(active / random) | pool slices in training (active / random) |",
              "|---|---|---|---|---|---|---|"]
