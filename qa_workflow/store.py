@@ -65,7 +65,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 from urllib.parse import parse_qs, unquote, urlparse
 
 from qa_workflow.contract import ACCEPT, DECISIONS, REJECT, REVIEW_RECORD_COLUMNS, SPLIT, SegqaError, parse_item_id
@@ -334,7 +334,7 @@ class SqliteStore:
             try:
                 conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None,
                                        check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
+                self._while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             except sqlite3.DatabaseError as exc:
                 raise SegqaError(f"{self.uri}: cannot open SQLite store ({exc})") from None
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
@@ -345,9 +345,27 @@ class SqliteStore:
             self._init(conn)
         return conn
 
+    def _while_locked(self, step: Callable[[], Any]) -> Any:
+        """Run ``step``, retrying while SQLite answers "database is locked" (up to ``timeout_s``).
+
+        Switching a new file to WAL and creating the schema need an exclusive lock, and SQLite does not wait
+        in its busy handler for every such case: many processes opening a new store at once would otherwise
+        fail at random.
+        """
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.005
+        while True:
+            try:
+                return step()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+
     def _init(self, conn: sqlite3.Connection) -> None:
         try:
-            conn.executescript(_SQLITE_SCHEMA)
+            self._while_locked(lambda: conn.executescript(_SQLITE_SCHEMA))
         except sqlite3.DatabaseError as exc:
             raise SegqaError(f"{self.uri}: not a segqa SQLite store ({exc})") from None
         self._initialised = True
