@@ -191,6 +191,26 @@ def _png_from(uri: str) -> np.ndarray:
         return np.asarray(im).astype(np.uint8)
 
 
+def publish_training_set(training_set: str | Path, dest: str, workers: int = 8) -> int:
+    """Upload a retraining set to ``dest/train/`` and ``dest/validation/`` (the SageMaker channels the
+    scheduled retraining jobs read: split ``train`` of the first, ``val`` of the second). Returns the number of
+    files written per channel. ``index.csv`` goes last, so a job never sees an index naming missing files.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = Path(training_set)
+    if not (root / "index.csv").is_file():
+        raise SegqaError(f"{root}: not a dataset folder (no index.csv)")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "index.csv")
+    for channel in ("train", "validation"):
+        base = storage.join(dest, channel)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda p: storage.write_bytes(storage.join(base, p.relative_to(root).as_posix()),
+                                                        p.read_bytes()), files))
+        storage.write_bytes(storage.join(base, "index.csv"), (root / "index.csv").read_bytes(), "text/csv")
+    return len(files) + 1
+
+
 # ------------------------------------------------------------------------------------------ the round
 
 @dataclass

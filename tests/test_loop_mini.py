@@ -129,3 +129,24 @@ def test_retrain_command_rejects_bad_input(tmp_path, capsys):
     rc = main(["retrain", "--data", str(tmp_path), "--store", f"sqlite:///{tmp_path / 's.db'}",
                "--round", str(tmp_path / "no-round"), "--networks", "resnet"])
     assert rc == 2 and "--networks" in capsys.readouterr().err
+
+
+def test_retrain_publishes_the_training_set_for_scheduled_jobs(loop, tmp_path, s3_bucket):
+    """--no-train --publish: the set the scheduled SageMaker jobs read, in both channels, index last."""
+    import boto3
+
+    from qa_workflow.cli import main
+
+    _, ws, _, _ = loop
+    rc = main(["retrain", "--data", str(ws / "cohort"), "--store", f"sqlite:///{ws / 'store.sqlite'}",
+               "--round", str(ws / "rounds" / "round-01" / "round"), "--registry", str(ws / "models"),
+               "--work", str(tmp_path / "work"), "--no-train", "--publish", f"s3://{s3_bucket}/retrain/dataset"])
+    assert rc == 0
+    s3 = boto3.client("s3", region_name="us-east-1")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="retrain/dataset/")["Contents"]}
+    local = {p.relative_to(tmp_path / "work" / "training-set").as_posix()
+             for p in (tmp_path / "work" / "training-set").rglob("*") if p.is_file()}
+    for channel in ("train", "validation"):
+        assert {k.split(f"retrain/dataset/{channel}/", 1)[1] for k in keys
+                if k.startswith(f"retrain/dataset/{channel}/")} == local
+    assert not (tmp_path / "work" / "train").exists()  # nothing was trained

@@ -153,13 +153,19 @@ def register(app: typer.Typer) -> None:
                                                help="Add auto-accepted masks as pseudo-labels."),
         tolerance: float = typer.Option(0.01, "--tolerance", help="Largest per-class Dice drop a promotion tolerates."),
         export: Optional[Path] = typer.Option(None, "--export", help="Export a newly promoted ENet here."),
+        publish: Optional[str] = typer.Option(None, "--publish",
+                                              help="Also upload the training set to URI/train/ and URI/validation/ "
+                                                   "(the channels of the scheduled SageMaker retraining jobs)."),
+        train: bool = typer.Option(True, "--train/--no-train",
+                                   help="--no-train: build (and publish) the training set only."),
     ) -> None:
         """Retrain U-Net and ENet on the labelled train split + confirmed pool masks; promote if not worse."""
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         from qa_workflow.registry import Registry
-        from qa_workflow.retrain import auto_accepted_items, build_retraining_set, retrain_round, store_outcomes
+        from qa_workflow.retrain import (auto_accepted_items, build_retraining_set, publish_training_set,
+                                         retrain_round, store_outcomes)
         from qa_workflow.rounds import read_round
 
         console = Console()
@@ -176,6 +182,12 @@ def register(app: typer.Typer) -> None:
         console.print(f"training set: {tset.base_train_slices} labelled slices + {tset.pool_slices} reviewed pool "
                       f"slices ({tset.confirmed_masks} confirmed masks, {tset.pseudo_masks} pseudo-labels; "
                       f"{tset.ignored_pixels} pixels ignored)")
+        if publish:
+            n = publish_training_set(tset.path, publish)
+            console.print(f"published the training set ({n} files per channel) to {publish.rstrip('/')}/train/ "
+                          "and /validation/")
+        if not train:
+            return
         opts = {n: {"epochs": epochs, "batch_size": batch_size} for n in nets}
         with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
                       transient=True) as progress:
