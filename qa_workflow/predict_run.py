@@ -445,14 +445,9 @@ def score_probability_files(
 
 def read_run(pred_dir: str) -> dict[str, Any]:
     """``PRED_DIR/run.json``; SegqaError when the folder is not a prediction run."""
-    uri = storage.join(pred_dir, RUN_FILE)
-    if not storage.exists(uri):
-        raise SegqaError(f"{pred_dir}: not a prediction folder (no {RUN_FILE}); make one with 'segqa predict'")
-    meta = storage.read_json(uri)
-    if not isinstance(meta, dict) or meta.get("schema") != RUN_SCHEMA:
-        raise SegqaError(f"{uri}: schema {meta.get('schema') if isinstance(meta, dict) else None!r} is not "
-                         f"{RUN_SCHEMA!r}")
-    return meta
+    return storage.read_schema_json(
+        storage.join(pred_dir, RUN_FILE), RUN_SCHEMA,
+        missing=f"{pred_dir}: not a prediction folder (no {RUN_FILE}); make one with 'segqa predict'")
 
 
 def read_score_table(pred_dir: str):

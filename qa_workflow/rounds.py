@@ -182,13 +182,9 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
 
 
 def read_round(round_dir: str) -> dict[str, Any]:
-    uri = storage.join(round_dir, ROUND_FILE)
-    if not storage.exists(uri):
-        raise SegqaError(f"{round_dir}: not a round folder (no {ROUND_FILE}); make one with 'segqa select'")
-    meta = storage.read_json(uri)
-    if not isinstance(meta, dict) or meta.get("schema") != ROUND_SCHEMA:
-        raise SegqaError(f"{uri}: schema is not {ROUND_SCHEMA!r}")
-    return meta
+    return storage.read_schema_json(
+        storage.join(round_dir, ROUND_FILE), ROUND_SCHEMA,
+        missing=f"{round_dir}: not a round folder (no {ROUND_FILE}); make one with 'segqa select'")
 
 
 def read_assignments(round_dir: str):

@@ -21,7 +21,7 @@ from qa_workflow.contract import SegqaError
 
 __all__ = [
     "is_s3", "split_s3", "local_path", "read_bytes", "write_bytes", "read_text", "write_text", "read_json",
-    "write_json", "exists", "join", "list_uris", "atomic_write_bytes", "set_s3_client",
+    "write_json", "read_schema_json", "exists", "join", "list_uris", "atomic_write_bytes", "set_s3_client",
 ]
 
 _s3_client = None
@@ -154,6 +154,17 @@ def read_json(uri: str | os.PathLike[str]) -> Any:
 def write_json(uri: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> str:
     text = json.dumps(obj, indent=indent, sort_keys=False, ensure_ascii=False)
     return write_bytes(uri, (text + "\n").encode("utf-8"), "application/json")
+
+
+def read_schema_json(uri: str | os.PathLike[str], schema: str, missing: str) -> dict[str, Any]:
+    """A JSON object whose ``schema`` field must equal ``schema``; ``missing`` is the error when it is absent."""
+    if not exists(uri):
+        raise SegqaError(missing)
+    obj = read_json(uri)
+    got = obj.get("schema") if isinstance(obj, dict) else None
+    if got != schema:
+        raise SegqaError(f"{os.fspath(uri)}: schema {got!r} is not {schema!r}")
+    return obj
 
 
 def exists(uri: str | os.PathLike[str]) -> bool:
