@@ -177,12 +177,17 @@ def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: C
     return ws
 
 
-def reviewed_item_ids(store_uri: str) -> set[str]:
+def reviewed_item_ids(store_uri: str, before_round: str | None = None) -> set[str]:
+    """Item ids with at least one vote — only in rounds before ``before_round`` when given, so that re-running
+    an interrupted round (or any earlier one) selects exactly what it selected the first time."""
+    from qa_workflow.retrain import round_key
     from qa_workflow.store import open_store
 
     store = open_store(store_uri)
     try:
-        return {s.item.item_id for s in store.iter_items() if s.outcome is not None}
+        return {s.item.item_id for s in store.iter_items()
+                if s.outcome is not None
+                and (before_round is None or round_key(s.item.round) < round_key(before_round))}
     finally:
         store.close()
 
@@ -216,7 +221,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     policy = SelectionPolicy(budget=cfg.budget, per_subject_cap=cfg.per_subject_cap, strategy=cfg.strategy,
                              random_arm=cfg.random_arm, seed=cfg.seed * 1000 + r)
     select_round(str(pred_dir), str(round_path), policy, thresholds=thresholds, round_id=rid,
-                 exclude=reviewed_item_ids(ws.store_uri))
+                 exclude=reviewed_item_ids(ws.store_uri, before_round=rid))
     _emit(progress, "batch", round=rid)
     write_batches(str(round_path))
     _emit(progress, "review", round=rid)

@@ -111,7 +111,8 @@ class RetrainSet:
                 "labelled_pixels": self.labelled_pixels, "per_round": self.per_round}
 
 
-def _round_key(r: str) -> tuple[int, str]:
+def round_key(r: str) -> tuple[int, str]:
+    """Sort key of round ids: by the number in them (``round-10`` after ``round-9``), then by the text."""
     digits = "".join(ch for ch in r if ch.isdigit())
     return (int(digits) if digits else -1, r)
 
@@ -153,7 +154,7 @@ def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, A
     data_dir = Path(data_dir)
     base = read_index(data_dir)
     pool = {(r.subject, r.slice): r for r in base if r.split == "pool"}
-    plans = plan_slices(outcomes, auto_accepted, round_order=_round_key)
+    plans = plan_slices(outcomes, auto_accepted, round_order=round_key)
     summary = RetrainSet(Path(out), 0, 0, 0, 0, 0, 0)
     with DatasetWriter(out, overwrite=overwrite, source="segqa-retraining", base_dataset=str(data_dir)) as writer:
         for rec in base:
@@ -325,7 +326,7 @@ def retrain_round(round_id: str, registry: Registry, data_dir: str | Path, train
         ok, reasons = decide_promotion(challenger_metrics, champion_metrics, tolerance)
         registry.add(network, version, model_dir)
         decision = PromotionDecision(network, version, champion, ok, reasons, challenger_metrics, champion_metrics,
-                                     tolerance, round=_round_key(round_id)[0])
+                                     tolerance, round=round_key(round_id)[0])
         registry.record(decision)
         results[network] = NetworkOutcome(network, version, champion, decision, challenger_metrics, champion_metrics)
     exported = None

@@ -150,3 +150,23 @@ def test_retrain_publishes_the_training_set_for_scheduled_jobs(loop, tmp_path, s
         assert {k.split(f"retrain/dataset/{channel}/", 1)[1] for k in keys
                 if k.startswith(f"retrain/dataset/{channel}/")} == local
     assert not (tmp_path / "work" / "train").exists()  # nothing was trained
+
+
+def test_an_interrupted_round_reruns_without_double_counting(loop):
+    """A round killed after its reviews (no summary.json yet) is re-run: same selection, no vote twice."""
+    from qa_workflow.loop import Workspace, run_round
+
+    cfg, ws, summaries, _ = loop
+    rdir = ws / "rounds" / "round-01"
+    assignments = (rdir / "round" / "assignments.csv").read_bytes()
+    store = open_store(f"sqlite:///{ws / 'store.sqlite'}", create=False)
+    counts = {s.item.item_id: (s.confirm_count, s.disconfirm_count) for s in store.iter_items()}
+    store.close()
+    (rdir / "summary.json").unlink()
+    again = run_round(cfg, Workspace(ws), 1)
+    assert (rdir / "round" / "assignments.csv").read_bytes() == assignments
+    store = open_store(f"sqlite:///{ws / 'store.sqlite'}", create=False)
+    assert {s.item.item_id: (s.confirm_count, s.disconfirm_count) for s in store.iter_items()} == counts
+    store.close()
+    assert again.reviewed == summaries[0].reviewed and again.votes == summaries[0].votes
+    assert (rdir / "summary.json").is_file()
