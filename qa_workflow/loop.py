@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qa_workflow import storage
-from qa_workflow.contract import ACCEPT, REVIEW_CLASSES, SegqaError
+from qa_workflow.contract import ACCEPT, SegqaError
 from qa_workflow.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -310,7 +310,3 @@ def run_loop(cfg: LoopConfig, progress: Progress | None = None, train_progress: 
 
     write_report(ws.root, cfg, initial, summaries)
     return summaries
-
-
-def class_names() -> list[str]:
-    return [c.name for c in REVIEW_CLASSES]

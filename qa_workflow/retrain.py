@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -336,19 +335,3 @@ def retrain_round(round_id: str, registry: Registry, data_dir: str | Path, train
         src = local_model_dir(registry, "enet", enet.challenger, cache)
         export_model(src, exported, overwrite=True)
     return RetrainResult(round_id, training_set, results, exported)
-
-
-def export_champion(registry: Registry, out: str | Path, cache: str | Path, network: str = "enet") -> Path:
-    """Export the current champion of ``network`` (default the ENet: the edge model) to ``out``."""
-    from training.export import export_model
-
-    champion = registry.champion(network)
-    if not champion:
-        raise SegqaError(f"the registry at {registry.root} has no {network} champion yet")
-    src = local_model_dir(registry, network, champion, Path(cache))
-    export_model(src, out, overwrite=True)
-    return Path(out)
-
-
-def temp_workdir(prefix: str = "segqa-retrain-") -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
