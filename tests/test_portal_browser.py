@@ -90,6 +90,8 @@ def test_reviewer_reviews_a_batch_in_the_browser(browser, live_portal, tmp_path)
 
     # Sign in with the one-time link: the Sign in button has the focus, Enter signs in.
     page.goto(live_portal["link"])
+    # autofocus is applied by the browser after load, asynchronously: wait for it before typing
+    page.wait_for_function("document.activeElement && document.activeElement.matches('button[type=submit]')")
     page.keyboard.press("Enter")
     page.wait_for_url(base + "/")
     assert "You have reviewed 0 of 2 batches" in page.inner_text("main")
