@@ -104,12 +104,17 @@ def _acceptance_figure(result: "AnalysisResult") -> bytes:
         ax.set_title(f"{name}  (n={chosen.n_reviewed_:,})\n{verdict}", fontsize=10)
         ax.set_xlim(x_low - 0.02 * (top - x_low), top + 0.01 * (top - x_low))
         ax.set_ylim(-0.03, 1.03)
-        ax.set_xlabel(f"confidence ({result.records.scale} scale)", fontsize=9)
-        ax.set_ylabel("acceptance rate", fontsize=9)
-        ax.grid(alpha=0.25)
-        ax.tick_params(labelsize=8)
+        _style_axes(ax, f"confidence ({result.records.scale} scale)", "acceptance rate")
     _legend_below(fig, list(handles.values()), list(handles.keys()))
     return _png(fig)
+
+
+def _style_axes(ax, xlabel: str, ylabel: str) -> None:
+    """The axis labels, grid and tick size every per-class panel of the report shares."""
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.grid(alpha=0.25)
+    ax.tick_params(labelsize=8)
 
 
 def _reliability_figure(result: "AnalysisResult") -> bytes:
@@ -142,10 +147,7 @@ def _reliability_figure(result: "AnalysisResult") -> bytes:
         ax.set_title(f"{name}: ECE {cal.ece_raw:.3f} raw, {cv} isotonic (CV)", fontsize=10)
         ax.set_xlim(0, 1)
         ax.set_ylim(-0.03, 1.03)
-        ax.set_xlabel("confidence (unit scale)", fontsize=9)
-        ax.set_ylabel("acceptance rate", fontsize=9)
-        ax.grid(alpha=0.25)
-        ax.tick_params(labelsize=8)
+        _style_axes(ax, "confidence (unit scale)", "acceptance rate")
     _legend_below(fig, list(handles.values()), list(handles.keys()))
     return _png(fig)
 
@@ -186,10 +188,7 @@ def _risk_coverage_figure(result: "AnalysisResult") -> bytes:
         ax.set_ylim(0, min(1.0, max(ymax, 1e-3)))
         ax.set_xlim(0, 1.03)
         ax.set_title(f"{name}", fontsize=10)
-        ax.set_xlabel("coverage (share auto-accepted)", fontsize=9)
-        ax.set_ylabel("reject rate (risk)", fontsize=9)
-        ax.grid(alpha=0.25)
-        ax.tick_params(labelsize=8)
+        _style_axes(ax, "coverage (share auto-accepted)", "reject rate (risk)")
     _legend_below(fig, list(handles.values()), list(handles.keys()))
     return _png(fig)
 
