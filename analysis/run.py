@@ -239,13 +239,13 @@ def _notes(records: ReviewRecords, options: AnalysisOptions, edges: np.ndarray, 
 
 def read_store(uri: str, *, round: str | None = None, split_policy: str = "incorrect", scale: str = "auto"
                ) -> tuple[ReviewRecords, pd.DataFrame | None]:
-    """Review records and per-vote data straight from the confirmation store (`qa_workflow.store`).
+    """Review records and per-vote data straight from the confirmation store (`qa_workflow.confirmations.store`).
 
-    The records are the store's export (`qa_workflow.store.export_review_records`: one row per item id, the
+    The records are the store's export (`qa_workflow.confirmations.store.export_review_records`: one row per item id, the
     latest round's mask when an item was reviewed in several rounds); the votes are those of exactly those
     (round, item) masks. A reviewer who voted on the same mask in two labeling jobs counts once here.
     """
-    from qa_workflow.store import export_review_records, open_store
+    from qa_workflow.confirmations.store import export_review_records, open_store
 
     store = open_store(uri, create=False)
     try:

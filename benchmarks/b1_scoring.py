@@ -1,6 +1,6 @@
 """B1 — scoring throughput: 4×176×208 float32 probability maps scored per second, on one core.
 
-Compares `qa_workflow.scoring.score_probabilities` (vectorised numpy, chunked) with a naive per-pixel Python
+Compares `qa_workflow.rounds.scoring.score_probabilities` (vectorised numpy, chunked) with a naive per-pixel Python
 loop that computes the same four numbers (mean_prob, soft_dice, entropy over the 2-px dilated region,
 pixel count) for each (slice, class); checks both agree, and prints a Markdown result block.
 
@@ -26,7 +26,7 @@ from datetime import date  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from qa_workflow.scoring import check_probabilities, score_probabilities  # noqa: E402
+from qa_workflow.rounds.scoring import check_probabilities, score_probabilities  # noqa: E402
 
 H, W, K = 176, 208, 4
 

@@ -37,7 +37,7 @@ def _prepare(network: str, model: str | None, folder: Path) -> None:
     from mxnet import nd
 
     from training.export import fix_onnx_for_runtime
-    from training.networks import build_network
+    from training.nets import build_network
     from training.predict import load_predictor
 
     if model:

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lambdas.post_labeling.handler import lambda_handler  # noqa: E402
-from qa_workflow import store as store_mod  # noqa: E402
+from qa_workflow.confirmations import store as store_mod  # noqa: E402
 
 REASONS = ["under_segmented", "over_segmented", "wrong_tissue", "image_artifact", "other"]
 JOB_ARN = "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/segqa-b4"

@@ -1,6 +1,6 @@
 """B5 (ARCHITECTURE §12): seconds for 1,000,000 review records -> tables + thresholds.
 
-Writes a review-record CSV of N simulated items (three tissue classes, three reviewers each; `analysis.simulate`),
+Writes a review-record CSV of N simulated items (three tissue classes, three reviewers each; `analysis.synthetic_reviews`),
 then times, best of --repeats runs each:
 
 - read + validate: `analysis.records.load_review_records` (CSV parse, column checks, scale detection, outcomes);
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from analysis.records import load_review_records  # noqa: E402
 from analysis.run import AnalysisOptions, analyze, write_outputs  # noqa: E402
-from analysis.simulate import simulate_reviews  # noqa: E402
+from analysis.synthetic_reviews import simulate_reviews  # noqa: E402
 from analysis.tables import acceptance_by_bucket, acceptance_by_class, default_bucket_edges  # noqa: E402
 from analysis.thresholds import METHODS, make_selector  # noqa: E402
 
@@ -125,7 +125,7 @@ def main() -> int:
         f"Command: `.venv/bin/python benchmarks/b5_analysis.py --n {args.n} --repeats {args.repeats}`",
         "",
         f"Input: {args.n:,} simulated review records (3 tissue classes, 3 reviewers per item; "
-        f"`analysis.simulate`), a {size_mb:.1f} MB CSV. Times are the best of {args.repeats} runs.",
+        f"`analysis.synthetic_reviews`), a {size_mb:.1f} MB CSV. Times are the best of {args.repeats} runs.",
         "",
         "| step | seconds |",
         "|---|---:|",

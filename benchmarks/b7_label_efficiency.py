@@ -1,7 +1,7 @@
 """B7 — label efficiency: active (uncertainty) vs random selection at equal review budgets.
 
 For each seed: one atlas cohort and one initial model (shared by both arms, so they start equal), then R
-rounds of the real loop (`qa_workflow.loop.run_round`: predict -> select -> batch -> simulated reviewers through
+rounds of the real loop (`qa_workflow.loop.demo.run_round`: predict -> select -> batch -> simulated reviewers through
 the real handlers -> analyze -> retrain -> champion/challenger) per arm; the arms differ only in the selection
 strategy (`uncertainty` vs `random`). Reported: the champion's mean foreground Dice on the held-out `test`
 subjects after each round, mean ± standard deviation over seeds, and the confirmed masks each arm gained.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qa_workflow.loop import LoopConfig, Workspace, _test_dice, prepare, run_round
+from qa_workflow.loop.demo import LoopConfig, Workspace, _test_dice, prepare, run_round
 
 
 def run_arm(base: Path, arm_dir: Path, cfg: LoopConfig, rounds: int) -> list[dict]:

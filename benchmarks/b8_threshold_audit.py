@@ -28,8 +28,8 @@ import numpy as np
 
 from analysis.thresholds import cp_two_sided, make_selector
 from qa_workflow.contract import REVIEW_CLASSES
-from qa_workflow.scoring import predicted_labels, score_probabilities
-from qa_workflow.simulate import DEFAULT_TAU, reviewer_decision
+from qa_workflow.rounds.scoring import predicted_labels, score_probabilities
+from qa_workflow.review.simulated_reviewers import DEFAULT_TAU, reviewer_decision
 from training.dataset import load_slices, read_index
 from training.predict import load_predictor
 

@@ -26,8 +26,10 @@ from qa_workflow.storage import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 LAMBDAS_DIR = ROOT / "lambdas"
+#: The only code the zips carry besides the handler (ARCHITECTURE §2): the contract, the storage layer and the
+#: whole `confirmations` package.
 SHARED_MODULES = ("qa_workflow/__init__.py", "qa_workflow/contract.py", "qa_workflow/storage.py",
-                  "qa_workflow/store.py", "qa_workflow/consolidate.py")
+                  "qa_workflow/confirmations")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 #: What the Lambda Python runtime provides besides the standard library.
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
@@ -46,9 +48,13 @@ def build_zip(function: str, root: Path = ROOT) -> bytes:
     entries = {"handler.py": handler.read_bytes()}
     for rel in SHARED_MODULES:
         src = root / rel
-        if not src.is_file():
+        if src.is_dir():
+            for path in sorted(src.rglob("*.py")):
+                entries[path.relative_to(root).as_posix()] = path.read_bytes()
+        elif src.is_file():
+            entries[rel] = src.read_bytes()
+        else:
             raise SegqaError(f"{src}: shared module missing")
-        entries[rel] = src.read_bytes()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
         for name in sorted(entries):

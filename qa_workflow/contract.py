@@ -28,7 +28,7 @@ __all__ = [
     "BATCH_FIELDS", "BATCH_ITEM_FIELDS", "validate_batch", "DEFAULT_BATCH_SIZE",
     "REVIEW_RECORD_REQUIRED", "REVIEW_RECORD_OPTIONAL", "REVIEW_RECORD_COLUMNS",
     "THRESHOLDS_SCHEMA", "ASSIGNMENTS", "CONFIDENCE_MEASURES", "DEFAULT_CONFIDENCE_MEASURE",
-    "DEFAULT_MIN_PIXELS", "IMAGE_HEIGHT", "IMAGE_WIDTH",
+    "DEFAULT_MIN_PIXELS", "IMAGE_HEIGHT", "IMAGE_WIDTH", "NETWORKS", "NETWORK_LABELS",
 ]
 
 
@@ -77,6 +77,11 @@ IGNORE_LABEL = 255
 #: Slice geometry of the on-disk dataset (H x W), ARCHITECTURE §4.
 IMAGE_HEIGHT = 176
 IMAGE_WIDTH = 208
+
+#: The segmentation networks, by the names commands, model cards, jobs and the registry use.
+NETWORKS: tuple[str, ...] = ("unet", "enet")
+#: How tables and reports print them.
+NETWORK_LABELS: dict[str, str] = {"unet": "U-Net", "enet": "ENet"}
 
 
 def tissue_class(key: int | str) -> TissueClass:

@@ -135,7 +135,7 @@ def aws():
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def store_uri(request, aws, tmp_path, monkeypatch):
     """A fresh store of each engine, named in SEGQA_STORE (as the Lambda sees it); yields its URI."""
-    from qa_workflow import store as store_mod
+    from qa_workflow.confirmations import store as store_mod
 
     _, ddb, _ = aws
     if request.param == "sqlite":

@@ -127,7 +127,7 @@ def export_model(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     predictor = load_predictor(model_dir, ctx=mx.cpu())
     card = predictor.card
     h, w = input_shape or tuple(card.get("input", {}).get("shape", [1, 176, 208])[1:])
-    from training.networks import check_input_shape
+    from training.nets import check_input_shape
 
     check_input_shape((1, 1, h, w), 1, predictor.net.divisor, name="export input shape")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from mxnet import nd
 
 from qa_workflow.contract import SegqaError
 from training import modelcard
-from training.networks import SegmentationNet, build_network, check_input_shape, load_params
+from training.nets import SegmentationNet, build_network, check_input_shape, load_params
 
 __all__ = ["MCResult", "Predictor", "load_predictor", "default_context", "predictive_entropy"]
 

@@ -60,7 +60,7 @@ from training.augment import AugmentConfig, augment_batch
 from training.dataset import load_slices, read_index
 from training.losses import class_weights_from_labels, parse_class_weights, segmentation_loss
 from training.metrics import confusion_matrix, dice_from_confusion, mean_foreground_dice
-from training.networks import NETWORKS, build_network, load_params
+from training.nets import NETWORKS, build_network, load_params
 
 __all__ = ["TrainConfig", "TrainEvent", "train_model", "main", "KVSTORES", "lr_at_epoch"]
 

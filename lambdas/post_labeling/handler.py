@@ -8,7 +8,7 @@ writes each vote at most once to the store named by ``SEGQA_STORE`` (``dynamodb:
 {<labelAttributeName>: {...}}}}`` per object. Replays and concurrent invocations are safe: a vote is keyed by
 (job, item, worker) and written once, in the same transaction as its item's counts.
 
-The logic lives in `qa_workflow.consolidate` (copied into the zip); this module is the shell.
+The logic lives in `qa_workflow.confirmations.consolidate` (copied into the zip); this module is the shell.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import logging
 import os
 from typing import Any
 
-from qa_workflow import consolidate
-from qa_workflow.store import open_store, store_uri_from_env
+from qa_workflow.confirmations import consolidate
+from qa_workflow.confirmations.store import open_store, store_uri_from_env
 
 # In AWS Lambda the structured JSON logs go to CloudWatch at INFO; run locally (the portal, simulated reviewers,
 # the demo) the host program's logging settings decide, unless SEGQA_LOG_LEVEL says otherwise.

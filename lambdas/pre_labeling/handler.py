@@ -15,7 +15,7 @@ import logging
 import os
 from typing import Any
 
-from qa_workflow import consolidate
+from qa_workflow.confirmations import consolidate
 
 # In AWS Lambda: INFO to CloudWatch; run locally the host program's logging settings decide.
 if "AWS_LAMBDA_FUNCTION_NAME" in os.environ or "SEGQA_LOG_LEVEL" in os.environ:

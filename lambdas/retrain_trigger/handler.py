@@ -11,7 +11,7 @@ hand (``{"force": true}`` skips the minimum). Each invocation:
    confirmed since that round it stops;
 3. otherwise writes what it decided on under ``round-NNNN/``: ``reviews.csv`` (the review-record CSV of the
    analysis) and ``outcomes.jsonl`` (per reviewed item and round: outcome and the predicted mask's URI, the
-   input of `qa_workflow.retrain.build_retraining_set`), and starts one ``CreateTrainingJob`` per network
+   input of `qa_workflow.loop.retraining.build_retraining_set`), and starts one ``CreateTrainingJob`` per network
    in ``SEGQA_NETWORKS`` with the MXNet image ``SEGQA_TRAINING_IMAGE`` in script mode: ``sagemaker_program`` = the source bundle's entry script, ``sagemaker_submit_directory`` =
    ``SEGQA_TRAINING_SOURCE``, channels ``train`` / ``validation`` (segqa dataset folders) and ``reviews``;
 4. records the round (``round-NNNN.json``).
@@ -35,16 +35,16 @@ from typing import Any, Mapping
 
 from qa_workflow import storage
 from qa_workflow.contract import ACCEPT, SegqaError
-from qa_workflow.store import export_review_records, open_store, review_records_csv, store_uri_from_env
+from qa_workflow.confirmations.store import export_review_records, open_store, review_records_csv, store_uri_from_env
 
 log = logging.getLogger("segqa.retrain_trigger")
 log.setLevel(os.environ.get("SEGQA_LOG_LEVEL", "INFO"))
 
 ROUND_SCHEMA = "segqa.retrain-round/1"
-#: The entry script at the root of the training source bundle; equals qa_workflow.sagemaker_launch.ENTRY_SCRIPT
+#: The entry script at the root of the training source bundle; equals qa_workflow.cloud.sagemaker.ENTRY_SCRIPT
 #: (the zip cannot import that module; a test keeps the two equal).
 TRAINING_PROGRAM = "segqa_sagemaker_entry.py"
-#: Same metric definitions as the operator-side launcher (qa_workflow.sagemaker_launch.METRIC_DEFINITIONS).
+#: Same metric definitions as the operator-side launcher (qa_workflow.cloud.sagemaker.METRIC_DEFINITIONS).
 METRIC_DEFINITIONS = (
     {"Name": "train:loss", "Regex": r"train_loss=([0-9.eE+-]+)"},
     {"Name": "validation:mean_fg_dice", "Regex": r"val_mean_fg_dice=([0-9.]+)"},
@@ -270,7 +270,7 @@ def count_confirmed(store: Any) -> int:
 
 def outcomes_jsonl(store: Any) -> str:
     """One JSON line per reviewed item and round: ``item_id``, ``round``, ``outcome`` (accept | reject | split),
-    ``class_name``, ``mask_uri`` - the rows `qa_workflow.retrain.build_retraining_set` takes as outcomes, with
+    ``class_name``, ``mask_uri`` - the rows `qa_workflow.loop.retraining.build_retraining_set` takes as outcomes, with
     the predicted mask each decision was about."""
     lines = [json.dumps({"item_id": s.item.item_id, "round": s.item.round, "outcome": s.outcome,
                          "class_name": s.item.class_name, "mask_uri": s.item.mask_uri}, sort_keys=True)

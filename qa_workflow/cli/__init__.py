@@ -16,7 +16,7 @@ import sys
 import typer
 
 from qa_workflow import __version__
-from qa_workflow.cli import analyze, cloud, data, loop, model, qa, review, store
+from qa_workflow.cli import analyze, cloud, data, loop, model, review, rounds, store
 from qa_workflow.contract import SegqaError
 
 app = typer.Typer(
@@ -48,7 +48,7 @@ def _root(
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-for _module in (data, model, qa, review, store, analyze, loop, cloud):
+for _module in (data, model, rounds, review, store, analyze, loop, cloud):
     _module.register(app)
 
 

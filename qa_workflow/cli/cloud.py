@@ -1,5 +1,5 @@
 """AWS: `segqa deploy` (the CloudFormation stack) and `segqa train-remote` (SageMaker training with the SDK v3
-ModelTrainer). Thin commands over `qa_workflow.deploy` and `qa_workflow.sagemaker_launch`; see docs/aws.md."""
+ModelTrainer). Thin commands over `qa_workflow.cloud.deploy` and `qa_workflow.cloud.sagemaker`; see docs/aws.md."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _print_template_parameters() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from qa_workflow import deploy
+    from qa_workflow.cloud import deploy
 
     table = Table(title=f"Parameters of {deploy.TEMPLATE_PATH.relative_to(deploy.ROOT)}")
     for col in ("parameter", "default", "set by", "description"):
@@ -64,7 +64,7 @@ def _print_template_parameters() -> None:
 
 
 def _print_outputs(outputs: dict[str, str]) -> None:
-    from qa_workflow.deploy import env_exports
+    from qa_workflow.cloud.deploy import env_exports
 
     for key, value in sorted(outputs.items()):
         typer.echo(f"# {key} = {value}")
@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from qa_workflow import deploy
+        from qa_workflow.cloud import deploy
 
         if print_parameters:
             _print_template_parameters()
@@ -183,7 +183,7 @@ def register(app: typer.Typer) -> None:
         """Train U-Net and/or ENet on SageMaker (SDK v3 ModelTrainer, MXNet 1.9 image, training/train.py)."""
         import tempfile
 
-        from qa_workflow import sagemaker_launch as sl
+        from qa_workflow.cloud import sagemaker as sl
         from qa_workflow.contract import SegqaError
 
         networks = list(sl.NETWORKS) if network == "both" else [network]
@@ -192,7 +192,7 @@ def register(app: typer.Typer) -> None:
         session = _session(region, profile)
         data_uri = None
         if stack:
-            from qa_workflow.deploy import read_outputs
+            from qa_workflow.cloud.deploy import read_outputs
 
             outputs = read_outputs(session, stack)
             role = role or outputs.get("TrainingRoleArn")

@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        from qa_workflow.loop import LoopConfig, run_loop
+        from qa_workflow.loop.demo import LoopConfig, run_loop
 
         console = Console()
         if not console.is_terminal:  # a log file or pipe: do not squeeze the round table into 80 columns
@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
                                 budget=budget, strategy=strategy)
         review = None
         if interactive:
-            from qa_workflow.portal.interactive import review_round_in_browser
+            from qa_workflow.review.portal.interactive import review_round_in_browser
 
             review = review_round_in_browser
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
@@ -163,10 +163,10 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from qa_workflow.registry import Registry
-        from qa_workflow.retrain import (auto_accepted_items, build_retraining_set, publish_training_set,
+        from qa_workflow.loop.registry import Registry
+        from qa_workflow.loop.retraining import (auto_accepted_items, build_retraining_set, publish_training_set,
                                          retrain_round, store_outcomes)
-        from qa_workflow.rounds import read_round
+        from qa_workflow.rounds.round_dir import read_round
 
         console = Console()
         nets = _networks(networks)

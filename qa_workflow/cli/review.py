@@ -22,7 +22,7 @@ _PORTAL_DIR_HELP = "Portal state (accounts, sessions, job progress, signing key)
 
 
 def _portal_dir(value: Optional[Path]) -> Path:
-    from qa_workflow.portal.service import default_portal_dir
+    from qa_workflow.review.portal.service import default_portal_dir
 
     return value if value is not None else default_portal_dir()
 
@@ -75,8 +75,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import Progress
 
-        from qa_workflow.portal.app import create_app
-        from qa_workflow.portal.service import PortalSettings
+        from qa_workflow.review.portal.app import create_app
+        from qa_workflow.review.portal.service import PortalSettings
 
         _quiet_lambda_logs()
         console = Console(stderr=True)
@@ -116,8 +116,8 @@ def register(app: typer.Typer) -> None:
         portal_dir: Optional[Path] = typer.Option(None, "--portal-dir", help=_PORTAL_DIR_HELP),
     ) -> None:
         """Create a reviewer account and print their one-time login link."""
-        from qa_workflow.portal.auth import worker_id_for
-        from qa_workflow.portal.service import open_portal_db
+        from qa_workflow.review.portal.auth import worker_id_for
+        from qa_workflow.review.portal.service import open_portal_db
 
         db = open_portal_db(_portal_dir(portal_dir))
         try:
@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
     @review_app.command("reviewers")
     def reviewers_(portal_dir: Optional[Path] = typer.Option(None, "--portal-dir", help=_PORTAL_DIR_HELP)) -> None:
         """List reviewer accounts."""
-        from qa_workflow.portal.service import open_portal_db
+        from qa_workflow.review.portal.service import open_portal_db
 
         db = open_portal_db(_portal_dir(portal_dir))
         try:
@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
     def disable_(name: str = typer.Argument(...),
                  portal_dir: Optional[Path] = typer.Option(None, "--portal-dir", help=_PORTAL_DIR_HELP)) -> None:
         """Lock a reviewer out (sessions ended, login link revoked); their submitted answers stay."""
-        from qa_workflow.portal.service import open_portal_db
+        from qa_workflow.review.portal.service import open_portal_db
 
         db = open_portal_db(_portal_dir(portal_dir))
         try:
@@ -181,7 +181,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import Progress
 
-        from qa_workflow.simulate import simulate_round, write_items_csv
+        from qa_workflow.review.simulated_reviewers import simulate_round, write_items_csv
 
         _quiet_lambda_logs()
         store_uri = store or os.environ.get("SEGQA_STORE")

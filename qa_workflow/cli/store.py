@@ -1,5 +1,5 @@
 """The confirmation store (issue #5): init, export to the review-record CSV, summary. Thin commands over
-`qa_workflow.store`; see docs/review-contract.md."""
+`qa_workflow.confirmations.store`; see docs/review-contract.md."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ _STORE_HELP = "Store URI: sqlite:///<path> (sqlite:////abs/path.db) or dynamodb:
 
 
 def _store_uri(store: Optional[str]) -> str:
-    from qa_workflow.store import store_uri_from_env
+    from qa_workflow.confirmations.store import store_uri_from_env
 
     return store if store else store_uri_from_env()
 
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     @store_app.command("init")
     def init_(store: Optional[str] = typer.Option(None, "--store", "-s", help=_STORE_HELP)) -> None:
         """Create the store: the SQLite schema, or the DynamoDB table and its indexes (idempotent)."""
-        from qa_workflow.store import open_store
+        from qa_workflow.confirmations.store import open_store
 
         st = open_store(_store_uri(store))
         st.init()
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         """Write the review-record CSV (the input of `segqa analyze`), atomically."""
         from qa_workflow import storage
         from qa_workflow.contract import SegqaError
-        from qa_workflow.store import export_review_records, open_store, review_records_csv
+        from qa_workflow.confirmations.store import export_review_records, open_store, review_records_csv
 
         st = open_store(_store_uri(store), create=False)
         rows, superseded = export_review_records(st, round=round_, class_name=class_name)
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Counts per tissue class and round: items, votes, accepted / rejected / split items."""
-        from qa_workflow.store import open_store, summarize
+        from qa_workflow.confirmations.store import open_store, summarize
 
         st = open_store(_store_uri(store), create=False)
         groups = summarize(st)

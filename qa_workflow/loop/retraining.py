@@ -1,0 +1,337 @@
+"""Retraining on confirmed masks, champion/challenger promotion, and the ENet edge export (issue #8).
+
+The training set of a retraining round is the original labelled ``train`` split plus every pool slice with at
+least one **confirmed** tissue-class mask (consolidated outcome ``accept``: every reviewer accepted it).
+For such a slice the label map is the model's prediction that the reviewers saw, except that the predicted
+region of every class that was *not* confirmed (rejected, split, or never reviewed) becomes the ignore label
+(255), so the network is never taught a mask that a person rejected or did not see. With
+``use_auto_accepted`` the masks that the round's thresholds auto-accepted count as confirmed (pseudo-labels).
+
+A slice reviewed in several rounds (a new model each time, so a new mask) uses its latest reviewed round only:
+masks from different models are never mixed on one slice.
+
+`retrain_round` then trains a challenger for each network (warm start from the champion by default),
+evaluates challenger and champion on the held-out ``test`` split of the base dataset (never reviewed),
+applies `registry.decide_promotion`, records the decision, and exports the ENet champion when it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from qa_workflow import storage
+from qa_workflow.contract import ACCEPT, CLASS_BY_NAME, IGNORE_LABEL, REVIEW_CLASSES, SegqaError, parse_item_id
+from qa_workflow.loop.registry import DEFAULT_TOLERANCE, PromotionDecision, Registry, decide_promotion
+
+log = logging.getLogger(__name__)
+
+NETWORKS = ("unet", "enet")
+
+
+# ------------------------------------------------------------------------------------------ pure core
+
+def confirmed_label_map(predicted: np.ndarray, confirmed: Iterable[str]) -> np.ndarray:
+    """Training labels for one reviewed slice.
+
+    predicted: (H, W) uint8 label map 0..3 that the reviewers saw; confirmed: class names whose mask was
+    confirmed. Returns (H, W) uint8: the prediction where its class is confirmed or background, 255 over the
+    predicted region of every other tissue class.
+    """
+    confirmed = {CLASS_BY_NAME[c].id for c in confirmed}
+    labels = predicted.astype(np.uint8, copy=True)
+    for cls in REVIEW_CLASSES:
+        if cls.id not in confirmed:
+            labels[predicted == cls.id] = IGNORE_LABEL
+    return labels
+
+
+@dataclass(frozen=True)
+class SlicePlan:
+    subject: str
+    slice_index: int
+    round: str
+    confirmed: tuple[str, ...]  # class names
+    pseudo: tuple[str, ...] = ()  # auto-accepted classes used as pseudo-labels (subset of confirmed)
+
+
+def plan_slices(outcomes: Iterable[Mapping[str, Any]], auto_accepted: Iterable[Mapping[str, Any]] = (),
+                round_order: Callable[[str], Any] = str) -> list[SlicePlan]:
+    """Which pool slices enter the training set, from which round, with which classes confirmed.
+
+    outcomes: rows with item_id, round, outcome (accept | reject | split); auto_accepted: rows with item_id and
+    round (only given with --use-auto-accepted). The latest round in which any class of a slice was reviewed
+    decides the slice; slices without a confirmed class there are left out.
+    """
+    by_slice: dict[tuple[str, int], dict[str, dict[str, str]]] = {}
+    for row in outcomes:
+        iid = parse_item_id(row["item_id"])
+        by_slice.setdefault((iid.subject, iid.slice_index), {}).setdefault(str(row["round"]), {})[
+            iid.class_name] = str(row["outcome"])
+    pseudo: dict[tuple[str, int, str], set[str]] = {}
+    for row in auto_accepted:
+        iid = parse_item_id(row["item_id"])
+        key = (iid.subject, iid.slice_index, str(row["round"]))
+        pseudo.setdefault(key, set()).add(iid.class_name)
+        by_slice.setdefault((iid.subject, iid.slice_index), {}).setdefault(str(row["round"]), {})
+    plans = []
+    for (subject, idx), rounds in sorted(by_slice.items()):
+        latest = max(rounds, key=round_order)
+        reviewed = rounds[latest]
+        confirmed = {c for c, o in reviewed.items() if o == ACCEPT}
+        extra = pseudo.get((subject, idx, latest), set()) - set(reviewed)  # a review always overrides
+        if confirmed or extra:
+            plans.append(SlicePlan(subject, idx, latest, tuple(sorted(confirmed | extra)), tuple(sorted(extra))))
+    return plans
+
+
+# ------------------------------------------------------------------------------------------ I/O shell
+
+@dataclass
+class RetrainSet:
+    path: Path
+    base_train_slices: int
+    pool_slices: int
+    confirmed_masks: int
+    pseudo_masks: int
+    ignored_pixels: int
+    labelled_pixels: int
+    per_round: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "base_train_slices": self.base_train_slices,
+                "pool_slices": self.pool_slices, "confirmed_masks": self.confirmed_masks,
+                "pseudo_masks": self.pseudo_masks, "ignored_pixels": self.ignored_pixels,
+                "labelled_pixels": self.labelled_pixels, "per_round": self.per_round}
+
+
+def round_key(r: str) -> tuple[int, str]:
+    """Sort key of round ids: by the number in them (``round-10`` after ``round-9``), then by the text."""
+    digits = "".join(ch for ch in r if ch.isdigit())
+    return (int(digits) if digits else -1, r)
+
+
+def store_outcomes(store_uri: str) -> list[dict[str, Any]]:
+    """Consolidated outcome of every reviewed item in the store (one row per item and round)."""
+    from qa_workflow.confirmations.store import open_store
+
+    store = open_store(store_uri, create=False)
+    try:
+        return [{"item_id": s.item.item_id, "round": s.item.round, "outcome": s.outcome}
+                for s in store.iter_items() if s.outcome is not None]
+    finally:
+        store.close()
+
+
+def auto_accepted_items(round_dirs: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Items that each round's policy auto-accepted (from ROUND_DIR/assignments.csv)."""
+    from qa_workflow.rounds.round_dir import read_assignments
+
+    rows = []
+    for round_id, round_dir in round_dirs.items():
+        frame = read_assignments(round_dir)
+        for item_id in frame.loc[frame["assignment"] == "auto_accept", "item_id"]:
+            rows.append({"item_id": item_id, "round": round_id})
+    return rows
+
+
+def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, Any]],
+                         predictions: Mapping[str, str], out: str | Path, *,
+                         auto_accepted: Sequence[Mapping[str, Any]] = (), overwrite: bool = True) -> RetrainSet:
+    """Write the retraining dataset (train = base train + confirmed pool slices; val copied) to ``out``.
+
+    predictions: round id -> prediction folder of that round (``masks/<subject>/<slice>.png`` label maps).
+    """
+    from training.dataset import DatasetWriter, load_png, read_index
+    from qa_workflow.rounds.predict import mask_file
+
+    data_dir = Path(data_dir)
+    base = read_index(data_dir)
+    pool = {(r.subject, r.slice): r for r in base if r.split == "pool"}
+    plans = plan_slices(outcomes, auto_accepted, round_order=round_key)
+    summary = RetrainSet(Path(out), 0, 0, 0, 0, 0, 0)
+    with DatasetWriter(out, overwrite=overwrite, source="segqa-retraining", base_dataset=str(data_dir)) as writer:
+        for rec in base:
+            if rec.split in ("train", "val"):
+                writer.add(rec.subject, rec.slice, load_png(data_dir / rec.image), load_png(data_dir / rec.mask, "mask"),
+                           rec.split)
+                summary.base_train_slices += rec.split == "train"
+        for plan in plans:
+            rec = pool.get((plan.subject, plan.slice_index))
+            if rec is None:
+                raise SegqaError(f"reviewed slice {plan.subject}/{plan.slice_index:03d} is not in the pool split "
+                                 f"of {data_dir}")
+            if plan.round not in predictions:
+                raise SegqaError(f"no prediction folder given for round {plan.round!r} "
+                                 f"(needed for {plan.subject}/{plan.slice_index:03d})")
+            uri = storage.join(predictions[plan.round], mask_file(plan.subject, plan.slice_index))
+            predicted = _png_from(uri)
+            labels = confirmed_label_map(predicted, plan.confirmed)
+            writer.add(plan.subject, plan.slice_index, load_png(data_dir / rec.image), labels, "train")
+            summary.pool_slices += 1
+            summary.confirmed_masks += len(plan.confirmed) - len(plan.pseudo)
+            summary.pseudo_masks += len(plan.pseudo)
+            summary.ignored_pixels += int((labels == IGNORE_LABEL).sum())
+            summary.labelled_pixels += int((labels != IGNORE_LABEL).sum())
+            summary.per_round[plan.round] = summary.per_round.get(plan.round, 0) + 1
+    return summary
+
+
+def _png_from(uri: str) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(storage.read_bytes(uri))) as im:
+        return np.asarray(im).astype(np.uint8)
+
+
+def publish_training_set(training_set: str | Path, dest: str, workers: int = 8) -> int:
+    """Upload a retraining set to ``dest/train/`` and ``dest/validation/`` (the SageMaker channels the
+    scheduled retraining jobs read: split ``train`` of the first, ``val`` of the second). Returns the number of
+    files written per channel. ``index.csv`` goes last, so a job never sees an index naming missing files.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = Path(training_set)
+    if not (root / "index.csv").is_file():
+        raise SegqaError(f"{root}: not a dataset folder (no index.csv)")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "index.csv")
+    for channel in ("train", "validation"):
+        base = storage.join(dest, channel)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda p: storage.write_bytes(storage.join(base, p.relative_to(root).as_posix()),
+                                                        p.read_bytes()), files))
+        storage.write_bytes(storage.join(base, "index.csv"), (root / "index.csv").read_bytes(), "text/csv")
+    return len(files) + 1
+
+
+# ------------------------------------------------------------------------------------------ the round
+
+@dataclass
+class NetworkOutcome:
+    network: str
+    challenger: str
+    champion_before: str | None
+    decision: PromotionDecision
+    challenger_metrics: dict[str, Any]
+    champion_metrics: dict[str, Any] | None
+
+    @property
+    def champion_after(self) -> str:
+        return self.challenger if self.decision.promote else str(self.champion_before)
+
+
+@dataclass
+class RetrainResult:
+    round: str
+    training_set: RetrainSet
+    networks: dict[str, NetworkOutcome]
+    export_dir: Path | None
+
+
+def evaluation_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The slice of an evaluation report that promotion compares: pooled per-class and mean foreground Dice."""
+    pooled = report["pooled"]
+    return {"dice": {k: v for k, v in pooled["dice"].items() if k != "background"},
+            "mean_foreground_dice": pooled["mean_foreground_dice"], "split": report["data"]["split"],
+            "slices": report["data"]["slices"]}
+
+
+def initial_models(registry: Registry, data_dir: str | Path, work_dir: str | Path,
+                   train_options: Mapping[str, Mapping[str, Any]], progress: Callable[[Any], None] | None = None,
+                   networks: Sequence[str] = NETWORKS) -> dict[str, NetworkOutcome]:
+    """Train the first U-Net and ENet on the labelled ``train`` split and register them as champions."""
+    from training.evaluate import evaluate_model
+    from training.train import TrainConfig, train_model
+
+    out: dict[str, NetworkOutcome] = {}
+    for network in networks:
+        existing = registry.champion(network)
+        if existing:
+            continue
+        model_dir = Path(work_dir) / f"{network}-initial"
+        opts = dict(train_options.get(network, {}))
+        train_model(TrainConfig(data_dir=str(data_dir), out_dir=str(model_dir), network=network,
+                                progress=progress, **opts))
+        version = _card_version(model_dir)
+        metrics = evaluation_metrics(evaluate_model(model_dir, data_dir, split="test"))
+        registry.add(network, version, model_dir)
+        ok, reasons = decide_promotion(metrics, None)
+        decision = PromotionDecision(network, version, None, ok, reasons, metrics, None, DEFAULT_TOLERANCE, round=None)
+        registry.record(decision)
+        out[network] = NetworkOutcome(network, version, None, decision, metrics, None)
+    return out
+
+
+def _card(model_dir: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((Path(model_dir) / "model_card.json").read_text())
+
+
+def _card_version(model_dir: Path) -> str:
+    return str(_card(model_dir)["version"])
+
+
+def local_model_dir(registry: Registry, network: str, version: str, cache: Path) -> Path:
+    """A local folder holding the registry's ``network/version`` (downloads it when the registry is on S3)."""
+    uri = registry.model_uri(network, version)
+    if not storage.is_s3(uri):
+        return storage.local_path(uri)
+    dest = cache / network / version
+    if not (dest / "model_card.json").is_file():
+        for obj in storage.list_uris(uri.rstrip("/") + "/"):
+            rel = obj[len(uri.rstrip("/")) + 1:]
+            storage.write_bytes(dest / rel, storage.read_bytes(obj))
+    return dest
+
+
+def retrain_round(round_id: str, registry: Registry, data_dir: str | Path, training_set: RetrainSet,
+                  work_dir: str | Path, train_options: Mapping[str, Mapping[str, Any]], *,
+                  warm_start: bool = True, tolerance: float = DEFAULT_TOLERANCE, export_dir: str | Path | None = None,
+                  networks: Sequence[str] = NETWORKS, progress: Callable[[Any], None] | None = None
+                  ) -> RetrainResult:
+    """Train a challenger per network on ``training_set``, compare it with the champion on ``test``, promote
+    or not, record the decision, and export the ENet when a new one was promoted."""
+    from training.evaluate import evaluate_model
+    from training.export import export_model
+    from training.train import TrainConfig, train_model
+
+    work_dir = Path(work_dir)
+    results: dict[str, NetworkOutcome] = {}
+    cache = work_dir / "registry-cache"
+    for network in networks:
+        champion = registry.champion(network)
+        champion_dir = local_model_dir(registry, network, champion, cache) if champion else None
+        model_dir = work_dir / f"{network}-challenger"
+        if model_dir.exists():
+            shutil.rmtree(model_dir)  # a half-finished challenger from an interrupted run
+        opts = dict(train_options.get(network, {}))
+        if warm_start and champion_dir is not None:
+            opts["init_from"] = str(champion_dir)
+            opts.setdefault("width", _card(champion_dir)["architecture"]["width"])  # warm start needs the same width
+        train_model(TrainConfig(data_dir=str(training_set.path), out_dir=str(model_dir), network=network,
+                                progress=progress, **opts))
+        version = _card_version(model_dir)
+        challenger_metrics = evaluation_metrics(evaluate_model(model_dir, data_dir, split="test"))
+        champion_metrics = (evaluation_metrics(evaluate_model(champion_dir, data_dir, split="test"))
+                            if champion_dir is not None else None)
+        ok, reasons = decide_promotion(challenger_metrics, champion_metrics, tolerance)
+        registry.add(network, version, model_dir)
+        decision = PromotionDecision(network, version, champion, ok, reasons, challenger_metrics, champion_metrics,
+                                     tolerance, round=round_key(round_id)[0])
+        registry.record(decision)
+        results[network] = NetworkOutcome(network, version, champion, decision, challenger_metrics, champion_metrics)
+    exported = None
+    enet = results.get("enet")
+    if export_dir is not None and enet is not None and enet.decision.promote:
+        exported = Path(export_dir)
+        src = local_model_dir(registry, "enet", enet.challenger, cache)
+        export_model(src, exported, overwrite=True)
+    return RetrainResult(round_id, training_set, results, exported)

@@ -1,4 +1,0 @@
-"""The self-hosted review portal (`segqa review serve`): Ground Truth's worker experience, locally.
-
-Importing this package imports nothing heavy; `qa_workflow.portal.app` pulls in FastAPI.
-"""

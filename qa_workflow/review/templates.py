@@ -1,0 +1,108 @@
+"""Render Ground Truth custom labeling templates (Liquid) the way Ground Truth does.
+
+One function, `render_task`, used by the tests, the `segqa job` preview and the self-hosted review portal, so a
+template behaves the same everywhere (ARCHITECTURE §7):
+
+- standard Liquid (python-liquid, which implements Shopify Liquid; Jinja is not Liquid);
+- output is HTML-escaped by default (autoescape on);
+- the Ground Truth filters: ``grant_read_access`` (turns an object URI into a URL the worker's browser may GET;
+  pluggable: Ground Truth presigns S3 URIs, the local portal passes its own signer), ``to_json``, ``escape``,
+  ``escape_once`` and ``skip_autoescape``;
+- the template sees the pre-labeling Lambda's ``taskInput`` as ``task.input``.
+
+Escaping rules, as in Ground Truth: ``{{ x }}`` is escaped; ``{{ x | escape }}`` is escaped exactly once (autoescape
+adds no second escape; ``| escape | escape`` does escape twice, as in Liquid, and ``escape_once`` never re-escapes
+an entity); ``{{ x | to_json }}`` is JSON text, escaped like any other output (so it is safe inside an attribute,
+and ``| to_json | escape`` gives the same result); ``{{ x | skip_autoescape }}`` is written verbatim — use it
+only for values you trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from liquid import Environment, Markup
+from liquid.exceptions import LiquidError
+
+from qa_workflow.contract import SegqaError
+
+__all__ = ["render_task", "render_task_file", "default_grant_read_access", "TEMPLATES_DIR",
+           "MASK_REVIEW_TEMPLATE", "GrantReadAccess"]
+
+#: ``grant_read_access``: object URI (s3://, file://, path, https://) -> URL a browser may GET.
+GrantReadAccess = Callable[[str], str]
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+MASK_REVIEW_TEMPLATE = TEMPLATES_DIR / "mask_review.liquid.html"
+PRESIGN_SECONDS = 3600
+
+
+def default_grant_read_access(uri: str) -> str:
+    """What Ground Truth's ``grant_read_access`` does, for local rendering.
+
+    ``s3://bucket/key`` becomes a presigned HTTPS GET URL (valid one hour, boto3 imported only then);
+    a local path becomes a ``file://`` URI; ``http(s)://``, ``file://`` and ``data:`` URIs pass unchanged.
+    """
+    s = str(uri)
+    if s.startswith("s3://"):
+        from qa_workflow import storage
+
+        bucket, key = storage.split_s3(s)
+        return storage._s3().generate_presigned_url(  # noqa: SLF001 - the one shared client
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=PRESIGN_SECONDS)
+    if s.startswith(("http://", "https://", "file://", "data:")) or not s:
+        return s
+    return Path(os.path.abspath(s)).as_uri()
+
+
+def _to_json(value: Any) -> str:
+    """JSON text of a value; Liquid's own drops and undefineds become null."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=False, default=lambda _o: None)
+
+
+def _skip_autoescape(value: Any) -> Markup:
+    return Markup("" if value is None else str(value))
+
+
+def _environment(grant_read_access: GrantReadAccess) -> Environment:
+    env = Environment(autoescape=True)
+
+    def grant(value: Any) -> str:
+        if value is None or value == "":
+            return ""
+        return grant_read_access(str(value))
+
+    env.filters["grant_read_access"] = grant
+    env.filters["to_json"] = _to_json
+    env.filters["skip_autoescape"] = _skip_autoescape
+    # escape / escape_once are python-liquid built-ins and are autoescape-aware (they return Markup, so the
+    # value is escaped once, never twice).
+    return env
+
+
+def render_task(template_text: str, task_input: Mapping[str, Any], *,
+                grant_read_access: GrantReadAccess | None = None, template_name: str = "<template>") -> str:
+    """Render a Ground Truth custom template with ``task.input = task_input``; returns the HTML.
+
+    ``grant_read_access`` maps each object URI the template passes through that filter to a URL the worker's
+    browser can fetch (default: `default_grant_read_access`). Liquid syntax errors raise SegqaError naming
+    the template and the line.
+    """
+    env = _environment(grant_read_access or default_grant_read_access)
+    try:
+        template = env.from_string(template_text, name=template_name)
+        return template.render(task={"input": dict(task_input)})
+    except LiquidError as exc:
+        raise SegqaError(f"{template_name}: Liquid error: {exc}") from None
+
+
+def render_task_file(path: str | os.PathLike[str], task_input: Mapping[str, Any], *,
+                     grant_read_access: GrantReadAccess | None = None) -> str:
+    """`render_task` on a template file (local path, ``file://`` or ``s3://``)."""
+    from qa_workflow import storage
+
+    text = storage.read_text(path)
+    return render_task(text, task_input, grant_read_access=grant_read_access, template_name=os.fspath(path))

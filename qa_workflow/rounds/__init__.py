@@ -1,0 +1,1 @@
+"""One round's review work: predict → score → route/select → overlays → batches and manifests."""

@@ -1,0 +1,172 @@
+"""A miniature loop: tiny models, 4 subjects (one per split), 1 round — through every real part."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from qa_workflow.contract import IGNORE_LABEL
+from qa_workflow.loop.demo import LoopConfig, run_loop
+from qa_workflow.confirmations.store import open_store
+from training.dataset import read_index
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    ws = tmp_path_factory.mktemp("ws")
+    # One simulated reviewer who answers at random (error rate 0.5), so that some masks of these barely
+    # trained models are confirmed and others rejected: the plumbing, not the models, is under test here.
+    cfg = LoopConfig(workspace=str(ws), rounds=1, subjects=4, slices=6, budget=12, reviewers=1, error_rate=0.5,
+                     seed=3,
+                     initial_train={"unet": dict(epochs=1, width=0.125, batch_size=4),
+                                    "enet": dict(epochs=1, width=0.25, batch_size=4)},
+                     retrain={"unet": dict(epochs=1, batch_size=4), "enet": dict(epochs=1, batch_size=4)})
+    steps = []
+    summaries = run_loop(cfg, progress=lambda step, info: steps.append(step))
+    return cfg, ws, summaries, steps
+
+
+def test_loop_runs_every_step_in_order(loop):
+    cfg, ws, summaries, steps = loop
+    assert steps == ["cohort", "initial", "initial", "predict", "select", "batch", "review", "analyze", "retrain",
+                     "round-done"]
+    assert len(summaries) == 1 and summaries[0].round == "round-01"
+
+
+def test_votes_land_in_the_store_through_the_handlers(loop):
+    cfg, ws, summaries, _ = loop
+    store = open_store(f"sqlite:///{ws / 'store.sqlite'}", create=False)
+    items = list(store.iter_items(round="round-01"))
+    store.close()
+    reviewed = [s for s in items if s.confirm_count + s.disconfirm_count]
+    assert len(reviewed) == summaries[0].reviewed == 12
+    assert all(s.confirm_count + s.disconfirm_count == 1 for s in reviewed)  # one reviewer, one vote each
+    assert summaries[0].votes == 12
+
+
+def test_thresholds_file_written(loop):
+    _, ws, _, _ = loop
+    data = json.loads((ws / "rounds" / "round-01" / "analysis" / "thresholds.json").read_text())
+    assert data["schema"] == "segqa.thresholds/1"
+    assert set(data["classes"]) <= {"csf", "gray_matter", "white_matter"} and data["classes"]
+    assert (ws / "rounds" / "round-01" / "analysis" / "report.html").is_file()
+
+
+def test_training_set_has_confirmed_pool_slices_with_ignore_regions(loop):
+    _, ws, summaries, _ = loop
+    tset = ws / "rounds" / "round-01" / "training-set"
+    records = read_index(tset)
+    base = {(r.subject, r.slice) for r in read_index(ws / "cohort", ["train"])}
+    pool = {(r.subject, r.slice) for r in read_index(ws / "cohort", ["pool"])}
+    added = [r for r in records if r.split == "train" and (r.subject, r.slice) not in base]
+    assert added and all((r.subject, r.slice) in pool for r in added)
+    assert summaries[0].training_pool_slices == len(added)
+    store = open_store(f"sqlite:///{ws / 'store.sqlite'}", create=False)
+    outcome = {s.item.item_id: s.outcome for s in store.iter_items()}
+    store.close()
+    from qa_workflow.contract import CLASS_BY_NAME
+
+    saw_ignore = False
+    for r in added:
+        labels = np.asarray(Image.open(tset / r.mask))
+        predicted = np.asarray(Image.open(ws / "rounds" / "round-01" / "predictions" / "masks" / r.subject /
+                                          f"{r.slice:03d}.png"))
+        for name in ("csf", "gray_matter", "white_matter"):
+            cid = CLASS_BY_NAME[name].id
+            region = predicted == cid
+            if outcome.get(f"{r.subject}/{r.slice:03d}/{name}") == "accept":
+                assert (labels[region] == cid).all()
+            else:  # rejected or never reviewed: the model is never taught it
+                assert (labels[region] == IGNORE_LABEL).all()
+                saw_ignore |= bool(region.any())
+    assert saw_ignore
+
+
+def test_registry_records_the_promotion_decision(loop):
+    _, ws, summaries, _ = loop
+    decisions = [json.loads(line) for line in (ws / "models" / "decisions.jsonl").read_text().splitlines()]
+    challengers = [d for d in decisions if d["round"] == 1]
+    assert {d["network"] for d in challengers} == {"unet", "enet"}
+    for d in challengers:
+        assert d["champion"] is not None and d["champion_metrics"] and d["challenger_metrics"]
+        assert d["promote"] == summaries[0].promoted[d["network"]]
+        champion = (ws / "models" / d["network"] / "CHAMPION").read_text().strip()
+        assert champion == (d["challenger"] if d["promote"] else d["champion"])
+    # the challenger was warm-started from the champion and trained on the retraining set
+    enet = next(d for d in challengers if d["network"] == "enet")
+    cfg = json.loads((ws / "models" / "enet" / enet["challenger"] / "config.json").read_text())
+    assert cfg["data_dir"].endswith("training-set") and cfg["init_from"]
+
+
+def test_report_links_the_round(loop):
+    _, ws, _, _ = loop
+    html = (ws / "report.html").read_text()
+    assert "rounds/round-01/analysis/report.html" in html and "round-01" in html
+
+
+def test_retrain_command_on_a_reviewed_round(loop, tmp_path):
+    """`segqa retrain` (the operator's cron entry) retrains from a round folder and the store, and records it."""
+    from qa_workflow.cli import main
+
+    _, ws, _, _ = loop
+    before = len((ws / "models" / "decisions.jsonl").read_text().splitlines())
+    rc = main(["retrain", "--data", str(ws / "cohort"), "--store", f"sqlite:///{ws / 'store.sqlite'}",
+               "--round", str(ws / "rounds" / "round-01" / "round"), "--registry", str(ws / "models"),
+               "--work", str(tmp_path / "work"), "--networks", "enet", "--epochs", "1", "--batch-size", "4"])
+    assert rc == 0
+    decisions = [json.loads(line) for line in (ws / "models" / "decisions.jsonl").read_text().splitlines()]
+    assert len(decisions) == before + 1 and decisions[-1]["network"] == "enet"
+    assert [r.split for r in read_index(tmp_path / "work" / "training-set")].count("train") > len(
+        read_index(ws / "cohort", ["train"]))
+
+
+def test_retrain_command_rejects_bad_input(tmp_path, capsys):
+    from qa_workflow.cli import main
+
+    rc = main(["retrain", "--data", str(tmp_path), "--store", f"sqlite:///{tmp_path / 's.db'}",
+               "--round", str(tmp_path / "no-round"), "--networks", "resnet"])
+    assert rc == 2 and "--networks" in capsys.readouterr().err
+
+
+def test_retrain_publishes_the_training_set_for_scheduled_jobs(loop, tmp_path, s3_bucket):
+    """--no-train --publish: the set the scheduled SageMaker jobs read, in both channels, index last."""
+    import boto3
+
+    from qa_workflow.cli import main
+
+    _, ws, _, _ = loop
+    rc = main(["retrain", "--data", str(ws / "cohort"), "--store", f"sqlite:///{ws / 'store.sqlite'}",
+               "--round", str(ws / "rounds" / "round-01" / "round"), "--registry", str(ws / "models"),
+               "--work", str(tmp_path / "work"), "--no-train", "--publish", f"s3://{s3_bucket}/retrain/dataset"])
+    assert rc == 0
+    s3 = boto3.client("s3", region_name="us-east-1")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="retrain/dataset/")["Contents"]}
+    local = {p.relative_to(tmp_path / "work" / "training-set").as_posix()
+             for p in (tmp_path / "work" / "training-set").rglob("*") if p.is_file()}
+    for channel in ("train", "validation"):
+        assert {k.split(f"retrain/dataset/{channel}/", 1)[1] for k in keys
+                if k.startswith(f"retrain/dataset/{channel}/")} == local
+    assert not (tmp_path / "work" / "train").exists()  # nothing was trained
+
+
+def test_an_interrupted_round_reruns_without_double_counting(loop):
+    """A round killed after its reviews (no summary.json yet) is re-run: same selection, no vote twice."""
+    from qa_workflow.loop.demo import Workspace, run_round
+
+    cfg, ws, summaries, _ = loop
+    rdir = ws / "rounds" / "round-01"
+    assignments = (rdir / "round" / "assignments.csv").read_bytes()
+    store = open_store(f"sqlite:///{ws / 'store.sqlite'}", create=False)
+    counts = {s.item.item_id: (s.confirm_count, s.disconfirm_count) for s in store.iter_items()}
+    store.close()
+    (rdir / "summary.json").unlink()
+    again = run_round(cfg, Workspace(ws), 1)
+    assert (rdir / "round" / "assignments.csv").read_bytes() == assignments
+    store = open_store(f"sqlite:///{ws / 'store.sqlite'}", create=False)
+    assert {s.item.item_id: (s.confirm_count, s.disconfirm_count) for s in store.iter_items()} == counts
+    store.close()
+    assert again.reviewed == summaries[0].reviewed and again.votes == summaries[0].votes
+    assert (rdir / "summary.json").is_file()

@@ -1,0 +1,223 @@
+import datetime as dt
+import json
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from qa_helpers import IntensityPredictor, tiny_dataset
+
+from qa_workflow import storage
+from qa_workflow.rounds.batching import write_batches
+from qa_workflow.cli import main
+from qa_workflow.contract import SegqaError
+from qa_workflow.review.ground_truth import (
+    JobSettings, build_create_request, check_job_name, check_label_attribute_name, check_request, create_job,
+    describe_job, summarize_status, sync_job, validate_against_service_model,
+)
+from qa_workflow.rounds.predict import run_predictions
+from qa_workflow.rounds.round_dir import select_round
+from qa_workflow.rounds.selection import SelectionPolicy
+
+ACCOUNT = "123456789012"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/segqa-dev-GroundTruthExecutionRole"
+TEAM = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:workteam/private-crowd/segqa-reviewers"
+PRE = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:segqa-dev-SageMaker-PreLabeling"
+POST = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:segqa-dev-SageMaker-PostLabeling"
+
+
+@pytest.fixture
+def s3_round(tmp_path, s3_bucket):
+    """A round batched to the moto bucket; yields (round_dir, dest, template path)."""
+    data = tiny_dataset(tmp_path / "data", subjects=2, slices=3)
+    run_predictions(IntensityPredictor(), data, str(tmp_path / "pred"))
+    round_dir = str(tmp_path / "r01")
+    select_round(str(tmp_path / "pred"), round_dir, SelectionPolicy(budget=6))
+    dest = f"s3://{s3_bucket}/review/r01"
+    write_batches(round_dir, dest, batch_size=25, workers=2)
+    template = tmp_path / "mask_review.liquid.html"
+    template.write_text("<crowd-form>{{ task.input.batch_id }}</crowd-form>")
+    return round_dir, dest, template
+
+
+def settings(template, **kw):
+    return JobSettings(role_arn=ROLE, workteam_arn=TEAM, pre_lambda_arn=PRE, consolidation_lambda_arn=POST,
+                       template_path=str(template), **kw)
+
+
+def sagemaker():
+    return boto3.client("sagemaker", region_name="us-east-1")
+
+
+def test_dry_run_prints_a_request_that_botocore_accepts(s3_round, capsys):
+    round_dir, dest, template = s3_round
+    code = main(["job", "create", "--round", round_dir, "--role-arn", ROLE, "--workteam-arn", TEAM,
+                 "--pre-lambda-arn", PRE, "--consolidation-lambda-arn", POST, "--template", str(template),
+                 "--tag", "project=brain-qa", "--dry-run"])
+    assert code == 0
+    captured = capsys.readouterr()
+    request = json.loads(captured.out)
+    assert request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"] == f"{dest}/manifest.jsonl"
+    assert request["OutputConfig"]["S3OutputPath"] == f"{dest}/gt-output"
+    human = request["HumanTaskConfig"]
+    assert human["NumberOfHumanWorkersPerDataObject"] == 3
+    assert human["UiConfig"]["UiTemplateS3Uri"].startswith(f"{dest}/gt-output/templates/mask_review-")
+    assert human["PreHumanTaskLambdaArn"] == PRE
+    assert human["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"] == POST
+    assert {"Key": "project", "Value": "brain-qa"} in request["Tags"]
+    assert request["LabelingJobName"].startswith("segqa-r01-") and len(request["LabelingJobName"]) <= 63
+    assert "warning" not in captured.err  # our names follow the managed-policy conventions
+    validate_against_service_model("CreateLabelingJob", request)
+    # and botocore's own stubbed client accepts exactly this request
+    client = sagemaker()
+    with Stubber(client) as stub:
+        stub.add_response("create_labeling_job",
+                          {"LabelingJobArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:labeling-job/x"}, request)
+        client.create_labeling_job(**request)
+        stub.assert_no_pending_responses()
+    assert not storage.exists(human["UiConfig"]["UiTemplateS3Uri"]), "a dry run uploads nothing"
+
+
+def test_create_uploads_the_template_records_the_job_and_is_not_repeated(s3_round):
+    round_dir, dest, template = s3_round
+    client = sagemaker()
+    arn = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:labeling-job/segqa-r01"
+    with Stubber(client) as stub:
+        stub.add_response("create_labeling_job", {"LabelingJobArn": arn})
+        request, warnings, record = create_job(client, round_dir, settings(template, workers_per_object=5))
+        stub.assert_no_pending_responses()
+        # the second call finds job/job.json and makes no API call (the stubber would fail on one)
+        _, warnings2, record2 = create_job(client, round_dir, settings(template, workers_per_object=5))
+    assert record["LabelingJobArn"] == arn and record2["LabelingJobArn"] == arn
+    assert any("already created" in w for w in warnings2)
+    uploaded = storage.read_text(request["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"])
+    assert uploaded == template.read_text()
+    assert json.load(open(f"{round_dir}/job/request.json"))["HumanTaskConfig"][
+        "NumberOfHumanWorkersPerDataObject"] == 5
+
+
+def test_status_and_sync_download_output_manifest_and_worker_responses(s3_round, s3_bucket):
+    round_dir, dest, template = s3_round
+    client = sagemaker()
+    name = "segqa-r01-job"
+    with Stubber(client) as stub:
+        stub.add_response("create_labeling_job", {"LabelingJobArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:"
+                                                                    f"labeling-job/{name}"})
+        create_job(client, round_dir, settings(template, job_name=name))
+    out = f"{dest}/gt-output/{name}"
+    storage.write_text(f"{out}/manifests/output/output.manifest", '{"source-ref": "x"}\n')
+    storage.write_text(f"{out}/annotations/worker-response/iteration-1/0/2026-01-01_00:00:00.json", "{}")
+    storage.write_text(f"{out}/annotations/worker-response/iteration-1/1/2026-01-01_00:00:01.json", "{}")
+    describe = {
+        "LabelingJobStatus": "Completed",
+        "LabelCounters": {"TotalLabeled": 2, "HumanLabeled": 2, "MachineLabeled": 0,
+                          "FailedNonRetryableError": 0, "Unlabeled": 0},
+        "CreationTime": dt.datetime(2026, 1, 1), "LastModifiedTime": dt.datetime(2026, 1, 2),
+        "JobReferenceCode": "ref", "LabelingJobName": name,
+        "LabelingJobArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:labeling-job/{name}",
+        "LabelAttributeName": "segqa-review",
+        "InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": f"{dest}/manifest.jsonl"}}},
+        "OutputConfig": {"S3OutputPath": f"{dest}/gt-output"}, "RoleArn": ROLE,
+        "HumanTaskConfig": {"WorkteamArn": TEAM, "UiConfig": {"UiTemplateS3Uri": f"{dest}/t.html"},
+                            "PreHumanTaskLambdaArn": PRE, "TaskTitle": "t", "TaskDescription": "d",
+                            "NumberOfHumanWorkersPerDataObject": 3, "TaskTimeLimitInSeconds": 3600,
+                            "AnnotationConsolidationConfig": {"AnnotationConsolidationLambdaArn": POST}},
+        "LabelingJobOutput": {"OutputDatasetS3Uri": f"{out}/manifests/output/output.manifest"},
+    }
+    with Stubber(client) as stub:
+        for _ in range(3):
+            stub.add_response("describe_labeling_job", describe, {"LabelingJobName": name})
+        status = summarize_status(describe_job(client, round_dir))
+        first = sync_job(client, round_dir)
+        second = sync_job(client, round_dir)
+        stub.assert_no_pending_responses()
+    assert (status["status"], status["labeled"], status["total"]) == ("Completed", 2, 2)
+    assert first["downloaded"] == 3 and first["files"] == 3
+    assert second["downloaded"] == 1 and second["skipped"] == 2  # manifests refresh, responses are kept
+    local = f"{round_dir}/job/output"
+    assert open(f"{local}/manifests/output/output.manifest").read() == '{"source-ref": "x"}\n'
+    assert first["output_manifest"] == f"{local}/manifests/output/output.manifest"
+    assert json.load(open(f"{round_dir}/job/status.json"))["LabelingJobStatus"] == "Completed"
+
+
+ROUND_INPUTS = {"round": "r01", "batches_fingerprint": "ab" * 32, "model_version": "enet-1",
+                "dest": "s3://my-data/review/r01", "manifest": "s3://my-data/review/r01/manifest.jsonl"}
+
+
+def test_managed_policy_conventions_are_warned_about():
+    s = JobSettings(role_arn=ROLE, workteam_arn=f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:workteam/public-crowd/default",
+                    pre_lambda_arn=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:pre-label",
+                    consolidation_lambda_arn=POST, output_s3="s3://my-output/gt")
+    request = build_create_request(s, ROUND_INPUTS, "s3://my-output/t.html")
+    warnings = check_request(request, [f"{ROUND_INPUTS['dest']}/batches/b.json"])
+    text = "\n".join(warnings)
+    assert "pre-label" in text and "SageMaker" in text
+    assert "segqa-dev-SageMaker-PostLabeling" not in text
+    assert "'my-data'" in text and "'my-output'" in text
+    assert "PUBLIC" in text and "--price-usd" in text
+    validate_against_service_model("CreateLabelingJob", request)  # legal, only unwise
+
+
+def test_name_rules():
+    assert check_job_name("segqa-r01-1a2b3c4d") == "segqa-r01-1a2b3c4d"
+    for bad in ("-lead", "trail-", "under_score", "a" * 64, "dots.no", ""):
+        with pytest.raises(SegqaError, match="LabelingJobName"):
+            check_job_name(bad)
+    with pytest.raises(SegqaError, match="-metadata"):
+        check_label_attribute_name("segqa-review-metadata")
+    with pytest.raises(SegqaError, match="label attribute"):
+        check_label_attribute_name("segqa_review")
+    with pytest.raises(SegqaError, match="reads the manifest"):
+        build_create_request(settings("t"), {**ROUND_INPUTS, "manifest": "/tmp/r01/manifest.jsonl"}, "s3://b/t")
+    with pytest.raises(SegqaError, match="--workers"):
+        build_create_request(settings("t", workers_per_object=12), ROUND_INPUTS, "s3://b/t")
+
+
+def test_service_model_check_catches_what_botocore_skips():
+    request = build_create_request(settings("t"), ROUND_INPUTS, "s3://b/t")
+    request["LabelingJobName"] = "bad_name"
+    request["HumanTaskConfig"]["TaskKeywords"] = ["ok", "two  spaces"]
+    request["Tags"] = [{"Key": "k", "Value": "v"}] * 51
+    with pytest.raises(SegqaError) as err:
+        validate_against_service_model("CreateLabelingJob", request)
+    msg = str(err.value)
+    assert "LabelingJobName" in msg and "TaskKeywords[1]" in msg and "51 entries" in msg
+    with pytest.raises(SegqaError, match="Missing required parameter"):
+        validate_against_service_model("CreateLabelingJob", {"LabelingJobName": "x"})
+
+
+def test_create_needs_a_batched_round(tmp_path):
+    data = tiny_dataset(tmp_path / "data", subjects=1, slices=2)
+    run_predictions(IntensityPredictor(), data, str(tmp_path / "pred"))
+    select_round(str(tmp_path / "pred"), str(tmp_path / "r"), SelectionPolicy(budget=2))
+    with pytest.raises(SegqaError, match="no batches yet"):
+        create_job(None, str(tmp_path / "r"), settings("t"), dry_run=True)
+    write_batches(str(tmp_path / "r"))
+    with pytest.raises(SegqaError, match="from S3"):
+        create_job(None, str(tmp_path / "r"), settings(__file__), dry_run=True)
+
+
+def test_status_command_prints_progress(s3_round, monkeypatch, capsys):
+    round_dir, dest, template = s3_round
+    client = sagemaker()
+    monkeypatch.setattr("qa_workflow.cli.rounds._sagemaker_client", lambda region: client)
+    name = "segqa-r01-status"
+    response = {
+        "LabelingJobStatus": "InProgress",
+        "LabelCounters": {"TotalLabeled": 3, "HumanLabeled": 3, "MachineLabeled": 0,
+                          "FailedNonRetryableError": 1, "Unlabeled": 4},
+        "CreationTime": dt.datetime(2026, 1, 1), "LastModifiedTime": dt.datetime(2026, 1, 2),
+        "JobReferenceCode": "ref", "LabelingJobName": name, "LabelingJobArn": f"arn:aws:sagemaker:us-east-1:"
+        f"{ACCOUNT}:labeling-job/{name}", "LabelAttributeName": "segqa-review",
+        "InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": f"{dest}/manifest.jsonl"}}},
+        "OutputConfig": {"S3OutputPath": f"{dest}/gt-output"}, "RoleArn": ROLE,
+        "HumanTaskConfig": {"WorkteamArn": TEAM, "UiConfig": {"UiTemplateS3Uri": f"{dest}/t.html"},
+                            "TaskTitle": "t", "TaskDescription": "d", "NumberOfHumanWorkersPerDataObject": 3,
+                            "TaskTimeLimitInSeconds": 3600},
+    }
+    with Stubber(client) as stub:
+        stub.add_response("describe_labeling_job", response, {"LabelingJobName": name})
+        assert main(["job", "status", "--round", round_dir, "--job-name", name]) == 0
+    err = capsys.readouterr().err
+    assert "InProgress" in err and "3/8 batches labeled (38 %)" in err and "1 failed" in err
+    assert main(["job", "status", "--round", round_dir]) == 2  # no job recorded and no --job-name
+    assert "no labeling job recorded" in capsys.readouterr().err

@@ -1,0 +1,108 @@
+"""The review template's own JavaScript in Debian's Chromium (Playwright): keyboard, decisions field, refusal to
+submit while any card is undecided. Offline, so crowd-html-elements.js does not load; the template's script works
+on plain DOM events and needs none of it (the `submit` event is dispatched on <crowd-form> as Ground Truth does)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from _review_data import make_batch
+from qa_workflow.review.templates import MASK_REVIEW_TEMPLATE, render_task
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.browser
+if not CHROMIUM.exists():
+    pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+# A 1x1 PNG as a data: URL; the fragment keeps the object URI so the test can tell overlay and image apart.
+PIXEL = "data:image/png;base64," + base64.b64encode(bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415408d763d0f8cf0000"
+    "03010180b8cdd1b40000000049454e44ae426082")).decode()
+
+
+def _signer(uri: str) -> str:
+    return f"{PIXEL}#{uri}"
+
+
+SUBMIT = """() => { const ev = new Event('submit', {cancelable: true});
+                    document.querySelector('crowd-form').dispatchEvent(ev); return ev.defaultPrevented; }"""
+
+
+@pytest.fixture(scope="module")
+def page():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        try:
+            pg = browser.new_page(viewport={"width": 1100, "height": 900})
+            pg.route(re.compile(r"^https?://"), lambda route: route.abort())  # offline: no crowd elements script
+            yield pg
+        finally:
+            browser.close()
+
+
+def test_keyboard_review_refuses_incomplete_submission_then_submits_every_decision(page):
+    batch = make_batch("r1-gm-0042", "gray_matter", n=12)
+    page.set_content(render_task(MASK_REVIEW_TEMPLATE.read_text(), batch, grant_read_access=_signer))
+    ids = [it["item_id"] for it in batch["items"]]
+    field = lambda: json.loads(page.eval_on_selector("#segqa-decisions", "e => e.value"))  # noqa: E731
+
+    assert field() == [] and page.inner_text("#segqa-progress") == "0 / 12 decided"
+    focused = lambda: page.evaluate("() => document.activeElement.getAttribute('data-item-id')")  # noqa: E731
+    assert focused() == ids[0]
+    page.keyboard.press("a")  # accept card 0 and jump to the next undecided card
+    assert focused() == ids[1]
+    page.keyboard.press("r")
+    page.keyboard.press("2")  # reason 2 of the rejected card
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("m")  # show the slice without the mask
+    assert page.get_attribute(f'[data-item-id="{ids[2]}"] img', "src").endswith(batch["items"][2]["image_uri"])
+    page.keyboard.press("m")
+    assert page.get_attribute(f'[data-item-id="{ids[2]}"] img', "src").endswith(batch["items"][2]["overlay_uri"])
+    assert field() == [{"item_id": ids[0], "decision": "accept"},
+                       {"item_id": ids[1], "decision": "reject", "reason": "over_segmented"}]
+
+    # Submitting now is refused, the alert names how many are missing, and the first undecided card has focus.
+    assert page.evaluate(SUBMIT) is True
+    assert page.is_visible("#segqa-alert") and "10 masks still need a decision" in page.inner_text("#segqa-alert")
+    assert focused() == ids[2]
+    assert page.eval_on_selector_all(".segqa-item.is-missing", "els => els.length") == 10
+
+    # Decide the rest with the mouse, bottom-up; one comment with HTML in it, one changed mind.
+    for iid in reversed(ids[2:]):
+        page.click(f'[data-item-id="{iid}"] button.{"reject" if iid == ids[5] else "accept"}')
+    page.fill(f'[data-item-id="{ids[5]}"] textarea', '<img src=x onerror="window.pwned=1"> leaks')
+    page.click(f'[data-item-id="{ids[0]}"] button.reject')
+    page.click(f'[data-item-id="{ids[0]}"] button.accept')
+
+    assert page.evaluate(SUBMIT) is False  # allowed
+    decisions = {d["item_id"]: d for d in field()}
+    assert set(decisions) == set(ids)
+    assert decisions[ids[5]] == {"item_id": ids[5], "decision": "reject",
+                                 "comment": '<img src=x onerror="window.pwned=1"> leaks'}
+    assert decisions[ids[0]] == {"item_id": ids[0], "decision": "accept"}
+    assert sum(d["decision"] == "reject" for d in decisions.values()) == 2
+    assert page.evaluate("() => window.pwned") is None
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", page.eval_on_selector("#segqa-submitted-at", "e => e.value"))
+    assert not page.is_visible("#segqa-alert")
+    assert page.inner_text("#segqa-progress") == "12 / 12 decided"
+
+
+def test_arrow_keys_move_by_grid_rows(page):
+    batch = make_batch("r1-csf-0001", "csf", n=11)
+    page.set_content(render_task(MASK_REVIEW_TEMPLATE.read_text(), batch, grant_read_access=_signer))
+    columns = page.evaluate("""() => { const c = [...document.querySelectorAll('.segqa-item')];
+        return c.filter(e => Math.abs(e.getBoundingClientRect().top - c[0].getBoundingClientRect().top) < 2).length; }""")
+    assert columns > 1
+    page.keyboard.press("ArrowDown")
+    index = page.evaluate("() => Number(document.activeElement.getAttribute('data-index'))")
+    assert index == columns
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowLeft")  # already at the first card: stays
+    assert page.evaluate("() => Number(document.activeElement.getAttribute('data-index'))") == 0

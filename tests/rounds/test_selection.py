@@ -1,0 +1,147 @@
+import json
+
+import numpy as np
+import pytest
+from qa_helpers import score_frame
+
+from qa_workflow.contract import ASSIGNMENTS, THRESHOLDS_SCHEMA, SegqaError
+from qa_workflow.rounds.selection import SelectionPolicy, load_thresholds, parse_thresholds
+
+
+def thresholds(**classes):
+    return parse_thresholds({"schema": THRESHOLDS_SCHEMA, "method": "clopper-pearson",
+                             "classes": {k: {"threshold": v, "reason": None if v is not None else "too few reviews"}
+                                         for k, v in classes.items()}})
+
+
+def test_every_item_gets_exactly_one_assignment_within_budget_and_cap():
+    scores = score_frame()
+    policy = SelectionPolicy(budget=40, per_subject_cap=8, random_arm=5, seed=3)
+    out = policy.fit_transform(scores, thresholds(csf=0.9, gray_matter=0.8, white_matter=None))
+    assert list(out["item_id"]) == list(scores["item_id"])  # one row per item, same order
+    assert set(out["assignment"]) <= set(ASSIGNMENTS)
+    assert (out["reason"] != "").all()
+    review = out[out["assignment"] == "review"]
+    assert len(review) == 40
+    assert review.groupby("subject").size().max() <= 8
+    assert (out["assignment"] == "random_arm").sum() == 5
+    # not reviewable -> skip with the score table's reason
+    not_rev = ~scores["reviewable"]
+    assert (out.loc[not_rev, "assignment"] == "skip").all()
+    assert (out.loc[not_rev, "reason"] == scores.loc[not_rev, "skip_reason"]).all()
+    # auto-accepted items are at or above their class threshold; review items below it (or null class)
+    auto = out[out["assignment"] == "auto_accept"]
+    assert (auto.loc[auto["class_name"] == "csf", "confidence"] >= 0.9).all()
+    assert not (auto["class_name"] == "white_matter").any()
+    rev_csf = review[review["class_name"] == "csf"]
+    assert (rev_csf["confidence"] < 0.9).all()
+    # reviewed items are ranked 1..n without gaps
+    ranked = out[out["assignment"].isin(["review", "audit", "random_arm"])]["review_rank"]
+    assert sorted(ranked) == list(range(1, len(ranked) + 1))
+
+
+def test_null_thresholds_auto_accept_nothing():
+    scores = score_frame()
+    out = SelectionPolicy(budget=10).fit_transform(scores, thresholds(csf=None, gray_matter=None,
+                                                                      white_matter=None))
+    assert not (out["assignment"].isin(["auto_accept", "audit"])).any()
+    assert (out["assignment"] == "review").sum() == 10
+
+
+def test_audit_rate_is_about_five_percent_of_auto_accepted():
+    scores = score_frame(n_subjects=20, slices=40)
+    out = SelectionPolicy(budget=0).fit_transform(scores, thresholds(csf=0.4, gray_matter=0.4, white_matter=0.4))
+    above = ((out["assignment"] == "auto_accept") | (out["assignment"] == "audit")).sum()
+    audits = (out["assignment"] == "audit").sum()
+    assert above > 1000
+    assert abs(audits / above - 0.05) < 0.005
+    assert (out.loc[out["assignment"] == "audit", "confidence"] >= 0.4).all()
+
+
+def test_review_order_is_most_uncertain_first_with_subject_diversity():
+    scores = score_frame(n_subjects=4, slices=30)
+    # subject 0 is uncertain everywhere: it comes first but must not take the whole budget
+    scores.loc[scores["subject"] == "sub-000", "soft_dice"] *= 0.5
+    out = SelectionPolicy(budget=30).fit_transform(scores, thresholds(csf=0.99, gray_matter=0.99,
+                                                                      white_matter=0.99))
+    review = out[out["assignment"] == "review"].sort_values("review_rank")
+    first = review.iloc[0]
+    eligible = out[out["assignment"].isin(["review", "skip"]) & scores["reviewable"]]
+    assert first["confidence"] == eligible["confidence"].min()
+    assert review["subject"].nunique() > 1
+    assert (review["subject"] == "sub-000").sum() > 30 / 4  # but the uncertain subject gets the largest share
+    # adjacent slices of one subject and class are not reviewed back to back
+    top = review.head(8)
+    for (subj, cls), g in top.groupby(["subject", "class_name"]):
+        s = sorted(g["slice"])
+        assert all(b - a > 2 for a, b in zip(s, s[1:])), (subj, cls, s)
+
+
+def test_cold_start_covers_every_confidence_decile_of_every_class():
+    scores = score_frame(n_subjects=10, slices=30)
+    policy = SelectionPolicy(budget=60, seed=1).fit(scores)
+    assert policy.cold_start_
+    out = policy.transform(scores)
+    review = out[out["assignment"] == "review"]
+    assert len(review) == 60
+    for cls in ("csf", "gray_matter", "white_matter"):
+        edges = policy.strata_edges_[cls]
+        conf = review.loc[review["class_name"] == cls, "confidence"].to_numpy()
+        deciles = np.clip(np.searchsorted(edges[1:-1], conf, side="right"), 0, 9)
+        assert set(deciles) == set(range(10)), cls
+    assert not (out["assignment"] == "auto_accept").any()
+
+
+def test_same_seed_same_assignment_other_seed_other_sample():
+    scores = score_frame()
+    a = SelectionPolicy(budget=30, seed=5).fit_transform(scores)
+    b = SelectionPolicy(budget=30, seed=5).fit_transform(scores.sample(frac=1, random_state=0))
+    assert a.set_index("item_id").sort_index().equals(b.set_index("item_id").sort_index())
+    c = SelectionPolicy(budget=30, seed=6).fit_transform(scores)
+    assert set(a.loc[a["assignment"] == "review", "item_id"]) != set(c.loc[c["assignment"] == "review", "item_id"])
+
+
+def test_random_strategy_ignores_confidence():
+    scores = score_frame(n_subjects=10, slices=30)
+    th = thresholds(csf=0.99, gray_matter=0.99, white_matter=0.99)
+    active = SelectionPolicy(budget=50).fit_transform(scores, th)
+    rand = SelectionPolicy(budget=50, strategy="random").fit_transform(scores, th)
+    mean = lambda o: o.loc[o["assignment"] == "review", "confidence"].mean()  # noqa: E731
+    assert mean(active) < mean(rand) - 0.1
+
+
+def test_thresholds_file_checks(tmp_path):
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps({"schema": "other/2", "classes": {}}))
+    with pytest.raises(SegqaError, match="schema 'other/2' is not 'segqa.thresholds/1'"):
+        load_thresholds(str(p))
+    p.write_text(json.dumps({"schema": THRESHOLDS_SCHEMA, "confidence_scale": "percent",
+                             "classes": {"csf": {"threshold": 95}, "tumor": {"threshold": 50}}}))
+    t = load_thresholds(str(p))
+    assert t.classes == {"csf": 0.95, "gray_matter": None, "white_matter": None}
+    assert t.sha256 and any("tumor" in w for w in t.warnings)
+    p.write_text(json.dumps({"schema": THRESHOLDS_SCHEMA, "classes": {"csf": {"threshold": 1.5}}}))
+    with pytest.raises(SegqaError, match=r"classes.csf.threshold"):
+        load_thresholds(str(p))
+
+
+def test_bad_parameters_and_missing_measure_are_user_errors():
+    scores = score_frame()
+    with pytest.raises(SegqaError, match="budget"):
+        SelectionPolicy(budget=-1).fit(scores)
+    with pytest.raises(SegqaError, match="no mutual_info values"):
+        SelectionPolicy(measure="mutual_info").fit(scores)
+    with pytest.raises(SegqaError, match="fit"):
+        SelectionPolicy().transform(scores)
+
+
+def test_items_reviewed_earlier_are_skipped_not_reselected():
+    scores = score_frame()
+    first = SelectionPolicy(budget=20).fit_transform(scores, thresholds(csf=0.9, gray_matter=0.9, white_matter=0.9))
+    done = set(first.loc[first["assignment"].isin(["review", "audit"]), "item_id"])
+    second = SelectionPolicy(budget=20).fit_transform(scores, thresholds(csf=0.9, gray_matter=0.9,
+                                                                         white_matter=0.9), exclude=done)
+    again = second[second["item_id"].isin(done)]
+    assert (again["assignment"] == "skip").all()
+    assert (again["reason"] == "already reviewed in an earlier round").all()
+    assert (second["assignment"] == "review").sum() == 20

@@ -1,0 +1,189 @@
+"""ENet (Paszke et al. 2016, "ENet: A Deep Neural Network Architecture for Real-Time Semantic Segmentation").
+
+Layout (channels at ``width=1``; H x W relative to the input):
+
+=========  ==========================================================  ========  ======
+stage      blocks                                                      channels  size
+=========  ==========================================================  ========  ======
+initial    3x3 stride-2 conv (13 filters) || 2x2 max-pool, concat      13 + 1    1/2
+1          downsampling bottleneck, 4 x regular (dropout 0.01)         64        1/4
+2          downsampling, regular, dilated 2, asymmetric 5, dilated 4,   128       1/8
+           regular, dilated 8, asymmetric 5, dilated 16 (dropout 0.1)
+3          stage 2 without its downsampling bottleneck                 128       1/8
+4          upsampling bottleneck, 2 x regular (ReLU)                   64        1/4
+5          upsampling bottleneck, regular (ReLU)                       16        1/2
+full conv  2x2 stride-2 transposed convolution to the class logits     4         1
+=========  ==========================================================  ========  ======
+
+Every bottleneck is 1x1 projection to a quarter of the output channels (2x2 stride 2 when downsampling),
+BatchNorm, activation, the main convolution (3x3 / dilated 3x3 / 5x1 then 1x5 / 3x3 transposed stride 2),
+BatchNorm, activation, 1x1 expansion, BatchNorm, spatial dropout, added to the shortcut, activation.
+Encoder activations are PReLU (one slope per channel), decoder ones ReLU. About 0.36 M parameters.
+
+Two deliberate deviations from the paper, both for a clean ONNX export:
+- the upsampling bottleneck's shortcut is 1x1 conv + BatchNorm + nearest-neighbour upsampling (ONNX
+  ``Resize``) instead of max-unpooling with the encoder's pooling indices (no exportable MXNet op);
+- transposed convolutions use ``padding``/``output_padding`` (``adj``), never ``target_shape``.
+Spatial dropout is ``Dropout(rate, axes=(2, 3))`` (`SpatialDropout`).
+
+Shapes: input (N, 1, H, W) float32 with H, W multiples of 8 -> logits (N, 4, H, W).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mxnet import init
+from mxnet.gluon import nn
+
+from training.nets.blocks import SegmentationNet, SpatialDropout
+
+__all__ = ["ENet", "InitialBlock", "Bottleneck"]
+
+INITIAL_FILTERS = 13
+STAGE_CHANNELS = (16, 64, 128)
+#: Spatial dropout in stage 1 and in every later bottleneck (the paper's 0.01 and 0.1).
+DROPOUT_RATES = (0.01, 0.1)
+
+
+def _activation(kind: str, channels: int) -> nn.HybridBlock:
+    """PReLU with one slope per channel (initial slope 0.25, as in the paper's Torch code) or ReLU."""
+    if kind == "prelu":
+        return nn.PReLU(alpha_initializer=init.Constant(0.25), in_channels=channels)
+    return nn.Activation("relu")
+
+
+class InitialBlock(nn.HybridBlock):
+    """3x3 stride-2 conv (``filters``) concatenated with a 2x2 max-pool of the input, BatchNorm, PReLU.
+
+    (N, C_in, H, W) -> (N, filters + C_in, H/2, W/2).
+    """
+
+    def __init__(self, filters: int, in_channels: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.conv = nn.Conv2D(filters, 3, strides=2, padding=1, use_bias=False)
+            self.pool = nn.MaxPool2D(pool_size=2, strides=2)
+            self.bn = nn.BatchNorm()
+            self.act = _activation("prelu", filters + in_channels)
+
+    def hybrid_forward(self, F, x):  # noqa: N803
+        return self.act(self.bn(F.concat(self.conv(x), self.pool(x), dim=1)))
+
+
+class Bottleneck(nn.HybridBlock):
+    """One ENet bottleneck; ``kind`` is regular | dilated | asymmetric | downsample | upsample.
+
+    (N, in_channels, H, W) -> (N, out_channels, H', W') with H' = H/2 (downsample), 2H (upsample), else H.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kind: str = "regular", dilation: int = 1,
+                 dropout: float = 0.1, activation: str = "prelu", mc_dropout: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if kind not in ("regular", "dilated", "asymmetric", "downsample", "upsample"):
+            raise ValueError(f"unknown bottleneck kind {kind!r}")
+        if kind == "downsample" and out_channels < in_channels:
+            raise ValueError("a downsampling bottleneck cannot reduce channels")
+        self.kind = kind
+        self.pad_channels = out_channels - in_channels if kind == "downsample" else 0
+        internal = max(1, out_channels // 4)
+        with self.name_scope():
+            ext = nn.HybridSequential(prefix="ext_")
+            with ext.name_scope():
+                if kind == "downsample":
+                    ext.add(nn.Conv2D(internal, 2, strides=2, use_bias=False))
+                else:
+                    ext.add(nn.Conv2D(internal, 1, use_bias=False))
+                ext.add(nn.BatchNorm(), _activation(activation, internal))
+                if kind == "asymmetric":
+                    ext.add(nn.Conv2D(internal, (5, 1), padding=(2, 0), use_bias=False),
+                            nn.Conv2D(internal, (1, 5), padding=(0, 2), use_bias=False))
+                elif kind == "upsample":
+                    ext.add(nn.Conv2DTranspose(internal, 3, strides=2, padding=1, output_padding=1, use_bias=False))
+                else:
+                    ext.add(nn.Conv2D(internal, 3, padding=dilation, dilation=dilation, use_bias=False))
+                ext.add(nn.BatchNorm(), _activation(activation, internal),
+                        nn.Conv2D(out_channels, 1, use_bias=False), nn.BatchNorm(),
+                        SpatialDropout(dropout, always=mc_dropout))
+            self.ext = ext
+            if kind == "downsample":
+                self.shortcut = nn.MaxPool2D(pool_size=2, strides=2)
+            elif kind == "upsample":
+                self.shortcut = nn.HybridSequential(prefix="short_")
+                with self.shortcut.name_scope():
+                    self.shortcut.add(nn.Conv2D(out_channels, 1, use_bias=False), nn.BatchNorm())
+            else:
+                self.shortcut = None
+            self.out_act = _activation(activation, out_channels)
+
+    def hybrid_forward(self, F, x):  # noqa: N803
+        ext = self.ext(x)
+        if self.kind == "downsample":
+            main = self.shortcut(x)
+            if self.pad_channels:  # zero channels up to out_channels (shape taken from ext: works symbolically)
+                zeros = F.slice_axis(F.zeros_like(ext), axis=1, begin=0, end=self.pad_channels)
+                main = F.concat(main, zeros, dim=1)
+        elif self.kind == "upsample":
+            main = F.UpSampling(self.shortcut(x), scale=2, sample_type="nearest", num_args=1)
+        else:
+            main = x
+        return self.out_act(main + ext)
+
+
+class ENet(SegmentationNet):
+    """ENet; see the module docstring. ``width`` scales every channel count (at least 1)."""
+
+    network = "enet"
+    divisor = 8
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 4, width: float = 1.0, mc_dropout: bool = False,
+                 dropout: tuple[float, float] = DROPOUT_RATES, **kwargs: Any) -> None:
+        kwargs.setdefault("prefix", "enet_")
+        super().__init__(in_channels, num_classes, width, mc_dropout, **kwargs)
+        w = lambda c: max(1, int(round(c * width)))  # noqa: E731
+        c0 = w(INITIAL_FILTERS) + in_channels
+        c1, c2 = w(STAGE_CHANNELS[1]), w(STAGE_CHANNELS[2])
+        c5 = w(STAGE_CHANNELS[0])
+        self.channels = {"initial": c0, "stage1": c1, "stage2": c2, "stage5": c5}
+        mc = mc_dropout
+        self.dropout = (float(dropout[0]), float(dropout[1]))
+        p1, p2 = self.dropout
+
+        def stage23(prefix: str, downsample: bool) -> nn.HybridSequential:
+            seq = nn.HybridSequential(prefix=prefix)
+            with seq.name_scope():
+                if downsample:
+                    seq.add(Bottleneck(c1, c2, "downsample", dropout=p2, mc_dropout=mc))
+                for kind, d in (("regular", 1), ("dilated", 2), ("asymmetric", 1), ("dilated", 4),
+                                ("regular", 1), ("dilated", 8), ("asymmetric", 1), ("dilated", 16)):
+                    seq.add(Bottleneck(c2, c2, kind, dilation=d, dropout=p2, mc_dropout=mc))
+            return seq
+
+        with self.name_scope():
+            self.initial = InitialBlock(w(INITIAL_FILTERS), in_channels, prefix="init_")
+            self.stage1 = nn.HybridSequential(prefix="s1_")
+            with self.stage1.name_scope():
+                self.stage1.add(Bottleneck(c0, c1, "downsample", dropout=p1, mc_dropout=mc))
+                for _ in range(4):
+                    self.stage1.add(Bottleneck(c1, c1, "regular", dropout=p1, mc_dropout=mc))
+            self.stage2 = stage23("s2_", downsample=True)
+            self.stage3 = stage23("s3_", downsample=False)
+            self.stage4 = nn.HybridSequential(prefix="s4_")
+            with self.stage4.name_scope():
+                self.stage4.add(Bottleneck(c2, c1, "upsample", dropout=p2, activation="relu", mc_dropout=mc))
+                for _ in range(2):
+                    self.stage4.add(Bottleneck(c1, c1, "regular", dropout=p2, activation="relu", mc_dropout=mc))
+            self.stage5 = nn.HybridSequential(prefix="s5_")
+            with self.stage5.name_scope():
+                self.stage5.add(Bottleneck(c1, c5, "upsample", dropout=p2, activation="relu", mc_dropout=mc))
+                self.stage5.add(Bottleneck(c5, c5, "regular", dropout=p2, activation="relu", mc_dropout=mc))
+            self.fullconv = nn.Conv2DTranspose(num_classes, kernel_size=2, strides=2, prefix="full_")
+
+    def hybrid_forward(self, F, x):  # noqa: N803
+        x = self.initial(x)
+        x = self.stage3(self.stage2(self.stage1(x)))
+        return self.fullconv(self.stage5(self.stage4(x)))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "channels": self.channels, "dropout": list(self.dropout)}
