@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from _review_data import aws  # noqa: F401
 from qa_workflow.cli import main
 from qa_workflow.contract import REVIEW_RECORD_COLUMNS
 from qa_workflow.confirmations.store import ItemRecord, Vote, create_table, open_store

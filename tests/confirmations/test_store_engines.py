@@ -7,7 +7,6 @@ import io
 
 import pytest
 
-from _review_data import aws  # noqa: F401
 from qa_workflow.contract import REVIEW_RECORD_COLUMNS, SegqaError
 from qa_workflow.confirmations.store import (DynamoStore, ItemRecord, SqliteStore, Vote, create_table, export_review_records,
                                open_store, review_records_csv, summarize)

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from _review_data import (WORKERS, aws, batches, expected_counts, form_content, post_event,  # noqa: F401
-                          random_decisions, store_counts)
 from qa_workflow.confirmations import store as store_mod
 
 N_INVOCATIONS = 20
@@ -27,18 +25,18 @@ N_OBJECTS = 8
 WINDOW = 3  # objects per invocation; invocation k covers objects k, k+1, k+2 (mod N_OBJECTS)
 
 
-def _payloads(root: Path, n_items: int = 12, n_objects: int = N_OBJECTS, window: int = WINDOW
+def _payloads(gt, root: Path, n_items: int = 12, n_objects: int = N_OBJECTS, window: int = WINDOW
               ) -> tuple[list[str], dict]:
     """Annotation payload files for overlapping windows of objects, and the oracle counts."""
     rng = random.Random(11)
     objects, by_uri = [], {}
-    for o, b in enumerate(batches(n_objects, n_items)):
+    for o, b in enumerate(gt.batches(n_objects, n_items)):
         uri = str(root / "batches" / f"{b['batch_id']}.json")
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
         Path(uri).write_text(json.dumps(b))
         by_uri[uri] = b
-        anns = [{"workerId": w, "annotationData": {"content": form_content(b, random_decisions(b, rng))}}
-                for w in WORKERS]
+        anns = [{"workerId": w, "annotationData": {"content": gt.form_content(b, gt.random_decisions(b, rng))}}
+                for w in gt.workers]
         objects.append({"datasetObjectId": str(o), "dataObject": {"s3Uri": uri}, "annotations": anns})
     uris = []
     for k in range(N_INVOCATIONS):
@@ -47,54 +45,54 @@ def _payloads(root: Path, n_items: int = 12, n_objects: int = N_OBJECTS, window:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(chosen))
         uris.append(str(p))
-    return uris, expected_counts(objects, by_uri)
+    return uris, gt.expected_counts(objects, by_uri)
 
 
-def _invoke(payload_uri: str, barrier=None) -> int:
+def _invoke(gt, payload_uri: str, barrier=None) -> int:
     from lambdas.post_labeling.handler import lambda_handler
 
     if barrier is not None:
         barrier.wait(timeout=60)
-    return len(lambda_handler(post_event(payload_uri), None))
+    return len(lambda_handler(gt.post_event(payload_uri), None))
 
 
-def _run_threads(uris: list[str], window: int = WINDOW) -> None:
+def _run_threads(gt, uris: list[str], window: int = WINDOW) -> None:
     barrier = threading.Barrier(len(uris))
     with ThreadPoolExecutor(max_workers=len(uris)) as pool:
-        results = list(pool.map(lambda u: _invoke(u, barrier), uris))
+        results = list(pool.map(lambda u: _invoke(gt, u, barrier), uris))
     assert results == [window] * len(uris)
 
 
-def test_sqlite_20_concurrent_threads_give_exact_counts(tmp_path, monkeypatch):
-    uris, expected = _payloads(tmp_path)
+def test_sqlite_20_concurrent_threads_give_exact_counts(tmp_path, monkeypatch, gt):
+    uris, expected = _payloads(gt, tmp_path)
     uri = f"sqlite:///{tmp_path}/store.db"
     monkeypatch.setenv("SEGQA_STORE", uri)
     store_mod.clear_store_cache()
     try:
-        _run_threads(uris)
-        _run_threads(uris[:5])  # and a replayed wave on top
+        _run_threads(gt, uris)
+        _run_threads(gt, uris[:5])  # and a replayed wave on top
     finally:
         store_mod.clear_store_cache()
     st = store_mod.open_store(uri)
-    assert store_counts(st) == expected
+    assert gt.store_counts(st) == expected
     assert len(list(st.iter_votes())) == sum(c + d for c, d in expected.values())
 
 
-def test_sqlite_20_concurrent_processes_give_exact_counts(tmp_path, monkeypatch):
-    uris, expected = _payloads(tmp_path)
+def test_sqlite_20_concurrent_processes_give_exact_counts(tmp_path, monkeypatch, gt):
+    uris, expected = _payloads(gt, tmp_path)
     uri = f"sqlite:///{tmp_path}/store.db"
     monkeypatch.setenv("SEGQA_STORE", uri)
     store_mod.clear_store_cache()  # nothing open in the parent: each process opens its own connection
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(len(uris))
-    procs = [ctx.Process(target=_invoke, args=(u, barrier)) for u in uris]
+    procs = [ctx.Process(target=_invoke, args=(gt, u, barrier)) for u in uris]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=120)
     assert [p.exitcode for p in procs] == [0] * len(procs)
     st = store_mod.open_store(uri)
-    assert store_counts(st) == expected
+    assert gt.store_counts(st) == expected
     assert len(list(st.iter_votes())) == sum(c + d for c, d in expected.values())
 
 
@@ -134,10 +132,10 @@ class AtomicRequests:
         return getattr(self._client, name)
 
 
-def test_dynamodb_20_concurrent_invocations_give_exact_counts(aws, tmp_path, monkeypatch):
+def test_dynamodb_20_concurrent_invocations_give_exact_counts(aws, tmp_path, monkeypatch, gt):
     _, ddb, _ = aws
     # Smaller objects than the SQLite cases: moto spends ~1 s on every cancelled transaction.
-    uris, expected = _payloads(tmp_path, n_items=6, n_objects=6, window=2)
+    uris, expected = _payloads(gt, tmp_path, n_items=6, n_objects=6, window=2)
     store_mod.create_table("segqa-votes", ddb)
     client = AtomicRequests(ddb)
     uri = "dynamodb://segqa-votes"
@@ -145,14 +143,14 @@ def test_dynamodb_20_concurrent_invocations_give_exact_counts(aws, tmp_path, mon
     store_mod.clear_store_cache()
     store_mod.open_store(uri, client=client, cached=True)  # what the handler's open_store(cached=True) returns
     try:
-        _run_threads(uris, window=2)
+        _run_threads(gt, uris, window=2)
     finally:
         store_mod.clear_store_cache()
     assert client.injected_conflicts > 0
     st = store_mod.open_store(uri, client=ddb)
-    assert store_counts(st) == expected
+    assert gt.store_counts(st) == expected
     assert len(list(st.iter_votes())) == sum(c + d for c, d in expected.values())
-    assert all(len(s.reviewers) == len(WORKERS) for s in st.iter_items())
+    assert all(len(s.reviewers) == len(gt.workers) for s in st.iter_items())
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "dynamodb"])

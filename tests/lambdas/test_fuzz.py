@@ -1,5 +1,7 @@
-"""Property-based fuzzing of post-labeling payloads: whatever the workers' annotations contain, the handler never
-crashes, answers once per object, and every valid vote is stored exactly once (no valid vote lost)."""
+"""Fuzzed post-labeling payloads: never a crash, one answer per object, every valid vote once.
+
+Hypothesis draws the workers' annotations, valid and invalid mixed; the oracle `_expected` says which votes must
+land, so no valid vote may be lost and none counted twice, also on a replay."""
 
 from __future__ import annotations
 
@@ -11,12 +13,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _review_data import LABEL, batches, post_event
 from qa_workflow.confirmations import consolidate
 from qa_workflow.contract import REJECT_REASONS
 from qa_workflow.confirmations.store import create_table, open_store
 
-BATCHES = batches(2, 11)
 WORKER_POOL = ["private.us-east-1.aaaa", "private.us-east-1.bbbb", " private.us-east-1.cccc ", "w4"]
 
 junk = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20),
@@ -85,11 +85,12 @@ def annotation(draw, batch):
 
 
 @st.composite
-def payloads(draw):
+def payloads(draw, batches):
+    """1-4 objects (object id, index into ``batches``, annotations as `annotation` draws them)."""
     objects = []
     for oid in range(draw(st.integers(1, 4))):
-        b = draw(st.sampled_from(range(len(BATCHES))))
-        anns = draw(st.lists(annotation(BATCHES[b]), max_size=5))
+        b = draw(st.sampled_from(range(len(batches))))
+        anns = draw(st.lists(annotation(batches[b]), max_size=5))
         objects.append((str(oid), b, anns))
     return objects
 
@@ -113,45 +114,49 @@ def _expected(objects) -> dict[tuple[str, str], tuple[int, int]]:
     return {k: tuple(v) for k, v in counts.items()}
 
 
-def _run(objects, store, root: Path):
+def _run(gt, batches, objects, store, root: Path):
     batch_uris = []
-    for b in BATCHES:
+    for b in batches:
         p = root / f"{b['batch_id']}.json"
         p.write_text(json.dumps(b))
         batch_uris.append(str(p))
     payload = [{"datasetObjectId": oid, "dataObject": {"s3Uri": batch_uris[b]}, "annotations": [a[0] for a in anns]}
                for oid, b, anns in objects]
     (root / "payload.json").write_text(json.dumps(payload))
-    out = consolidate.post_labeling(post_event(str(root / "payload.json")), store)
+    out = consolidate.post_labeling(gt.post_event(str(root / "payload.json")), store)
     assert [e["datasetObjectId"] for e in out] == [o[0] for o in objects]
-    assert all(list(e["consolidatedAnnotation"]["content"]) == [LABEL] for e in out)
+    assert all(list(e["consolidatedAnnotation"]["content"]) == [gt.label] for e in out)
     counts = {(s.item.round, s.item.item_id): (s.confirm_count, s.disconfirm_count) for s in store.iter_items()}
     assert counts == _expected(objects)
     # and a replay changes nothing
-    assert consolidate.post_labeling(post_event(str(root / "payload.json")), store) == out
+    assert consolidate.post_labeling(gt.post_event(str(root / "payload.json")), store) == out
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(objects=payloads())
-def test_fuzzed_payloads_sqlite(objects):
+@given(data=st.data())
+def test_fuzzed_payloads_sqlite(gt, data):
+    batches = gt.batches(2, 11)
+    objects = data.draw(payloads(batches), label="objects")
     root = Path(tempfile.mkdtemp(prefix="segqa-fuzz-"))
     try:
-        _run(objects, open_store(f"sqlite:///{root}/store.db"), root)
+        _run(gt, batches, objects, open_store(f"sqlite:///{root}/store.db"), root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(objects=payloads())
-def test_fuzzed_payloads_dynamodb(objects):
+@given(data=st.data())
+def test_fuzzed_payloads_dynamodb(gt, data):
     import boto3
     from moto import mock_aws
 
+    batches = gt.batches(2, 11)
+    objects = data.draw(payloads(batches), label="objects")
     root = Path(tempfile.mkdtemp(prefix="segqa-fuzz-"))
     try:
         with mock_aws():
             client = boto3.client("dynamodb", region_name="us-east-1")
             create_table("fuzz", client)
-            _run(objects, open_store("dynamodb://fuzz", client=client), root)
+            _run(gt, batches, objects, open_store("dynamodb://fuzz", client=client), root)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -1,4 +1,6 @@
-"""`make lambdas` (python -m lambdas.package): one reproducible zip per function that imports and runs in a clean
+"""`make lambdas` (`lambdas.package`): reproducible zips that run in a clean interpreter with boto3.
+
+`make lambdas` (python -m lambdas.package): one reproducible zip per function that imports and runs in a clean
 interpreter holding only the standard library, boto3 and the zip."""
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from _review_data import JOB_ARN, WORKERS, batches, form_content, post_event
 from lambdas import package
 
 SHARED = {"qa_workflow/__init__.py", "qa_workflow/contract.py", "qa_workflow/storage.py",
@@ -70,24 +71,24 @@ def _run_zip(zip_path: Path, deps: Path, event: dict, tmp_path: Path, env_extra:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_zips_run_the_handlers_in_a_clean_interpreter(zips, tmp_path):
+def test_zips_run_the_handlers_in_a_clean_interpreter(zips, tmp_path, gt):
     for path in zips.values():
         package.check_import(path)
     deps = _boto_only_site(tmp_path)
-    batch = batches(1, 12)[0]
+    batch = gt.batches(1, 12)[0]
     (tmp_path / "b.json").write_text(json.dumps(batch))
-    pre = _run_zip(zips["pre_labeling"], deps, {"version": "2018-10-16", "labelingJobArn": JOB_ARN,
+    pre = _run_zip(zips["pre_labeling"], deps, {"version": "2018-10-16", "labelingJobArn": gt.job_arn,
                                                  "dataObject": {"source-ref": str(tmp_path / "b.json")}}, tmp_path, {})
     assert pre["out"] == {"taskInput": batch, "isHumanAnnotationRequired": True}
     assert pre["heavy"] == [] and pre["store_file"].startswith(str(zips["pre_labeling"]))
 
     decisions = [{"item_id": it["item_id"], "decision": "accept"} for it in batch["items"]]
     payload = [{"datasetObjectId": "0", "dataObject": {"s3Uri": str(tmp_path / "b.json")},
-                "annotations": [{"workerId": w, "annotationData": {"content": form_content(batch, decisions)}}
-                                for w in WORKERS]}]
+                "annotations": [{"workerId": w, "annotationData": {"content": gt.form_content(batch, decisions)}}
+                                for w in gt.workers]}]
     (tmp_path / "p.json").write_text(json.dumps(payload))
     store = f"sqlite:///{tmp_path}/store.db"
-    post = _run_zip(zips["post_labeling"], deps, post_event(str(tmp_path / "p.json")), tmp_path,
+    post = _run_zip(zips["post_labeling"], deps, gt.post_event(str(tmp_path / "p.json")), tmp_path,
                     {"SEGQA_STORE": store})
     assert post["heavy"] == []
     label = post["out"][0]["consolidatedAnnotation"]["content"]["segqa-review"]

@@ -1,4 +1,6 @@
-"""The post-labeling Lambda on Ground Truth-shaped events, against both store engines (moto S3 + DynamoDB,
+"""The post-labeling Lambda on Ground Truth-shaped events, against both store engines.
+
+The post-labeling Lambda on Ground Truth-shaped events, against both store engines (moto S3 + DynamoDB,
 real SQLite)."""
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ import random
 
 import pytest
 
-from _review_data import (JOB, LABEL, WORKERS, aws, batches, expected_counts, form_content, post_event,  # noqa: F401
-                          random_decisions, snapshot, store_counts, store_uri)
 from lambdas.post_labeling.handler import lambda_handler
 from qa_workflow.contract import ContractError
 from qa_workflow.confirmations.store import open_store
@@ -21,18 +21,18 @@ def _put(s3, bucket: str, key: str, obj) -> str:
     return f"s3://{bucket}/{key}"
 
 
-def _scenario(aws, n_objects=3, n_items=14, seed=7):
+def _scenario(gt, aws, n_objects=3, n_items=14, seed=7):
     """Batches and a payload on (moto) S3: several objects, three workers, shuffled decisions; the second
     worker's annotation of every object is stored at annotationData.s3Uri, the others inline as content."""
     s3, _, bucket = aws
     rng = random.Random(seed)
-    bs = batches(n_objects, n_items)
+    bs = gt.batches(n_objects, n_items)
     by_uri = {_put(s3, bucket, f"r1/batches/{b['batch_id']}.json", b): b for b in bs}
     payload, oracle_payload = [], []
     for oid, (uri, b) in enumerate(by_uri.items()):
         anns, plain = [], []
-        for w, worker in enumerate(WORKERS):
-            content = form_content(b, random_decisions(b, rng), submitted_at=f"2025-03-0{w + 1}T10:00:00.000Z")
+        for w, worker in enumerate(gt.workers):
+            content = gt.form_content(b, gt.random_decisions(b, rng), submitted_at=f"2025-03-0{w + 1}T10:00:00.000Z")
             plain.append({"workerId": worker, "annotationData": {"content": content}})
             if w == 1:
                 ann_uri = f"s3://{bucket}/r1/annotations/{oid}/{w}.json"
@@ -43,22 +43,22 @@ def _scenario(aws, n_objects=3, n_items=14, seed=7):
         payload.append({"datasetObjectId": str(oid), "dataObject": {"s3Uri": uri}, "annotations": anns})
         oracle_payload.append({"datasetObjectId": str(oid), "dataObject": {"s3Uri": uri}, "annotations": plain})
     payload_uri = _put(s3, bucket, "r1/consolidation-request/iteration-1/payload.json", payload)
-    return payload_uri, by_uri, expected_counts(oracle_payload, by_uri), payload
+    return payload_uri, by_uri, gt.expected_counts(oracle_payload, by_uri), payload
 
 
-def test_documented_event_shapes_give_one_entry_per_object_and_exact_counts(aws, store_uri):
-    payload_uri, by_uri, expected, payload = _scenario(aws)
-    response = lambda_handler(post_event(payload_uri), None)
+def test_documented_event_shapes_give_one_entry_per_object_and_exact_counts(aws, store_uri, gt):
+    payload_uri, by_uri, expected, payload = _scenario(gt, aws)
+    response = lambda_handler(gt.post_event(payload_uri), None)
 
     assert [e["datasetObjectId"] for e in response] == [o["datasetObjectId"] for o in payload]
-    assert store_counts(open_store(store_uri)) == expected
+    assert gt.store_counts(open_store(store_uri)) == expected
     for entry, obj in zip(response, payload):
         content = entry["consolidatedAnnotation"]["content"]
-        assert list(content) == [LABEL]
-        label = content[LABEL]
+        assert list(content) == [gt.label]
+        label = content[gt.label]
         batch = by_uri[obj["dataObject"]["s3Uri"]]
-        assert label["batch_id"] == batch["batch_id"] and label["job"] == JOB
-        assert sorted(label["workers"]) == sorted(WORKERS)
+        assert label["batch_id"] == batch["batch_id"] and label["job"] == gt.job
+        assert sorted(label["workers"]) == sorted(gt.workers)
         assert [row["item_id"] for row in label["items"]] == [it["item_id"] for it in batch["items"]]
         for row in label["items"]:
             c, d = expected[("1", row["item_id"])]
@@ -69,9 +69,9 @@ def test_documented_event_shapes_give_one_entry_per_object_and_exact_counts(aws,
         assert "problems" not in label
 
 
-def test_votes_carry_reviewer_fields_and_items_carry_batch_metadata(aws, store_uri):
-    payload_uri, by_uri, _, _ = _scenario(aws, n_objects=1)
-    lambda_handler(post_event(payload_uri), None)
+def test_votes_carry_reviewer_fields_and_items_carry_batch_metadata(aws, store_uri, gt):
+    payload_uri, by_uri, _, _ = _scenario(gt, aws, n_objects=1)
+    lambda_handler(gt.post_event(payload_uri), None)
     store = open_store(store_uri)
     batch = next(iter(by_uri.values()))
     item = batch["items"][3]
@@ -80,10 +80,10 @@ def test_votes_carry_reviewer_fields_and_items_carry_batch_metadata(aws, store_u
     assert state.item.confidence == pytest.approx(item["confidence"])
     assert state.item.subject == "sub-000" and state.item.slice_id == item["slice_id"]
     assert state.item.batch_id == batch["batch_id"] and state.item.mask_uri == item["mask_uri"]
-    assert state.reviewers == tuple(sorted(WORKERS))
+    assert state.reviewers == tuple(sorted(gt.workers))
     votes = list(store.iter_votes(item_id=item["item_id"], round=1))
-    assert sorted(v.worker_id for v in votes) == sorted(WORKERS)
-    assert {v.job for v in votes} == {JOB}
+    assert sorted(v.worker_id for v in votes) == sorted(gt.workers)
+    assert {v.job for v in votes} == {gt.job}
     assert sorted(v.submitted_at for v in votes) == [f"2025-03-0{w}T10:00:00.000Z" for w in (1, 2, 3)]
     assert all(v.recorded_at for v in votes)
     rejects = [v for v in store.iter_votes() if v.decision == "reject"]
@@ -91,30 +91,30 @@ def test_votes_carry_reviewer_fields_and_items_carry_batch_metadata(aws, store_u
     assert any(v.comment == "<b>leaks</b> into the \"skull\" & beyond" for v in rejects)
 
 
-def test_replaying_an_invocation_twice_leaves_the_store_identical(aws, store_uri):
-    payload_uri, _, expected, _ = _scenario(aws)
-    first = lambda_handler(post_event(payload_uri), None)
+def test_replaying_an_invocation_twice_leaves_the_store_identical(aws, store_uri, gt):
+    payload_uri, _, expected, _ = _scenario(gt, aws)
+    first = lambda_handler(gt.post_event(payload_uri), None)
     store = open_store(store_uri)
-    after_first = snapshot(store)
-    assert lambda_handler(post_event(payload_uri), None) == first
-    assert lambda_handler(post_event(payload_uri), None) == first
-    assert snapshot(store) == after_first
-    assert store_counts(store) == expected
+    after_first = gt.snapshot(store)
+    assert lambda_handler(gt.post_event(payload_uri), None) == first
+    assert lambda_handler(gt.post_event(payload_uri), None) == first
+    assert gt.snapshot(store) == after_first
+    assert gt.store_counts(store) == expected
 
 
-def test_decisions_are_matched_by_item_id_never_by_position(aws, store_uri, tmp_path):
-    batch = batches(1, 12)[0]
+def test_decisions_are_matched_by_item_id_never_by_position(aws, store_uri, tmp_path, gt):
+    batch = gt.batches(1, 12)[0]
     target = batch["items"][5]["item_id"]
     decisions = [{"decision": "accept", "item_id": it["item_id"]} for it in batch["items"]]
     decisions = [d if d["item_id"] != target else {"comment": "x", "decision": "reject", "item_id": target,
                                                     "reason": "over_segmented"} for d in decisions][::-1]
     (tmp_path / "b.json").write_text(json.dumps(batch))
     payload = [{"datasetObjectId": "0", "dataObject": {"s3Uri": str(tmp_path / "b.json")},
-                "annotations": [{"workerId": WORKERS[0],
-                                 "annotationData": {"content": form_content(batch, decisions)}}]}]
+                "annotations": [{"workerId": gt.workers[0],
+                                 "annotationData": {"content": gt.form_content(batch, decisions)}}]}]
     (tmp_path / "p.json").write_text(json.dumps(payload))
-    out = lambda_handler(post_event(f"file://{tmp_path}/p.json"), None)
-    rows = {r["item_id"]: r for r in out[0]["consolidatedAnnotation"]["content"][LABEL]["items"]}
+    out = lambda_handler(gt.post_event(f"file://{tmp_path}/p.json"), None)
+    rows = {r["item_id"]: r for r in out[0]["consolidatedAnnotation"]["content"][gt.label]["items"]}
     assert rows[target]["decision"] == "reject" and rows[target]["reasons"] == {"over_segmented": 1}
     assert all(r["decision"] == "accept" for iid, r in rows.items() if iid != target)
     assert open_store(store_uri).get_item(target).disconfirm_count == 1
@@ -128,8 +128,8 @@ def _log_events(caplog) -> list[dict]:
     return out
 
 
-def test_malformed_annotations_and_objects_affect_only_themselves(aws, store_uri, tmp_path, caplog):
-    bs = batches(3, 12)
+def test_malformed_annotations_and_objects_affect_only_themselves(aws, store_uri, tmp_path, caplog, gt):
+    bs = gt.batches(3, 12)
     uris = []
     for b in bs:
         p = tmp_path / f"{b['batch_id']}.json"
@@ -137,8 +137,8 @@ def test_malformed_annotations_and_objects_affect_only_themselves(aws, store_uri
         uris.append(str(p))
     good = bs[0]
     rng = random.Random(3)
-    d_ok = random_decisions(good, rng)
-    d_partial = random_decisions(good, rng)
+    d_ok = gt.random_decisions(good, rng)
+    d_partial = gt.random_decisions(good, rng)
     dropped = d_partial.pop()  # one item left undecided
     d_partial += [{"item_id": "sub-999/001/gray_matter", "decision": "accept"},  # not in this batch
                   {"item_id": good["items"][0]["item_id"] + "x", "decision": "accept"},  # malformed id
@@ -146,39 +146,39 @@ def test_malformed_annotations_and_objects_affect_only_themselves(aws, store_uri
                   "not an object"]
     payload = [
         {"datasetObjectId": "good", "dataObject": {"s3Uri": uris[0]}, "annotations": [
-            {"workerId": WORKERS[0], "annotationData": {"content": form_content(good, d_ok)}},
-            {"workerId": WORKERS[1], "annotationData": {"content": form_content(good, d_partial)}},
-            {"workerId": WORKERS[2], "annotationData": {"content": "{not json"}},
-            {"workerId": "", "annotationData": {"content": form_content(good, d_ok)}},
+            {"workerId": gt.workers[0], "annotationData": {"content": gt.form_content(good, d_ok)}},
+            {"workerId": gt.workers[1], "annotationData": {"content": gt.form_content(good, d_partial)}},
+            {"workerId": gt.workers[2], "annotationData": {"content": "{not json"}},
+            {"workerId": "", "annotationData": {"content": gt.form_content(good, d_ok)}},
             {"workerId": "private.x", "annotationData": {"content": json.dumps({"other_field": "1"})}},
             {"workerId": "private.y", "annotationData": {"s3Uri": str(tmp_path / "missing.json")}},
         ]},
         {"datasetObjectId": "missing-batch", "dataObject": {"s3Uri": str(tmp_path / "nope.json")},
-         "annotations": [{"workerId": WORKERS[0], "annotationData": {"content": form_content(good, d_ok)}}]},
+         "annotations": [{"workerId": gt.workers[0], "annotationData": {"content": gt.form_content(good, d_ok)}}]},
         {"datasetObjectId": "other", "dataObject": {"s3Uri": uris[1]}, "annotations": [
-            {"workerId": WORKERS[0], "annotationData": {"content": form_content(bs[1], random_decisions(bs[1], rng))}}]},
+            {"workerId": gt.workers[0], "annotationData": {"content": gt.form_content(bs[1], gt.random_decisions(bs[1], rng))}}]},
     ]
     (tmp_path / "p.json").write_text(json.dumps(payload))
     with caplog.at_level(logging.INFO, logger="segqa"):
-        out = lambda_handler(post_event(str(tmp_path / "p.json")), None)
+        out = lambda_handler(gt.post_event(str(tmp_path / "p.json")), None)
 
     assert [e["datasetObjectId"] for e in out] == ["good", "missing-batch", "other"]
-    failed = out[1]["consolidatedAnnotation"]["content"][LABEL]
+    failed = out[1]["consolidatedAnnotation"]["content"][gt.label]
     assert "nope.json" in failed["error"] and failed["items"] == []
-    label = out[0]["consolidatedAnnotation"]["content"][LABEL]
-    assert label["workers"] == [WORKERS[0], WORKERS[1]]
+    label = out[0]["consolidatedAnnotation"]["content"][gt.label]
+    assert label["workers"] == [gt.workers[0], gt.workers[1]]
     assert len(label["problems"]) == 5
 
     store = open_store(store_uri)
     votes = list(store.iter_votes())
     by_worker = {w: {v.item_id for v in votes if v.worker_id == w} for w in {v.worker_id for v in votes}}
-    assert by_worker[WORKERS[0]] == {it["item_id"] for it in good["items"]} | {it["item_id"] for it in bs[1]["items"]}
-    assert by_worker[WORKERS[1]] == {it["item_id"] for it in good["items"]} - {dropped["item_id"]}
-    assert set(by_worker) == {WORKERS[0], WORKERS[1]}
+    assert by_worker[gt.workers[0]] == {it["item_id"] for it in good["items"]} | {it["item_id"] for it in bs[1]["items"]}
+    assert by_worker[gt.workers[1]] == {it["item_id"] for it in good["items"]} - {dropped["item_id"]}
+    assert set(by_worker) == {gt.workers[0], gt.workers[1]}
 
     events = _log_events(caplog)
     problems = [e for e in events if e["event"] == "post_labeling.annotation_problems"]
-    assert all(e["job"] == JOB and e["object_id"] == "good" for e in problems)
+    assert all(e["job"] == gt.job and e["object_id"] == "good" for e in problems)
     text = json.dumps(problems)
     assert "unknown item sub-999/001/gray_matter" in text and "no decision for 1 item(s)" in text
     assert "not valid JSON" in text
@@ -186,48 +186,48 @@ def test_malformed_annotations_and_objects_affect_only_themselves(aws, store_uri
     assert any(e["event"] == "post_labeling.bad_annotation" for e in events)  # the empty workerId
 
 
-def test_repeated_object_ids_give_one_entry_and_a_worker_counts_once(aws, store_uri, tmp_path):
-    b = batches(1, 11)[0]
+def test_repeated_object_ids_give_one_entry_and_a_worker_counts_once(aws, store_uri, tmp_path, gt):
+    b = gt.batches(1, 11)[0]
     (tmp_path / "b.json").write_text(json.dumps(b))
     accept_all = [{"item_id": it["item_id"], "decision": "accept"} for it in b["items"]]
     reject_all = [{"item_id": it["item_id"], "decision": "reject"} for it in b["items"]]
     obj = {"datasetObjectId": "7", "dataObject": {"s3Uri": str(tmp_path / "b.json")}}
-    payload = [{**obj, "annotations": [{"workerId": WORKERS[0], "annotationData": {"content": form_content(b, accept_all)}}]},
-               {**obj, "annotations": [{"workerId": WORKERS[0], "annotationData": {"content": form_content(b, reject_all)}},
-                                       {"workerId": WORKERS[1], "annotationData": {"content": form_content(b, reject_all)}}]}]
+    payload = [{**obj, "annotations": [{"workerId": gt.workers[0], "annotationData": {"content": gt.form_content(b, accept_all)}}]},
+               {**obj, "annotations": [{"workerId": gt.workers[0], "annotationData": {"content": gt.form_content(b, reject_all)}},
+                                       {"workerId": gt.workers[1], "annotationData": {"content": gt.form_content(b, reject_all)}}]}]
     (tmp_path / "p.json").write_text(json.dumps(payload))
-    out = lambda_handler(post_event(str(tmp_path / "p.json")), None)
+    out = lambda_handler(gt.post_event(str(tmp_path / "p.json")), None)
     assert [e["datasetObjectId"] for e in out] == ["7"]
-    assert set(store_counts(open_store(store_uri)).values()) == {(1, 1)}
-    assert {r["decision"] for r in out[0]["consolidatedAnnotation"]["content"][LABEL]["items"]} == {"split"}
+    assert set(gt.store_counts(open_store(store_uri)).values()) == {(1, 1)}
+    assert {r["decision"] for r in out[0]["consolidatedAnnotation"]["content"][gt.label]["items"]} == {"split"}
 
 
-def test_dataobject_content_and_nested_form_fields_are_understood(aws, store_uri, tmp_path):
-    b = batches(1, 11)[0]
+def test_dataobject_content_and_nested_form_fields_are_understood(aws, store_uri, tmp_path, gt):
+    b = gt.batches(1, 11)[0]
     decisions = [{"item_id": it["item_id"], "decision": "accept"} for it in b["items"]]
     nested = json.dumps({"review": {"decisions": decisions}})  # a form that wraps its fields one level down
     payload = [{"datasetObjectId": "0", "dataObject": {"content": json.dumps(b)},
-                "annotations": [{"workerId": WORKERS[0], "annotationData": {"content": nested}}]}]
+                "annotations": [{"workerId": gt.workers[0], "annotationData": {"content": nested}}]}]
     (tmp_path / "p.json").write_text(json.dumps(payload))
-    lambda_handler(post_event(str(tmp_path / "p.json")), None)
-    assert set(store_counts(open_store(store_uri)).values()) == {(1, 0)}
+    lambda_handler(gt.post_event(str(tmp_path / "p.json")), None)
+    assert set(gt.store_counts(open_store(store_uri)).values()) == {(1, 0)}
 
 
 @pytest.mark.parametrize("event,match", [
-    ({"labelAttributeName": LABEL, "payload": {"s3Uri": "x"}}, "labelingJobArn"),
+    ({"labelAttributeName": "segqa-review", "payload": {"s3Uri": "x"}}, "labelingJobArn"),
     ({"labelingJobArn": "arn:aws:sagemaker:us-east-1:1:labeling-job/j", "payload": {"s3Uri": "x"}}, "labelAttributeName"),
-    ({"labelingJobArn": "arn:aws:sagemaker:us-east-1:1:labeling-job/j", "labelAttributeName": LABEL}, "payload.s3Uri"),
+    ({"labelingJobArn": "arn:aws:sagemaker:us-east-1:1:labeling-job/j", "labelAttributeName": "segqa-review"}, "payload.s3Uri"),
 ])
 def test_malformed_events_raise_a_clear_error(aws, store_uri, event, match):
     with pytest.raises(ContractError, match=match):
         lambda_handler(event, None)
 
 
-def test_missing_store_configuration_is_a_clear_error(monkeypatch, tmp_path):
+def test_missing_store_configuration_is_a_clear_error(monkeypatch, tmp_path, gt):
     from qa_workflow.contract import SegqaError
     from qa_workflow.confirmations.store import clear_store_cache
 
     clear_store_cache()
     monkeypatch.delenv("SEGQA_STORE", raising=False)
     with pytest.raises(SegqaError, match="SEGQA_STORE is not set"):
-        lambda_handler(post_event(str(tmp_path / "p.json")), None)
+        lambda_handler(gt.post_event(str(tmp_path / "p.json")), None)

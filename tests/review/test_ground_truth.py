@@ -1,10 +1,11 @@
+"""The Ground Truth job client: requests botocore accepts, create once, status and sync, names."""
+
 import datetime as dt
 import json
 
 import boto3
 import pytest
 from botocore.stub import Stubber
-from qa_helpers import IntensityPredictor, tiny_dataset
 
 from qa_workflow import storage
 from qa_workflow.rounds.batching import write_batches
@@ -26,10 +27,10 @@ POST = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:segqa-dev-SageMaker-PostLab
 
 
 @pytest.fixture
-def s3_round(tmp_path, s3_bucket):
+def s3_round(tmp_path, s3_bucket, intensity_predictor, tiny_dataset):
     """A round batched to the moto bucket; yields (round_dir, dest, template path)."""
     data = tiny_dataset(tmp_path / "data", subjects=2, slices=3)
-    run_predictions(IntensityPredictor(), data, str(tmp_path / "pred"))
+    run_predictions(intensity_predictor(), data, str(tmp_path / "pred"))
     round_dir = str(tmp_path / "r01")
     select_round(str(tmp_path / "pred"), round_dir, SelectionPolicy(budget=6))
     dest = f"s3://{s3_bucket}/review/r01"
@@ -185,9 +186,9 @@ def test_service_model_check_catches_what_botocore_skips():
         validate_against_service_model("CreateLabelingJob", {"LabelingJobName": "x"})
 
 
-def test_create_needs_a_batched_round(tmp_path):
+def test_create_needs_a_batched_round(tmp_path, intensity_predictor, tiny_dataset):
     data = tiny_dataset(tmp_path / "data", subjects=1, slices=2)
-    run_predictions(IntensityPredictor(), data, str(tmp_path / "pred"))
+    run_predictions(intensity_predictor(), data, str(tmp_path / "pred"))
     select_round(str(tmp_path / "pred"), str(tmp_path / "r"), SelectionPolicy(budget=2))
     with pytest.raises(SegqaError, match="no batches yet"):
         create_job(None, str(tmp_path / "r"), settings("t"), dry_run=True)

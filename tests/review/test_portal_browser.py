@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from _portal_data import make_round
 from qa_workflow.confirmations.store import clear_store_cache, open_store
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,7 +48,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def live_portal(tmp_path, capsys):
+def live_portal(tmp_path, capsys, make_round):
     """A round, a reviewer added with `segqa review add-reviewer`, and the portal on a loopback port."""
     import uvicorn
 

@@ -1,4 +1,6 @@
-"""The review portal over HTTP (FastAPI TestClient): accounts, isolation, CSRF, signed image URLs, traversal,
+"""The review portal over HTTP (FastAPI TestClient): accounts, isolation, CSRF, assignment, the store.
+
+The review portal over HTTP (FastAPI TestClient): accounts, isolation, CSRF, signed image URLs, traversal,
 escaping, task assignment and the store behind it."""
 
 from __future__ import annotations
@@ -9,17 +11,16 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from _portal_data import FakeClock, csrf_of, decisions_form, login, make_round, take_task
 from qa_workflow.review.portal.app import create_app
 from qa_workflow.review.portal.service import PortalSettings, open_portal_db
 from qa_workflow.confirmations.store import clear_store_cache, open_store
 
 
 @pytest.fixture
-def portal(tmp_path):
+def portal(tmp_path, fake_clock, login, make_round):
     """A running portal over a 3-batch round (4 items each), 2 reviewers per batch, a settable clock."""
     rnd = make_round(tmp_path, n_batches=3, n_items=4, with_truth=False)
-    clock = FakeClock()
+    clock = fake_clock
     pdir = tmp_path / "portal"
     db = open_portal_db(pdir)
     tokens = {name: db.add_reviewer(name, is_operator=(name == "olga"), link_ttl_s=3600, now=clock())
@@ -47,12 +48,17 @@ def portal(tmp_path):
     clear_store_cache()
 
 
-def _submit(client, aid, form, csrf=None, **headers):
-    if csrf is None:
-        csrf = csrf_of(client.get(f"/tasks/{aid}").text)
-    return client.post(f"/tasks/{aid}/submit", content=json.dumps(form),
-                       headers={"content-type": "application/json", "x-csrf-token": csrf,
-                                "origin": str(client.base_url), **headers})
+@pytest.fixture
+def submit(csrf_of):
+    """``submit(client, aid, form, csrf=None, **headers)``: post a decisions form for assignment ``aid`` as the
+    task page's script does (with the page's CSRF token unless ``csrf`` is given)."""
+    def submit(client, aid, form, csrf=None, **headers):
+        if csrf is None:
+            csrf = csrf_of(client.get(f"/tasks/{aid}").text)
+        return client.post(f"/tasks/{aid}/submit", content=json.dumps(form),
+                           headers={"content-type": "application/json", "x-csrf-token": csrf,
+                                    "origin": str(client.base_url), **headers})
+    return submit
 
 
 def _votes(store_uri):
@@ -65,7 +71,7 @@ def _votes(store_uri):
 
 # -- login and sessions -------------------------------------------------------------------------------------
 
-def test_login_token_works_once_and_unknown_tokens_are_refused(portal):
+def test_login_token_works_once_and_unknown_tokens_are_refused(portal, csrf_of, login):
     c = portal["client"]()
     assert c.get("/", follow_redirects=False).headers["location"] == "/login"
     login(c, portal["tokens"]["alice"])
@@ -84,7 +90,7 @@ def test_login_token_works_once_and_unknown_tokens_are_refused(portal):
     login(fresh, portal["tokens"]["bob"])  # the token was not consumed by the refused attempt
 
 
-def test_session_cookie_is_httponly_and_strict(portal):
+def test_session_cookie_is_httponly_and_strict(portal, csrf_of):
     c = portal["client"]()
     page = c.get(f"/login?token={portal['tokens']['alice']}")
     resp = c.post("/login", data={"token": portal["tokens"]["alice"], "csrf_token": csrf_of(page.text)},
@@ -95,40 +101,40 @@ def test_session_cookie_is_httponly_and_strict(portal):
 
 # -- isolation and CSRF -------------------------------------------------------------------------------------
 
-def test_another_reviewers_task_is_not_reachable(portal):
+def test_another_reviewers_task_is_not_reachable(portal, csrf_of, decisions_form, take_task, submit):
     alice, bob = portal["client"]("alice"), portal["client"]("bob")
     aid, _ = take_task(alice)
     assert bob.get(f"/tasks/{aid}").status_code == 404
     batch = portal["round"].batches[0]
-    assert _submit(bob, aid, decisions_form(batch), csrf=csrf_of(bob.get("/").text)).status_code == 404
+    assert submit(bob, aid, decisions_form(batch), csrf=csrf_of(bob.get("/").text)).status_code == 404
     resp = bob.post(f"/tasks/{aid}/release", data={"csrf_token": csrf_of(bob.get("/").text)})
     assert resp.status_code == 404
     # Alice's task is untouched by Bob's attempts.
     assert alice.get(f"/tasks/{aid}").status_code == 200
-    assert _submit(alice, aid, decisions_form(batch)).json()["status"] == "recorded"
+    assert submit(alice, aid, decisions_form(batch)).json()["status"] == "recorded"
 
 
-def test_forged_or_missing_csrf_is_refused(portal):
+def test_forged_or_missing_csrf_is_refused(portal, csrf_of, decisions_form, take_task, submit):
     alice = portal["client"]("alice")
     aid, html = take_task(alice)
     form = decisions_form(portal["round"].batches[0])
     no_token = alice.post(f"/tasks/{aid}/submit", json=form)
     assert no_token.status_code == 403
-    assert _submit(alice, aid, form, csrf="forged-token").status_code == 403
+    assert submit(alice, aid, form, csrf="forged-token").status_code == 403
     bob = portal["client"]("bob")  # a valid token, but of another session
-    assert _submit(alice, aid, form, csrf=csrf_of(bob.get("/").text)).status_code == 403
+    assert submit(alice, aid, form, csrf=csrf_of(bob.get("/").text)).status_code == 403
     # A right token from a foreign origin (a page elsewhere posting into the portal) is refused too.
-    assert _submit(alice, aid, form, origin="https://evil.example").status_code == 403
+    assert submit(alice, aid, form, origin="https://evil.example").status_code == 403
     # Form posts: next task and release need the token as well.
     assert alice.post("/tasks/next", data={}).status_code == 403
     assert alice.post(f"/tasks/{aid}/release", data={"csrf_token": "x"}).status_code == 403
     assert portal["service"].db.assignment(aid).status == "active"
-    assert _submit(alice, aid, form, csrf=csrf_of(html)).status_code == 200
+    assert submit(alice, aid, form, csrf=csrf_of(html)).status_code == 200
 
 
 # -- signed image URLs ----------------------------------------------------------------------------------------
 
-def test_signed_image_url_expires_and_is_bound_to_one_file_and_reviewer(portal):
+def test_signed_image_url_expires_and_is_bound_to_one_file_and_reviewer(portal, take_task):
     alice = portal["client"]("alice")
     _, html = take_task(alice)
     urls = re.findall(r'\ssrc="(/assets/[^"]+)"', html)  # the overlays (not data-*-src)
@@ -153,7 +159,7 @@ def test_signed_image_url_expires_and_is_bound_to_one_file_and_reviewer(portal):
     assert expired.status_code == 403 and "expired" in expired.text
 
 
-def test_only_granted_image_files_are_served(portal):
+def test_only_granted_image_files_are_served(portal, take_task):
     service = portal["service"]
     alice = portal["client"]("alice")
     take_task(alice)
@@ -185,13 +191,13 @@ def test_path_traversal_is_refused(portal, path):
         assert resp.status_code in (400, 401, 403, 404)
 
 
-def test_html_in_a_comment_is_escaped_when_shown_back(portal):
+def test_html_in_a_comment_is_escaped_when_shown_back(portal, decisions_form, take_task, submit):
     alice = portal["client"]("alice")
     aid, _ = take_task(alice)
     batch = portal["round"].batches[0]
     evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
     form = decisions_form(batch, reject={batch["items"][0]["item_id"]: ("other", evil)})
-    assert _submit(alice, aid, form).status_code == 200
+    assert submit(alice, aid, form).status_code == 200
     home = alice.get("/").text
     assert evil not in home and "&lt;script&gt;alert(" in home
     detail = portal["client"]("olga").get("/operator/objects/0").text
@@ -200,7 +206,7 @@ def test_html_in_a_comment_is_escaped_when_shown_back(portal):
 
 # -- assignment -------------------------------------------------------------------------------------------------
 
-def test_n_reviewers_per_object_never_the_same_object_twice(portal):
+def test_n_reviewers_per_object_never_the_same_object_twice(portal, csrf_of, decisions_form, submit):
     service, rnd = portal["service"], portal["round"]
     seen: dict[str, list[int]] = {}
     for name in ("alice", "bob", "carol"):
@@ -213,7 +219,7 @@ def test_n_reviewers_per_object_never_the_same_object_twice(portal):
             aid = int(resp.headers["location"].rsplit("/", 1)[1])
             a = service.db.assignment(aid)
             seen.setdefault(name, []).append(a.object_id)
-            assert _submit(c, aid, decisions_form(rnd.batches[a.object_id])).status_code == 200
+            assert submit(c, aid, decisions_form(rnd.batches[a.object_id])).status_code == 200
     # 3 batches x 2 reviewers = 6 answers; nobody answered a batch twice.
     assert sum(len(v) for v in seen.values()) == 6
     assert all(len(v) == len(set(v)) for v in seen.values())
@@ -225,7 +231,8 @@ def test_n_reviewers_per_object_never_the_same_object_twice(portal):
     assert len(votes) == 12 and set(votes.values()) == {(2, 0)}
 
 
-def test_a_task_not_submitted_in_time_is_released_to_someone_else(portal):
+def test_a_task_not_submitted_in_time_is_released_to_someone_else(portal, csrf_of, decisions_form,
+                                                                  take_task, submit):
     service, rnd, clock = portal["service"], portal["round"], portal["clock"]
     alice, bob, carol = (portal["client"](n) for n in ("alice", "bob", "carol"))
     a_id, _ = take_task(alice)
@@ -233,24 +240,24 @@ def test_a_task_not_submitted_in_time_is_released_to_someone_else(portal):
     assert service.db.assignment(a_id).object_id == service.db.assignment(b_id).object_id == 0
     c_id, _ = take_task(carol)
     assert service.db.assignment(c_id).object_id == 1  # batch 0 has its 2 reviewers
-    _submit(carol, c_id, decisions_form(rnd.batches[1]))
+    submit(carol, c_id, decisions_form(rnd.batches[1]))
     alice_csrf = csrf_of(alice.get(f"/tasks/{a_id}").text)
     clock.advance(601)  # Alice's and Bob's time limit passes
     assert alice.get(f"/tasks/{a_id}", follow_redirects=False).headers["location"] == "/?notice=gone"
     c2_id, _ = take_task(carol)
     assert service.db.assignment(c2_id).object_id == 0  # the slot went to Carol
     # Bob comes back late: one slot of batch 0 is still free, so his answer counts.
-    assert _submit(bob, b_id, decisions_form(rnd.batches[0]), csrf=csrf_of(bob.get("/").text)).json()["status"] \
+    assert submit(bob, b_id, decisions_form(rnd.batches[0]), csrf=csrf_of(bob.get("/").text)).json()["status"] \
         == "recorded"
     # Alice comes back late too: both slots are taken now, so hers is refused, clearly.
-    late = _submit(alice, a_id, decisions_form(rnd.batches[0]), csrf=alice_csrf)
+    late = submit(alice, a_id, decisions_form(rnd.batches[0]), csrf=alice_csrf)
     assert late.status_code == 409 and "time limit" in late.json()["detail"]
     # Alice never gets batch 0 again.
     a2_id, _ = take_task(alice)
     assert service.db.assignment(a2_id).object_id != 0
 
 
-def test_released_task_is_not_given_back_to_the_same_reviewer(portal):
+def test_released_task_is_not_given_back_to_the_same_reviewer(portal, csrf_of, take_task):
     service = portal["service"]
     alice = portal["client"]("alice")
     aid, html = take_task(alice)
@@ -260,36 +267,37 @@ def test_released_task_is_not_given_back_to_the_same_reviewer(portal):
     assert service.db.assignment(next_id).object_id == 1
 
 
-def test_incomplete_or_foreign_decisions_are_refused_by_the_server(portal):
+def test_incomplete_or_foreign_decisions_are_refused_by_the_server(portal, csrf_of, decisions_form,
+                                                                   take_task, submit):
     alice = portal["client"]("alice")
     aid, _ = take_task(alice)
     batch = portal["round"].batches[0]
     form = decisions_form(batch)
     decisions = json.loads(form["decisions"])
     partial = {**form, "decisions": json.dumps(decisions[:-1])}
-    resp = _submit(alice, aid, partial)
+    resp = submit(alice, aid, partial)
     assert resp.status_code == 422 and "no decision" in resp.json()["detail"]
     foreign = {**form, "decisions": json.dumps(decisions + [{"item_id": "sub-999/001/gray_matter", "decision": "accept"}])}
-    assert _submit(alice, aid, foreign).status_code == 422
-    assert _submit(alice, aid, {"something": "else"}).status_code == 422
+    assert submit(alice, aid, foreign).status_code == 422
+    assert submit(alice, aid, {"something": "else"}).status_code == 422
     assert alice.post(f"/tasks/{aid}/submit", content=b"{not json",
                       headers={"x-csrf-token": csrf_of(alice.get("/").text)}).status_code == 400
     assert portal["service"].db.assignment(aid).status == "active"
 
 
-def test_repeated_submit_changes_nothing(portal):
+def test_repeated_submit_changes_nothing(portal, csrf_of, decisions_form, take_task, submit):
     service, rnd = portal["service"], portal["round"]
     alice, bob = portal["client"]("alice"), portal["client"]("bob")
     ids = []
     for c in (alice, bob):
         aid, _ = take_task(c)
         ids.append((c, aid))
-        assert _submit(c, aid, decisions_form(rnd.batches[0])).json()["status"] == "recorded"
+        assert submit(c, aid, decisions_form(rnd.batches[0])).json()["status"] == "recorded"
     assert service.wait_idle(20)
     before = _votes(portal["store_uri"])
     c, aid = ids[0]
     rejected = decisions_form(rnd.batches[0], reject={rnd.batches[0]["items"][0]["item_id"]: ("other", None)})
-    again = _submit(c, aid, rejected, csrf=csrf_of(c.get("/").text))
+    again = submit(c, aid, rejected, csrf=csrf_of(c.get("/").text))
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
     service.consolidate_ready()
     assert _votes(portal["store_uri"]) == before and set(before.values()) == {(2, 0)}
@@ -297,7 +305,7 @@ def test_repeated_submit_changes_nothing(portal):
 
 # -- operator ------------------------------------------------------------------------------------------------
 
-def test_operator_page_progress_and_exports(portal):
+def test_operator_page_progress_and_exports(portal, decisions_form, take_task, submit):
     rnd = portal["round"]
     alice, bob = portal["client"]("alice"), portal["client"]("bob")
     assert alice.get("/operator").status_code == 403
@@ -305,7 +313,7 @@ def test_operator_page_progress_and_exports(portal):
     reject = {batch["items"][1]["item_id"]: ("under_segmented", "misses the left insula")}
     for c in (alice, bob):
         aid, _ = take_task(c)
-        _submit(c, aid, decisions_form(batch, reject=reject if c is bob else None))
+        submit(c, aid, decisions_form(batch, reject=reject if c is bob else None))
     assert portal["service"].wait_idle(20)
     olga = portal["client"]("olga")
     page = olga.get("/operator").text
@@ -324,7 +332,7 @@ def test_operator_page_progress_and_exports(portal):
     assert label["summary"] == {"accept": 3, "reject": 0, "split": 1, "undecided": 0}
 
 
-def test_security_headers_on_pages(portal):
+def test_security_headers_on_pages(portal, take_task):
     alice = portal["client"]("alice")
     _, html = take_task(alice)
     resp = alice.get("/")
@@ -354,7 +362,8 @@ def test_non_loopback_host_warns(tmp_path):
     assert result.exit_code != 0 and "manifest.jsonl" in str(result.exception)
 
 
-def test_invalid_batch_fails_its_object_only_and_lifetime_end_consolidates_what_is_there(tmp_path):
+def test_invalid_batch_fails_its_object_only_and_lifetime_end_consolidates_what_is_there(
+        tmp_path, decisions_form, fake_clock, make_round):
     """Pre-labeling raising marks that object failed (never a half task); when the task lifetime ends, a batch
     with some answers goes to the post-labeling handler with those, and one with none expires."""
     from qa_workflow.review.portal.service import ReviewService
@@ -364,7 +373,7 @@ def test_invalid_batch_fails_its_object_only_and_lifetime_end_consolidates_what_
     broken.write_text('{"batch_id": "r1-broken"}')
     with rnd.manifest.open("a") as fh:
         fh.write(json.dumps({"source-ref": str(broken)}) + "\n")
-    clock = FakeClock()
+    clock = fake_clock
     db = open_portal_db(tmp_path / "portal")
     db.add_reviewer("ann", is_operator=False, link_ttl_s=60, now=clock())
     db.close()
@@ -392,7 +401,7 @@ def test_invalid_batch_fails_its_object_only_and_lifetime_end_consolidates_what_
         clear_store_cache()
 
 
-def test_a_broken_template_stops_serve_at_start(tmp_path):
+def test_a_broken_template_stops_serve_at_start(tmp_path, make_round):
     from qa_workflow.contract import SegqaError
     from qa_workflow.review.portal.service import ReviewService
 

@@ -8,12 +8,12 @@ import threading
 
 import httpx
 
-from _portal_data import csrf_of, decisions_form, make_round
 from qa_workflow.review.portal.interactive import review_round_in_browser
 from qa_workflow.confirmations.store import clear_store_cache, open_store
 
 
-def test_review_round_in_browser_returns_when_the_round_is_reviewed(tmp_path):
+def test_review_round_in_browser_returns_when_the_round_is_reviewed(tmp_path, csrf_of, decisions_form,
+                                                                    make_round):
     rnd = make_round(tmp_path, n_batches=2, n_items=3, with_truth=False)
     store_uri = f"sqlite:///{tmp_path}/store.sqlite"
     with socket.socket() as s:

@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from _portal_data import csrf_of, decisions_form, make_round
 from qa_workflow.review.portal.service import PortalSettings, ReviewService, open_portal_db
 from qa_workflow.confirmations.store import clear_store_cache, open_store
 
@@ -67,7 +66,8 @@ class Server:
 class Reviewer:
     """A browser-like HTTP client: keeps the session cookie, sends the CSRF token and the Origin header."""
 
-    def __init__(self, base: str, token: str) -> None:
+    def __init__(self, base: str, token: str, csrf_of) -> None:
+        self.csrf_of = csrf_of
         self.base = base
         self.http = httpx.Client(base_url=base, headers={"origin": base}, timeout=30)
         page = self.http.get(f"/login?token={token}")
@@ -76,12 +76,12 @@ class Reviewer:
 
     def take(self) -> int:
         home = self.http.get("/")
-        resp = self.http.post("/tasks/next", data={"csrf_token": csrf_of(home.text)})
+        resp = self.http.post("/tasks/next", data={"csrf_token": self.csrf_of(home.text)})
         assert resp.status_code == 303 and resp.headers["location"].startswith("/tasks/"), resp.headers
         return int(resp.headers["location"].rsplit("/", 1)[1])
 
     def submit(self, aid: int, form: dict) -> dict:
-        csrf = csrf_of(self.http.get("/").text)
+        csrf = self.csrf_of(self.http.get("/").text)
         resp = self.http.post(f"/tasks/{aid}/submit", content=json.dumps(form),
                               headers={"content-type": "application/json", "x-csrf-token": csrf})
         assert resp.status_code == 200, resp.text
@@ -106,7 +106,8 @@ def _wait_complete(operator: Reviewer, n: int, timeout_s: float = 30) -> dict:
     raise AssertionError(f"not {n} batches complete: {progress['objects_by_status']}")
 
 
-def test_kill9_and_restart_lose_nothing_and_double_count_nothing(tmp_path):
+def test_kill9_and_restart_lose_nothing_and_double_count_nothing(tmp_path, csrf_of, decisions_form,
+                                                                 make_round):
     rnd = make_round(tmp_path, n_batches=2, n_items=4, with_truth=False)
     pdir, store_uri = tmp_path / "portal", f"sqlite:///{tmp_path}/store.sqlite"
     port = _free_port()
@@ -120,7 +121,7 @@ def test_kill9_and_restart_lose_nothing_and_double_count_nothing(tmp_path):
                      "--reviewers-per-object", "2"], port, tmp_path / "server.log")
     try:
         server.start()
-        ann, ben, ops = (Reviewer(base, tokens[n]) for n in ("ann", "ben", "ops"))
+        ann, ben, ops = (Reviewer(base, tokens[n], csrf_of) for n in ("ann", "ben", "ops"))
         b0, b1 = rnd.batches
         reject = {b0["items"][0]["item_id"]: ("over_segmented", None)}
         assert ann.submit(ann.take(), decisions_form(b0, reject))["status"] == "recorded"
@@ -153,7 +154,8 @@ def test_kill9_and_restart_lose_nothing_and_double_count_nothing(tmp_path):
         server.stop()
 
 
-def test_consolidation_interrupted_after_the_handler_is_redone_exactly_once(tmp_path, monkeypatch):
+def test_consolidation_interrupted_after_the_handler_is_redone_exactly_once(tmp_path, monkeypatch,
+                                                                            decisions_form, make_round):
     """A crash between the post-labeling handler's store writes and the portal marking the object complete:
     the restarted portal calls the handler again with the same answers, and the store counts stay exact."""
     rnd = make_round(tmp_path, n_batches=1, n_items=5, with_truth=False)

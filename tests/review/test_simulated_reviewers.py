@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from _portal_data import make_round
 from qa_workflow.contract import SegqaError
 from qa_workflow.review.simulated_reviewers import (accept_probability, dice_quality, reviewer_decision, simulate_round)
 from qa_workflow.confirmations.store import clear_store_cache, open_store
@@ -61,7 +60,7 @@ def test_decisions_are_reproducible_independent_and_flip_at_the_error_rate():
     assert not any(reviewer_decision(0.0, seed=3, reviewer_index=1, item_id=i, error_rate=0.0) for i in ids[:500])
 
 
-def test_simulated_round_goes_through_the_handlers_into_the_store(tmp_path):
+def test_simulated_round_goes_through_the_handlers_into_the_store(tmp_path, make_round):
     rnd = make_round(tmp_path, n_batches=3, n_items=8, bad_every=3)
     uri = f"sqlite:///{tmp_path}/store.sqlite"
     work = tmp_path / "annotations"
@@ -100,7 +99,7 @@ def test_default_job_names_differ_between_rounds(tmp_path):
     assert a == job_name_for(str(tmp_path / "rounds" / "r1" / "round" / "manifest.jsonl"), prefix="segqa-sim")
 
 
-def test_rerunning_a_simulation_double_counts_nothing_and_a_new_job_adds_votes(tmp_path):
+def test_rerunning_a_simulation_double_counts_nothing_and_a_new_job_adds_votes(tmp_path, make_round):
     rnd = make_round(tmp_path, n_batches=2, n_items=5)
     uri = f"sqlite:///{tmp_path}/store.sqlite"
     first = simulate_round(str(rnd.root), rnd.truth, store_uri=uri, reviewers=2, seed=5)
@@ -112,7 +111,7 @@ def test_rerunning_a_simulation_double_counts_nothing_and_a_new_job_adds_votes(t
     assert all(sum(twice[i]) == 2 * sum(once[i]) == 4 for i in once)
 
 
-def test_error_rate_one_flips_every_answer(tmp_path):
+def test_error_rate_one_flips_every_answer(tmp_path, make_round):
     rnd = make_round(tmp_path, n_batches=1, n_items=6)
     uri = f"sqlite:///{tmp_path}/store.sqlite"
     simulate_round(str(rnd.root), rnd.truth, store_uri=uri, reviewers=1, error_rate=1.0)
@@ -120,7 +119,7 @@ def test_error_rate_one_flips_every_answer(tmp_path):
     assert all(counts[i] == (0, 1) for i in rnd.good_items) and all(counts[i] == (1, 0) for i in rnd.bad_items)
 
 
-def test_missing_truth_and_bad_options_are_clear_errors(tmp_path):
+def test_missing_truth_and_bad_options_are_clear_errors(tmp_path, make_round):
     rnd = make_round(tmp_path, n_batches=1, n_items=2)
     (rnd.truth / "index.csv").write_text("subject,slice,image,mask,split\n")
     with pytest.raises(SegqaError, match="not in the truth dataset"):
@@ -129,7 +128,7 @@ def test_missing_truth_and_bad_options_are_clear_errors(tmp_path):
         simulate_round(str(rnd.root), rnd.truth, store_uri=f"sqlite:///{tmp_path}/s.sqlite", error_rate=2)
 
 
-def test_cli_simulate(tmp_path, capsys):
+def test_cli_simulate(tmp_path, capsys, make_round):
     from qa_workflow.cli import main
 
     rnd = make_round(tmp_path, n_batches=2, n_items=3)

@@ -1,4 +1,6 @@
-"""The review template's own JavaScript in Debian's Chromium (Playwright): keyboard, decisions field, refusal to
+"""The review template's own JavaScript in Debian's Chromium (Playwright), offline.
+
+The review template's own JavaScript in Debian's Chromium (Playwright): keyboard, decisions field, refusal to
 submit while any card is undecided. Offline, so crowd-html-elements.js does not load; the template's script works
 on plain DOM events and needs none of it (the `submit` event is dispatched on <crowd-form> as Ground Truth does)."""
 
@@ -11,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from _review_data import make_batch
 from qa_workflow.review.templates import MASK_REVIEW_TEMPLATE, render_task
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -47,7 +48,7 @@ def page():
             browser.close()
 
 
-def test_keyboard_review_refuses_incomplete_submission_then_submits_every_decision(page):
+def test_keyboard_review_refuses_incomplete_submission_then_submits_every_decision(page, make_batch):
     batch = make_batch("r1-gm-0042", "gray_matter", n=12)
     page.set_content(render_task(MASK_REVIEW_TEMPLATE.read_text(), batch, grant_read_access=_signer))
     ids = [it["item_id"] for it in batch["items"]]
@@ -94,7 +95,7 @@ def test_keyboard_review_refuses_incomplete_submission_then_submits_every_decisi
     assert page.inner_text("#segqa-progress") == "12 / 12 decided"
 
 
-def test_arrow_keys_move_by_grid_rows(page):
+def test_arrow_keys_move_by_grid_rows(page, make_batch):
     batch = make_batch("r1-csf-0001", "csf", n=11)
     page.set_content(render_task(MASK_REVIEW_TEMPLATE.read_text(), batch, grant_read_access=_signer))
     columns = page.evaluate("""() => { const c = [...document.querySelectorAll('.segqa-item')];

@@ -7,7 +7,6 @@ from html.parser import HTMLParser
 
 import pytest
 
-from _review_data import make_batch
 from qa_workflow.contract import REJECT_REASONS, SegqaError
 from qa_workflow.review.templates import MASK_REVIEW_TEMPLATE, default_grant_read_access, render_task
 
@@ -33,7 +32,7 @@ def _render(batch, signer=None) -> str:
     return render_task(MASK_REVIEW_TEMPLATE.read_text(), batch, grant_read_access=signer or (lambda u: f"https://signed/{u}"))
 
 
-def test_one_card_per_item_with_signed_overlay_and_image():
+def test_one_card_per_item_with_signed_overlay_and_image(make_batch):
     batch = make_batch("r1-gm-0007", "gray_matter", n=13)
     signed = []
 
@@ -50,7 +49,7 @@ def test_one_card_per_item_with_signed_overlay_and_image():
     assert len({a["src"] for a in images} | {a["data-image-src"] for a in images}) == 26
 
 
-def test_header_names_the_class_and_its_colour_and_loads_crowd_elements():
+def test_header_names_the_class_and_its_colour_and_loads_crowd_elements(make_batch):
     html = _render(make_batch("r1-wm-0001", "white_matter", n=11))
     assert "Review\n        white matter\n        masks" in html or "Review white matter masks" in " ".join(html.split())
     assert "#ffbf00" in html
@@ -61,7 +60,7 @@ def test_header_names_the_class_and_its_colour_and_loads_crowd_elements():
         assert tag in tags
 
 
-def test_nothing_is_preselected_and_only_the_contract_fields_are_submitted():
+def test_nothing_is_preselected_and_only_the_contract_fields_are_submitted(make_batch):
     batch = make_batch("r1-csf-0002", "csf", n=12)
     elements = _parse(_render(batch))
     named = {a["name"]: a for t, a in elements if a.get("name")}
@@ -73,14 +72,14 @@ def test_nothing_is_preselected_and_only_the_contract_fields_are_submitted():
     assert len(pressed) == 24 and set(pressed) == {"false"}
 
 
-def test_reject_reasons_are_the_contract_reasons():
+def test_reject_reasons_are_the_contract_reasons(make_batch):
     elements = _parse(_render(make_batch("b", "csf", n=11)))
     options = [a["value"] for t, a in elements if t == "option"]
     per_card = len(options) // 11
     assert options[:per_card] == [""] + list(REJECT_REASONS)
 
 
-def test_html_in_task_input_is_escaped():
+def test_html_in_task_input_is_escaped(make_batch):
     batch = make_batch("b<1>", "gray_matter", n=11)
     evil = '"><img src=x onerror=alert(1)>'
     batch["class_name"] = "<script>alert('class')</script>"

@@ -1,8 +1,9 @@
+"""Batching: valid one-class batches in priority order, resumable uploads, unreadable masks rejected."""
+
 import json
 
 import numpy as np
 import pytest
-from qa_helpers import IntensityPredictor, tiny_dataset
 
 from qa_workflow import storage
 from qa_workflow.rounds.batching import read_manifest, write_batches
@@ -13,9 +14,9 @@ from qa_workflow.rounds.selection import SelectionPolicy
 
 
 @pytest.fixture
-def round_dir(tmp_path):
+def round_dir(tmp_path, intensity_predictor, tiny_dataset):
     data = tiny_dataset(tmp_path / "data", subjects=3, slices=4)
-    run_predictions(IntensityPredictor(), data, str(tmp_path / "pred"))
+    run_predictions(intensity_predictor(), data, str(tmp_path / "pred"))
     out = str(tmp_path / "round" / "r07")
     select_round(str(tmp_path / "pred"), out, SelectionPolicy(budget=20, random_arm=2, seed=1))
     return out

@@ -1,15 +1,16 @@
+"""Overlays: plain slice beside fill and contour, the PNG size budget, bad inputs refused."""
+
 import io
 
 import numpy as np
 import pytest
 from PIL import Image
-from qa_helpers import phantom
 
 from qa_workflow.contract import SegqaError, tissue_class
 from qa_workflow.rounds.overlays import GAP_PX, MAX_OVERLAY_BYTES, overlay_png, render_overlay
 
 
-def test_overlay_shows_plain_slice_next_to_fill_and_contour():
+def test_overlay_shows_plain_slice_next_to_fill_and_contour(phantom):
     image, labels = phantom(np.random.default_rng(0))
     mask = labels == 2
     im = render_overlay(image, mask, "gray_matter", scale=2, crop=False).convert("RGB")
@@ -28,7 +29,7 @@ def test_overlay_shows_plain_slice_next_to_fill_and_contour():
 
 
 @pytest.mark.parametrize("class_name", ["csf", "gray_matter", "white_matter"])
-def test_overlay_png_stays_under_the_size_budget(class_name):
+def test_overlay_png_stays_under_the_size_budget(class_name, phantom):
     rng = np.random.default_rng(1)
     image, labels = phantom(rng)
     data = overlay_png(image, labels == tissue_class(class_name).id, class_name)

@@ -1,9 +1,10 @@
+"""Predicting and selecting a round: maps, masks, scores, run record, rejects files, idempotent select."""
+
 import csv
 import json
 
 import numpy as np
 import pytest
-from qa_helpers import IntensityPredictor, tiny_dataset
 
 from qa_workflow.cli import main
 from qa_workflow.contract import SegqaError
@@ -19,13 +20,13 @@ def rejects_of(path):
 
 
 @pytest.fixture
-def dataset(tmp_path):
+def dataset(tmp_path, tiny_dataset):
     return tiny_dataset(tmp_path / "data", subjects=2, slices=4)
 
 
-def test_predict_writes_maps_masks_scores_and_run_record(dataset, tmp_path):
+def test_predict_writes_maps_masks_scores_and_run_record(dataset, tmp_path, intensity_predictor):
     out = tmp_path / "pred"
-    s = run_predictions(IntensityPredictor(), dataset, str(out), split="pool", batch_size=3)
+    s = run_predictions(intensity_predictor(), dataset, str(out), split="pool", batch_size=3)
     assert (s.slices, s.slices_scored, s.items, len(s.rejects)) == (8, 8, 24, 0)
     table = read_score_table(str(out))
     assert len(table) == 24 and set(table["model_version"]) == {"intensity-1"}
@@ -44,36 +45,36 @@ def test_predict_writes_maps_masks_scores_and_run_record(dataset, tmp_path):
     assert rejects_of(out / "rejects.csv") == []
 
 
-def test_mc_samples_add_mutual_information(dataset, tmp_path):
-    s = run_predictions(IntensityPredictor(), dataset, str(tmp_path / "p"), mc_samples=4, table_format="csv")
+def test_mc_samples_add_mutual_information(dataset, tmp_path, intensity_predictor):
+    s = run_predictions(intensity_predictor(), dataset, str(tmp_path / "p"), mc_samples=4, table_format="csv")
     table = read_score_table(str(tmp_path / "p"))
     assert s.score_table.endswith("scores.csv")
     assert table["mutual_info"].between(0, 1).all()
     out = SelectionPolicy(measure="mutual_info", budget=5).fit_transform(table)
     assert (out["assignment"] == "review").sum() == 5
     with pytest.raises(SegqaError, match="--mc-samples"):
-        run_predictions(IntensityPredictor(), dataset, str(tmp_path / "q"), mc_samples=1)
+        run_predictions(intensity_predictor(), dataset, str(tmp_path / "q"), mc_samples=1)
 
 
-def test_unreadable_image_is_rejected_not_dropped(dataset, tmp_path):
+def test_unreadable_image_is_rejected_not_dropped(dataset, tmp_path, intensity_predictor):
     (dataset / "images/sub-002/001.png").write_bytes(b"not a png")
-    s = run_predictions(IntensityPredictor(), dataset, str(tmp_path / "pred"))
+    s = run_predictions(intensity_predictor(), dataset, str(tmp_path / "pred"))
     assert s.slices_scored == 7
     rows = rejects_of(tmp_path / "pred/rejects.csv")
     assert [(r["stage"], r["subject"], r["slice"]) for r in rows] == [("image", "sub-002", "1")]
     assert "unreadable image" in rows[0]["reason"]
 
 
-def test_model_with_wrong_class_count_rejects_the_run(dataset, tmp_path):
+def test_model_with_wrong_class_count_rejects_the_run(dataset, tmp_path, intensity_predictor):
     with pytest.raises(SegqaError, match="no slice could be scored.*class-count mismatch"):
-        run_predictions(IntensityPredictor(channels=3), dataset, str(tmp_path / "pred"))
+        run_predictions(intensity_predictor(channels=3), dataset, str(tmp_path / "pred"))
     rows = rejects_of(tmp_path / "pred/rejects.csv")
     assert len(rows) == 8 and all("class-count mismatch" in r["reason"] for r in rows)
 
 
-def test_scoring_probability_files_rejects_each_bad_file(dataset, tmp_path, capsys):
+def test_scoring_probability_files_rejects_each_bad_file(dataset, tmp_path, capsys, intensity_predictor):
     probs = tmp_path / "probs"
-    good = IntensityPredictor().predict_proba(np.zeros((1, 176, 208), np.uint8))[0]
+    good = intensity_predictor().predict_proba(np.zeros((1, 176, 208), np.uint8))[0]
     for subj in ("sub-001", "sub-002"):
         for k in range(4):
             (probs / subj).mkdir(parents=True, exist_ok=True)
@@ -98,8 +99,8 @@ def test_scoring_probability_files_rejects_each_bad_file(dataset, tmp_path, caps
     assert len(table) == 4 * 3 and set(table["model_version"]) == {"ext-7"}
 
 
-def test_select_is_idempotent_and_refuses_a_different_round(dataset, tmp_path):
-    run_predictions(IntensityPredictor(), dataset, str(tmp_path / "pred"))
+def test_select_is_idempotent_and_refuses_a_different_round(dataset, tmp_path, intensity_predictor):
+    run_predictions(intensity_predictor(), dataset, str(tmp_path / "pred"))
     out = str(tmp_path / "rounds/r01")
     r1 = select_round(str(tmp_path / "pred"), out, SelectionPolicy(budget=6))
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "rounds/r01").iterdir()}
@@ -117,8 +118,9 @@ def test_select_is_idempotent_and_refuses_a_different_round(dataset, tmp_path):
     assert r3.counts["review"]["total"] == 7
 
 
-def test_thresholds_of_another_schema_are_rejected_with_a_rejects_file(dataset, tmp_path, capsys):
-    run_predictions(IntensityPredictor(), dataset, str(tmp_path / "pred"))
+def test_thresholds_of_another_schema_are_rejected_with_a_rejects_file(dataset, tmp_path, capsys,
+                                                                       intensity_predictor):
+    run_predictions(intensity_predictor(), dataset, str(tmp_path / "pred"))
     th = tmp_path / "thresholds.json"
     th.write_text(json.dumps({"schema": "segqa.thresholds/0", "classes": {}}))
     code = main(["select", "--predictions", str(tmp_path / "pred"), "--out", str(tmp_path / "r"),
@@ -132,7 +134,7 @@ def test_thresholds_of_another_schema_are_rejected_with_a_rejects_file(dataset, 
 
 
 @pytest.mark.slow
-def test_predict_end_to_end_with_a_real_model(dataset, tmp_path, capsys):
+def test_predict_end_to_end_with_a_real_model(dataset, tmp_path, capsys, tiny_dataset):
     from training.train import TrainConfig, train_model
 
     tiny_train = tiny_dataset(tmp_path / "train", subjects=1, slices=4, split="train")
@@ -150,8 +152,8 @@ def test_predict_end_to_end_with_a_real_model(dataset, tmp_path, capsys):
     assert "scored 3/3 slices" in capsys.readouterr().err
 
 
-def test_select_excludes_items_listed_in_a_file(dataset, tmp_path, capsys):
-    run_predictions(IntensityPredictor(), dataset, str(tmp_path / "pred"))
+def test_select_excludes_items_listed_in_a_file(dataset, tmp_path, capsys, intensity_predictor):
+    run_predictions(intensity_predictor(), dataset, str(tmp_path / "pred"))
     (tmp_path / "done.csv").write_text("item_id,class_name,confidence,confirm_count,disconfirm_count\n"
                                        "sub-001/000/csf,csf,0.9,3,0\nsub-002/003/white_matter,white_matter,0.8,2,1\n")
     args = ["select", "--predictions", str(tmp_path / "pred"), "--out", str(tmp_path / "r2"), "--budget", "50"]

@@ -1,8 +1,9 @@
+"""The selection policy: one assignment per item within budget, audit rate, review order, cold start."""
+
 import json
 
 import numpy as np
 import pytest
-from qa_helpers import score_frame
 
 from qa_workflow.contract import ASSIGNMENTS, THRESHOLDS_SCHEMA, SegqaError
 from qa_workflow.rounds.selection import SelectionPolicy, load_thresholds, parse_thresholds
@@ -14,7 +15,7 @@ def thresholds(**classes):
                                          for k, v in classes.items()}})
 
 
-def test_every_item_gets_exactly_one_assignment_within_budget_and_cap():
+def test_every_item_gets_exactly_one_assignment_within_budget_and_cap(score_frame):
     scores = score_frame()
     policy = SelectionPolicy(budget=40, per_subject_cap=8, random_arm=5, seed=3)
     out = policy.fit_transform(scores, thresholds(csf=0.9, gray_matter=0.8, white_matter=None))
@@ -40,7 +41,7 @@ def test_every_item_gets_exactly_one_assignment_within_budget_and_cap():
     assert sorted(ranked) == list(range(1, len(ranked) + 1))
 
 
-def test_null_thresholds_auto_accept_nothing():
+def test_null_thresholds_auto_accept_nothing(score_frame):
     scores = score_frame()
     out = SelectionPolicy(budget=10).fit_transform(scores, thresholds(csf=None, gray_matter=None,
                                                                       white_matter=None))
@@ -48,7 +49,7 @@ def test_null_thresholds_auto_accept_nothing():
     assert (out["assignment"] == "review").sum() == 10
 
 
-def test_audit_rate_is_about_five_percent_of_auto_accepted():
+def test_audit_rate_is_about_five_percent_of_auto_accepted(score_frame):
     scores = score_frame(n_subjects=20, slices=40)
     out = SelectionPolicy(budget=0).fit_transform(scores, thresholds(csf=0.4, gray_matter=0.4, white_matter=0.4))
     above = ((out["assignment"] == "auto_accept") | (out["assignment"] == "audit")).sum()
@@ -58,7 +59,7 @@ def test_audit_rate_is_about_five_percent_of_auto_accepted():
     assert (out.loc[out["assignment"] == "audit", "confidence"] >= 0.4).all()
 
 
-def test_review_order_is_most_uncertain_first_with_subject_diversity():
+def test_review_order_is_most_uncertain_first_with_subject_diversity(score_frame):
     scores = score_frame(n_subjects=4, slices=30)
     # subject 0 is uncertain everywhere: it comes first but must not take the whole budget
     scores.loc[scores["subject"] == "sub-000", "soft_dice"] *= 0.5
@@ -77,7 +78,7 @@ def test_review_order_is_most_uncertain_first_with_subject_diversity():
         assert all(b - a > 2 for a, b in zip(s, s[1:])), (subj, cls, s)
 
 
-def test_cold_start_covers_every_confidence_decile_of_every_class():
+def test_cold_start_covers_every_confidence_decile_of_every_class(score_frame):
     scores = score_frame(n_subjects=10, slices=30)
     policy = SelectionPolicy(budget=60, seed=1).fit(scores)
     assert policy.cold_start_
@@ -92,7 +93,7 @@ def test_cold_start_covers_every_confidence_decile_of_every_class():
     assert not (out["assignment"] == "auto_accept").any()
 
 
-def test_same_seed_same_assignment_other_seed_other_sample():
+def test_same_seed_same_assignment_other_seed_other_sample(score_frame):
     scores = score_frame()
     a = SelectionPolicy(budget=30, seed=5).fit_transform(scores)
     b = SelectionPolicy(budget=30, seed=5).fit_transform(scores.sample(frac=1, random_state=0))
@@ -101,7 +102,7 @@ def test_same_seed_same_assignment_other_seed_other_sample():
     assert set(a.loc[a["assignment"] == "review", "item_id"]) != set(c.loc[c["assignment"] == "review", "item_id"])
 
 
-def test_random_strategy_ignores_confidence():
+def test_random_strategy_ignores_confidence(score_frame):
     scores = score_frame(n_subjects=10, slices=30)
     th = thresholds(csf=0.99, gray_matter=0.99, white_matter=0.99)
     active = SelectionPolicy(budget=50).fit_transform(scores, th)
@@ -125,7 +126,7 @@ def test_thresholds_file_checks(tmp_path):
         load_thresholds(str(p))
 
 
-def test_bad_parameters_and_missing_measure_are_user_errors():
+def test_bad_parameters_and_missing_measure_are_user_errors(score_frame):
     scores = score_frame()
     with pytest.raises(SegqaError, match="budget"):
         SelectionPolicy(budget=-1).fit(scores)
@@ -135,7 +136,7 @@ def test_bad_parameters_and_missing_measure_are_user_errors():
         SelectionPolicy().transform(scores)
 
 
-def test_items_reviewed_earlier_are_skipped_not_reselected():
+def test_items_reviewed_earlier_are_skipped_not_reselected(score_frame):
     scores = score_frame()
     first = SelectionPolicy(budget=20).fit_transform(scores, thresholds(csf=0.9, gray_matter=0.9, white_matter=0.9))
     done = set(first.loc[first["assignment"].isin(["review", "audit"]), "item_id"])

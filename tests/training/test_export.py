@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from _model_data import write_dataset
 from qa_workflow.cli import main
 from qa_workflow.contract import SegqaError
 from training.export import export_model, onnx_session, parity_inputs
@@ -17,7 +16,7 @@ from training.train import TrainConfig, train_model
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, write_dataset):
     root = tmp_path_factory.mktemp("export")
     ds = write_dataset(root / "ds", splits=("train", "val"), slices_per_subject=2)
     return {name: train_model(TrainConfig(data_dir=str(ds), out_dir=str(root / name), network=name, width=0.125,

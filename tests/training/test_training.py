@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon, nd
 
-from _model_data import ellipse_slice, write_dataset
 from qa_workflow.cli import main
 from qa_workflow.contract import IGNORE_LABEL, SegqaError
 from training.losses import segmentation_loss
@@ -20,7 +19,7 @@ from training.train import TrainConfig, train_model
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def dataset(tmp_path_factory, write_dataset):
     return write_dataset(tmp_path_factory.mktemp("data") / "ds")
 
 
@@ -33,7 +32,7 @@ def enet_model(dataset, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, width, lr, steps", [("unet", 0.25, 0.01, 50), ("enet", 1.0, 0.005, 70)])
-def test_network_overfits_one_batch(name, width, lr, steps):
+def test_network_overfits_one_batch(name, width, lr, steps, ellipse_slice):
     # proves the loss and the optimizer work: the network memorises two 64x64 slices. Dropout is off (it is
     # a regulariser, not what is tested); the ENet runs at full width because at 1/4 width its decoder keeps a
     # single internal channel. Dice is measured in inference mode (BatchNorm running statistics).
@@ -120,7 +119,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(dataset, tmp_path):
         train_model(TrainConfig(**{**cfg(tmp_path / "killed", resume=True).to_json(), "lr": 1e-2, "epochs": 4}))
 
 
-def test_ignore_label_masks_train(tmp_path):
+def test_ignore_label_masks_train(tmp_path, ellipse_slice):
     # a mask that is mostly 255 still trains, and the ignored pixels are not counted as any class
     from training.dataset import DatasetWriter
 
@@ -136,7 +135,7 @@ def test_ignore_label_masks_train(tmp_path):
     assert np.isfinite(json.loads((out / "metrics.json").read_text())["epochs"][0]["train_loss"])
 
 
-def test_empty_training_split_is_one_clear_error(tmp_path):
+def test_empty_training_split_is_one_clear_error(tmp_path, write_dataset):
     ds = write_dataset(tmp_path / "ds", splits=("val", "test"), slices_per_subject=1)
     with pytest.raises(SegqaError, match="train split is empty"):
         train_model(TrainConfig(data_dir=str(ds), out_dir=str(tmp_path / "m"), network="enet", width=0.125))

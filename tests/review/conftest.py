@@ -1,20 +1,23 @@
-"""Small, real review rounds for the portal and simulator tests (and benchmark B6).
+"""Tests of `qa_workflow/review/`: the Ground Truth client, the portal, simulated reviewers, templates.
 
-`make_round` writes the layout of docs/review-work.md: ``manifest.jsonl`` (one ``{"source-ref"}`` per batch),
-``batches/<batch_id>.json`` (ARCHITECTURE §6, checked with contract.validate_batch), ``images/``, binary
-predicted masks ``masks/<subject>/<slice>/<class>.png`` (0/255) and ``overlays/``; and, for the simulator, a
-truth dataset (``index.csv`` + label maps 0..3) where the predicted mask equals the truth for "good" items and
-is badly wrong for "bad" ones, so the simulated reviewers' expected answers are known.
+`make_round` writes small, real review rounds in the layout of docs/review-work.md: ``manifest.jsonl`` (one
+``{"source-ref"}`` per batch), ``batches/<batch_id>.json`` (ARCHITECTURE §6, checked with contract.validate_batch),
+``images/``, binary predicted masks ``masks/<subject>/<slice>/<class>.png`` (0/255) and ``overlays/``; and, for the
+simulator, a truth dataset (``index.csv`` + label maps 0..3) where the predicted mask equals the truth for "good"
+items and is badly wrong for "bad" ones, so the simulated reviewers' expected answers are known.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from qa_workflow.contract import CLASS_BY_NAME, validate_batch
@@ -47,7 +50,7 @@ def _disc(cy: int, cx: int, r: int) -> np.ndarray:
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
 
 
-def make_round(root: Path, n_batches: int = 2, n_items: int = 5, class_name: str = "gray_matter",
+def _make_round(root: Path, n_batches: int = 2, n_items: int = 5, class_name: str = "gray_matter",
                round_id: str = "r1", bad_every: int = 3, with_truth: bool = True, image_size: tuple[int, int] | None = None,
                ) -> Round:
     """A round folder under ``root/round`` (and a truth dataset under ``root/truth``).
@@ -108,7 +111,7 @@ def make_round(root: Path, n_batches: int = 2, n_items: int = 5, class_name: str
     return rnd
 
 
-def decisions_form(batch: dict, reject: dict[str, tuple[str | None, str | None]] | None = None) -> dict:
+def _decisions_form(batch: dict, reject: dict[str, tuple[str | None, str | None]] | None = None) -> dict:
     """The crowd form output the mask review template submits: accept everything except ``reject``
     (item_id -> (reason, comment))."""
     reject = reject or {}
@@ -141,29 +144,27 @@ class FakeClock:
         self.now += seconds
 
 
-def csrf_of(html: str) -> str:
+def _csrf_of(html: str) -> str:
     """The CSRF token a portal page carries (hidden form field or meta tag)."""
-    import re
-
     m = re.search(r'name="csrf_token" value="([^"]+)"', html) or re.search(r'name="csrf-token" content="([^"]+)"', html)
     assert m, "no CSRF token on the page"
     return m.group(1)
 
 
-def login(client, token: str):
+def _login(client, token: str):
     """Sign a TestClient in with a one-time login token, as a browser would; returns the home page response."""
     page = client.get(f"/login?token={token}")
     assert page.status_code == 200
-    resp = client.post("/login", data={"token": token, "csrf_token": csrf_of(page.text)},
+    resp = client.post("/login", data={"token": token, "csrf_token": _csrf_of(page.text)},
                        headers={"origin": str(client.base_url)})
     assert resp.status_code == 200 and "You have reviewed" in resp.text, resp.text[:500]
     return resp
 
 
-def take_task(client) -> tuple[int, str]:
+def _take_task(client) -> tuple[int, str]:
     """POST /tasks/next from the home page; returns (assignment id, task page HTML)."""
     home = client.get("/")
-    resp = client.post("/tasks/next", data={"csrf_token": csrf_of(home.text)}, follow_redirects=False,
+    resp = client.post("/tasks/next", data={"csrf_token": _csrf_of(home.text)}, follow_redirects=False,
                        headers={"origin": str(client.base_url)})
     assert resp.status_code == 303, resp.text[:300]
     location = resp.headers["location"]
@@ -171,3 +172,39 @@ def take_task(client) -> tuple[int, str]:
     page = client.get(location)
     assert page.status_code == 200
     return int(location.rsplit("/", 1)[1]), page.text
+
+
+@pytest.fixture(scope="session")
+def make_round() -> Callable[..., Round]:
+    """Factory: ``make_round(root, n_batches=2, n_items=5, ...)`` -> `Round` (see `_make_round`)."""
+    return _make_round
+
+
+@pytest.fixture(scope="session")
+def decisions_form() -> Callable[..., dict]:
+    """Factory: ``decisions_form(batch, reject={item_id: (reason, comment)})`` -> the crowd form's output."""
+    return _decisions_form
+
+
+@pytest.fixture(scope="session")
+def csrf_of() -> Callable[[str], str]:
+    """``csrf_of(html)``: the CSRF token a portal page carries."""
+    return _csrf_of
+
+
+@pytest.fixture(scope="session")
+def login() -> Callable:
+    """``login(client, token)``: sign a TestClient in; returns the home page response."""
+    return _login
+
+
+@pytest.fixture(scope="session")
+def take_task() -> Callable:
+    """``take_task(client)``: take the next task from the home page -> (assignment id, task page HTML)."""
+    return _take_task
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A settable clock for the portal, starting at a fixed instant."""
+    return FakeClock()

@@ -1,0 +1,117 @@
+"""Tests of `lambdas/`: the pre-/post-labeling handlers, the retrain trigger and their packaging.
+
+The event shapes are the ones the AWS documentation shows for custom labeling workflows:
+pre-labeling ``{"version": "2018-10-16", "labelingJobArn", "dataObject": {"source-ref"}}``; post-labeling
+``{"version", "labelingJobArn", "labelCategories", "labelAttributeName", "roleArn", "payload": {"s3Uri"}}`` whose
+file is ``[{"datasetObjectId", "dataObject": {"s3Uri"}, "annotations": [{"workerId", "annotationData":
+{"content": "<JSON string>"}}]}]``. The crowd form's fields are top-level keys of that JSON string.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any, Callable, Iterable
+
+import pytest
+
+
+class GroundTruthShapes:
+    """Builders of Ground Truth-shaped data for one labeling job, and oracles over what the store should hold."""
+
+    job_arn = "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/segqa-r1-review"
+    job = "segqa-r1-review"
+    label = "segqa-review"
+    workers = ("private.us-east-1.0a1b2c3d4e5f6a7b", "private.us-east-1.1c2d3e4f5a6b7c8d",
+               "private.us-east-1.2e3f4a5b6c7d8e9f")
+
+    def __init__(self, make_batch: Callable[..., dict[str, Any]]) -> None:
+        self.make_batch = make_batch
+
+    def batches(self, n_objects: int, n_items: int = 12, class_name: str = "gray_matter") -> list[dict[str, Any]]:
+        """Distinct batches (one subject each) so items never repeat across objects."""
+        return [self.make_batch(f"r1-{class_name}-{o:04d}", class_name, n_items, subject=f"sub-{o:03d}", seed=o)
+                for o in range(n_objects)]
+
+    @staticmethod
+    def random_decisions(batch: dict[str, Any], rng: random.Random, p_accept: float = 0.7) -> list[dict[str, Any]]:
+        """One decision per item, in shuffled order (the consumer must match by item_id)."""
+        out = []
+        for it in batch["items"]:
+            if rng.random() < p_accept:
+                d = {"item_id": it["item_id"], "decision": "accept"}
+            else:
+                d = {"item_id": it["item_id"], "decision": "reject",
+                     "reason": rng.choice(["under_segmented", "over_segmented", "wrong_tissue", "image_artifact",
+                                           "other"])}
+                if rng.random() < 0.3:
+                    d["comment"] = "<b>leaks</b> into the \"skull\" & beyond"
+            out.append(d)
+        rng.shuffle(out)
+        return out
+
+    @staticmethod
+    def form_content(batch: dict[str, Any], decisions: list[dict[str, Any]], submitted_at: str | None = None) -> str:
+        """``annotationData.content``: the crowd form's fields as a JSON string; ``decisions`` is itself a string."""
+        form: dict[str, Any] = {"decisions": json.dumps(decisions), "batch_id": batch["batch_id"]}
+        if submitted_at:
+            form["submitted_at"] = submitted_at
+        return json.dumps(form)
+
+    def post_event(self, payload_uri: str) -> dict[str, Any]:
+        """The post-labeling (consolidation) request for the payload file at ``payload_uri``."""
+        return {"version": "2018-10-16", "labelingJobArn": self.job_arn, "labelCategories": None,
+                "labelAttributeName": self.label, "roleArn": "arn:aws:iam::111122223333:role/SageMakerGroundTruth",
+                "payload": {"s3Uri": payload_uri}}
+
+    @staticmethod
+    def expected_counts(payload: Iterable[dict[str, Any]], batches_by_uri: dict[str, dict[str, Any]]
+                        ) -> dict[tuple[str, str], tuple[int, int]]:
+        """Oracle: (round, item_id) -> (confirm, disconfirm), one vote per (item, worker), for content-form payloads
+        whose decisions are all valid."""
+        votes: dict[tuple[str, str, str], str] = {}
+        for obj in payload:
+            batch = batches_by_uri[obj["dataObject"]["s3Uri"]]
+            for ann in obj["annotations"]:
+                decisions = json.loads(json.loads(ann["annotationData"]["content"])["decisions"])
+                for d in decisions:
+                    votes.setdefault((str(batch["round"]), d["item_id"], ann["workerId"]), d["decision"])
+        counts: dict[tuple[str, str], list[int]] = {}
+        for (rnd, iid, _w), decision in votes.items():
+            c = counts.setdefault((rnd, iid), [0, 0])
+            c[0 if decision == "accept" else 1] += 1
+        return {k: (v[0], v[1]) for k, v in counts.items()}
+
+    @staticmethod
+    def store_counts(store: Any) -> dict[tuple[str, str], tuple[int, int]]:
+        """What a store holds as (round, item_id) -> (confirm, disconfirm)."""
+        return {(s.item.round, s.item.item_id): (s.confirm_count, s.disconfirm_count) for s in store.iter_items()}
+
+    @staticmethod
+    def snapshot(store: Any) -> tuple[list[Any], list[Any]]:
+        """Everything the store holds (items with counts and timestamps, votes), for exact comparisons."""
+        return list(store.iter_items()), list(store.iter_votes())
+
+
+@pytest.fixture(scope="session")
+def gt(make_batch) -> GroundTruthShapes:
+    """Ground Truth-shaped batches, events, annotation contents and store oracles (see `GroundTruthShapes`)."""
+    return GroundTruthShapes(make_batch)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store_uri(request, aws, tmp_path, monkeypatch):
+    """A fresh store of each engine, named in SEGQA_STORE (as the Lambda sees it); yields its URI."""
+    from qa_workflow.confirmations import store as store_mod
+
+    _, ddb, _ = aws
+    if request.param == "sqlite":
+        uri = f"sqlite:///{tmp_path}/store.db"
+    else:
+        store_mod.create_table("segqa-votes", ddb)
+        uri = "dynamodb://segqa-votes"
+    store_mod.clear_store_cache()
+    store_mod.open_store(uri, client=ddb if request.param == "dynamodb" else None, cached=True)
+    monkeypatch.setenv("SEGQA_STORE", uri)
+    yield uri
+    store_mod.clear_store_cache()
