@@ -1,3 +1,5 @@
+"""`qa_workflow.contract`: tissue classes, item ids, decision parsing and batch validation."""
+
 import json
 
 import pytest

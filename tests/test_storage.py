@@ -1,3 +1,5 @@
+"""`qa_workflow.storage`: local paths, file and S3 URIs, atomic writes, errors that name the file."""
+
 import json
 import os
 

@@ -1,4 +1,6 @@
-"""Reviewer agreement: Krippendorff's alpha and Fleiss' kappa against published / hand-computed values, each
+"""Reviewer agreement (`analysis.agreement`): alpha, kappa, per-reviewer agreement, gold accuracy.
+
+Reviewer agreement: Krippendorff's alpha and Fleiss' kappa against published / hand-computed values, each
 reviewer against the others, gold accuracy, and the votes file's validation."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Threshold selectors: hand-computed cases, the bucket-walk rule's edge cases, and a simulation of the
+"""Threshold selectors (`analysis.thresholds`): hand-computed cases and the Clopper-Pearson guarantee.
+
+Threshold selectors: hand-computed cases, the bucket-walk rule's edge cases, and a simulation of the
 Clopper-Pearson guarantee."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""`segqa deploy`: the plan (dry run, with and without AWS credentials), a create / no-op / update cycle in moto's
+"""`segqa deploy` (`qa_workflow.cloud.deploy`): plan, create / no-op / update, cancel, failed stacks.
+
+`segqa deploy`: the plan (dry run, with and without AWS credentials), a create / no-op / update cycle in moto's
 CloudFormation, cancelling, and a failed stack reported with its resources' reasons (botocore Stubber)."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The SageMaker launcher (SDK v3 ModelTrainer): the source bundle, its entry script, the ModelTrainer built
+"""The SageMaker launcher (`qa_workflow.cloud.sagemaker`): bundle, entry script, request, dry run.
+
+The SageMaker launcher (SDK v3 ModelTrainer): the source bundle, its entry script, the ModelTrainer built
 offline, the request it sends (moto SageMaker + the service model), and `segqa train-remote --dry-run`."""
 
 from __future__ import annotations

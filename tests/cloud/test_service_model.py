@@ -1,4 +1,6 @@
-"""The strict service-model check (`model_problems`, tests/conftest.py) catches what botocore's own validation
+"""The strict service-model check (`model_problems`) catches what botocore's validation does not.
+
+The strict service-model check (`model_problems`, tests/conftest.py) catches what botocore's own validation
 does not: enum values, patterns and maxima."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""cloudformation/template.yaml: cfn-lint clean, the conventions Ground Truth and the code rely on, and a real
+"""cloudformation/template.yaml: cfn-lint clean, the conventions the code relies on, a moto create.
+
+cloudformation/template.yaml: cfn-lint clean, the conventions Ground Truth and the code rely on, and a real
 create in moto's CloudFormation (as far as moto models the resource types)."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The retrain-trigger Lambda: its SageMaker requests against botocore's own service model (Stubber), the
+"""The retrain-trigger Lambda: SageMaker requests (Stubber), the store (moto), round records on S3.
+
+The retrain-trigger Lambda: its SageMaker requests against botocore's own service model (Stubber), the
 store through moto DynamoDB, its round records on moto S3."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+"""The model registry: the promotion rule, versions, the champion and the log (local and S3)."""
+
 import json
 
 import pytest

@@ -1,3 +1,5 @@
+"""Retraining sets: confirmed label maps, and which slices (latest round, reviewed) train next."""
+
 import numpy as np
 import pytest
 

@@ -1,3 +1,5 @@
+"""The `segqa` entry point itself: version, every command registered, one-line user errors, exit code 2."""
+
 import subprocess
 import sys
 

@@ -1,0 +1,1 @@
+"""Tests of `analysis/`: agreement, acceptance tables, threshold selectors and `segqa analyze`."""

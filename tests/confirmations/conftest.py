@@ -1,0 +1,1 @@
+"""Tests of `qa_workflow/confirmations/`: the store engines and `segqa store`."""

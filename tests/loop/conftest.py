@@ -1,0 +1,1 @@
+"""Tests of `qa_workflow/loop/`: retraining sets, the model registry and a miniature loop."""
