@@ -13,8 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from qa_workflow.review.portal import auth, signing
 from qa_workflow.review.portal.service import AnswerRejected
-from qa_workflow.review.portal.web import (MAX_JSON_BYTES, PortalWeb, csrf_ok, read_form, same_origin, secure,
-                                           to_login)
+from qa_workflow.review.portal.web import MAX_JSON_BYTES, PortalWeb, csrf_ok, read_form, same_origin, secure, to_login
 
 log = logging.getLogger("segqa.portal")
 
