@@ -1,6 +1,6 @@
 """Review work (issue #4): predict + score, select, batch, Ground Truth jobs. See docs/review-work.md.
 
-Thin commands over `qa_workflow.rounds.predict`, `selection`/`rounds`, `batching` and `gt_job`: they parse options,
+Thin commands over `qa_workflow.rounds.predict`, `selection`/`round_dir`, `batching` and `review.ground_truth`: they parse options,
 call one library function, and print a summary (tables and progress on stderr; `job create --dry-run` prints
 the request JSON on stdout).
 """
