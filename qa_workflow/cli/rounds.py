@@ -1,8 +1,8 @@
 """Review work (issue #4): predict + score, select, batch, Ground Truth jobs. See docs/review-work.md.
 
-Thin commands over `qa_workflow.rounds.predict`, `selection`/`round_dir`, `batching` and `review.ground_truth`: they parse options,
-call one library function, and print a summary (tables and progress on stderr; `job create --dry-run` prints
-the request JSON on stdout).
+Thin commands over `qa_workflow.rounds.predict`, `selection`/`round_dir`, `batching` and `review.ground_truth`:
+they parse options, call one library function, and print a summary (tables and progress on stderr; `job create
+--dry-run` prints the request JSON on stdout).
 """
 
 from __future__ import annotations
