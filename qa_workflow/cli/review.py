@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from qa_workflow.cli.console import console as make_console
-        from qa_workflow.cli.console import progress
+        from qa_workflow.cli.console import progress as make_progress
         from qa_workflow.review.portal.app import create_app
         from qa_workflow.review.portal.service import PortalSettings
 
@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
             task_lifetime_s=task_lifetime, url_ttl_s=url_ttl, template_uri=template)
         app = create_app(settings)
         service = app.state.service
-        with progress(console, transient=True) as bar:
+        with make_progress(console, transient=True) as bar:
             task = bar.add_task("pre-labeling batches", total=None)
             service.start(on_object=lambda done, total: bar.update(task, completed=done, total=total))
         progress = service.progress()
