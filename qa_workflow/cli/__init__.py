@@ -2,7 +2,8 @@
 
 Each command group lives in its own module and registers itself on the app; commands are thin: they parse
 options, call a library function, and print. Heavy libraries (mxnet, pandas, boto3) are imported inside the
-commands so that `segqa --help` stays fast.
+commands so that `segqa --help` stays fast. All output goes through `qa_workflow.cli.console` (consoles,
+progress bars that fall back to plain log lines when not on a terminal, training bars, reject summaries).
 
 User mistakes raise `SegqaError` and are printed as one line with a non-zero exit; `--debug` shows the
 traceback.
@@ -17,6 +18,7 @@ import typer
 
 from qa_workflow import __version__
 from qa_workflow.cli import analyze, cloud, data, loop, model, review, rounds, store
+from qa_workflow.cli.console import NotBuilt
 from qa_workflow.contract import SegqaError
 
 app = typer.Typer(
@@ -89,8 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     return rc if isinstance(rc, int) else 0
 
-
-from qa_workflow.cli._common import NotBuilt  # noqa: E402  (re-exported for main)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -49,29 +49,34 @@ def register(app: typer.Typer) -> None:
         report: bool = typer.Option(True, "--report/--no-report", help="Write report.html and its plots."),
     ) -> None:
         """Acceptance by confidence per class -> per-class auto-accept thresholds, tables and report."""
-        from rich.console import Console
+        from analysis.run import AnalysisOptions, load_inputs, write_outputs
+        from analysis.run import analyze as run_analysis
+        from qa_workflow.cli.console import console, progress
 
-        from analysis.run import AnalysisOptions, analyze as run_analysis, load_inputs, write_outputs
-
-        err = Console(stderr=True)
+        err = console()
         options = AnalysisOptions(method=method, max_error=max_error, confidence=confidence,
                                   max_error_ratio=max_error_ratio, buckets=buckets,
                                   start_coverage=start_coverage, min_above=min_above)
         options.check()
-        with err.status("reading review records") as status:
+        with progress(err, transient=True, spinner=True) as bar:
+            step = bar.add_task("reading review records", total=None)
             records, vote_frame = load_inputs(reviews=reviews, store=store, votes=votes, round=round_,
                                               split_policy=split_policy, scale=confidence_scale)
-            say = lambda msg: status.update(msg)  # noqa: E731
+
+            def say(msg: str) -> None:
+                bar.update(step, description=msg)
+
             result = run_analysis(records, options, vote_frame, calibration=report, progress=say)
             written = write_outputs(result, out, report=report, progress=say)
         _print_summary(result, written)
 
 
 def _print_summary(result, written: list[str]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from qa_workflow.cli.console import console as make_console
+
+    console = make_console(stderr=False)
     rec = result.records
     o = result.options
     target = (f"max error {o.max_error:g} at confidence {o.confidence:g}" if o.method != "bucket-walk"

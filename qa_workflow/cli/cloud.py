@@ -27,22 +27,10 @@ def _session(region: Optional[str], profile: Optional[str]) -> Any:
     return session
 
 
-def _key_values(pairs: List[str], what: str) -> dict[str, str]:
-    from qa_workflow.contract import SegqaError
-
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise SegqaError(f"{what} {pair!r}: expected Key=Value")
-        out[key.strip()] = value
-    return out
-
-
 def _print_template_parameters() -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from qa_workflow.cli.console import console
     from qa_workflow.cloud import deploy
 
     table = Table(title=f"Parameters of {deploy.TEMPLATE_PATH.relative_to(deploy.ROOT)}")
@@ -60,7 +48,7 @@ def _print_template_parameters() -> None:
         table.add_row(name, "" if default is None else str(default), set_by,
                       str(spec.get("Description", "")).strip() + (f" Allowed: {', '.join(map(str, allowed))}."
                                                                   if allowed else ""))
-    Console().print(table)
+    console(stderr=False).print(table)
 
 
 def _print_outputs(outputs: dict[str, str]) -> None:
@@ -103,19 +91,19 @@ def register(app: typer.Typer) -> None:
         run a CloudFormation change set, follow its events, upload the review template."""
         from pathlib import Path
 
-        from rich.console import Console
-
+        from qa_workflow.cli.console import console as make_console
+        from qa_workflow.cli.options import key_values
         from qa_workflow.cloud import deploy
 
         if print_parameters:
             _print_template_parameters()
             return
-        console = Console()
+        console = make_console(stderr=False)
         session = _session(region, profile)
         if show_outputs:
             _print_outputs(deploy.read_outputs(session, stack or f"{prefix}-{environment}"))
             return
-        overrides = _key_values(parameter, "--parameter")
+        overrides = key_values(parameter, "--parameter")
         if image:
             overrides["TrainingImageUri"] = image
         with console.status("Linting the template and packaging the code…"):
@@ -181,53 +169,30 @@ def register(app: typer.Typer) -> None:
         wait: bool = typer.Option(False, "--wait", help="Wait for the job(s) and stream their logs."),
     ) -> None:
         """Train U-Net and/or ENet on SageMaker (SDK v3 ModelTrainer, MXNet 1.9 image, training/train.py)."""
-        import tempfile
-
         from qa_workflow.cloud import sagemaker as sl
         from qa_workflow.contract import SegqaError
 
-        networks = list(sl.NETWORKS) if network == "both" else [network]
+        networks = tuple(sl.NETWORKS) if network == "both" else (network,)
         if any(n not in sl.NETWORKS for n in networks):
             raise SegqaError(f"--network must be unet, enet or both, got {network!r}")
         session = _session(region, profile)
-        data_uri = None
+        outputs = None
         if stack:
             from qa_workflow.cloud.deploy import read_outputs
 
             outputs = read_outputs(session, stack)
-            role = role or outputs.get("TrainingRoleArn")
-            data_uri = outputs.get("DataUri")
-        if not role:
-            raise SegqaError("no training role: pass --role ARN or --stack NAME")
-        if not train and not data_uri:
-            raise SegqaError("no training data: pass --train s3://... or --stack NAME")
-        train = train or f"{data_uri}/retrain/dataset/train/"
-        validation = validation or (f"{data_uri}/retrain/dataset/validation/" if data_uri else None)
-        if not output and not data_uri:
-            raise SegqaError("no output location: pass --output s3://... or --stack NAME")
-        image = image or sl.default_training_image(session.region_name, instance_type)
-        hyper = sl.parse_hyperparameters(hp)
-        launches = [sl.TrainingLaunch(
-            network=n, train_uri=train, validation_uri=validation,
-            output_uri=(output.rstrip("/") + f"/{n}/") if output else f"{data_uri}/models/{n}/",
-            role_arn=role, image_uri=image, instance_type=instance_type, instance_count=instance_count,
-            volume_gb=volume_gb, max_runtime_s=max_runtime, hyperparameters=hyper, spot=spot,
-            checkpoint_uri=(checkpoint.rstrip("/") + f"/{n}/") if checkpoint else None).validate()
-            for n in networks]
-        with tempfile.TemporaryDirectory(prefix="segqa-sm-") as tmp:
-            source = sl.bundle_dir_for(tmp)
-            problems = sl.py38_incompatibilities({p.relative_to(source).as_posix(): p.read_bytes()
-                                                  for p in source.rglob("*.py")})
-            for problem in problems:
-                typer.echo(f"warning: not Python 3.8 syntax (the MXNet 1.9 image runs 3.8): {problem}", err=True)
-            trainers = [sl.build_model_trainer(launch, source, region=session.region_name, boto_session=session,
-                                               validate_role=not dry_run) for launch in launches]
-            if dry_run:
-                typer.echo(json.dumps([sl.trainer_summary(t) for t in trainers], indent=2))
-                typer.echo("dry run: no job was started")
-                return
-            for launch, trainer in zip(launches, trainers, strict=True):
-                name = sl.start_training(trainer, wait=wait)
-                typer.echo(f"{launch.network}: training job {name} "
-                           f"(https://{session.region_name}.console.aws.amazon.com/sagemaker/home?region="
-                           f"{session.region_name}#/jobs/{name})")
+        request = sl.RemoteTraining(
+            networks=networks, train_uri=train, validation_uri=validation, output_uri=output, role_arn=role,
+            image_uri=image, instance_type=instance_type, instance_count=instance_count, volume_gb=volume_gb,
+            max_runtime_s=max_runtime, hyperparameters=sl.parse_hyperparameters(hp), spot=spot,
+            checkpoint_uri=checkpoint)
+        result = sl.train_remote(request, session, outputs, dry_run=dry_run, wait=wait, warn=lambda problem: typer.echo(
+            f"warning: not Python 3.8 syntax (the MXNet 1.9 image runs 3.8): {problem}", err=True))
+        if dry_run:
+            typer.echo(json.dumps(result.summaries, indent=2))
+            typer.echo("dry run: no job was started")
+            return
+        for net, name in result.jobs:
+            typer.echo(f"{net}: training job {name} "
+                       f"(https://{session.region_name}.console.aws.amazon.com/sagemaker/home?region="
+                       f"{session.region_name}#/jobs/{name})")

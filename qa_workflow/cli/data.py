@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 
@@ -13,21 +13,18 @@ from qa_workflow.contract import SegqaError
 
 
 @contextmanager
-def _progress(description: str, total: int | None) -> Iterator:
-    """A rich progress bar; yields ``advance(label)``. Refreshed by hand (no refresh thread: the cohort forks
-    worker processes while it runs)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _progress(description: str, total: int | None) -> Iterator[Callable[..., None]]:
+    """Yields ``advance(label, total_)``, the callback of the cohort builder and the importers. No refresh
+    thread: the cohort forks worker processes while it runs."""
+    from qa_workflow.cli.console import console, progress
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[last]}"), auto_refresh=False, transient=False) as bar:
+    with progress(console(), auto_refresh=False, field="last") as bar:
         task = bar.add_task(description, total=total, last="")
-        bar.refresh()
 
         def advance(label: str = "", total_: int | None = None) -> None:
             if total_ is not None:
                 bar.update(task, total=total_)
             bar.update(task, advance=1, last=label)
-            bar.refresh()
 
         yield advance
 

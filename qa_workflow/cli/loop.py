@@ -21,30 +21,6 @@ def _networks(text: str) -> tuple[str, ...]:
     return names
 
 
-class _TrainBar:
-    """A rich progress bar fed by training.train.TrainEvent callbacks (one bar per training run)."""
-
-    def __init__(self, progress: Any, label: str = "train") -> None:
-        self.progress = progress
-        self.label = label
-        self.task = None
-
-    def __call__(self, event: Any) -> None:
-        kind = getattr(event, "kind", "")
-        if kind == "start" or self.task is None:
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task(f"{self.label}", total=max(event.epochs, 1))
-            self.progress.update(self.task, completed=max(event.epoch - 1, 0))
-        if kind == "epoch":
-            dice = "" if event.val_mean_dice is None else f" val Dice {event.val_mean_dice:.3f}"
-            self.progress.update(self.task, completed=event.epoch,
-                                 description=f"{self.label} loss {event.loss:.3f}{dice}")
-        elif kind == "end":
-            self.progress.remove_task(self.task)
-            self.task = None
-
-
 def _fmt(v: Any) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.3f}"
 
@@ -88,17 +64,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The whole loop on the atlas cohort, offline: cohort -> train -> R x (predict, select, batch, review,
         analyze, retrain, promote, export) -> demo/report.html."""
-        import shutil
-
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
+        from qa_workflow.cli.console import TrainBar
+        from qa_workflow.cli.console import console as make_console
+        from qa_workflow.cli.console import progress as make_progress
         from qa_workflow.loop.demo import LoopConfig, run_loop
 
-        console = Console()
-        if not console.is_terminal:  # a log file or pipe: do not squeeze the round table into 80 columns
-            console = Console(width=160)
+        console = make_console(stderr=False, wide_when_piped=True)
         if fresh and workspace.exists():
+            import shutil
+
             shutil.rmtree(workspace)
         cfg = LoopConfig.preset(quick, workspace=str(workspace), rounds=rounds, seed=seed, subjects=subjects,
                                 budget=budget, strategy=strategy)
@@ -107,10 +81,10 @@ def register(app: typer.Typer) -> None:
             from qa_workflow.review.portal.interactive import review_round_in_browser
 
             review = review_round_in_browser
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as progress:
+        # progress (and the one-line summary of each round) on stderr: stdout keeps the round table
+        with make_progress(make_console(), transient=True, spinner=True) as progress:
             step_task = progress.add_task("starting", total=None)
-            bar = _TrainBar(progress)
+            bar = TrainBar(progress)
 
             def on_step(step: str, info: dict[str, Any]) -> None:
                 if step == "round-done":
@@ -160,40 +134,32 @@ def register(app: typer.Typer) -> None:
                                    help="--no-train: build (and publish) the training set only."),
     ) -> None:
         """Retrain U-Net and ENet on the labelled train split + confirmed pool masks; promote if not worse."""
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+        from qa_workflow.cli.console import TrainBar
+        from qa_workflow.cli.console import console as make_console
+        from qa_workflow.cli.console import progress as make_progress
         from qa_workflow.loop.registry import Registry
-        from qa_workflow.loop.retraining import (auto_accepted_items, build_retraining_set, publish_training_set,
-                                         retrain_round, store_outcomes)
-        from qa_workflow.rounds.round_dir import read_round
+        from qa_workflow.loop.retraining import RetrainSet, retrain_from_rounds
 
-        console = Console()
+        console = make_console(stderr=False)
         nets = _networks(networks)
-        predictions, rounds = {}, {}
-        for rd in round_dirs:
-            meta = read_round(rd)
-            predictions[meta["round"]] = meta["inputs"]["predictions"]
-            rounds[meta["round"]] = rd
-        latest = max(rounds, key=lambda r: (len(r), r))
-        outcomes = store_outcomes(store)
-        auto = auto_accepted_items(rounds) if use_auto_accepted else []
-        tset = build_retraining_set(data, outcomes, predictions, work / "training-set", auto_accepted=auto)
-        console.print(f"training set: {tset.base_train_slices} labelled slices + {tset.pool_slices} reviewed pool "
-                      f"slices ({tset.confirmed_masks} confirmed masks, {tset.pseudo_masks} pseudo-labels; "
-                      f"{tset.ignored_pixels} pixels ignored)")
-        if publish:
-            n = publish_training_set(tset.path, publish)
-            console.print(f"published the training set ({n} files per channel) to {publish.rstrip('/')}/train/ "
-                          "and /validation/")
-        if not train:
+
+        def on_training_set(tset: RetrainSet, published: int | None) -> None:
+            console.print(f"training set: {tset.base_train_slices} labelled slices + {tset.pool_slices} reviewed "
+                          f"pool slices ({tset.confirmed_masks} confirmed masks, {tset.pseudo_masks} pseudo-labels; "
+                          f"{tset.ignored_pixels} pixels ignored)")
+            if publish:
+                console.print(f"published the training set ({published} files per channel) to "
+                              f"{publish.rstrip('/')}/train/ and /validation/")
+
+        with make_progress(make_console(), transient=True) as bar:
+            done = retrain_from_rounds(data, store, round_dirs, Registry(registry), work, networks=nets, epochs=epochs,
+                                       batch_size=batch_size, warm_start=not from_scratch,
+                                       use_auto_accepted=use_auto_accepted, tolerance=tolerance, export_dir=export,
+                                       publish=publish, train=train, on_training_set=on_training_set,
+                                       progress=TrainBar(bar, "retraining"))
+        result = done.result
+        if result is None:
             return
-        opts = {n: {"epochs": epochs, "batch_size": batch_size} for n in nets}
-        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
-                      transient=True) as progress:
-            result = retrain_round(latest, Registry(registry), data, tset, work / "train", opts,
-                                   warm_start=not from_scratch, tolerance=tolerance, export_dir=export,
-                                   networks=nets, progress=_TrainBar(progress, "retraining"))
         for n, o in result.networks.items():
             verdict = "promoted" if o.decision.promote else "kept the champion"
             console.print(f"{n}: challenger {o.challenger} -> {verdict}: {'; '.join(o.decision.reasons)}")

@@ -45,14 +45,12 @@ def register(app: typer.Typer) -> None:
         context: str = typer.Option("auto", "--context", help="auto (GPUs if any, else CPU), cpu, gpu, gpu:0,1."),
     ) -> None:
         """Train a U-Net or ENet with a progress bar (loss, validation Dice per epoch)."""
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+        from qa_workflow.cli.console import console as make_console
+        from qa_workflow.cli.console import progress as make_progress
         from training.train import TrainConfig, TrainEvent, train_model
 
-        console = Console(stderr=True)
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=False)
+        console = make_console()
+        progress = make_progress(console, field="info")
         tasks: dict[int, int] = {}
         state: dict = {}
 
@@ -103,16 +101,16 @@ def register(app: typer.Typer) -> None:
         max_slices: Optional[int] = typer.Option(None, "--max-slices", help="Evaluate at most this many slices."),
     ) -> None:
         """Per-class Dice, mean foreground Dice, HD95 (mm), volume difference, confusion matrix."""
-        from rich.console import Console
-        from rich.progress import Progress
         from rich.table import Table
 
+        from qa_workflow.cli.console import console as make_console
+        from qa_workflow.cli.console import progress
         from training.evaluate import evaluate_model
         from training.modelcard import write_json_atomic
 
-        console = Console()
+        console = make_console(stderr=False)
         figure = out.with_suffix(".png") if out else None
-        with Progress(console=Console(stderr=True), transient=True) as bar:
+        with progress(make_console(), transient=True) as bar:
             task = bar.add_task(f"predicting {split}", total=None)
             report = evaluate_model(model, data, split=split, batch_size=batch_size, max_slices=max_slices,
                                     figure=figure, progress=lambda d, t: bar.update(task, completed=d, total=t))

@@ -72,14 +72,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve a round's review job in the browser: same template, same Lambda handlers as Ground Truth."""
         import uvicorn
-        from rich.console import Console
-        from rich.progress import Progress
 
+        from qa_workflow.cli.console import console as make_console
+        from qa_workflow.cli.console import progress as make_progress
         from qa_workflow.review.portal.app import create_app
         from qa_workflow.review.portal.service import PortalSettings
 
         _quiet_lambda_logs()
-        console = Console(stderr=True)
+        console = make_console()
         if not is_loopback(host):
             console.print(f"[bold yellow]warning:[/] --host {host} exposes the portal beyond this machine. "
                           "Logins, session cookies and images travel in clear text: put TLS in front of it "
@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
             task_lifetime_s=task_lifetime, url_ttl_s=url_ttl, template_uri=template)
         app = create_app(settings)
         service = app.state.service
-        with Progress(console=console, transient=True) as bar:
+        with make_progress(console, transient=True) as bar:
             task = bar.add_task("pre-labeling batches", total=None)
             service.start(on_object=lambda done, total: bar.update(task, completed=done, total=total))
         progress = service.progress()
@@ -178,16 +178,14 @@ def register(app: typer.Typer) -> None:
         """Play reviewers (ARCHITECTURE §10) through the real pre- and post-labeling handlers."""
         import os
 
-        from rich.console import Console
-        from rich.progress import Progress
-
+        from qa_workflow.cli.console import console, progress
         from qa_workflow.review.simulated_reviewers import simulate_round, write_items_csv
 
         _quiet_lambda_logs()
         store_uri = store or os.environ.get("SEGQA_STORE")
         if not store_uri:
             raise SegqaError("no store: pass --store sqlite:///<path> (or dynamodb://<table>) or set SEGQA_STORE")
-        with Progress(console=Console(stderr=True), transient=True) as bar:
+        with progress(console(), transient=True) as bar:
             task = bar.add_task("simulated reviews", total=None)
             result = simulate_round(round_, truth, store_uri=store_uri, reviewers=reviewers, error_rate=error_rate,
                                     seed=seed, job_name=job_name, work_dir=work_dir,

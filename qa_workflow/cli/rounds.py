@@ -1,61 +1,30 @@
 """Review work (issue #4): predict + score, select, batch, Ground Truth jobs. See docs/review-work.md.
 
-Thin commands over `qa_workflow.rounds.predict`, `selection`/`rounds`, `batching` and `gt_job`: they parse options,
-call one library function, and print a summary (tables and progress on stderr; `job create --dry-run` prints
-the request JSON on stdout).
+Thin commands over `qa_workflow.rounds.predict`, `selection`/`round_dir`, `batching` and `review.ground_truth`:
+they parse options, call one library function, and print a summary (tables and progress on stderr; `job create
+--dry-run` prints the request JSON on stdout).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from qa_workflow.cli.console import console as _console
+from qa_workflow.cli.console import print_rejects, progress
+
 _ENV = {"role": "SEGQA_GT_ROLE_ARN", "workteam": "SEGQA_GT_WORKTEAM_ARN", "pre": "SEGQA_GT_PRE_LAMBDA_ARN",
         "post": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN"}
 
 
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
-
-
-def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=False)
-
-
-def print_rejects(console, rejects, where: str, noun: str = "item") -> None:
-    """One line per (stage, reason) with a count and an example id; nothing is hidden."""
-    if not rejects:
-        return
-    groups: Counter = Counter()
-    example: dict = {}
-    for r in rejects:
-        reason = r.reason
-        if r.file and reason.startswith(f"{r.file}: "):
-            reason = reason[len(r.file) + 2:]
-        key = (r.stage, reason)
-        groups[key] += 1
-        example.setdefault(key, r.item_id or (f"{r.subject}/{int(r.slice):03d}" if str(r.slice).isdigit()
-                                               else r.subject) or r.file)
-    console.print(f"[yellow]{len(rejects)} {noun}(s) rejected[/] — reasons in {where}:")
-    for (stage, reason), n in groups.most_common():
-        ex = f" (e.g. {example[(stage, reason)]})" if example[(stage, reason)] else ""
-        console.print(f"  {n:>5} × {stage}: {reason}{ex}")
-
-
 def _sagemaker_client(region: Optional[str]):
-    import boto3
+    from qa_workflow.review.ground_truth import sagemaker_client
 
-    return boto3.client("sagemaker", region_name=region) if region else boto3.client("sagemaker")
+    return sagemaker_client(region)
 
 
 def _require(value: Optional[str], option: str, env: str) -> str:
@@ -96,7 +65,7 @@ def register(app: typer.Typer) -> None:
 
         n = len(read_index(data, [split]))
         n = min(n, limit) if limit else n
-        with _progress(console) as bar:
+        with progress(console) as bar:
             task = bar.add_task(f"predict {split}" if model else f"score {split}", total=n)
 
             def advance(k: int) -> None:
@@ -184,7 +153,7 @@ def register(app: typer.Typer) -> None:
         from qa_workflow.rounds.batching import BATCH_REJECTS_FILE, write_batches
 
         console = _console()
-        with _progress(console) as bar:
+        with progress(console) as bar:
             task = bar.add_task("slices", total=None)
 
             def on_progress(done: int, total: int) -> None:
@@ -235,16 +204,11 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the CreateLabelingJob request and stop."),
     ) -> None:
         """Create the round's Ground Truth custom labeling job (or print its request with --dry-run)."""
-        from qa_workflow.contract import SegqaError
+        from qa_workflow.cli.options import key_values
         from qa_workflow.review.ground_truth import DEFAULT_TEMPLATE, JobSettings, create_job
 
         console = _console()
-        tags = {}
-        for t in tag or []:
-            if "=" not in t:
-                raise SegqaError(f"--tag {t!r}: expected KEY=VALUE")
-            k, v = t.split("=", 1)
-            tags[k] = v
+        tags = key_values(tag or [], "--tag")
         defaults = JobSettings("", "", "", "")
         settings = JobSettings(
             role_arn=_require(role_arn, "--role-arn", _ENV["role"]),
@@ -296,7 +260,7 @@ def register(app: typer.Typer) -> None:
         from qa_workflow.review.ground_truth import sync_job
 
         console = _console()
-        with _progress(console) as bar:
+        with progress(console) as bar:
             task = bar.add_task("download", total=None)
             result = sync_job(_sagemaker_client(region), round_dir, job_name,
                               progress=lambda i, n: bar.update(task, completed=i, total=n))

@@ -39,8 +39,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write the review-record CSV (the input of `segqa analyze`), atomically."""
         from qa_workflow import storage
-        from qa_workflow.contract import SegqaError
         from qa_workflow.confirmations.store import export_review_records, open_store, review_records_csv
+        from qa_workflow.contract import SegqaError
 
         st = open_store(_store_uri(store), create=False)
         rows, superseded = export_review_records(st, round=round_, class_name=class_name)
@@ -67,8 +67,9 @@ def register(app: typer.Typer) -> None:
         if not groups:
             typer.echo(f"{st.uri}: no votes yet")
             return
-        from rich.console import Console
         from rich.table import Table
+
+        from qa_workflow.cli.console import console
 
         table = Table(title=f"{st.uri}")
         cols = ("class_name", "round", "items", "votes", "reviewers", "accept", "reject", "split")
@@ -80,4 +81,4 @@ def register(app: typer.Typer) -> None:
             for c in totals:
                 totals[c] += g[c]
         table.add_row("TOTAL", "", *(str(totals[c]) if c in totals else "" for c in cols[2:]), style="bold")
-        Console().print(table)
+        console(stderr=False).print(table)

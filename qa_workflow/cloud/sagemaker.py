@@ -37,7 +37,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from qa_workflow import storage
 from qa_workflow.contract import SegqaError
@@ -439,3 +439,83 @@ def bundle_dir_for(tmp: str | os.PathLike[str], root: Path = ROOT) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     return build_source_dir(dest, root)
+
+
+@dataclass(frozen=True)
+class RemoteTraining:
+    """What `segqa train-remote` asks for; S3 locations and the role may come from a deployed stack's outputs."""
+
+    networks: tuple[str, ...]
+    train_uri: str | None = None
+    validation_uri: str | None = None
+    output_uri: str | None = None
+    role_arn: str | None = None
+    image_uri: str | None = None
+    instance_type: str = "ml.g4dn.xlarge"
+    instance_count: int = 1
+    volume_gb: int = 30
+    max_runtime_s: int = 4 * 3600
+    hyperparameters: Mapping[str, str] = field(default_factory=dict)
+    spot: bool = False
+    checkpoint_uri: str | None = None
+
+
+def plan_launches(request: RemoteTraining, region: str, stack_outputs: Mapping[str, str] | None = None
+                  ) -> list[TrainingLaunch]:
+    """One validated launch per network. Explicit locations win over the stack's (``TrainingRoleArn``,
+    ``DataUri``: train and validation under ``<DataUri>/retrain/dataset/``, models under ``<DataUri>/models/``)."""
+    bad = [n for n in request.networks if n not in NETWORKS]
+    if bad or not request.networks:
+        raise SegqaError(f"--network must be unet, enet or both, got {','.join(request.networks)!r}")
+    outputs = stack_outputs or {}
+    role = request.role_arn or outputs.get("TrainingRoleArn")
+    data_uri = outputs.get("DataUri")
+    if not role:
+        raise SegqaError("no training role: pass --role ARN or --stack NAME")
+    if not request.train_uri and not data_uri:
+        raise SegqaError("no training data: pass --train s3://... or --stack NAME")
+    train = request.train_uri or f"{data_uri}/retrain/dataset/train/"
+    validation = request.validation_uri or (f"{data_uri}/retrain/dataset/validation/" if data_uri else None)
+    if not request.output_uri and not data_uri:
+        raise SegqaError("no output location: pass --output s3://... or --stack NAME")
+    image = request.image_uri or default_training_image(region, request.instance_type)
+    return [TrainingLaunch(
+        network=n, train_uri=train, validation_uri=validation,
+        output_uri=(request.output_uri.rstrip("/") + f"/{n}/") if request.output_uri else f"{data_uri}/models/{n}/",
+        role_arn=role, image_uri=image, instance_type=request.instance_type, instance_count=request.instance_count,
+        volume_gb=request.volume_gb, max_runtime_s=request.max_runtime_s,
+        hyperparameters=dict(request.hyperparameters), spot=request.spot,
+        checkpoint_uri=(request.checkpoint_uri.rstrip("/") + f"/{n}/") if request.checkpoint_uri else None).validate()
+        for n in request.networks]
+
+
+@dataclass(frozen=True)
+class RemoteTrainingResult:
+    summaries: list[dict[str, Any]]  # one trainer summary per network (what a dry run shows)
+    jobs: list[tuple[str, str]]  # (network, training job name) of the jobs started; empty on a dry run
+
+
+def train_remote(request: RemoteTraining, boto_session: Any, stack_outputs: Mapping[str, str] | None = None,
+                 dry_run: bool = False, wait: bool = False,
+                 warn: Callable[[str], None] | None = None) -> RemoteTrainingResult:
+    """Plan the launches, bundle the training code once, build a ModelTrainer per network and, unless
+    `dry_run`, start each job (waiting for it and streaming its logs with `wait`). `warn` hears, before anything
+    starts, each bundled line that the MXNet 1.9 image's Python 3.8 cannot parse."""
+    import tempfile
+
+    region = boto_session.region_name
+    launches = plan_launches(request, region, stack_outputs)
+    with tempfile.TemporaryDirectory(prefix="segqa-sm-") as tmp:
+        source = bundle_dir_for(tmp)
+        for problem in py38_incompatibilities({p.relative_to(source).as_posix(): p.read_bytes()
+                                               for p in source.rglob("*.py")}):
+            if warn is not None:
+                warn(problem)
+        trainers = [build_model_trainer(launch, source, region=region, boto_session=boto_session,
+                                        validate_role=not dry_run) for launch in launches]
+        summaries = [trainer_summary(t) for t in trainers]
+        if dry_run:
+            return RemoteTrainingResult(summaries, [])
+        jobs = [(launch.network, start_training(trainer, wait=wait))
+                for launch, trainer in zip(launches, trainers, strict=True)]
+    return RemoteTrainingResult(summaries, jobs)

@@ -335,3 +335,51 @@ def retrain_round(round_id: str, registry: Registry, data_dir: str | Path, train
         src = local_model_dir(registry, "enet", enet.challenger, cache)
         export_model(src, exported, overwrite=True)
     return RetrainResult(round_id, training_set, results, exported)
+
+
+# ------------------------------------------------------------------------------------------ from round folders
+
+@dataclass
+class RetrainFromRounds:
+    """What `retrain_from_rounds` did: the training set, where it was published (files per channel), and the
+    retraining result (None with ``train=False``)."""
+
+    training_set: RetrainSet
+    published_files: int | None
+    result: RetrainResult | None
+
+
+def retrain_from_rounds(data_dir: str | Path, store_uri: str, round_dirs: Sequence[str], registry: Registry,
+                        work_dir: str | Path, *, networks: Sequence[str] = NETWORKS, epochs: int = 5,
+                        batch_size: int = 8, warm_start: bool = True, use_auto_accepted: bool = False,
+                        tolerance: float = DEFAULT_TOLERANCE, export_dir: str | Path | None = None,
+                        publish: str | None = None, train: bool = True,
+                        on_training_set: Callable[[RetrainSet, int | None], None] | None = None,
+                        progress: Callable[[Any], None] | None = None) -> RetrainFromRounds:
+    """`segqa retrain`: read the reviewed round folders, build the training set from the store's confirmed
+    masks under ``work_dir/training-set``, publish it to ``publish`` (``/train/`` and ``/validation/``), and,
+    unless ``train`` is False, retrain and promote under the latest round's id (runs in ``work_dir/train``).
+
+    `on_training_set(training_set, published_files)` is called once the set is built (before training, which
+    is long); `progress` gets the TrainEvents."""
+    from qa_workflow.rounds.round_dir import read_round
+
+    predictions, rounds = {}, {}
+    for round_dir in round_dirs:
+        meta = read_round(round_dir)
+        predictions[meta["round"]] = meta["inputs"]["predictions"]
+        rounds[meta["round"]] = round_dir
+    latest = max(rounds, key=round_key)
+    work = Path(work_dir)
+    auto = auto_accepted_items(rounds) if use_auto_accepted else []
+    training_set = build_retraining_set(data_dir, store_outcomes(store_uri), predictions, work / "training-set",
+                                        auto_accepted=auto)
+    published = publish_training_set(training_set.path, publish) if publish else None
+    if on_training_set is not None:
+        on_training_set(training_set, published)
+    if not train:
+        return RetrainFromRounds(training_set, published, None)
+    options = {n: {"epochs": epochs, "batch_size": batch_size} for n in networks}
+    result = retrain_round(latest, registry, data_dir, training_set, work / "train", options, warm_start=warm_start,
+                           tolerance=tolerance, export_dir=export_dir, networks=networks, progress=progress)
+    return RetrainFromRounds(training_set, published, result)

@@ -379,6 +379,13 @@ def create_job(client: Any, round_dir: str, settings: JobSettings, dry_run: bool
     return request, warnings, record
 
 
+def sagemaker_client(region: str | None = None) -> Any:
+    """A boto3 SageMaker client for the job commands (the region from the environment when None)."""
+    import boto3
+
+    return boto3.client("sagemaker", region_name=region) if region else boto3.client("sagemaker")
+
+
 def _recorded_job(round_dir: str, job_name: str | None) -> str:
     if job_name:
         return check_job_name(job_name)

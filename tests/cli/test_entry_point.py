@@ -17,7 +17,7 @@ def test_unbuilt_command_says_so_and_fails(capsys, monkeypatch):
     import typer
 
     import qa_workflow.cli as cli
-    from qa_workflow.cli._common import not_built
+    from qa_workflow.cli.console import not_built
 
     stub = typer.Typer()
 
@@ -60,3 +60,55 @@ def test_usage_mistakes_are_short_and_exit_2(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "qa_workflow", *args], capture_output=True, text=True)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 12
+
+
+def test_line_progress_prints_first_update_tenths_and_description_changes():
+    import io
+
+    from rich.console import Console
+
+    from qa_workflow.cli.console import LineProgress, TrainBar
+
+    out = io.StringIO()
+    now = [100.0]
+    bar = LineProgress(Console(file=out, width=200), interval_s=5.0, clock=lambda: now[0])
+    task = bar.add_task("predict pool", total=20)
+    assert out.getvalue() == ""  # added only: an error raised now stays one line
+    for _ in range(20):
+        now[0] += 0.5
+        bar.advance(task)
+    unknown = bar.add_task("download", total=None)
+    bar.update(unknown, completed=1)
+    now[0] += 1
+    bar.update(unknown, completed=2)  # within interval_s of the last line: nothing
+    now[0] += 5
+    bar.update(unknown, completed=3)
+    train = TrainBar(bar, "retraining")
+    train(type("E", (), {"kind": "start", "epochs": 2, "epoch": 1})())
+    train(type("E", (), {"kind": "epoch", "epochs": 2, "epoch": 1, "loss": 0.5, "val_mean_dice": 0.75})())
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "    0.5s  predict pool  1/20"
+    assert [line.split("  ")[-1] for line in lines[1:11]] == [f"{k}/20" for k in range(2, 21, 2)]
+    assert lines[10] == "   10.0s  predict pool  20/20"
+    assert lines[11:] == ["   10.0s  download  1", "   16.0s  download  3", "   16.0s  retraining  0/2",
+                          "   16.0s  retraining loss 0.500 val Dice 0.750  1/2"]
+
+
+def test_a_long_command_shows_progress_as_lines_when_not_on_a_terminal(monkeypatch, capsys, tmp_path):
+    # `segqa data synth` piped to a log: one line per step with the elapsed time, not silence
+    import training.cohort
+
+    import qa_workflow.cli.data as data_cli
+
+    def fake_build_cohort(out, n, *, progress, **_options):
+        for k in range(n):
+            progress(f"sub-{k + 1:03d}")
+
+    monkeypatch.setattr(training.cohort, "build_cohort", fake_build_cohort)
+    monkeypatch.setattr(data_cli, "_summary", lambda out: f"wrote {out}")
+    assert main(["data", "synth", "--subjects", "3", "--out", str(tmp_path / "c")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"wrote {tmp_path / 'c'}"
+    lines = captured.err.splitlines()
+    assert len(lines) == 3 and all(line.strip().split()[0].endswith("s") for line in lines)
+    assert lines[0].endswith("synthesising subjects  1/3  sub-001") and lines[-1].endswith("3/3  sub-003")
