@@ -416,11 +416,12 @@ def create_app(settings: PortalSettings) -> FastAPI:
 
 def review_records_csv(store_uri: str) -> str:
     """The store's review-record CSV (ARCHITECTURE §9), as `segqa store export` writes it."""
-    from qa_workflow.confirmations import store as store_mod
+    from qa_workflow.confirmations import export
+    from qa_workflow.confirmations.store import open_store
 
-    st = store_mod.open_store(store_uri, create=False)
+    st = open_store(store_uri, create=False)
     try:
-        rows, _superseded = store_mod.export_review_records(st)
+        rows, _superseded = export.export_review_records(st)
     finally:
         st.close()
-    return store_mod.review_records_csv(rows)
+    return export.review_records_csv(rows)
