@@ -17,7 +17,6 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 import numpy as np
@@ -30,7 +29,7 @@ from analysis.tables import (acceptance_by_bucket, acceptance_by_class, assign_b
                              parse_bucket_edges)
 from analysis.thresholds import DEFAULT_METHOD, METHODS, make_selector
 from qa_workflow import storage
-from qa_workflow.contract import THRESHOLDS_SCHEMA, SegqaError
+from qa_workflow.contract import THRESHOLDS_SCHEMA, SegqaError, utc_now_iso
 
 __all__ = ["AnalysisOptions", "AnalysisResult", "ClassCalibration", "analyze", "write_outputs", "OUTPUT_FILES",
            "load_inputs", "read_store"]
@@ -202,7 +201,7 @@ def analyze(records: ReviewRecords, options: AnalysisOptions = AnalysisOptions()
                 binned=binned_acceptance(conf, ok, n_bins=10, level=options.confidence))
 
     notes = _notes(records, options, edges, votes)
-    created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    created = utc_now_iso()
     return AnalysisResult(records, options, edges, class_table, bucket_table, selectors, agreement, reviewers,
                           cal, notes, created)
 
@@ -241,11 +240,12 @@ def read_store(uri: str, *, round: str | None = None, split_policy: str = "incor
                ) -> tuple[ReviewRecords, pd.DataFrame | None]:
     """Review records and per-vote data straight from the confirmation store (`qa_workflow.confirmations.store`).
 
-    The records are the store's export (`qa_workflow.confirmations.store.export_review_records`: one row per item id, the
-    latest round's mask when an item was reviewed in several rounds); the votes are those of exactly those
+    The records are the store's export (`qa_workflow.confirmations.export.export_review_records`: one row per
+    item id, the latest round's mask when an item was reviewed in several rounds); the votes are those of exactly those
     (round, item) masks. A reviewer who voted on the same mask in two labeling jobs counts once here.
     """
-    from qa_workflow.confirmations.store import export_review_records, open_store
+    from qa_workflow.confirmations.export import export_review_records
+    from qa_workflow.confirmations.store import open_store
 
     store = open_store(uri, create=False)
     try:

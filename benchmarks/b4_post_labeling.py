@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from lambdas.post_labeling.handler import lambda_handler  # noqa: E402
 from qa_workflow.confirmations import store as store_mod  # noqa: E402
+from qa_workflow.confirmations.dynamodb import create_table  # noqa: E402
 
 REASONS = ["under_segmented", "over_segmented", "wrong_tissue", "image_artifact", "other"]
 JOB_ARN = "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/segqa-b4"
@@ -158,7 +159,7 @@ def run_engine(engine: str, payload_uri: str, workdir: Path, repeats: int, expec
             ctx = mock_aws()
             ctx.start()
             ddb = boto3.client("dynamodb", region_name="us-east-1")
-            store_mod.create_table("segqa-b4", ddb)
+            create_table("segqa-b4", ddb)
             uri = "dynamodb://segqa-b4"
             os.environ["SEGQA_STORE"] = uri
             counter = CountingClient(ddb)

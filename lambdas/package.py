@@ -2,7 +2,8 @@
 
 Each ``lambdas/<function>/handler.py`` becomes ``<out>/<function>.zip`` holding ``handler.py`` at the root
 (handler setting ``handler.lambda_handler``) and copies of the shared modules the functions may import
-(`SHARED_MODULES`): the contract, the storage layer, the store and the consolidation logic. Nothing else: the
+(`SHARED_MODULES`): the contract, the storage layer and the ``confirmations`` package (store interface and
+engines, consolidation, export, the retrain trigger's logic). Nothing else: the
 functions run on the Python standard library + the boto3 of the Lambda runtime.
 
 Zips are reproducible (fixed timestamps and permissions, sorted entries), so an unchanged function gives a

@@ -10,6 +10,8 @@ What lives here:
 - the batch (Ground Truth data object) schema and its validation;
 - the review-record CSV columns (store export / analysis input);
 - the thresholds.json schema name;
+- round ordering (`round_sort_key`) and the UTC timestamps the project writes (`utc_now_iso`);
+- network names and what the SageMaker launcher and the retrain-trigger Lambda both tell SageMaker;
 - the user-facing error type `SegqaError`.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 __all__ = [
@@ -29,6 +32,8 @@ __all__ = [
     "REVIEW_RECORD_REQUIRED", "REVIEW_RECORD_OPTIONAL", "REVIEW_RECORD_COLUMNS",
     "THRESHOLDS_SCHEMA", "ASSIGNMENTS", "CONFIDENCE_MEASURES", "DEFAULT_CONFIDENCE_MEASURE",
     "DEFAULT_MIN_PIXELS", "IMAGE_HEIGHT", "IMAGE_WIDTH", "NETWORKS", "NETWORK_LABELS",
+    "round_number", "round_sort_key", "utc_iso", "utc_now_iso",
+    "TRAINING_ENTRY_SCRIPT", "TRAINING_JOB_NAME_RE", "TRAINING_METRIC_DEFINITIONS", "MXNET_VERSION", "MXNET_PY_VERSION",
 ]
 
 
@@ -318,3 +323,58 @@ def require_fields(obj: Mapping[str, Any], fields: Iterable[str], where: str) ->
     missing = [f for f in fields if f not in obj]
     if missing:
         raise ContractError(f"{where}: missing field(s) {', '.join(missing)}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Rounds and time
+
+_ROUND_DIGITS_RE = re.compile(r"\d+")
+
+
+def round_number(round_id: str | int) -> int:
+    """The number of a round id: the last run of digits (``round-0007`` -> 7, ``"12"`` -> 12); -1 when none."""
+    runs = _ROUND_DIGITS_RE.findall(str(round_id))
+    return int(runs[-1]) if runs else -1
+
+
+def round_sort_key(round_id: str | int) -> tuple[int, str]:
+    """The one ordering of round ids: by number (``round-10`` after ``round-9``), then by the text.
+
+    Every place that sorts rounds or picks the latest one uses this key, so the store export and the
+    retraining set agree on which round's mask of an item counts.
+    """
+    return (round_number(round_id), str(round_id))
+
+
+def utc_iso(moment: datetime | float, timespec: str = "seconds") -> str:
+    """``moment`` (an aware datetime or a Unix time) as ISO 8601 UTC ending in ``Z``, e.g.
+    ``2026-12-01T16:12:00Z`` (``timespec="milliseconds"``: ``...T16:12:00.123Z``)."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(float(moment), tz=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def utc_now_iso(timespec: str = "seconds") -> str:
+    """Now, as every timestamp segqa writes: ISO 8601 UTC ending in ``Z`` (see `utc_iso`). Readers accept
+    ``+00:00`` as well, which files written before this helper carry."""
+    return utc_iso(datetime.now(timezone.utc), timespec)
+
+
+# --------------------------------------------------------------------------------------------------------
+# SageMaker training: what the operator-side launcher (qa_workflow.cloud.sagemaker) and the retrain-trigger
+# Lambda (qa_workflow.confirmations.retrain_trigger) both tell SageMaker
+
+#: The script SageMaker runs (``sagemaker_program``); it sits at the root of the training source bundle.
+TRAINING_ENTRY_SCRIPT = "segqa_sagemaker_entry.py"
+#: What SageMaker accepts as a training job name (letters, digits and '-', at most 63 characters).
+TRAINING_JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+#: The AWS MXNet training container the bundle targets; its images run Python 3.8.
+MXNET_VERSION = "1.9.0"
+MXNET_PY_VERSION = "py38"
+#: CloudWatch metrics from the one line per epoch that training/train.py logs
+#: (``epoch=3 train_loss=0.41230 val_mean_fg_dice=0.87312 lr=... images_per_s=...``).
+TRAINING_METRIC_DEFINITIONS: tuple[dict[str, str], ...] = (
+    {"Name": "train:loss", "Regex": r"train_loss=([0-9.eE+-]+)"},
+    {"Name": "validation:mean_fg_dice", "Regex": r"val_mean_fg_dice=([0-9.]+)"},
+    {"Name": "train:images_per_s", "Regex": r"images_per_s=([0-9.]+)"},
+)

@@ -69,3 +69,22 @@ def test_validate_batch_accepts_contract_and_names_the_fault():
     del b["model_version"]
     with pytest.raises(c.ContractError, match="missing field"):
         c.validate_batch(b)
+
+
+def test_rounds_sort_by_their_number_then_text():
+    ids = ["round-10", "round-9", "round-0007", "12", "3", "draft"]
+    assert sorted(ids, key=c.round_sort_key) == ["draft", "3", "round-0007", "round-9", "round-10", "12"]
+    assert max(["round-9", "round-10"], key=c.round_sort_key) == "round-10"
+    assert c.round_number("round-0007") == 7 and c.round_number(4) == 4 and c.round_number("draft") == -1
+
+
+def test_timestamps_are_utc_iso_with_z():
+    from datetime import datetime, timedelta, timezone
+
+    assert c.utc_iso(0) == "1970-01-01T00:00:00Z"
+    assert c.utc_iso(1.5, "milliseconds") == "1970-01-01T00:00:01.500Z"
+    plus_two = datetime(2026, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert c.utc_iso(plus_two) == "2026-01-01T12:00:00Z"
+    now = c.utc_now_iso("milliseconds")
+    assert now.endswith("Z") and abs(datetime.fromisoformat(now.replace("Z", "+00:00"))
+                                     - datetime.now(timezone.utc)) < timedelta(minutes=1)

@@ -21,14 +21,13 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from qa_workflow.contract import IGNORE_LABEL, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, SegqaError
+from qa_workflow.contract import IGNORE_LABEL, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, SegqaError, utc_now_iso
 
 INDEX_COLUMNS = ("subject", "slice", "image", "mask", "split")
 #: Robust percentiles of a volume's voxels mapped to 0 and 255 when scaling intensities to 8 bit.
@@ -216,7 +215,7 @@ class DatasetWriter:
         write_index(self.tmp, self.records)
         counts = {s: sum(1 for r in self.records if r.split == s) for s in SPLITS}
         subjects = {s: sorted({r.subject for r in self.records if r.split == s}) for s in SPLITS}
-        meta = {"format": "segqa.dataset/1", "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        meta = {"format": "segqa.dataset/1", "created_at": utc_now_iso(),
                 "image_shape": [IMAGE_HEIGHT, IMAGE_WIDTH], "pixel_spacing_mm": [1.0, 1.0],
                 **self.meta, "slices": counts, "subjects": subjects}
         (self.tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")

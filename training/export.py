@@ -26,7 +26,6 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
-from qa_workflow.contract import SegqaError
+from qa_workflow.contract import SegqaError, utc_now_iso
 from training import modelcard
 from training.predict import load_predictor
 
@@ -155,7 +154,7 @@ def export_model(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
         out_card = dict(card)
         out_card["params_file"] = modelcard.EXPORT_PARAMS
         out_card["export"] = {
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": utc_now_iso(),
             "source_model": str(Path(model_dir)), "source_params": str(predictor.params_file),
             "files": files,
             "onnx": {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),

@@ -54,7 +54,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-from qa_workflow.contract import IGNORE_LABEL, NUM_CLASSES, TISSUE_CLASSES, SegqaError
+from qa_workflow.contract import IGNORE_LABEL, NUM_CLASSES, TISSUE_CLASSES, SegqaError, utc_iso, utc_now_iso
 from training import modelcard
 from training.augment import AugmentConfig, augment_batch
 from training.dataset import load_slices, read_index
@@ -333,7 +333,7 @@ class _Run:
         self.best_score = -1.0
         self.start_epoch = 0
         started = datetime.now(timezone.utc)
-        self.started_at = started.isoformat(timespec="seconds")
+        self.started_at = utc_iso(started)
         digest = hashlib.sha256((self.data_hash + json.dumps(cfg.to_json(), sort_keys=True) + self.started_at
                                  ).encode()).hexdigest()[:6]
         self.version = f"{cfg.network}-{started:%Y%m%dT%H%M}-{digest}"
@@ -478,7 +478,7 @@ class _Run:
                 "epochs_planned": cfg.epochs, "epochs_done": epochs_done, "best_epoch": self.best_epoch,
                 "seed": cfg.seed, "augment": cfg.augment, "init_from": cfg.init_from, "kvstore": cfg.kvstore,
                 "contexts": [str(c) for c in self.ctx], "started_at": self.started_at,
-                "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "updated_at": utc_now_iso(),
                 "host": socket.gethostname(), "mxnet": mx.__version__},
             "metrics": {"val": None if best is None else {
                 "epoch": best["epoch"], "dice": best["val_dice"], "mean_foreground_dice": best["val_mean_fg_dice"]}},

@@ -18,7 +18,6 @@ import os
 from typing import Any
 
 from qa_workflow.confirmations import consolidate
-from qa_workflow.confirmations.store import open_store, store_uri_from_env
 
 # In AWS Lambda the structured JSON logs go to CloudWatch at INFO; run locally (the portal, simulated reviewers,
 # the demo) the host program's logging settings decide, unless SEGQA_LOG_LEVEL says otherwise.
@@ -27,5 +26,4 @@ if "AWS_LAMBDA_FUNCTION_NAME" in os.environ or "SEGQA_LOG_LEVEL" in os.environ:
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> list[dict[str, Any]]:
-    store = open_store(store_uri_from_env(), cached=True)
-    return consolidate.post_labeling(event, store, request_id=getattr(context, "aws_request_id", None))
+    return consolidate.handle_post_labeling(event, request_id=getattr(context, "aws_request_id", None))

@@ -6,7 +6,9 @@ the template sees the batch as ``task.input``. The batch is read through `qa_wor
 ``file://`` or a path) and validated against the contract; an invalid batch raises, so Ground Truth marks that
 object failed instead of showing a half task.
 
-Deployed as a zip with ``qa_workflow/{__init__,contract,storage,store,consolidate}.py``; standard library + boto3.
+The logic lives in `qa_workflow.confirmations.consolidate`; the zip carries
+``qa_workflow/{__init__,contract,storage}.py`` and ``qa_workflow/confirmations/`` (`lambdas.package`); standard
+library + boto3.
 """
 
 from __future__ import annotations

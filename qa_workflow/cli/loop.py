@@ -8,16 +8,13 @@ from typing import Any, Optional
 
 import typer
 
-NETWORK_CHOICES = ("unet", "enet")
-
-
 def _networks(text: str) -> tuple[str, ...]:
-    from qa_workflow.contract import SegqaError
+    from qa_workflow.contract import NETWORKS, SegqaError
 
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    bad = [n for n in names if n not in NETWORK_CHOICES]
+    bad = [n for n in names if n not in NETWORKS]
     if bad or not names:
-        raise SegqaError(f"--networks: expected a comma-separated subset of {','.join(NETWORK_CHOICES)}, got {text!r}")
+        raise SegqaError(f"--networks: expected a comma-separated subset of {','.join(NETWORKS)}, got {text!r}")
     return names
 
 
@@ -25,11 +22,12 @@ def _fmt(v: Any) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.3f}"
 
 
-_NET_LABEL = {"unet": "U-Net", "enet": "ENet"}
 
 
 def _round_table(summaries, initial, networks):
     from rich.table import Table
+
+    from qa_workflow.contract import NETWORK_LABELS
 
     t = Table(title="segqa demo — one row per round; Dice of each champion on the held-out test subjects")
     for col in ("round", "reviewed", "auto-acc.", "audit", "accepted"):
@@ -37,14 +35,14 @@ def _round_table(summaries, initial, networks):
     keys = ("csf", "gray_matter", "white_matter", "mean_foreground")
     for n in networks:
         for c in ("CSF", "GM", "WM", "mean"):
-            t.add_column(f"{_NET_LABEL.get(n, n)} {c}", justify="right")
+            t.add_column(f"{NETWORK_LABELS.get(n, n)} {c}", justify="right")
     t.add_column("promoted")
     t.add_row("initial", "", "", "", "", *[_fmt(initial.get(n, {}).get(k)) for n in networks for k in keys], "")
     for s in summaries:
         acc = "—" if math.isnan(s.acceptance_rate) else f"{s.accepted_items} ({100 * s.acceptance_rate:.0f} %)"
         t.add_row(s.round, str(s.reviewed), str(s.auto_accepted), str(s.audit), acc,
                   *[_fmt(s.dice.get(n, {}).get(k)) for n in networks for k in keys],
-                  ", ".join(_NET_LABEL.get(n, n) for n, p in s.promoted.items() if p) or "none")
+                  ", ".join(NETWORK_LABELS.get(n, n) for n, p in s.promoted.items() if p) or "none")
     return t
 
 

@@ -39,8 +39,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write the review-record CSV (the input of `segqa analyze`), atomically."""
         from qa_workflow import storage
-        from qa_workflow.confirmations.store import export_review_records, open_store, review_records_csv
         from qa_workflow.contract import SegqaError
+        from qa_workflow.confirmations.export import export_review_records, review_records_csv
+        from qa_workflow.confirmations.store import open_store
 
         st = open_store(_store_uri(store), create=False)
         rows, superseded = export_review_records(st, round=round_, class_name=class_name)
@@ -57,7 +58,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Counts per tissue class and round: items, votes, accepted / rejected / split items."""
-        from qa_workflow.confirmations.store import open_store, summarize
+        from qa_workflow.confirmations.export import summarize
+        from qa_workflow.confirmations.store import open_store
 
         st = open_store(_store_uri(store), create=False)
         groups = summarize(st)

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from qa_workflow import storage
-from qa_workflow.contract import SegqaError
+from qa_workflow.contract import (MXNET_PY_VERSION, MXNET_VERSION, NETWORKS, TRAINING_ENTRY_SCRIPT,
+                                  TRAINING_JOB_NAME_RE, TRAINING_METRIC_DEFINITIONS, SegqaError)
 
 __all__ = [
     "ENTRY_SCRIPT", "NETWORKS", "MXNET_VERSION", "MXNET_PY_VERSION", "METRIC_DEFINITIONS", "TrainingLaunch",
@@ -52,27 +53,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-#: The script SageMaker runs; it sits at the root of the source bundle. The retrain-trigger Lambda names it
-#: as ``sagemaker_program`` (lambdas/retrain_trigger/handler.py keeps the same name).
-ENTRY_SCRIPT = "segqa_sagemaker_entry.py"
-NETWORKS = ("unet", "enet")
-MXNET_VERSION = "1.9.0"
-#: The AWS MXNet 1.9 training containers run Python 3.8: the bundle's code must parse as 3.8.
-MXNET_PY_VERSION = "py38"
+#: The script SageMaker runs, the MXNet container and the metric definitions: the retrain-trigger Lambda starts
+#: the same jobs, so both take them from the contract.
+ENTRY_SCRIPT = TRAINING_ENTRY_SCRIPT
+METRIC_DEFINITIONS = TRAINING_METRIC_DEFINITIONS
 #: Shared modules the training code imports: the contract (ARCHITECTURE §2), and the storage layer for its
 #: atomic writes (standard library; boto3 only for s3:// URIs). tests/test_cloud_launch.py checks that the
 #: import closure of training/train.py stays inside the bundle.
 CONTRACT_FILES = ("qa_workflow/__init__.py", "qa_workflow/contract.py", "qa_workflow/storage.py")
 #: Requirements the MXNet image already satisfies with its own (GPU) build; pip must not replace them.
 IMAGE_PROVIDED = ("mxnet", "numpy")
-#: CloudWatch metrics from the one line per epoch that training/train.py logs
-#: (``epoch=3 train_loss=0.41230 val_mean_fg_dice=0.87312 lr=... images_per_s=...``).
-METRIC_DEFINITIONS = (
-    {"Name": "train:loss", "Regex": r"train_loss=([0-9.eE+-]+)"},
-    {"Name": "validation:mean_fg_dice", "Regex": r"val_mean_fg_dice=([0-9.]+)"},
-    {"Name": "train:images_per_s", "Regex": r"images_per_s=([0-9.]+)"},
-)
-_JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _TAR_EPOCH = 0
 
 ENTRY_SOURCE = '''\
@@ -307,7 +297,7 @@ class TrainingLaunch:
         if not 600 <= int(self.max_runtime_s) <= 28 * 24 * 3600:
             raise SegqaError(f"max runtime must be 600 s .. 28 days, got {self.max_runtime_s}")
         name = self.job_base_name
-        if not _JOB_NAME_RE.match(name) or len(name) > 48:
+        if not TRAINING_JOB_NAME_RE.match(name) or len(name) > 48:
             raise SegqaError(f"job name {name!r}: up to 48 letters, digits and '-' (SageMaker adds a timestamp)")
         return self
 

@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 from qa_workflow import storage
 from qa_workflow.contract import (ACCEPT, REJECT, REJECT_REASONS, SPLIT, ContractError, Decision, SegqaError,
                                   decisions_array, parse_decisions, validate_batch)
-from qa_workflow.confirmations.store import ItemRecord, Store, Vote
+from qa_workflow.confirmations.store import ItemRecord, Store, Vote, open_store, store_uri_from_env
 
 __all__ = [
     "log_json", "job_name", "load_batch", "pre_labeling", "WorkerDecisions", "read_worker_decisions",
@@ -354,6 +354,14 @@ def post_labeling(event: Any, store: Store, *, read_json: ReadJson = storage.rea
         response.append({"datasetObjectId": oid, "consolidatedAnnotation": {"content": {label: content}}})
     log_json(logging.INFO, "post_labeling.done", store=store.uri, **totals, **ctx)
     return response
+
+
+def handle_post_labeling(event: Any, request_id: str | None = None, environ: Mapping[str, str] | None = None
+                         ) -> list[dict[str, Any]]:
+    """One post-labeling Lambda invocation: `post_labeling` on the store named by ``SEGQA_STORE``, opened once
+    per process and kept across warm invocations."""
+    store = open_store(store_uri_from_env(None if environ is None else dict(environ)), cached=True)
+    return post_labeling(event, store, request_id=request_id)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qa_workflow import storage
-from qa_workflow.contract import ACCEPT, SegqaError
+from qa_workflow.contract import ACCEPT, NETWORKS, SegqaError, round_sort_key
 from qa_workflow.loop.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class LoopConfig:
     tolerance: float = 0.01
     warm_start: bool = True
     use_auto_accepted: bool = False
-    networks: tuple[str, ...] = ("unet", "enet")
+    networks: tuple[str, ...] = NETWORKS
     initial_train: dict[str, dict[str, Any]] = field(default_factory=dict)
     retrain: dict[str, dict[str, Any]] = field(default_factory=dict)
     export: bool = True
@@ -180,14 +180,13 @@ def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: C
 def reviewed_item_ids(store_uri: str, before_round: str | None = None) -> set[str]:
     """Item ids with at least one vote — only in rounds before ``before_round`` when given, so that re-running
     an interrupted round (or any earlier one) selects exactly what it selected the first time."""
-    from qa_workflow.loop.retraining import round_key
     from qa_workflow.confirmations.store import open_store
 
     store = open_store(store_uri)
     try:
         return {s.item.item_id for s in store.iter_items()
                 if s.outcome is not None
-                and (before_round is None or round_key(s.item.round) < round_key(before_round))}
+                and (before_round is None or round_sort_key(s.item.round) < round_sort_key(before_round))}
     finally:
         store.close()
 
@@ -279,14 +278,9 @@ def _analyze(cfg: LoopConfig, ws: Workspace, rdir: Path, analysis_dir: Path) -> 
     Also writes the review-record CSV the analysis read (``reviews.csv``), for people and other tools.
     """
     from analysis.run import AnalysisOptions, analyze, load_inputs, write_outputs
-    from qa_workflow.confirmations.store import export_review_records, open_store, review_records_csv
+    from qa_workflow.confirmations.export import review_records_csv_from
 
-    store = open_store(ws.store_uri)
-    try:
-        rows, _ = export_review_records(store)
-    finally:
-        store.close()
-    storage.write_text(str(rdir / "reviews.csv"), review_records_csv(rows))
+    storage.write_text(str(rdir / "reviews.csv"), review_records_csv_from(ws.store_uri)[0])
     records, votes = load_inputs(store=ws.store_uri, split_policy=cfg.split_policy)
     options = AnalysisOptions(method=cfg.method, max_error=cfg.max_error, confidence=cfg.confidence)
     result = analyze(records, options, votes=votes)

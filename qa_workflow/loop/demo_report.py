@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import jinja2
 
 from qa_workflow import storage
-from qa_workflow.contract import CLASS_BY_NAME, REVIEW_CLASSES
+from qa_workflow.contract import CLASS_BY_NAME, NETWORK_LABELS, REVIEW_CLASSES
 
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>segqa demo — {{ rounds|length }} rounds</title>
@@ -133,7 +133,7 @@ def write_report(root: Path, cfg: Any, initial: dict[str, dict[str, float]], sum
                 "color": CLASS_BY_NAME[c.name].color} for c in REVIEW_CLASSES]
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.from_string(_TEMPLATE).render(
-        cfg=cfg, rounds=rows, netlabel={"unet": "U-Net", "enet": "ENet"}, networks=list(cfg.networks), classes=classes, initial=initial, fmt=_fmt, pct=_pct,
+        cfg=cfg, rounds=rows, netlabel=NETWORK_LABELS, networks=list(cfg.networks), classes=classes, initial=initial, fmt=_fmt, pct=_pct,
         chart=_chart(initial, summaries, list(cfg.networks)),
         last_round_dir=os.path.relpath(summaries[-1].overlays, Path.cwd()).rsplit("/overlays", 1)[0] if summaries else "ROUND",
         store_uri=f"sqlite:///{(root / 'store.sqlite').resolve()}")

@@ -19,12 +19,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 from qa_workflow import storage
-from qa_workflow.contract import REVIEW_CLASSES, SegqaError
+from qa_workflow.contract import REVIEW_CLASSES, SegqaError, utc_now_iso
 
 DEFAULT_TOLERANCE = 0.01
 CHAMPION_FILE = "CHAMPION"
@@ -42,7 +41,7 @@ class PromotionDecision:
     champion_metrics: dict[str, Any] | None
     tolerance: float
     round: int | None = None
-    decided_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    decided_at: str = field(default_factory=utc_now_iso)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -26,13 +26,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from qa_workflow import storage
-from qa_workflow.contract import ACCEPT, CLASS_BY_NAME, IGNORE_LABEL, REVIEW_CLASSES, SegqaError, parse_item_id
+from qa_workflow.contract import (ACCEPT, CLASS_BY_NAME, IGNORE_LABEL, NETWORKS, REVIEW_CLASSES, SegqaError,
+                                  parse_item_id, round_number, round_sort_key)
 from qa_workflow.loop.registry import DEFAULT_TOLERANCE, PromotionDecision, Registry, decide_promotion
 
 log = logging.getLogger(__name__)
-
-NETWORKS = ("unet", "enet")
-
 
 # ------------------------------------------------------------------------------------------ pure core
 
@@ -60,13 +58,14 @@ class SlicePlan:
     pseudo: tuple[str, ...] = ()  # auto-accepted classes used as pseudo-labels (subset of confirmed)
 
 
-def plan_slices(outcomes: Iterable[Mapping[str, Any]], auto_accepted: Iterable[Mapping[str, Any]] = (),
-                round_order: Callable[[str], Any] = str) -> list[SlicePlan]:
+def plan_slices(outcomes: Iterable[Mapping[str, Any]], auto_accepted: Iterable[Mapping[str, Any]] = ()
+                ) -> list[SlicePlan]:
     """Which pool slices enter the training set, from which round, with which classes confirmed.
 
     outcomes: rows with item_id, round, outcome (accept | reject | split); auto_accepted: rows with item_id and
     round (only given with --use-auto-accepted). The latest round in which any class of a slice was reviewed
-    decides the slice; slices without a confirmed class there are left out.
+    decides the slice (rounds ordered by `contract.round_sort_key`); slices without a confirmed class there are
+    left out.
     """
     by_slice: dict[tuple[str, int], dict[str, dict[str, str]]] = {}
     for row in outcomes:
@@ -81,7 +80,7 @@ def plan_slices(outcomes: Iterable[Mapping[str, Any]], auto_accepted: Iterable[M
         by_slice.setdefault((iid.subject, iid.slice_index), {}).setdefault(str(row["round"]), {})
     plans = []
     for (subject, idx), rounds in sorted(by_slice.items()):
-        latest = max(rounds, key=round_order)
+        latest = max(rounds, key=round_sort_key)
         reviewed = rounds[latest]
         confirmed = {c for c, o in reviewed.items() if o == ACCEPT}
         extra = pseudo.get((subject, idx, latest), set()) - set(reviewed)  # a review always overrides
@@ -108,12 +107,6 @@ class RetrainSet:
                 "pool_slices": self.pool_slices, "confirmed_masks": self.confirmed_masks,
                 "pseudo_masks": self.pseudo_masks, "ignored_pixels": self.ignored_pixels,
                 "labelled_pixels": self.labelled_pixels, "per_round": self.per_round}
-
-
-def round_key(r: str) -> tuple[int, str]:
-    """Sort key of round ids: by the number in them (``round-10`` after ``round-9``), then by the text."""
-    digits = "".join(ch for ch in r if ch.isdigit())
-    return (int(digits) if digits else -1, r)
 
 
 def store_outcomes(store_uri: str) -> list[dict[str, Any]]:
@@ -153,7 +146,7 @@ def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, A
     data_dir = Path(data_dir)
     base = read_index(data_dir)
     pool = {(r.subject, r.slice): r for r in base if r.split == "pool"}
-    plans = plan_slices(outcomes, auto_accepted, round_order=round_key)
+    plans = plan_slices(outcomes, auto_accepted)
     summary = RetrainSet(Path(out), 0, 0, 0, 0, 0, 0)
     with DatasetWriter(out, overwrite=overwrite, source="segqa-retraining", base_dataset=str(data_dir)) as writer:
         for rec in base:
@@ -325,7 +318,7 @@ def retrain_round(round_id: str, registry: Registry, data_dir: str | Path, train
         ok, reasons = decide_promotion(challenger_metrics, champion_metrics, tolerance)
         registry.add(network, version, model_dir)
         decision = PromotionDecision(network, version, champion, ok, reasons, challenger_metrics, champion_metrics,
-                                     tolerance, round=round_key(round_id)[0])
+                                     tolerance, round=round_number(round_id))
         registry.record(decision)
         results[network] = NetworkOutcome(network, version, champion, decision, challenger_metrics, champion_metrics)
     exported = None
@@ -369,7 +362,7 @@ def retrain_from_rounds(data_dir: str | Path, store_uri: str, round_dirs: Sequen
         meta = read_round(round_dir)
         predictions[meta["round"]] = meta["inputs"]["predictions"]
         rounds[meta["round"]] = round_dir
-    latest = max(rounds, key=round_key)
+    latest = max(rounds, key=round_sort_key)
     work = Path(work_dir)
     auto = auto_accepted_items(rounds) if use_auto_accepted else []
     training_set = build_retraining_set(data_dir, store_outcomes(store_uri), predictions, work / "training-set",

@@ -23,12 +23,12 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 from qa_workflow import storage
-from qa_workflow.contract import SegqaError
+from qa_workflow.contract import SegqaError, utc_now_iso
 
 __all__ = [
     "JobSettings", "build_create_request", "check_request", "validate_against_service_model", "create_job",
@@ -374,7 +374,7 @@ def create_job(client: Any, round_dir: str, settings: JobSettings, dry_run: bool
               "LabelAttributeName": request["LabelAttributeName"],
               "S3OutputPath": request["OutputConfig"]["S3OutputPath"],
               "ManifestS3Uri": request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"],
-              "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "created_at": utc_now_iso()}
     storage.write_json(job_file, record)
     return request, warnings, record
 

@@ -20,14 +20,13 @@ import json
 import tempfile
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from qa_workflow import storage
-from qa_workflow.contract import ACCEPT, REJECT, SegqaError, parse_item_id, tissue_class
+from qa_workflow.contract import ACCEPT, REJECT, SegqaError, parse_item_id, tissue_class, utc_now_iso
 from qa_workflow.review.portal import labeling
 
 __all__ = [
@@ -139,10 +138,6 @@ def _predicted_mask(uri: str) -> np.ndarray:
         return np.asarray(im.convert("L")) > 0
 
 
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def reviewer_form(batch: Mapping[str, Any], qualities: Mapping[str, float], reviewer: SimulatedReviewer, *,
                   seed: int, tau: float, slope: float, areas: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
     """The crowd form output of one simulated reviewer for one batch (what the review template submits).
@@ -160,7 +155,8 @@ def reviewer_form(batch: Mapping[str, Any], qualities: Mapping[str, float], revi
             pred_area, truth_area = areas[iid]
             decisions.append({"item_id": iid, "decision": REJECT,
                               "reason": "under_segmented" if pred_area < truth_area else "over_segmented"})
-    return {"decisions": json.dumps(decisions), "batch_id": batch["batch_id"], "submitted_at": _utc_now()}
+    return {"decisions": json.dumps(decisions), "batch_id": batch["batch_id"],
+            "submitted_at": utc_now_iso("milliseconds")}
 
 
 def simulate_round(round_uri: str, truth_dir: str | Path, *, store_uri: str, reviewers: int = 3,

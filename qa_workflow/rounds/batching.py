@@ -30,14 +30,13 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 import numpy as np
 
 from qa_workflow import storage
 from qa_workflow.contract import (
-    DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, SegqaError, format_slice_id, tissue_class, validate_batch,
+    DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, SegqaError, format_slice_id, tissue_class, validate_batch, utc_now_iso,
 )
 from qa_workflow.rounds.overlays import DEFAULT_SCALE, overlay_png
 from qa_workflow.rounds.predict import Reject, encode_png, write_rejects
@@ -221,7 +220,7 @@ def write_batches(round_dir: str, dest: str | None = None, batch_size: int = DEF
     existing = set(storage.list_uris(dest_uri)) if same else set()
     storage.write_json(state_uri, {"schema": BATCHES_SCHEMA, "round": round_id, "fingerprint": fingerprint,
                                    "status": "in-progress", "dest": dest_uri,
-                                   "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                                   "started_at": utc_now_iso()})
 
     up = _Uploader(existing)
     slices: dict[tuple[str, int], list[Any]] = {}
@@ -264,7 +263,7 @@ def write_batches(round_dir: str, dest: str | None = None, batch_size: int = DEF
         "schema": BATCHES_SCHEMA, "round": round_id, "fingerprint": fingerprint, "status": "complete",
         "dest": dest_uri, "manifest": manifest_uri, "batch_size": batch_size, "model_version": model_version,
         "items": n_items, "rejects": len(rejects), "batches": listing,
-        "completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "completed_at": utc_now_iso(),
     })
     return BatchResult(dest_uri, manifest_uri, listing, n_items, up.uploaded, up.skipped, rejects=rejects)
 

@@ -27,7 +27,6 @@ import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
@@ -35,7 +34,7 @@ import numpy as np
 
 from qa_workflow import storage
 from qa_workflow.contract import (
-    DEFAULT_MIN_PIXELS, NUM_CLASSES, REVIEW_CLASSES, SegqaError, format_item_id, format_slice_id,
+    DEFAULT_MIN_PIXELS, NUM_CLASSES, REVIEW_CLASSES, SegqaError, format_item_id, format_slice_id, utc_now_iso,
 )
 from qa_workflow.rounds.scoring import check_probabilities, predicted_labels, score_probabilities
 
@@ -254,7 +253,7 @@ def _finish(summary: PredictionSummary, rows: list[dict[str, Any]], out: str, ta
         summary.score_table = storage.join(out, _write_table(out, rows, table_format))
     meta = {
         "schema": RUN_SCHEMA, **run_meta,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": utc_now_iso(),
         "score_table": Path(summary.score_table).name if rows else None,
         "counts": {"slices": summary.slices, "slices_scored": summary.slices_scored, "items": summary.items,
                    "reviewable": summary.reviewable, "rejects": len(summary.rejects)},

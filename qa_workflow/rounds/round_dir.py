@@ -15,12 +15,11 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any, Iterable
 
 from qa_workflow import __version__, storage
-from qa_workflow.contract import CLASS_BY_NAME, REVIEW_CLASSES, SegqaError, parse_item_id
+from qa_workflow.contract import CLASS_BY_NAME, REVIEW_CLASSES, SegqaError, parse_item_id, utc_now_iso
 from qa_workflow.rounds.predict import (
     REJECTS_FILE, RUN_FILE, Reject, absolute_uri, read_run, read_score_table, write_rejects,
 )
@@ -166,7 +165,7 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
         meta = {
             "schema": ROUND_SCHEMA, "round": round_id, "fingerprint": fingerprint,
             "created_at": existing.get("created_at") if same_round
-            else datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            else utc_now_iso(),
             "segqa_version": __version__, "policy": params, "inputs": inputs,
             "thresholds_in_use": policy.thresholds_, "cold_start": policy.cold_start_,
             "strata_edges": {k: [round(float(x), 6) for x in v] for k, v in policy.strata_edges_.items()}

@@ -15,9 +15,9 @@ import pytest
 from moto import mock_aws
 
 from lambdas import package
-from lambdas.retrain_trigger import handler as retrain
 from qa_workflow.cloud import deploy
-from qa_workflow.confirmations import store
+from qa_workflow.confirmations import dynamodb
+from qa_workflow.confirmations import retrain_trigger as retrain
 from qa_workflow.contract import SegqaError
 
 REGION = "eu-west-1"
@@ -73,7 +73,7 @@ def test_bucket_is_private_encrypted_versioned_and_serves_images_to_the_portal(t
 
 
 def test_table_matches_the_store_schema_exactly(template):
-    """The stack's table must be the one qa_workflow.confirmations.store.create_table makes (keys, indexes, projections)."""
+    """The stack's table must be the one qa_workflow.confirmations.dynamodb.create_table makes (keys, indexes, projections)."""
     made = {}
 
     class Recorder:
@@ -83,7 +83,7 @@ def test_table_matches_the_store_schema_exactly(template):
         def create_table(self, **kwargs):
             made.update(kwargs)
 
-    store.create_table("t", client=Recorder(), wait=False)
+    dynamodb.create_table("t", client=Recorder(), wait=False)
     table = res(template, "ConfirmationTable")
     assert table["BillingMode"] == made["BillingMode"] == "PAY_PER_REQUEST"
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}

@@ -8,8 +8,10 @@ import io
 import pytest
 
 from qa_workflow.contract import REVIEW_RECORD_COLUMNS, SegqaError
-from qa_workflow.confirmations.store import (DynamoStore, ItemRecord, SqliteStore, Vote, create_table, export_review_records,
-                               open_store, review_records_csv, summarize)
+from qa_workflow.confirmations.dynamodb import DynamoStore, create_table
+from qa_workflow.confirmations.export import export_review_records, review_records_csv, summarize
+from qa_workflow.confirmations.sqlite import SqliteStore
+from qa_workflow.confirmations.store import ItemRecord, Vote, open_store
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])

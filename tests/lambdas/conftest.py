@@ -103,12 +103,13 @@ def gt(make_batch) -> GroundTruthShapes:
 def store_uri(request, aws, tmp_path, monkeypatch):
     """A fresh store of each engine, named in SEGQA_STORE (as the Lambda sees it); yields its URI."""
     from qa_workflow.confirmations import store as store_mod
+    from qa_workflow.confirmations.dynamodb import create_table
 
     _, ddb, _ = aws
     if request.param == "sqlite":
         uri = f"sqlite:///{tmp_path}/store.db"
     else:
-        store_mod.create_table("segqa-votes", ddb)
+        create_table("segqa-votes", ddb)
         uri = "dynamodb://segqa-votes"
     store_mod.clear_store_cache()
     store_mod.open_store(uri, client=ddb if request.param == "dynamodb" else None, cached=True)

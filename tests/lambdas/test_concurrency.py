@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from qa_workflow.confirmations import store as store_mod
+from qa_workflow.confirmations.dynamodb import create_table
 
 N_INVOCATIONS = 20
 N_OBJECTS = 8
@@ -136,7 +137,7 @@ def test_dynamodb_20_concurrent_invocations_give_exact_counts(aws, tmp_path, mon
     _, ddb, _ = aws
     # Smaller objects than the SQLite cases: moto spends ~1 s on every cancelled transaction.
     uris, expected = _payloads(gt, tmp_path, n_items=6, n_objects=6, window=2)
-    store_mod.create_table("segqa-votes", ddb)
+    create_table("segqa-votes", ddb)
     client = AtomicRequests(ddb)
     uri = "dynamodb://segqa-votes"
     monkeypatch.setenv("SEGQA_STORE", uri)
@@ -160,7 +161,7 @@ def test_store_level_races_on_one_item_count_each_vote_once(engine, aws, tmp_pat
     if engine == "sqlite":
         st = store_mod.open_store(f"sqlite:///{tmp_path}/s.db")
     else:
-        store_mod.create_table("race", ddb)
+        create_table("race", ddb)
         st = store_mod.open_store("dynamodb://race", client=AtomicRequests(ddb, conflict_rate=0.3, seed=5))
     item = store_mod.ItemRecord("sub-001/010/csf", "csf", 0.42, "2")
     votes = [(item, store_mod.Vote("job", item.item_id, f"w{k % 4}", "accept" if k % 4 else "reject"))

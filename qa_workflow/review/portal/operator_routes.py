@@ -7,6 +7,7 @@ import json
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from qa_workflow.confirmations.export import review_records_csv_from
 from qa_workflow.contract import SegqaError
 from qa_workflow.review.portal.web import PortalWeb
 
@@ -54,7 +55,7 @@ def operator_router(web: PortalWeb) -> APIRouter:
         if isinstance(session, Response):
             return session
         try:
-            text = review_records_csv(service.store_uri)
+            text, _superseded = review_records_csv_from(service.store_uri)
         except SegqaError as exc:
             return web.message("Export failed", str(exc), 500, session)
         return Response(text, media_type="text/csv", headers={
@@ -63,13 +64,3 @@ def operator_router(web: PortalWeb) -> APIRouter:
     return router
 
 
-def review_records_csv(store_uri: str) -> str:
-    """The store's review-record CSV (ARCHITECTURE §9), as `segqa store export` writes it."""
-    from qa_workflow.confirmations import store as store_mod
-
-    st = store_mod.open_store(store_uri, create=False)
-    try:
-        rows, _superseded = store_mod.export_review_records(st)
-    finally:
-        st.close()
-    return store_mod.review_records_csv(rows)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qa_workflow import storage
-from qa_workflow.contract import ContractError, SegqaError, parse_decisions
+from qa_workflow.contract import ContractError, SegqaError, parse_decisions, utc_iso
 from qa_workflow.review.portal import labeling, signing
 from qa_workflow.review.portal.db import Assignment, JobConfig, PortalDB, Reviewer, SubmitOutcome
 
@@ -455,4 +455,4 @@ class AssetGrants:
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+    return utc_iso(t, "milliseconds")

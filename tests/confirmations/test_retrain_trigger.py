@@ -1,6 +1,5 @@
-"""The retrain-trigger Lambda: SageMaker requests (Stubber), the store (moto), round records on S3.
-
-The retrain-trigger Lambda: its SageMaker requests against botocore's own service model (Stubber), the
+"""The retrain trigger (`qa_workflow.confirmations.retrain_trigger`, the logic of the retrain_trigger Lambda): its
+SageMaker requests against botocore's own service model (Stubber), the
 store through moto DynamoDB, its round records on moto S3."""
 
 from __future__ import annotations
@@ -15,11 +14,12 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from lambdas.retrain_trigger import handler
 from qa_workflow import storage
 from qa_workflow.cloud import sagemaker as sagemaker_launch
 from qa_workflow.contract import SegqaError
-from qa_workflow.confirmations.store import ItemRecord, Vote, create_table, open_store
+from qa_workflow.confirmations import retrain_trigger as trigger
+from qa_workflow.confirmations.dynamodb import create_table
+from qa_workflow.confirmations.store import ItemRecord, Vote, open_store
 
 REGION = "us-east-1"
 BUCKET = "segqa-test-sagemaker"
@@ -77,7 +77,7 @@ def expect_start(model_problems):
     def expect(stub, cfg, round_no, network):
         """Expect one CreateTrainingJob with exactly this request, after checking it against the service model
         (enums, patterns and maxima too, which the Stubber's own validation does not check)."""
-        request = handler.training_job_request(cfg, round_no, network, f"s3://{BUCKET}/retrain/rounds/round-{round_no:04d}/")
+        request = trigger.training_job_request(cfg, round_no, network, f"s3://{BUCKET}/retrain/rounds/round-{round_no:04d}/")
         assert model_problems("sagemaker", "CreateTrainingJob", request) == []
         stub.add_response("create_training_job",
                           {"TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{request['TrainingJobName']}"},
@@ -95,27 +95,22 @@ def describe(name: str, status: str, state_uri: str = f"s3://{BUCKET}/retrain/ro
             "Environment": {"SEGQA_RETRAIN_STATE_URI": state_uri}}
 
 
-def test_entry_script_and_metrics_match_the_launcher():
-    assert handler.TRAINING_PROGRAM == sagemaker_launch.ENTRY_SCRIPT
-    assert list(handler.METRIC_DEFINITIONS) == list(sagemaker_launch.METRIC_DEFINITIONS)
-
-
 def test_too_few_confirmations_starts_nothing(aws):
     store, sm, stub = aws
     vote(store, 2)  # 2 confirmed
     vote(store, 4, decision="reject", start=10)  # rejections never count
-    out = handler.run({"source": "segqa.schedule"}, handler.TriggerConfig.from_env(env()), store, sm)
+    out = trigger.run({"source": "segqa.schedule"}, trigger.TriggerConfig.from_env(env()), store, sm)
     assert out["action"] == "skipped" and out["confirmed_total"] == 2 and out["new_confirmations"] == 2
-    assert handler.latest_round(f"s3://{BUCKET}/retrain/rounds/") is None
+    assert trigger.latest_round(f"s3://{BUCKET}/retrain/rounds/") is None
 
 
 def test_enough_confirmations_start_both_networks_then_wait_for_them(aws, expect_start):
     store, sm, stub = aws
     vote(store, 4)
-    cfg = handler.TriggerConfig.from_env(env())
+    cfg = trigger.TriggerConfig.from_env(env())
     unet = expect_start(stub, cfg, 1, "unet")
     expect_start(stub, cfg, 1, "enet")
-    out = handler.run({"source": "segqa.schedule"}, cfg, store, sm, request_id="r-1")
+    out = trigger.run({"source": "segqa.schedule"}, cfg, store, sm, request_id="r-1")
     assert out["action"] == "started" and out["round"] == 1
     assert out["jobs"] == {"unet": "segqa-dev-r0001-unet", "enet": "segqa-dev-r0001-enet"}
     hp = unet["HyperParameters"]
@@ -125,7 +120,7 @@ def test_enough_confirmations_start_both_networks_then_wait_for_them(aws, expect
     assert "kvstore" not in hp  # one host
     assert [c["ChannelName"] for c in unet["InputDataConfig"]] == ["train", "validation", "reviews"]
 
-    record = handler.latest_round(cfg.state_uri)
+    record = trigger.latest_round(cfg.state_uri)
     assert record["round"] == 1 and record["confirmed_total"] == 4 and record["jobs"] == out["jobs"]
     rows = list(csv.DictReader(io.StringIO(storage.read_text(record["reviews_uri"]))))
     assert len(rows) == 4 and {r["confirm_count"] for r in rows} == {"1"}
@@ -140,7 +135,7 @@ def test_enough_confirmations_start_both_networks_then_wait_for_them(aws, expect
                       {"TrainingJobName": "segqa-dev-r0001-unet"})
     stub.add_response("describe_training_job", describe("segqa-dev-r0001-enet", "Completed"),
                       {"TrainingJobName": "segqa-dev-r0001-enet"})
-    again = handler.run({"source": "segqa.schedule"}, cfg, store, sm)
+    again = trigger.run({"source": "segqa.schedule"}, cfg, store, sm)
     assert again["action"] == "skipped" and again["running"] == {"unet": "InProgress"}
 
     # Once it finished, the 5 new confirmations (9 - 4) start round 2.
@@ -149,72 +144,76 @@ def test_enough_confirmations_start_both_networks_then_wait_for_them(aws, expect
                           {"TrainingJobName": f"segqa-dev-r0001-{net}"})
     expect_start(stub, cfg, 2, "unet")
     expect_start(stub, cfg, 2, "enet")
-    third = handler.run({"source": "segqa.schedule"}, cfg, store, sm)
+    third = trigger.run({"source": "segqa.schedule"}, cfg, store, sm)
     assert third["action"] == "started" and third["round"] == 2 and third["new_confirmations"] == 5
 
 
 def test_a_retry_after_a_crash_finishes_the_round_without_duplicates(aws, expect_start):
     store, sm, stub = aws
     vote(store, 3)
-    cfg = handler.TriggerConfig.from_env(env())
+    cfg = trigger.TriggerConfig.from_env(env())
     # The first attempt started the U-Net job, then died before the record: the retry sees ResourceInUse.
     stub.add_client_error("create_training_job", service_error_code="ResourceInUse",
                           service_message="Training job names must be unique", http_status_code=400,
-                          expected_params=handler.training_job_request(cfg, 1, "unet",
+                          expected_params=trigger.training_job_request(cfg, 1, "unet",
                                                                        f"s3://{BUCKET}/retrain/rounds/round-0001/"))
     stub.add_response("describe_training_job", describe("segqa-dev-r0001-unet", "InProgress"),
                       {"TrainingJobName": "segqa-dev-r0001-unet"})
     expect_start(stub, cfg, 1, "enet")
-    out = handler.run({"source": "segqa.schedule"}, cfg, store, sm)
+    out = trigger.run({"source": "segqa.schedule"}, cfg, store, sm)
     assert out["outcomes"] == {"unet": "already_started", "enet": "started"}
-    assert handler.latest_round(cfg.state_uri)["jobs"]["enet"] == "segqa-dev-r0001-enet"
+    assert trigger.latest_round(cfg.state_uri)["jobs"]["enet"] == "segqa-dev-r0001-enet"
 
 
 def test_a_job_name_taken_by_another_deployment_is_an_error(aws):
     store, sm, stub = aws
     vote(store, 3)
-    cfg = handler.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
+    cfg = trigger.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
     stub.add_client_error("create_training_job", service_error_code="ResourceInUse", http_status_code=400)
     stub.add_response("describe_training_job", describe("segqa-dev-r0001-unet", "Completed", "s3://other/"),
                       {"TrainingJobName": "segqa-dev-r0001-unet"})
     with pytest.raises(SegqaError, match="not started by this deployment"):
-        handler.run({"source": "segqa.schedule"}, cfg, store, sm)
-    assert handler.latest_round(cfg.state_uri) is None
+        trigger.run({"source": "segqa.schedule"}, cfg, store, sm)
+    assert trigger.latest_round(cfg.state_uri) is None
 
 
 def test_labeling_job_events_act_only_on_completion(aws, expect_start):
     store, sm, stub = aws
     vote(store, 3)
-    cfg = handler.TriggerConfig.from_env(env(SEGQA_NETWORKS="enet"))
-    event = {"version": "0", "source": "aws.sagemaker", "detail-type": handler.LABELING_JOB_DETAIL_TYPE,
+    cfg = trigger.TriggerConfig.from_env(env(SEGQA_NETWORKS="enet"))
+    event = {"version": "0", "source": "aws.sagemaker", "detail-type": trigger.LABELING_JOB_DETAIL_TYPE,
              "resources": ["arn:aws:sagemaker:us-east-1:123456789012:labeling-job/segqa-r1-csf"],
              "detail": {"LabelingJobStatus": "Failed"}}
-    assert handler.run(event, cfg, store, sm)["action"] == "ignored"
+    assert trigger.run(event, cfg, store, sm)["action"] == "ignored"
     event["detail"]["LabelingJobStatus"] = "Completed"
     expect_start(stub, cfg, 1, "enet")
-    out = handler.run(event, cfg, store, sm)
+    out = trigger.run(event, cfg, store, sm)
     assert out["action"] == "started" and out["labeling_job"] == "segqa-r1-csf"
 
 
 def test_force_starts_below_the_minimum_and_several_hosts_use_the_parameter_server(aws, expect_start):
     store, sm, stub = aws
-    cfg = handler.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet", SEGQA_TRAINING_INSTANCE_COUNT="2"))
+    cfg = trigger.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet", SEGQA_TRAINING_INSTANCE_COUNT="2"))
     request = expect_start(stub, cfg, 1, "unet")
-    out = handler.run({"force": True}, cfg, store, sm)
+    out = trigger.run({"force": True}, cfg, store, sm)
     assert out["action"] == "started" and out["confirmed_total"] == 0
     hp = request["HyperParameters"]
     assert json.loads(hp["kvstore"]) == "dist_sync" and json.loads(hp["sagemaker_parameter_server_enabled"]) is True
     assert request["ResourceConfig"]["InstanceCount"] == 2
 
 
-def test_lambda_handler_reads_its_configuration_from_the_environment(aws, monkeypatch):
+def test_handle_reads_its_configuration_and_store_from_the_environment(aws, monkeypatch):
     store, sm, stub = aws
     vote(store, 1)
-    for k, v in env(SEGQA_STORE=f"dynamodb://{TABLE}").items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setattr(handler, "_sm_client", sm)
-    out = handler.lambda_handler({"source": "segqa.schedule"}, type("Ctx", (), {"aws_request_id": "abc"})())
+    monkeypatch.setattr(trigger, "_sm_client", sm)
+    out = trigger.handle({"source": "segqa.schedule"}, request_id="abc", environ=env(SEGQA_STORE=f"dynamodb://{TABLE}"))
     assert out["action"] == "skipped" and out["request_id"] == "abc" and out["confirmed_total"] == 1
+
+
+def test_request_carries_the_launchers_entry_script_and_metrics():
+    request = trigger.training_job_request(trigger.TriggerConfig.from_env(env()), 1, "unet", "s3://b/r/")
+    assert json.loads(request["HyperParameters"]["sagemaker_program"]) == sagemaker_launch.ENTRY_SCRIPT
+    assert request["AlgorithmSpecification"]["MetricDefinitions"] == list(sagemaker_launch.METRIC_DEFINITIONS)
 
 
 @pytest.mark.parametrize("over, message", [
@@ -226,24 +225,24 @@ def test_lambda_handler_reads_its_configuration_from_the_environment(aws, monkey
 ])
 def test_configuration_mistakes_are_named(over, message):
     with pytest.raises(SegqaError, match=message):
-        handler.TriggerConfig.from_env(env(**over))
+        trigger.TriggerConfig.from_env(env(**over))
 
 
 def test_decide_counts_new_confirmations_since_the_last_round():
-    assert handler.decide(10, None, 10) == (True, 10, "10 new confirmed items >= minimum 10")
-    assert handler.decide(14, {"confirmed_total": 10}, 5)[:2] == (False, 4)
-    assert handler.decide(8, {"confirmed_total": 10}, 5)[:2] == (False, 0)  # items can lose confirmation
-    assert handler.decide(8, {"confirmed_total": 10}, 5, force=True)[0] is True
+    assert trigger.decide(10, None, 10) == (True, 10, "10 new confirmed items >= minimum 10")
+    assert trigger.decide(14, {"confirmed_total": 10}, 5)[:2] == (False, 4)
+    assert trigger.decide(8, {"confirmed_total": 10}, 5)[:2] == (False, 0)  # items can lose confirmation
+    assert trigger.decide(8, {"confirmed_total": 10}, 5, force=True)[0] is True
 
 
 def test_unknown_job_status_is_none_and_other_errors_raise():
     sm = boto3.client("sagemaker", region_name=REGION)
     with Stubber(sm) as stub:
         stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found")
-        assert handler._job_status(sm, "segqa-dev-r0001-unet") is None
+        assert trigger._job_status(sm, "segqa-dev-r0001-unet") is None
         stub.add_client_error("describe_training_job", "AccessDeniedException", "no")
         with pytest.raises(ClientError):
-            handler._job_status(sm, "segqa-dev-r0001-unet")
+            trigger._job_status(sm, "segqa-dev-r0001-unet")
 
 
 def test_one_invocation_reads_the_table_once(aws, expect_start):
@@ -256,7 +255,7 @@ def test_one_invocation_reads_the_table_once(aws, expect_start):
             calls.append((args, kwargs))
             return store.iter_items(*args, **kwargs)
 
-    cfg = handler.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
+    cfg = trigger.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
     expect_start(stub, cfg, 1, "unet")
-    assert handler.run({"source": "segqa.schedule"}, cfg, Counting(), sm)["action"] == "started"
+    assert trigger.run({"source": "segqa.schedule"}, cfg, Counting(), sm)["action"] == "started"
     assert len(calls) == 1  # count, reviews.csv and outcomes.jsonl come from one scan

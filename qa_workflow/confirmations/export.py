@@ -1,0 +1,94 @@
+"""What is read out of the confirmation store: review-record rows and CSV (ARCHITECTURE §9), the per-class
+summary. Works on any `Store`; rounds are ordered by `contract.round_sort_key`."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Sequence
+
+from qa_workflow.confirmations.store import ItemState, Store
+from qa_workflow.contract import ACCEPT, REJECT, REVIEW_RECORD_COLUMNS, SPLIT, round_sort_key
+
+__all__ = ["review_record", "export_review_records", "review_records_csv", "summarize"]
+
+
+def review_record(state: ItemState) -> dict[str, Any]:
+    """One row of the review-record CSV (ARCHITECTURE §9), keys = contract.REVIEW_RECORD_COLUMNS."""
+    it = state.item
+    row = {"item_id": it.item_id, "class_name": it.class_name, "confidence": it.confidence,
+           "confirm_count": state.confirm_count, "disconfirm_count": state.disconfirm_count,
+           "round": it.round, "model_version": it.model_version, "subject": it.subject, "slice_id": it.slice_id}
+    return {k: row[k] for k in REVIEW_RECORD_COLUMNS}
+
+
+def export_review_records(store: Store, *, round: str | int | None = None, class_name: str | None = None
+                          ) -> tuple[list[dict[str, Any]], int]:
+    """Review-record rows (ARCHITECTURE §9), one per ``item_id``, sorted by (round, item_id).
+
+    The analysis needs each item id once; when an item was reviewed in several rounds (a new mask each time)
+    the latest round's row is kept. Returns ``(rows, superseded)`` where ``superseded`` counts the older-round
+    rows left out. ``round`` / ``class_name`` restrict the export.
+    """
+    latest: dict[str, ItemState] = {}
+    superseded = 0
+    for state in store.iter_items(class_name=class_name, round=round):
+        if state.confirm_count + state.disconfirm_count == 0:
+            continue
+        prev = latest.get(state.item.item_id)
+        if prev is not None:
+            superseded += 1
+            if round_sort_key(prev.item.round) > round_sort_key(state.item.round):
+                continue
+        latest[state.item.item_id] = state
+    ordered = sorted(latest.values(), key=lambda s: (round_sort_key(s.item.round), s.item.item_id))
+    return [review_record(s) for s in ordered], superseded
+
+
+def review_records_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The CSV text (header `contract.REVIEW_RECORD_COLUMNS`, ``\n`` line ends) of review-record rows."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(REVIEW_RECORD_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: repr(float(v)) if k == "confidence" else v for k, v in row.items()})
+    return buf.getvalue()
+
+
+def review_records_csv_from(store_uri: str, *, round: str | int | None = None, class_name: str | None = None
+                            ) -> tuple[str, int]:
+    """The review-record CSV of the store at ``store_uri`` (which must exist) and how many older-round rows it left out: what
+    `segqa store export`, the demo and the portal's operator export write."""
+    from qa_workflow.confirmations.store import open_store
+
+    store = open_store(store_uri, create=False)
+    try:
+        rows, superseded = export_review_records(store, round=round, class_name=class_name)
+    finally:
+        store.close()
+    return review_records_csv(rows), superseded
+
+
+def summarize(store: Store) -> list[dict[str, Any]]:
+    """Counts per (class_name, round): items, votes, confirmations, rejections, and accept/reject/split items."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for state in store.iter_items():
+        key = (state.item.class_name, state.item.round)
+        g = groups.setdefault(key, {"class_name": key[0], "round": key[1], "items": 0, "votes": 0,
+                                    "confirm_votes": 0, "disconfirm_votes": 0, "reviewers": set(),
+                                    ACCEPT: 0, REJECT: 0, SPLIT: 0})
+        g["items"] += 1
+        g["confirm_votes"] += state.confirm_count
+        g["disconfirm_votes"] += state.disconfirm_count
+        g["votes"] += state.confirm_count + state.disconfirm_count
+        g["reviewers"].update(state.reviewers)
+        if state.outcome:
+            g[state.outcome] += 1
+    out = []
+    for key in sorted(groups, key=lambda k: (k[0], round_sort_key(k[1]))):
+        g = groups[key]
+        g["reviewers"] = len(g["reviewers"])
+        out.append(g)
+    return out
+
+
