@@ -23,7 +23,7 @@ from analysis.thresholds import METHODS, cp_upper_bound
 from qa_workflow.contract import CLASS_BY_NAME
 
 if TYPE_CHECKING:
-    from analysis.run import AnalysisResult
+    from analysis.results import AnalysisResult
 
 __all__ = ["render_plots", "class_color", "METHOD_STYLE"]
 

@@ -21,7 +21,7 @@ from analysis.tables import CLASS_AVERAGE, TOTALS
 from analysis.thresholds import METHODS
 
 if TYPE_CHECKING:
-    from analysis.run import AnalysisResult
+    from analysis.results import AnalysisResult
 
 __all__ = ["render_report", "method_explanation"]
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from qa_workflow.contract import ACCEPT, REJECT, REVIEW_CLASSES
 
-__all__ = ["ClassCurve", "DEFAULT_CURVES", "acceptance_probability", "simulate_reviews"]
+__all__ = ["ClassCurve", "DEFAULT_CURVES", "simulate_reviews"]
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,6 @@ DEFAULT_CURVES = (
     ClassCurve(REVIEW_CLASSES[1].name, 0.70, 0.035, 6.0, 1.5),
     ClassCurve(REVIEW_CLASSES[2].name, 0.62, 0.03, 7.0, 1.3),  # white matter: easiest
 )
-
-
-def acceptance_probability(confidence: np.ndarray, curve: ClassCurve) -> np.ndarray:
-    """The true P(acceptable | confidence) of a class: (N,) in (0, 1)."""
-    return 1.0 / (1.0 + np.exp(-(np.asarray(confidence, dtype=np.float64) - curve.midpoint) / curve.slope))
 
 
 def simulate_reviews(n_items: int, curves: tuple[ClassCurve, ...] = DEFAULT_CURVES, *, reviewers_per_item: int = 3,

@@ -52,6 +52,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from scipy import stats
+from sklearn.base import BaseEstimator
 
 from analysis.tables import assign_buckets, default_bucket_edges
 from qa_workflow.contract import SegqaError
@@ -185,8 +186,9 @@ def _check_xy(confidence: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(bool)
 
 
-class _Selector:
-    """Shared learned-state bookkeeping and ``predict``."""
+class _Selector(BaseEstimator):
+    """Shared learned-state bookkeeping and ``predict``; parameters, ``get_params``/``set_params`` and ``clone``
+    come from scikit-learn's ``BaseEstimator``."""
 
     confidence: float
 
@@ -214,9 +216,6 @@ class _Selector:
     def summary(self) -> ThresholdSummary:
         return ThresholdSummary(self.threshold_, self.n_reviewed_, self.n_above_, self.errors_above_,
                                 self.error_upper_bound_, self.coverage_, self.reason_)
-
-    def get_params(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
 
 
 def _fmt(x: float) -> str:

@@ -5,23 +5,29 @@ boto3, imported only when an ``s3://`` URI is touched.
 
 Local writes are atomic: the data goes to a temporary file in the same folder, is flushed and fsync'ed, then
 renamed over the target, so a crash leaves either the old file or the new one, never half of one.
-S3 PUTs are atomic by nature.
+S3 PUTs are atomic by nature. Every file the project writes locally goes through one of the helpers here:
+`atomic_write_bytes` / `atomic_write_text` for data in memory, `atomic_write_with` for libraries that want a
+file name to write to (MXNet parameters, matplotlib figures), `atomic_create_bytes` for a file made once and
+never replaced, and `atomic_folder` (or `staging_folder` + `swap_folder`) for a folder built as a whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlparse
 
 from qa_workflow.contract import SegqaError
 
 __all__ = [
     "is_s3", "split_s3", "local_path", "read_bytes", "write_bytes", "read_text", "write_text", "read_json",
-    "write_json", "read_schema_json", "exists", "join", "list_uris", "atomic_write_bytes", "set_s3_client",
+    "write_json", "read_schema_json", "exists", "join", "list_uris", "atomic_write_bytes", "atomic_write_text",
+    "atomic_write_with", "atomic_create_bytes", "staging_folder", "swap_folder", "atomic_folder", "set_s3_client",
 ]
 
 _s3_client = None
@@ -81,23 +87,124 @@ def _umask() -> int:
     return mask
 
 
+def _unlink_quietly(path: str | os.PathLike[str]) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _temp_file_beside(path: Path, suffix: str) -> tuple[int, str]:
+    """A new temporary file in ``path``'s folder (created if missing), with the mode a plain open() gives."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    return fd, tmp
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file and an atomic rename (creates parent folders)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_file_beside(path, ".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
+    """`atomic_write_bytes` of ``text`` encoded (no newline translation: ``\r\n`` stays ``\r\n``)."""
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_with(path: str | os.PathLike[str], write: Callable[[str], object]) -> None:
+    """For a library that writes to a file name itself: ``write(tmp)`` writes a temporary file beside ``path``
+    (same suffix, so a format chosen by extension stays right), which is then fsync'ed and renamed over
+    ``path``. If ``write`` raises, ``path`` is untouched and the temporary file is removed."""
+    path = Path(path)
+    fd, tmp = _temp_file_beside(path, f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def atomic_create_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o666) -> bool:
+    """Create ``path`` with ``data`` (and ``mode``, less the umask) unless it exists; never replaces a file.
+
+    The data is written and fsync'ed under a temporary name and hard-linked to ``path``, which fails if another
+    process created it meanwhile: then theirs is kept. Returns True when this call created the file."""
+    path = Path(path)
+    fd, tmp = _temp_file_beside(path, ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode & ~_umask())
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        _unlink_quietly(tmp)
+
+
+def staging_folder(target: str | os.PathLike[str]) -> Path:
+    """A new, empty, hidden folder beside ``target`` to build its replacement in (give it to `swap_folder`)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the result should read like any folder
+    return staging
+
+
+def swap_folder(staging: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Move the finished ``staging`` folder into place as ``target``, replacing a folder already there.
+
+    Each step is a rename: the old folder moves aside, the new one in, then the old one is deleted. If the
+    second rename fails the old folder is moved back, so ``target`` is the old folder or the new one."""
+    staging, target = Path(staging), Path(target)
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """``with atomic_folder(out) as tmp:`` build the folder's content in ``tmp``; on leaving the block it replaces
+    ``out`` whole (`swap_folder`), and on an exception it is deleted and ``out`` stays as it was."""
+    staging = staging_folder(target)
+    try:
+        yield staging
+        swap_folder(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

@@ -16,10 +16,10 @@ under a temporary name next to the target and renames it at the end, so a failed
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -28,6 +28,8 @@ import numpy as np
 from PIL import Image
 
 from qa_workflow.contract import IGNORE_LABEL, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, SegqaError, utc_now_iso
+
+from qa_workflow import storage
 
 INDEX_COLUMNS = ("subject", "slice", "image", "mask", "split")
 #: Robust percentiles of a volume's voxels mapped to 0 and 255 when scaling intensities to 8 bit.
@@ -181,11 +183,7 @@ class DatasetWriter:
         self.out = Path(out)
         if self.out.exists() and not overwrite and any(self.out.iterdir()):
             raise SegqaError(f"{self.out}: exists and is not empty; choose another --out or pass --overwrite")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the dataset should read like any folder
+        self.tmp = storage.staging_folder(self.out)
         self.meta = dict(meta)
         self.records: list[SliceRecord] = []
         self._done = False
@@ -219,14 +217,7 @@ class DatasetWriter:
                 "image_shape": [IMAGE_HEIGHT, IMAGE_WIDTH], "pixel_spacing_mm": [1.0, 1.0],
                 **self.meta, "slices": counts, "subjects": subjects}
         (self.tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if self.out.exists():
-            backup = self.out.with_name(f".{self.out.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(self.out, backup)
-            os.replace(self.tmp, self.out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.out)
+        storage.swap_folder(self.tmp, self.out)
         self._done = True
         return self.out
 
@@ -246,14 +237,12 @@ class DatasetWriter:
 
 
 def write_index(root: str | os.PathLike[str], records: Iterable[SliceRecord]) -> None:
-    root = Path(root)
-    tmp = root / f".{INDEX_FILE}.tmp"
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS)
-        writer.writeheader()
-        for r in records:
-            writer.writerow(asdict(r))
-    os.replace(tmp, root / INDEX_FILE)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS)
+    writer.writeheader()
+    for r in records:
+        writer.writerow(asdict(r))
+    storage.atomic_write_text(Path(root) / INDEX_FILE, buf.getvalue())
 
 
 def assign_splits(subjects: Sequence[str], seed: int,

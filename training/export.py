@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,8 @@ import numpy as np
 from mxnet import gluon, nd
 
 from qa_workflow.contract import SegqaError, utc_now_iso
+
+from qa_workflow import storage
 from training import modelcard
 from training.predict import load_predictor
 
@@ -129,9 +129,7 @@ def export_model(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     from training.nets import check_input_shape
 
     check_input_shape((1, 1, h, w), 1, predictor.net.divisor, name="export input shape")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with storage.atomic_folder(out) as tmp:  # a failed parity check or export leaves the old folder
         net = predictor.net
         net(nd.zeros((1, 1, h, w)))  # the cached graph must exist before export
         net.export(str(tmp / "model"), epoch=0)
@@ -167,17 +165,6 @@ def export_model(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
             "postprocessing": "softmax over axis 1 (classes), argmax for labels",
         }
         modelcard.write_json_atomic(tmp / modelcard.CARD_FILE, out_card)
-        if out.exists():
-            backup = out.with_name(f".{out.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(out, backup)
-            os.replace(tmp, out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("exported %s to %s (argmax agreement %.5f, max abs diff %.3g)", card["version"], out,
              parity["argmax_agreement"], parity["max_abs_diff"])
     return ExportResult(out, files, parity, card["version"], card["network"])

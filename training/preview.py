@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from qa_workflow import storage
 from qa_workflow.contract import IGNORE_LABEL, REVIEW_CLASSES, SegqaError
 from training.dataset import SPLITS, SliceRecord, load_png, read_index, read_meta
 
@@ -131,12 +132,10 @@ def render_contact_sheet(dataset: str | os.PathLike[str], out: str | os.PathLike
     fig.suptitle(f"{root.name}: {len(known)} subjects, {len(records)} slices · each slice plain | with mask"
                  + (f"\n{orientation}" if orientation else ""), color="white", fontsize=9)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=dpi, facecolor=fig.get_facecolor(), bbox_inches="tight", pad_inches=0.15)
-        os.replace(tmp, out)
+        storage.atomic_write_with(out, lambda name: fig.savefig(name, format="png", dpi=dpi,
+                                                                facecolor=fig.get_facecolor(),
+                                                                bbox_inches="tight", pad_inches=0.15))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return out

@@ -55,6 +55,8 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from qa_workflow.contract import IGNORE_LABEL, NUM_CLASSES, TISSUE_CLASSES, SegqaError, utc_iso, utc_now_iso
+
+from qa_workflow.storage import atomic_write_with
 from training import modelcard
 from training.augment import AugmentConfig, augment_batch
 from training.dataset import load_slices, read_index
@@ -436,10 +438,11 @@ class _Run:
             return improved
         ckpt = self.out / modelcard.CHECKPOINT_DIR
         ckpt.mkdir(parents=True, exist_ok=True)
-        _atomic(lambda p: self.net.save_parameters(p), self.out / modelcard.LAST_PARAMS)
-        _atomic(lambda p: self.trainer.save_states(p), self.out / modelcard.LAST_STATES)
+        atomic_write_with(self.out / modelcard.LAST_PARAMS, self.net.save_parameters)
+        atomic_write_with(self.out / modelcard.LAST_STATES, self.trainer.save_states)
         if improved:
-            _atomic(lambda p: shutil.copyfile(self.out / modelcard.LAST_PARAMS, p), self.out / modelcard.BEST_PARAMS)
+            atomic_write_with(self.out / modelcard.BEST_PARAMS,
+                              lambda p: shutil.copyfile(self.out / modelcard.LAST_PARAMS, p))
         self.history.append(entry)
         modelcard.write_json_atomic(self.out / modelcard.METRICS_FILE,
                                     {"version": self.version, "network": self.cfg.network, "epochs": self.history,
@@ -488,12 +491,6 @@ class _Run:
 
 def _finite(v: float) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
-
-
-def _atomic(write: Callable[[str], Any], target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    write(str(tmp))
-    os.replace(tmp, target)
 
 
 def train_model(config: TrainConfig) -> Path:
@@ -643,8 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if out.resolve() != final.resolve():  # trained in the checkpoint dir: copy the model files out
             final.mkdir(parents=True, exist_ok=True)
             for rel in (modelcard.CARD_FILE, modelcard.METRICS_FILE, modelcard.CONFIG_FILE, modelcard.BEST_PARAMS):
-                (final / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(out / rel, final / rel)
+                atomic_write_with(final / rel, lambda p, src=out / rel: shutil.copyfile(src, p))
     except SegqaError as exc:
         log.error("%s", exc)
         return 2

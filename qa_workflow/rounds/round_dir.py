@@ -143,7 +143,7 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
     exclude = sorted({str(i) for i in exclude})
     inputs["excluded_items"] = len(exclude)
     inputs["excluded_sha256"] = hashlib.sha256("\n".join(exclude).encode()).hexdigest() if exclude else None
-    params = policy.get_params()
+    params = policy.record_params()
     fingerprint = round_fingerprint(params, inputs, round_id)
 
     if existing is not None and not overwrite:

@@ -1,8 +1,9 @@
 """The selection policy of a round (ARCHITECTURE §5): who reviews what.
 
-`SelectionPolicy` follows the scikit-learn estimator shape: parameters are stored by ``__init__``, `fit`
-learns from the score table and the thresholds (learned state ends in ``_``), `transform` assigns every item of
-a score table to exactly one of ``contract.ASSIGNMENTS`` with a reason:
+`SelectionPolicy` is a scikit-learn estimator (``BaseEstimator``: ``get_params``, ``set_params`` and
+``sklearn.base.clone`` work): parameters are stored by ``__init__``, `fit` learns from the score table and the
+thresholds (learned state ends in ``_``), `transform` assigns every item of a score table to exactly one of
+``contract.ASSIGNMENTS`` with a reason:
 
 ``skip``
     not reviewable (predicted region < min_pixels), no value for the confidence measure, or a review candidate
@@ -37,12 +38,14 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import inspect
 import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from qa_workflow import storage
 from qa_workflow.contract import (
@@ -146,7 +149,7 @@ def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> Non
         raise SegqaError(f"{name} must be an integer >= {low}{' or none' if allow_none else ''}, got {value!r}")
 
 
-class SelectionPolicy:
+class SelectionPolicy(BaseEstimator):
     """Assign the items of a score table to auto_accept / review / audit / random_arm / skip. See module doc.
 
     Parameters (stored only; checked by `fit`): budget (max ``review`` items; None = all candidates),
@@ -175,13 +178,10 @@ class SelectionPolicy:
         self.n_strata = n_strata
         self.seed = seed
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("budget", "per_subject_cap", "audit_rate", "random_arm", "measure",
-                                              "strategy", "subject_decay", "neighbour_decay", "slice_gap",
-                                              "n_strata", "seed")}
-
-    def __repr__(self) -> str:
-        return f"SelectionPolicy({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+    def record_params(self) -> dict[str, Any]:
+        """The parameters in ``__init__`` order (``get_params`` sorts them): what round.json records."""
+        params = self.get_params(deep=False)
+        return {name: params[name] for name in inspect.signature(type(self).__init__).parameters if name in params}
 
     # -------------------------------------------------------------------------------------------- fit
     def _check_params(self) -> None:

@@ -267,3 +267,39 @@ def test_summary_keeps_the_threshold_exact():
     cp = ClopperPearsonThreshold(start_coverage=0).fit(x, np.array([True] * 60 + [False]))
     assert cp.summary().to_json()["threshold"] == 0.1234567890123457  # not rounded up past the items on it
     assert cp.predict(x).sum() == 60
+
+
+@pytest.mark.parametrize("selector", [
+    ClopperPearsonThreshold(max_error=0.1, confidence=0.9, start_coverage=0.0, min_above=3),
+    BucketWalkThreshold(edges=[0.0, 0.5, 0.8, 1.0], max_error_ratio=0.2),
+    IsotonicThreshold(max_error=0.1, confidence=0.9, min_above=5),
+])
+def test_selectors_are_scikit_learn_estimators_clone_round_trips_their_parameters(selector):
+    from sklearn.base import clone
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, 400)
+    y = rng.uniform(0, 1, 400) < x
+    copy = clone(selector)
+    assert type(copy) is type(selector) and copy.get_params() == selector.get_params()
+    assert copy.fit(x, y).threshold_ == selector.fit(x, y).threshold_
+    assert not hasattr(clone(selector), "threshold_")
+
+
+def test_set_params_changes_what_a_selector_learns():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, 2000)
+    y = rng.uniform(0, 1, 2000) < 0.5 + 0.5 * x
+    cp = ClopperPearsonThreshold(max_error=0.05, confidence=0.95)
+    strict = cp.fit(x, y).threshold_
+    loose = cp.set_params(max_error=0.2).fit(x, y).threshold_
+    assert cp.max_error == 0.2 and strict is not None and loose is not None and loose < strict
+
+
+def test_the_isotonic_calibrator_is_a_scikit_learn_estimator():
+    from sklearn.base import clone
+
+    from analysis.calibration import fit_isotonic
+
+    iso = fit_isotonic(np.array([0.1, 0.4, 0.6, 0.9]), np.array([False, False, True, True]))
+    assert clone(iso).get_params() == iso.get_params()

@@ -146,3 +146,26 @@ def test_items_reviewed_earlier_are_skipped_not_reselected(score_frame):
     assert (again["assignment"] == "skip").all()
     assert (again["reason"] == "already reviewed in an earlier round").all()
     assert (second["assignment"] == "review").sum() == 20
+
+
+def test_the_policy_is_a_scikit_learn_estimator_clone_and_set_params_work():
+    from sklearn.base import clone
+
+    policy = SelectionPolicy(budget=12, per_subject_cap=3, audit_rate=0.1, strategy="random", seed=7)
+    copy = clone(policy)
+    assert copy is not policy and copy.get_params() == policy.get_params()
+    scores = score_frame()
+    thr = thresholds(csf=0.9, gray_matter=0.8, white_matter=None)
+    assert copy.fit_transform(scores, thr).equals(policy.fit_transform(scores, thr))
+    assert not hasattr(clone(policy.fit(scores, thr)), "thresholds_")  # clone copies parameters, not state
+    policy.set_params(budget=5)
+    assert (policy.fit_transform(scores, thr)["assignment"] == "review").sum() == 5
+    with pytest.raises(ValueError):
+        policy.set_params(budjet=5)
+
+
+def test_round_json_records_the_parameters_in_init_order():
+    params = SelectionPolicy(budget=3, seed=2).record_params()
+    assert list(params) == ["budget", "per_subject_cap", "audit_rate", "random_arm", "measure", "strategy",
+                            "subject_decay", "neighbour_decay", "slice_gap", "n_strata", "seed"]
+    assert params["budget"] == 3 and params["seed"] == 2 and params["audit_rate"] == 0.05

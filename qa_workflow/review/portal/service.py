@@ -85,19 +85,8 @@ class PortalSettings:
 def _load_key(portal_dir: Path) -> bytes:
     """The portal's signing key (created once, mode 0600): image URLs survive a restart."""
     path = portal_dir / "secret.key"
-    if not path.exists():
-        portal_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(32))
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # fails if another process created it meanwhile: keep theirs
-        except FileExistsError:
-            pass
-        os.unlink(tmp)
+    if not path.exists():  # another process may create it meanwhile: then theirs is kept
+        storage.atomic_create_bytes(path, secrets.token_bytes(32), mode=0o600)
     key = path.read_bytes()
     if len(key) < 32:
         raise SegqaError(f"{path}: signing key is damaged (expected 32 bytes); delete it to make a new one")
