@@ -36,7 +36,7 @@ import time
 from decimal import Decimal
 from typing import Any, Iterator, Sequence
 
-from qa_workflow.confirmations.store import ItemRecord, ItemState, Vote, VoteResult, check_vote_pairs
+from qa_workflow.confirmations.records import ItemRecord, ItemState, Vote, VoteResult, check_vote_pairs
 from qa_workflow.contract import ACCEPT, SegqaError, parse_item_id, round_sort_key, utc_now_iso
 
 __all__ = ["DynamoStore", "create_table", "GSI_BY_CLASS", "GSI_BY_ROUND", "DYNAMO_VOTES_PER_TRANSACTION"]

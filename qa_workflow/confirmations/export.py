@@ -7,7 +7,7 @@ import csv
 import io
 from typing import Any, Sequence
 
-from qa_workflow.confirmations.store import ItemState, Store
+from qa_workflow.confirmations.records import ItemState, Store
 from qa_workflow.contract import ACCEPT, REJECT, REVIEW_RECORD_COLUMNS, SPLIT, round_sort_key
 
 __all__ = ["review_record", "export_review_records", "review_records_csv", "summarize"]

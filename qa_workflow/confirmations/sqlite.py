@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Sequence
 
-from qa_workflow.confirmations.store import ItemRecord, ItemState, Vote, VoteResult, check_vote_pairs
+from qa_workflow.confirmations.records import ItemRecord, ItemState, Vote, VoteResult, check_vote_pairs
 from qa_workflow.contract import ACCEPT, REJECT, SegqaError, round_sort_key, utc_now_iso
 
 __all__ = ["SqliteStore"]

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from qa_workflow.contract import ACCEPT, DECISIONS, REJECT, SPLIT, SegqaError, parse_item_id
+from qa_workflow.confirmations.records import ItemRecord, ItemState, Store, Vote, VoteResult, check_vote_pairs
+from qa_workflow.contract import SegqaError
 
 __all__ = [
     "ItemRecord", "Vote", "ItemState", "VoteResult", "Store", "open_store", "store_uri_from_env",
@@ -39,123 +39,6 @@ __all__ = [
 ]
 
 ENV_VAR = "SEGQA_STORE"
-
-
-# --------------------------------------------------------------------------------------------------------
-# Records
-
-
-@dataclass(frozen=True)
-class ItemRecord:
-    """What the store knows of one reviewed mask before any vote (taken from the batch JSON)."""
-
-    item_id: str
-    class_name: str
-    confidence: float
-    round: str
-    model_version: str = ""
-    subject: str = ""
-    slice_id: str = ""
-    batch_id: str = ""
-    mask_uri: str = ""
-
-    @classmethod
-    def from_batch_item(cls, batch: dict[str, Any], item: dict[str, Any]) -> "ItemRecord":
-        """Build from a validated batch and one of its items (contract.validate_batch shapes)."""
-        iid = parse_item_id(item["item_id"])
-        return cls(item_id=item["item_id"], class_name=item["class_name"], confidence=float(item["confidence"]),
-                   round=str(batch["round"]), model_version=str(batch.get("model_version") or ""),
-                   subject=iid.subject, slice_id=str(item.get("slice_id") or iid.slice_id),
-                   batch_id=str(batch.get("batch_id") or ""), mask_uri=str(item.get("mask_uri") or ""))
-
-
-@dataclass(frozen=True)
-class Vote:
-    """One reviewer's decision on one item in one labeling job."""
-
-    job: str
-    item_id: str
-    worker_id: str
-    decision: str  # accept | reject
-    reason: str | None = None
-    comment: str | None = None
-    submitted_at: str = ""  # when the reviewer submitted (ISO 8601), as reported by the task
-    recorded_at: str = ""  # when the store wrote it
-
-    def __post_init__(self) -> None:
-        if self.decision not in DECISIONS:
-            raise SegqaError(f"vote on {self.item_id}: decision must be one of {', '.join(DECISIONS)}, "
-                             f"got {self.decision!r}")
-        for name in ("job", "item_id", "worker_id"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise SegqaError(f"vote: {name} must be a non-empty string")
-
-
-@dataclass(frozen=True)
-class ItemState:
-    """An item with its counts, as the store holds it."""
-
-    item: ItemRecord
-    confirm_count: int = 0
-    disconfirm_count: int = 0
-    reviewers: tuple[str, ...] = ()  # distinct worker ids, sorted
-    created_at: str = ""
-    updated_at: str = ""
-
-    @property
-    def outcome(self) -> str | None:
-        """accept | reject | split (reviewers disagree) | None (no votes)."""
-        if self.confirm_count and self.disconfirm_count:
-            return SPLIT
-        if self.confirm_count:
-            return ACCEPT
-        if self.disconfirm_count:
-            return REJECT
-        return None
-
-
-@dataclass(frozen=True)
-class VoteResult:
-    """Outcome of `Store.record_votes`: how many votes were new, how many were already there."""
-
-    written: int = 0
-    duplicates: int = 0
-    written_keys: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)  # (job, item_id, worker)
-
-
-
-class Store(Protocol):
-    """The one interface both engines implement."""
-
-    uri: str
-
-    def init(self) -> None:
-        """Create tables / schema if missing (idempotent)."""
-
-    def record_votes(self, votes: Sequence[tuple[ItemRecord, Vote]]) -> VoteResult:
-        """Write each vote at most once and bump its item's counts in the same transaction."""
-
-    def get_item(self, item_id: str, round: str | int | None = None) -> ItemState | None:
-        """The item (latest round when ``round`` is None), or None."""
-
-    def iter_items(self, class_name: str | None = None, round: str | int | None = None) -> Iterator[ItemState]:
-        """Items, optionally of one class and/or round, ordered by (round, item_id)."""
-
-    def iter_votes(self, item_id: str | None = None, round: str | int | None = None,
-                   job: str | None = None) -> Iterator[Vote]:
-        """Votes, optionally filtered, ordered by (item_id, job, worker_id)."""
-
-    def close(self) -> None: ...
-
-
-def check_vote_pairs(votes: Sequence[tuple[ItemRecord, Vote]]) -> None:
-    for item, vote in votes:
-        if item.item_id != vote.item_id:
-            raise SegqaError(f"vote for {vote.item_id} paired with item {item.item_id}")
-
-
-# --------------------------------------------------------------------------------------------------------
-# Opening a store by URI
 
 _cache: dict[str, Store] = {}
 _cache_lock = threading.Lock()

@@ -148,7 +148,7 @@ def test_items_reviewed_earlier_are_skipped_not_reselected(score_frame):
     assert (second["assignment"] == "review").sum() == 20
 
 
-def test_the_policy_is_a_scikit_learn_estimator_clone_and_set_params_work():
+def test_the_policy_is_a_scikit_learn_estimator_clone_and_set_params_work(score_frame):
     from sklearn.base import clone
 
     policy = SelectionPolicy(budget=12, per_subject_cap=3, audit_rate=0.1, strategy="random", seed=7)
