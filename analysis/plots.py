@@ -16,8 +16,8 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from analysis.thresholds import METHODS, cp_upper_bound
 from qa_workflow.contract import CLASS_BY_NAME
@@ -69,7 +69,7 @@ def _legend_below(fig: Figure, handles, labels) -> None:
                    fontsize=8.5)
 
 
-def _acceptance_figure(result: "AnalysisResult") -> bytes:
+def _acceptance_figure(result: AnalysisResult) -> bytes:
     opts = result.options
     top = result.records.scale_top
     fig, axes = _grid(len(result.classes))
@@ -117,7 +117,7 @@ def _style_axes(ax, xlabel: str, ylabel: str) -> None:
     ax.tick_params(labelsize=8)
 
 
-def _reliability_figure(result: "AnalysisResult") -> bytes:
+def _reliability_figure(result: AnalysisResult) -> bytes:
     fig, axes = _grid(len(result.classes))
     top = result.records.scale_top
     handles: dict[str, object] = {}
@@ -152,7 +152,7 @@ def _reliability_figure(result: "AnalysisResult") -> bytes:
     return _png(fig)
 
 
-def _risk_coverage_figure(result: "AnalysisResult") -> bytes:
+def _risk_coverage_figure(result: AnalysisResult) -> bytes:
     opts = result.options
     fig, axes = _grid(len(result.classes))
     handles: dict[str, object] = {}
@@ -193,7 +193,7 @@ def _risk_coverage_figure(result: "AnalysisResult") -> bytes:
     return _png(fig)
 
 
-def render_plots(result: "AnalysisResult") -> dict[str, bytes]:
+def render_plots(result: AnalysisResult) -> dict[str, bytes]:
     """``{"acceptance": png, "reliability": png, "risk_coverage": png}`` for the report (needs calibration)."""
     if result.calibration is None:
         raise ValueError("render_plots needs an AnalysisResult made with calibration=True")

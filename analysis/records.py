@@ -25,15 +25,20 @@ import functools
 import io
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from qa_workflow import storage
-from qa_workflow.contract import (REVIEW_RECORD_COLUMNS, REVIEW_RECORD_OPTIONAL, REVIEW_RECORD_REQUIRED,
-                                  TISSUE_CLASSES, SegqaError)
+from qa_workflow.contract import (
+    REVIEW_RECORD_COLUMNS,
+    REVIEW_RECORD_OPTIONAL,
+    REVIEW_RECORD_REQUIRED,
+    TISSUE_CLASSES,
+    SegqaError,
+)
 
 __all__ = [
     "SPLIT_POLICIES", "CONFIDENCE_SCALES", "STATUS_CONFIRMED", "STATUS_DISCONFIRMED", "STATUS_SPLIT",

@@ -53,7 +53,7 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def method_explanation(result: "AnalysisResult", method: str | None = None) -> str:
+def method_explanation(result: AnalysisResult, method: str | None = None) -> str:
     """One sentence on what a threshold of ``method`` promises, with the run's targets."""
     o = result.options
     method = method or o.method
@@ -78,7 +78,7 @@ def method_explanation(result: "AnalysisResult", method: str | None = None) -> s
             "confidence.")
 
 
-def _headline(result: "AnalysisResult", name: str) -> dict:
+def _headline(result: AnalysisResult, name: str) -> dict:
     sel = result.chosen(name)
     o = result.options
     if sel.threshold_ is None:
@@ -93,7 +93,7 @@ def _headline(result: "AnalysisResult", name: str) -> dict:
     return {"ok": True, "text": text}
 
 
-def _bucket_grid(result: "AnalysisResult") -> dict:
+def _bucket_grid(result: AnalysisResult) -> dict:
     """The bucket table pivoted for reading: one row per class (then TOTALS, CLASS_AVERAGE), one column per
     bucket; each cell has % correct, incorrect and total, and a shade for how far % correct is from 100."""
     table = result.bucket_table
@@ -115,7 +115,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return frame.replace({np.nan: None}).to_dict("records")
 
 
-def render_report(result: "AnalysisResult", images: dict[str, bytes]) -> str:
+def render_report(result: AnalysisResult, images: dict[str, bytes]) -> str:
     """The report as an HTML string; ``images`` are the PNGs of `analysis.plots.render_plots`."""
     o = result.options
     rec = result.records

@@ -6,8 +6,8 @@ A module of its own so that run, plots and report each import it and none import
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

@@ -16,22 +16,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Callable
-
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
-from analysis.agreement import (agreement_from_counts, agreement_from_votes, load_votes,
-                                reviewer_table, validate_votes)
+from analysis.agreement import agreement_from_counts, agreement_from_votes, load_votes, reviewer_table, validate_votes
 from analysis.records import ReviewRecords, load_review_records, review_records_from_frame
 from analysis.results import AnalysisOptions, AnalysisResult, ClassCalibration
-from analysis.tables import (acceptance_by_bucket, acceptance_by_class, assign_buckets, default_bucket_edges,
-                             parse_bucket_edges)
+from analysis.tables import (
+    acceptance_by_bucket,
+    acceptance_by_class,
+    assign_buckets,
+    default_bucket_edges,
+    parse_bucket_edges,
+)
 from analysis.thresholds import METHODS, make_selector
 from qa_workflow import storage
 from qa_workflow.contract import SegqaError, utc_now_iso
-
 
 __all__ = ["AnalysisOptions", "AnalysisResult", "ClassCalibration", "analyze", "write_outputs", "OUTPUT_FILES",
            "load_inputs", "read_store"]
@@ -92,8 +94,12 @@ def analyze(records: ReviewRecords, options: AnalysisOptions = AnalysisOptions()
 
     cal = None
     if calibration:
-        from analysis.calibration import binned_acceptance, cross_validated_ece, expected_calibration_error, \
-            reliability_table
+        from analysis.calibration import (
+            binned_acceptance,
+            cross_validated_ece,
+            expected_calibration_error,
+            reliability_table,
+        )
 
         step("calibration")
         cal = {}

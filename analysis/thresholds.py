@@ -47,8 +47,9 @@ The three rules (ARCHITECTURE §9):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -260,7 +261,7 @@ class ClopperPearsonThreshold(_Selector):
         share = np.ceil(float(self.start_coverage or 0.0) * np.asarray(n_items, dtype=np.float64) - 1e-9)
         return np.maximum(np.maximum(n_min, int(self.min_above or 0)), share.astype(np.int64))
 
-    def fit(self, confidence: Any, correct: Any) -> "ClopperPearsonThreshold":
+    def fit(self, confidence: Any, correct: Any) -> ClopperPearsonThreshold:
         eps = _check_level("max_error", self.max_error)
         conf = _check_level("confidence", self.confidence)
         if not 0.0 <= float(self.start_coverage or 0.0) < 1.0:
@@ -360,7 +361,7 @@ class BucketWalkThreshold(_Selector):
         self.top = top
         self.confidence = confidence
 
-    def fit(self, confidence: Any, correct: Any) -> "BucketWalkThreshold":
+    def fit(self, confidence: Any, correct: Any) -> BucketWalkThreshold:
         if not self.max_error_ratio >= 0:
             raise SegqaError(f"max_error_ratio must be ≥ 0, got {self.max_error_ratio}")
         x, ok = _check_xy(confidence, correct)
@@ -408,7 +409,7 @@ class IsotonicThreshold(_Selector):
         self.confidence = confidence
         self.min_above = min_above
 
-    def fit(self, confidence: Any, correct: Any) -> "IsotonicThreshold":
+    def fit(self, confidence: Any, correct: Any) -> IsotonicThreshold:
         from sklearn.isotonic import IsotonicRegression
 
         eps = _check_level("max_error", self.max_error)

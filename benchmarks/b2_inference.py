@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
                     print(f"{network:5s} {runtime:11s} {threads} thread(s): median {cell['median_ms']:.1f} ms "
                           f"p90 {cell['p90_ms']:.1f} ms ({cell['runs']} runs, load {load_before})", flush=True)
     command = " ".join(["python benchmarks/b2_inference.py", *(argv if argv is not None else sys.argv[1:])]).strip()
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
+    meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
             "machine": f"2-core dev machine, no GPU ({platform.processor() or platform.machine()}), shared with "
                        "other jobs", "load_avg_end": _loadavg(),
             "weights": {n: getattr(args, f"model_{n}") or "random init" for n in args.networks.split(",")}}

@@ -22,7 +22,7 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     eval_wall = time.perf_counter() - eval_start
     ips = [e["images_per_s"] for e in epochs_run if e.get("images_per_s")]
     result = {
-        "network": args.network, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "network": args.network, "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python benchmarks/b3_training.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": f"2-core dev machine, no GPU ({platform.machine()}), shared with other jobs",
         "load_avg_start": load_start, "load_avg_end": [round(v, 2) for v in os.getloadavg()],

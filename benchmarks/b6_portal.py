@@ -45,9 +45,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from qa_workflow.confirmations.store import open_store  # noqa: E402
 from qa_workflow.contract import CLASS_BY_NAME, validate_batch  # noqa: E402
 from qa_workflow.review.portal.service import open_portal_db  # noqa: E402
-from qa_workflow.confirmations.store import open_store  # noqa: E402
 
 REVIEWERS_PER_OBJECT = 3
 

@@ -18,7 +18,7 @@ import shutil
 import sys
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seed {seed} {strategy}: " + ", ".join(
                 f"r{c['round']} challenger {c['challenger'].get('mean_foreground', float('nan')):.3f} "
                 f"(+{c['accepted']} confirmed)" for c in arm), flush=True)
-    lines = [f"## B7 — label efficiency ({datetime.now(timezone.utc).isoformat(timespec='seconds')})", "",
+    lines = [f"## B7 — label efficiency ({datetime.now(UTC).isoformat(timespec='seconds')})", "",
              f"- command: `.venv/bin/python benchmarks/b7_label_efficiency.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
              f"- machine: 2-core dev machine, no GPU ({platform.machine()}), Python {platform.python_version()}",
              f"- network {args.network} (width {args.width}); cohort {args.subjects} subjects × {args.slices} slices; "

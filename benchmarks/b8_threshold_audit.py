@@ -21,15 +21,15 @@ import json
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from analysis.thresholds import cp_two_sided, make_selector
 from qa_workflow.contract import REVIEW_CLASSES
-from qa_workflow.rounds.scoring import predicted_labels, score_probabilities
 from qa_workflow.review.simulated_reviewers import DEFAULT_TAU, reviewer_decision
+from qa_workflow.rounds.scoring import predicted_labels, score_probabilities
 from training.dataset import load_slices, read_index
 from training.predict import load_predictor
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print("B8 needs at least two pool subjects", file=sys.stderr)
         return 2
     fit_subjects = set(subjects[0::2])
-    lines = [f"## B8 — threshold audit ({datetime.now(timezone.utc).isoformat(timespec='seconds')})", "",
+    lines = [f"## B8 — threshold audit ({datetime.now(UTC).isoformat(timespec='seconds')})", "",
              f"- command: `.venv/bin/python benchmarks/b8_threshold_audit.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
              f"- machine: 2-core dev machine, no GPU ({platform.machine()}), Python {platform.python_version()}",
              f"- model: {version}; pool subjects: {len(subjects)} ({len(fit_subjects)} fit the thresholds, "

@@ -1,6 +1,7 @@
 """`qa_workflow.contract`: tissue classes, item ids, decision parsing and batch validation."""
 
 import json
+from datetime import UTC
 
 import pytest
 
@@ -87,4 +88,4 @@ def test_timestamps_are_utc_iso_with_z():
     assert c.utc_iso(plus_two) == "2026-01-01T12:00:00Z"
     now = c.utc_now_iso("milliseconds")
     assert now.endswith("Z") and abs(datetime.fromisoformat(now.replace("Z", "+00:00"))
-                                     - datetime.now(timezone.utc)) < timedelta(minutes=1)
+                                     - datetime.now(UTC)) < timedelta(minutes=1)

@@ -73,7 +73,7 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
 def test_atomic_write_text_keeps_the_text_as_given(tmp_path):
     p = tmp_path / "sub" / "index.csv"
     storage.atomic_write_text(p, "a,b\r\n1,é\r\n")
-    assert p.read_bytes() == "a,b\r\n1,é\r\n".encode("utf-8")
+    assert p.read_bytes() == "a,b\r\n1,é\r\n".encode()
     assert os.listdir(p.parent) == ["index.csv"]
 
 

@@ -34,17 +34,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 from scipy import ndimage
 
-from qa_workflow.contract import BACKGROUND, CSF, GRAY_MATTER, IMAGE_HEIGHT, IMAGE_WIDTH, SegqaError, WHITE_MATTER
+from qa_workflow.contract import BACKGROUND, CSF, GRAY_MATTER, IMAGE_HEIGHT, IMAGE_WIDTH, WHITE_MATTER, SegqaError
 from training.dataset import DatasetWriter, assign_splits, scale_to_uint8
 
 log = logging.getLogger(__name__)

@@ -20,16 +20,15 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from qa_workflow.contract import IGNORE_LABEL, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, SegqaError, utc_now_iso
-
 from qa_workflow import storage
+from qa_workflow.contract import IGNORE_LABEL, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, SegqaError, utc_now_iso
 
 INDEX_COLUMNS = ("subject", "slice", "image", "mask", "split")
 #: Robust percentiles of a volume's voxels mapped to 0 and 255 when scaling intensities to 8 bit.
@@ -226,7 +225,7 @@ class DatasetWriter:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self._done = True
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -31,9 +31,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
-from qa_workflow.contract import SegqaError, utc_now_iso
-
 from qa_workflow import storage
+from qa_workflow.contract import SegqaError, utc_now_iso
 from training import modelcard
 from training.predict import load_predictor
 

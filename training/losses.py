@@ -14,7 +14,7 @@ retraining loop marks rejected or unreviewed regions that way).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from mxnet import nd

@@ -10,8 +10,8 @@ so what a person sees here is what the networks and the reviewers see.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

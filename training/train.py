@@ -41,10 +41,11 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script (SageMaker): make `training` and `qa_workflow` importable
     _here = Path(__file__).resolve().parent
@@ -55,7 +56,6 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from qa_workflow.contract import IGNORE_LABEL, NUM_CLASSES, TISSUE_CLASSES, SegqaError, utc_iso, utc_now_iso
-
 from qa_workflow.storage import atomic_write_with
 from training import modelcard
 from training.augment import AugmentConfig, augment_batch
@@ -113,7 +113,7 @@ class TrainConfig:
     kvstore: str = "device"
     context: str = "auto"
     val_batch_size: int = 16
-    progress: Callable[["TrainEvent"], None] | None = field(default=None, repr=False, compare=False)
+    progress: Callable[[TrainEvent], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.lr is None:
@@ -334,7 +334,7 @@ class _Run:
         self.best_epoch: int | None = None
         self.best_score = -1.0
         self.start_epoch = 0
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         self.started_at = utc_iso(started)
         digest = hashlib.sha256((self.data_hash + json.dumps(cfg.to_json(), sort_keys=True) + self.started_at
                                  ).encode()).hexdigest()[:6]

@@ -6,8 +6,6 @@ print the thresholds. See docs/analysis.md.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 _METHODS = ("clopper-pearson", "bucket-walk", "isotonic")
@@ -18,12 +16,12 @@ def register(app: typer.Typer) -> None:
     def analyze(
         out: str = typer.Option(..., "--out", "-o", help="Folder (or s3:// prefix) for the tables, thresholds.json "
                                 "and report.html."),
-        reviews: Optional[str] = typer.Option(None, "--reviews", "-r", help="Review-record CSV "
+        reviews: str | None = typer.Option(None, "--reviews", "-r", help="Review-record CSV "
                                               "(item_id,class_name,confidence,confirm_count,disconfirm_count,...)."),
-        store: Optional[str] = typer.Option(None, "--store", "-s", help="Read straight from the confirmation "
+        store: str | None = typer.Option(None, "--store", "-s", help="Read straight from the confirmation "
                                             "store instead: sqlite:///<path> or dynamodb://<table>."),
-        round_: Optional[str] = typer.Option(None, "--round", help="With --store: only this round."),
-        votes: Optional[str] = typer.Option(None, "--votes", help="Per-vote CSV item_id,worker_id,decision[,gold] "
+        round_: str | None = typer.Option(None, "--round", help="With --store: only this round."),
+        votes: str | None = typer.Option(None, "--votes", help="Per-vote CSV item_id,worker_id,decision[,gold] "
                                             "for per-reviewer agreement and gold accuracy."),
         method: str = typer.Option("clopper-pearson", "--method", "-m",
                                    help=f"Threshold written to thresholds.json: {' | '.join(_METHODS)}."),
@@ -35,11 +33,11 @@ def register(app: typer.Typer) -> None:
                                              "where this share of the class lies above the threshold (and never "
                                              "before the bound can reach --max-error). Fix it before looking at "
                                              "results."),
-        min_above: Optional[int] = typer.Option(None, "--min-above", help="clopper-pearson: ...or where this "
+        min_above: int | None = typer.Option(None, "--min-above", help="clopper-pearson: ...or where this "
                                                 "many reviewed items lie above it."),
         max_error_ratio: float = typer.Option(0.1, "--max-error-ratio", help="bucket-walk: largest "
                                               "incorrect:correct ratio a bucket may have."),
-        buckets: Optional[str] = typer.Option(None, "--buckets", help="Bucket edges on the input's confidence "
+        buckets: str | None = typer.Option(None, "--buckets", help="Bucket edges on the input's confidence "
                                               "scale, e.g. 80,85,90,95,100 (default: 5 equal-width buckets from "
                                               "the lowest confidence to the top)."),
         split_policy: str = typer.Option("incorrect", "--split-policy", help="Items whose reviewers disagree: "

@@ -4,7 +4,7 @@ ModelTrainer). Thin commands over `qa_workflow.cloud.deploy` and `qa_workflow.cl
 from __future__ import annotations
 
 import json
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
@@ -12,7 +12,7 @@ _REGION_HELP = "AWS region (default: the profile's or AWS_DEFAULT_REGION)."
 _PROFILE_HELP = "AWS profile from ~/.aws/config."
 
 
-def _session(region: Optional[str], profile: Optional[str]) -> Any:
+def _session(region: str | None, profile: str | None) -> Any:
     import boto3
     from botocore.exceptions import ProfileNotFound
 
@@ -70,15 +70,15 @@ def register(app: typer.Typer) -> None:
     def deploy_(
         prefix: str = typer.Option("segqa", "--prefix", help="NamePrefix of every resource (2-12 of a-z, 0-9, -)."),
         environment: str = typer.Option("dev", "--environment", "-e", help="dev, staging or prod."),
-        stack: Optional[str] = typer.Option(None, "--stack", help="Stack name (default <prefix>-<environment>)."),
-        region: Optional[str] = typer.Option(None, "--region", help=_REGION_HELP),
-        profile: Optional[str] = typer.Option(None, "--profile", help=_PROFILE_HELP),
-        parameter: List[str] = typer.Option([], "--parameter", "-p",
+        stack: str | None = typer.Option(None, "--stack", help="Stack name (default <prefix>-<environment>)."),
+        region: str | None = typer.Option(None, "--region", help=_REGION_HELP),
+        profile: str | None = typer.Option(None, "--profile", help=_PROFILE_HELP),
+        parameter: list[str] = typer.Option([], "--parameter", "-p",
                                             help="Stack parameter Key=Value (repeatable), e.g. MinNewConfirmations=100."),
-        image: Optional[str] = typer.Option(None, "--image", help="Training image URI (default: the AWS MXNet 1.9 "
+        image: str | None = typer.Option(None, "--image", help="Training image URI (default: the AWS MXNet 1.9 "
                                             "image for the region and TrainingInstanceType)."),
         lambdas: str = typer.Option("build/lambdas", "--lambdas", help="Folder of the Lambda zips (make lambdas)."),
-        code_bucket: Optional[str] = typer.Option(None, "--code-bucket", help="Bucket for the code (default "
+        code_bucket: str | None = typer.Option(None, "--code-bucket", help="Bucket for the code (default "
                                                   "<prefix>-<env>-sagemaker-code-<account>-<region>, created if missing)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Lint and print the plan; change nothing in AWS."),
         yes: bool = typer.Option(False, "--yes", "-y", help="Execute the change set without asking."),
@@ -146,25 +146,25 @@ def register(app: typer.Typer) -> None:
     @app.command("train-remote")
     def train_remote(
         network: str = typer.Option("both", "--network", "-n", help="unet, enet or both."),
-        train: Optional[str] = typer.Option(None, "--train", help="s3:// dataset folder for the train channel "
+        train: str | None = typer.Option(None, "--train", help="s3:// dataset folder for the train channel "
                                             "(default with --stack: <DataUri>/retrain/dataset/train/)."),
-        validation: Optional[str] = typer.Option(None, "--validation", help="s3:// dataset folder for validation "
+        validation: str | None = typer.Option(None, "--validation", help="s3:// dataset folder for validation "
                                                  "(default with --stack: <DataUri>/retrain/dataset/validation/)."),
-        output: Optional[str] = typer.Option(None, "--output", help="s3:// prefix for model.tar.gz (default with "
+        output: str | None = typer.Option(None, "--output", help="s3:// prefix for model.tar.gz (default with "
                                              "--stack: <DataUri>/models/<network>/)."),
-        role: Optional[str] = typer.Option(None, "--role", help="Training role ARN (default: the stack's TrainingRoleArn)."),
-        stack: Optional[str] = typer.Option(None, "--stack", help="Take role and S3 locations from this stack's outputs."),
-        image: Optional[str] = typer.Option(None, "--image", help="Training image (default: AWS MXNet 1.9 DLC)."),
+        role: str | None = typer.Option(None, "--role", help="Training role ARN (default: the stack's TrainingRoleArn)."),
+        stack: str | None = typer.Option(None, "--stack", help="Take role and S3 locations from this stack's outputs."),
+        image: str | None = typer.Option(None, "--image", help="Training image (default: AWS MXNet 1.9 DLC)."),
         instance_type: str = typer.Option("ml.g4dn.xlarge", "--instance-type"),
         instance_count: int = typer.Option(1, "--instance-count", help="Hosts; more than one trains with dist_sync."),
         volume_gb: int = typer.Option(30, "--volume-gb"),
         max_runtime: int = typer.Option(4 * 3600, "--max-runtime", help="Seconds before SageMaker stops the job."),
-        hp: List[str] = typer.Option([], "--hp", help="Hyperparameter key=value for training/train.py (repeatable), "
+        hp: list[str] = typer.Option([], "--hp", help="Hyperparameter key=value for training/train.py (repeatable), "
                                      "e.g. --hp epochs=40 --hp batch-size=16."),
         spot: bool = typer.Option(False, "--spot", help="Managed spot training (needs --checkpoint to resume)."),
-        checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="s3:// prefix for checkpoints."),
-        region: Optional[str] = typer.Option(None, "--region", help=_REGION_HELP),
-        profile: Optional[str] = typer.Option(None, "--profile", help=_PROFILE_HELP),
+        checkpoint: str | None = typer.Option(None, "--checkpoint", help="s3:// prefix for checkpoints."),
+        region: str | None = typer.Option(None, "--region", help=_REGION_HELP),
+        profile: str | None = typer.Option(None, "--profile", help=_PROFILE_HELP),
         dry_run: bool = typer.Option(False, "--dry-run", help="Build the ModelTrainer(s) and print them; start nothing."),
         wait: bool = typer.Option(False, "--wait", help="Wait for the job(s) and stream their logs."),
     ) -> None:

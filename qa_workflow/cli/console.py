@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 __all__ = ["console", "progress", "LineProgress", "TrainBar", "print_rejects", "NotBuilt", "not_built"]
 

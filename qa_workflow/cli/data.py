@@ -3,9 +3,9 @@ preview; the libraries never print, progress bars live here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 import typer
 
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to create."),
         seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives identical files."),
         slices: int = typer.Option(88, "--slices", min=1, help="Axial slices per subject (through the brain)."),
-        workers: Optional[int] = typer.Option(None, "--workers", min=1,
+        workers: int | None = typer.Option(None, "--workers", min=1,
                                               help="Processes (default: one per core, at most one per subject)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
     ) -> None:
@@ -65,11 +65,11 @@ def register(app: typer.Typer) -> None:
     @data_app.command("import")
     def import_(
         out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to create."),
-        oasis: Optional[Path] = typer.Option(None, "--oasis", help="Folder with OASIS-1 Analyze volumes "
+        oasis: Path | None = typer.Option(None, "--oasis", help="Folder with OASIS-1 Analyze volumes "
                                              "(T88 images *_t88_masked_gfc.img and FSL_SEG *_fseg.img)."),
-        nifti: Optional[Path] = typer.Option(None, "--nifti", help="Folder with NIfTI image + label volumes "
+        nifti: Path | None = typer.Option(None, "--nifti", help="Folder with NIfTI image + label volumes "
                                              "(<name>.nii[.gz] and <name>_seg/_label/_mask.nii[.gz])."),
-        png: Optional[Path] = typer.Option(None, "--png", help="Folder of <name>.png + <name>_mask.png."),
+        png: Path | None = typer.Option(None, "--png", help="Folder of <name>.png + <name>_mask.png."),
         seed: int = typer.Option(0, "--seed", help="Seed of the subject split assignment."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
     ) -> None:
@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="PNG file to write."),
         subjects: int = typer.Option(4, "--subjects", "-n", min=1, help="How many subjects (rows)."),
         levels: int = typer.Option(4, "--levels", min=1, help="How many slice levels per subject."),
-        subject: Optional[list[str]] = typer.Option(None, "--subject", help="Show these subjects (repeatable)."),
+        subject: list[str] | None = typer.Option(None, "--subject", help="Show these subjects (repeatable)."),
     ) -> None:
         """Contact sheet of slices with coloured mask overlays and a legend."""
         from training.preview import render_contact_sheet

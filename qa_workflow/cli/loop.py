@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
+
 
 def _networks(text: str) -> tuple[str, ...]:
     from qa_workflow.contract import NETWORKS, SegqaError
@@ -53,8 +54,8 @@ def register(app: typer.Typer) -> None:
         quick: bool = typer.Option(False, "--quick", help="Small cohort and short training (<= 15 min on 2 cores)."),
         workspace: Path = typer.Option(Path("demo"), "--workspace", "-w", help="Folder for everything the demo makes."),
         seed: int = typer.Option(0, "--seed", help="Seed of the cohort, selection and simulated reviewers."),
-        subjects: Optional[int] = typer.Option(None, "--subjects", min=4, help="Cohort size (default by preset)."),
-        budget: Optional[int] = typer.Option(None, "--budget", min=1, help="Masks sent to review per round."),
+        subjects: int | None = typer.Option(None, "--subjects", min=4, help="Cohort size (default by preset)."),
+        budget: int | None = typer.Option(None, "--budget", min=1, help="Masks sent to review per round."),
         strategy: str = typer.Option("uncertainty", "--strategy", help="uncertainty (active) or random."),
         interactive: bool = typer.Option(False, "--interactive",
                                          help="Review in the local portal yourself instead of simulated reviewers."),
@@ -124,8 +125,8 @@ def register(app: typer.Typer) -> None:
         use_auto_accepted: bool = typer.Option(False, "--use-auto-accepted",
                                                help="Add auto-accepted masks as pseudo-labels."),
         tolerance: float = typer.Option(0.01, "--tolerance", help="Largest per-class Dice drop a promotion tolerates."),
-        export: Optional[Path] = typer.Option(None, "--export", help="Export a newly promoted ENet here."),
-        publish: Optional[str] = typer.Option(None, "--publish",
+        export: Path | None = typer.Option(None, "--export", help="Export a newly promoted ENet here."),
+        publish: str | None = typer.Option(None, "--publish",
                                               help="Also upload the training set to URI/train/ and URI/validation/ "
                                                    "(the channels of the scheduled SageMaker retraining jobs)."),
         train: bool = typer.Option(True, "--train/--no-train",

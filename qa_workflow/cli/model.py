@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 
-def _fmt(v: Optional[float], digits: int = 3) -> str:
+def _fmt(v: float | None, digits: int = 3) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
@@ -22,7 +21,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Model folder to write (checkpoints, metrics, model card)."),
         epochs: int = typer.Option(30, "--epochs", help="Epochs to train (the total, also with --resume)."),
         batch_size: int = typer.Option(8, "--batch-size", help="Slices per batch (per device)."),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate at the start of the schedule "
+        lr: float | None = typer.Option(None, "--lr", help="Adam learning rate at the start of the schedule "
                                            "[default: 2e-3 U-Net, 5e-3 ENet]."),
         lr_schedule: str = typer.Option("cosine", "--lr-schedule", help="cosine, step or constant."),
         seed: int = typer.Option(0, "--seed", help="Seed for initial weights, data order, augmentation, dropout."),
@@ -33,13 +32,13 @@ def register(app: typer.Typer) -> None:
         ce_weight: float = typer.Option(0.5, "--ce-weight", help="Weight of the cross-entropy term in the loss."),
         width: float = typer.Option(1.0, "--width", help="Filter-count multiplier (e.g. 0.25 for a quick model)."),
         augment: bool = typer.Option(True, "--augment/--no-augment", help="Flips, small affine, intensity jitter."),
-        val_data: Optional[Path] = typer.Option(None, "--val-data", help="Validate on this dataset's 'val' split."),
-        init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this model's weights."),
+        val_data: Path | None = typer.Option(None, "--val-data", help="Validate on this dataset's 'val' split."),
+        init_from: Path | None = typer.Option(None, "--init-from", help="Start from this model's weights."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out after its last epoch."),
-        max_slices: Optional[int] = typer.Option(None, "--max-slices", help="Train on at most this many slices."),
-        max_batches: Optional[int] = typer.Option(None, "--max-batches-per-epoch", help="Cap batches per epoch."),
-        max_val_slices: Optional[int] = typer.Option(None, "--max-val-slices", help="Validate on at most this many."),
-        time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop after the epoch that ends "
+        max_slices: int | None = typer.Option(None, "--max-slices", help="Train on at most this many slices."),
+        max_batches: int | None = typer.Option(None, "--max-batches-per-epoch", help="Cap batches per epoch."),
+        max_val_slices: int | None = typer.Option(None, "--max-val-slices", help="Validate on at most this many."),
+        time_budget: float | None = typer.Option(None, "--time-budget", help="Stop after the epoch that ends "
                                                     "past this many seconds."),
         kvstore: str = typer.Option("device", "--kvstore", help="device, local, dist_sync, dist_device_sync."),
         context: str = typer.Option("auto", "--context", help="auto (GPUs if any, else CPU), cpu, gpu, gpu:0,1."),
@@ -96,9 +95,9 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Option(..., "--model", help="Model folder (segqa train) or export folder."),
         data: Path = typer.Option(..., "--data", help="Dataset folder."),
         split: str = typer.Option("test", "--split", help="Split to evaluate (train, pool, val, test)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Write the JSON report here (and a PNG beside it)."),
+        out: Path | None = typer.Option(None, "--out", help="Write the JSON report here (and a PNG beside it)."),
         batch_size: int = typer.Option(8, "--batch-size"),
-        max_slices: Optional[int] = typer.Option(None, "--max-slices", help="Evaluate at most this many slices."),
+        max_slices: int | None = typer.Option(None, "--max-slices", help="Evaluate at most this many slices."),
     ) -> None:
         """Per-class Dice, mean foreground Dice, HD95 (mm), volume difference, confusion matrix."""
         from rich.table import Table

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,7 +20,7 @@ from qa_workflow.contract import SegqaError
 _PORTAL_DIR_HELP = "Portal state (accounts, sessions, job progress, signing key). Default $SEGQA_PORTAL_DIR or ~/.segqa/portal."
 
 
-def _portal_dir(value: Optional[Path]) -> Path:
+def _portal_dir(value: Path | None) -> Path:
     from qa_workflow.review.portal.service import default_portal_dir
 
     return value if value is not None else default_portal_dir()
@@ -53,7 +52,7 @@ def register(app: typer.Typer) -> None:
     @review_app.command("serve")
     def serve_(
         round_: str = typer.Option(..., "--round", help="Round folder holding manifest.jsonl (or the manifest itself)."),
-        store: Optional[str] = typer.Option(None, "--store", help="Where votes go: sqlite:///<path> or "
+        store: str | None = typer.Option(None, "--store", help="Where votes go: sqlite:///<path> or "
                                             "dynamodb://<table>. Default $SEGQA_STORE, else <portal-dir>/store.sqlite."),
         reviewers_per_object: int = typer.Option(3, "--reviewers-per-object", min=1, max=50,
                                                  help="Reviewers who answer each batch."),
@@ -63,10 +62,10 @@ def register(app: typer.Typer) -> None:
                                               "batch before it is released to someone else."),
         task_lifetime: float = typer.Option(10 * 24 * 3600, "--task-lifetime", help="Seconds a batch stays "
                                             "available; then it is consolidated with the answers it has."),
-        portal_dir: Optional[Path] = typer.Option(None, "--portal-dir", help=_PORTAL_DIR_HELP),
-        job_name: Optional[str] = typer.Option(None, "--job-name", help="Labeling job name (votes are keyed by "
+        portal_dir: Path | None = typer.Option(None, "--portal-dir", help=_PORTAL_DIR_HELP),
+        job_name: str | None = typer.Option(None, "--job-name", help="Labeling job name (votes are keyed by "
                                                "it). Default segqa-review-<round folder>."),
-        template: Optional[str] = typer.Option(None, "--template", help="Liquid template (default "
+        template: str | None = typer.Option(None, "--template", help="Liquid template (default "
                                                "templates/mask_review.liquid.html)."),
         url_ttl: float = typer.Option(600, "--url-ttl", help="Seconds a signed image URL stays valid."),
     ) -> None:
@@ -113,7 +112,7 @@ def register(app: typer.Typer) -> None:
         new_link: bool = typer.Option(False, "--new-link", help="Issue a new one-time link for an existing reviewer."),
         url: str = typer.Option("http://127.0.0.1:8080", "--url", help="The portal's address as reviewers reach it."),
         link_ttl: float = typer.Option(7 * 24 * 3600, "--link-ttl", help="Seconds the login link stays valid."),
-        portal_dir: Optional[Path] = typer.Option(None, "--portal-dir", help=_PORTAL_DIR_HELP),
+        portal_dir: Path | None = typer.Option(None, "--portal-dir", help=_PORTAL_DIR_HELP),
     ) -> None:
         """Create a reviewer account and print their one-time login link."""
         from qa_workflow.review.portal.auth import worker_id_for
@@ -136,7 +135,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"token: {token}")
 
     @review_app.command("reviewers")
-    def reviewers_(portal_dir: Optional[Path] = typer.Option(None, "--portal-dir", help=_PORTAL_DIR_HELP)) -> None:
+    def reviewers_(portal_dir: Path | None = typer.Option(None, "--portal-dir", help=_PORTAL_DIR_HELP)) -> None:
         """List reviewer accounts."""
         from qa_workflow.review.portal.service import open_portal_db
 
@@ -150,7 +149,7 @@ def register(app: typer.Typer) -> None:
 
     @review_app.command("disable")
     def disable_(name: str = typer.Argument(...),
-                 portal_dir: Optional[Path] = typer.Option(None, "--portal-dir", help=_PORTAL_DIR_HELP)) -> None:
+                 portal_dir: Path | None = typer.Option(None, "--portal-dir", help=_PORTAL_DIR_HELP)) -> None:
         """Lock a reviewer out (sessions ended, login link revoked); their submitted answers stay."""
         from qa_workflow.review.portal.service import open_portal_db
 
@@ -169,11 +168,11 @@ def register(app: typer.Typer) -> None:
         error_rate: float = typer.Option(0.03, "--error-rate", min=0.0, max=1.0,
                                          help="Chance each reviewer flips an answer."),
         seed: int = typer.Option(0, "--seed"),
-        store: Optional[str] = typer.Option(None, "--store", help="sqlite:///<path> or dynamodb://<table>; "
+        store: str | None = typer.Option(None, "--store", help="sqlite:///<path> or dynamodb://<table>; "
                                             "default $SEGQA_STORE."),
-        job_name: Optional[str] = typer.Option(None, "--job-name", help="Default segqa-sim-<round folder>."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Also write per-item quality and votes (CSV)."),
-        work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Keep the annotation files here."),
+        job_name: str | None = typer.Option(None, "--job-name", help="Default segqa-sim-<round folder>."),
+        out: Path | None = typer.Option(None, "--out", help="Also write per-item quality and votes (CSV)."),
+        work_dir: Path | None = typer.Option(None, "--work-dir", help="Keep the annotation files here."),
     ) -> None:
         """Play reviewers (ARCHITECTURE §10) through the real pre- and post-labeling handlers."""
         import os

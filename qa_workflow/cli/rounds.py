@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -21,13 +20,13 @@ _ENV = {"role": "SEGQA_GT_ROLE_ARN", "workteam": "SEGQA_GT_WORKTEAM_ARN", "pre":
         "post": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN"}
 
 
-def _sagemaker_client(region: Optional[str]):
+def _sagemaker_client(region: str | None):
     from qa_workflow.review.ground_truth import sagemaker_client
 
     return sagemaker_client(region)
 
 
-def _require(value: Optional[str], option: str, env: str) -> str:
+def _require(value: str | None, option: str, env: str) -> str:
     from qa_workflow.contract import SegqaError
 
     if not value:
@@ -40,7 +39,7 @@ def register(app: typer.Typer) -> None:
     def predict(
         data: Path = typer.Option(..., "--data", help="Dataset folder (index.csv + images)."),
         out: str = typer.Option(..., "--out", help="Prediction folder to write (local or s3://bucket/prefix)."),
-        model: Optional[Path] = typer.Option(None, "--model", help="Model folder (segqa train) or export folder."),
+        model: Path | None = typer.Option(None, "--model", help="Model folder (segqa train) or export folder."),
         split: str = typer.Option("pool", "--split", help="Dataset split to predict."),
         mc_samples: int = typer.Option(0, "--mc-samples", help="MC-dropout passes T (0 = one deterministic "
                                        "pass; T >= 2 adds mutual information)."),
@@ -48,10 +47,10 @@ def register(app: typer.Typer) -> None:
         min_pixels: int = typer.Option(30, "--min-pixels", help="Smallest predicted region that is reviewable."),
         seed: int = typer.Option(0, "--seed", help="Seed of the MC-dropout passes."),
         table_format: str = typer.Option("parquet", "--table-format", help="parquet or csv."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="Predict only the first N slices of the split."),
-        probs: Optional[str] = typer.Option(None, "--probs", help="Score existing probability maps "
+        limit: int | None = typer.Option(None, "--limit", help="Predict only the first N slices of the split."),
+        probs: str | None = typer.Option(None, "--probs", help="Score existing probability maps "
                                             "(<subject>/<slice:03d>.npz) instead of running a model."),
-        model_version: Optional[str] = typer.Option(None, "--model-version", help="Model version to record with "
+        model_version: str | None = typer.Option(None, "--model-version", help="Model version to record with "
                                                     "--probs."),
     ) -> None:
         """Predict a dataset split, store probability maps and masks, and score every (slice, class)."""
@@ -93,11 +92,11 @@ def register(app: typer.Typer) -> None:
     def select(
         predictions: str = typer.Option(..., "--predictions", help="Prediction folder from 'segqa predict'."),
         out: str = typer.Option(..., "--out", help="Round folder to write."),
-        thresholds: Optional[str] = typer.Option(None, "--thresholds", help="thresholds.json from 'segqa "
+        thresholds: str | None = typer.Option(None, "--thresholds", help="thresholds.json from 'segqa "
                                                  "analyze' (none = cold start)."),
-        budget: Optional[int] = typer.Option(None, "--budget", help="At most this many 'review' items "
+        budget: int | None = typer.Option(None, "--budget", help="At most this many 'review' items "
                                              "(audit and random-arm items come on top)."),
-        per_subject_cap: Optional[int] = typer.Option(None, "--per-subject-cap", help="At most this many "
+        per_subject_cap: int | None = typer.Option(None, "--per-subject-cap", help="At most this many "
                                                       "'review' items per subject."),
         audit_rate: float = typer.Option(0.05, "--audit-rate", help="Share of auto-accepted items reviewed blind."),
         random_arm: int = typer.Option(0, "--random-arm", help="Size of a uniform random control sample."),
@@ -106,9 +105,9 @@ def register(app: typer.Typer) -> None:
         strategy: str = typer.Option("uncertainty", "--strategy", help="uncertainty (default) or random."),
         slice_gap: int = typer.Option(2, "--slice-gap", help="Slices within this distance count as neighbours."),
         seed: int = typer.Option(0, "--seed", help="Seed of the audit, random arm and cold-start sampling."),
-        exclude: Optional[str] = typer.Option(None, "--exclude", help="Items already reviewed: a CSV with an "
+        exclude: str | None = typer.Option(None, "--exclude", help="Items already reviewed: a CSV with an "
                                               "item_id column (e.g. 'segqa store export') or one id per line."),
-        round_id: Optional[str] = typer.Option(None, "--round-id", help="Round id (default: the --out folder name)."),
+        round_id: str | None = typer.Option(None, "--round-id", help="Round id (default: the --out folder name)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a round made with other inputs."),
     ) -> None:
         """Assign every scored item to auto_accept / review / audit / random_arm / skip for one round."""
@@ -143,7 +142,7 @@ def register(app: typer.Typer) -> None:
     @app.command("batch")
     def batch(
         round_dir: str = typer.Option(..., "--round", help="Round folder from 'segqa select'."),
-        dest: Optional[str] = typer.Option(None, "--dest", help="Where overlays, batches and the manifest go: a "
+        dest: str | None = typer.Option(None, "--dest", help="Where overlays, batches and the manifest go: a "
                                            "folder or s3://bucket/prefix (default: the round folder)."),
         batch_size: int = typer.Option(25, "--batch-size", help="Items per batch (one class per batch)."),
         workers: int = typer.Option(8, "--workers", help="Parallel render/upload threads."),
@@ -175,32 +174,32 @@ def register(app: typer.Typer) -> None:
     @job_app.command("create")
     def create_(
         round_dir: str = typer.Option(..., "--round", help="Round folder (batched to S3 with 'segqa batch')."),
-        role_arn: Optional[str] = typer.Option(None, "--role-arn", envvar=_ENV["role"],
+        role_arn: str | None = typer.Option(None, "--role-arn", envvar=_ENV["role"],
                                                help="Ground Truth execution role ARN."),
-        workteam_arn: Optional[str] = typer.Option(None, "--workteam-arn", envvar=_ENV["workteam"],
+        workteam_arn: str | None = typer.Option(None, "--workteam-arn", envvar=_ENV["workteam"],
                                                    help="Private work team ARN."),
-        pre_lambda_arn: Optional[str] = typer.Option(None, "--pre-lambda-arn", envvar=_ENV["pre"],
+        pre_lambda_arn: str | None = typer.Option(None, "--pre-lambda-arn", envvar=_ENV["pre"],
                                                      help="Pre-labeling Lambda ARN."),
-        consolidation_lambda_arn: Optional[str] = typer.Option(None, "--consolidation-lambda-arn", envvar=_ENV["post"],
+        consolidation_lambda_arn: str | None = typer.Option(None, "--consolidation-lambda-arn", envvar=_ENV["post"],
                                                                help="Post-labeling (consolidation) Lambda ARN."),
-        output: Optional[str] = typer.Option(None, "--output", help="S3OutputPath (default <dest>/gt-output)."),
-        template: Optional[Path] = typer.Option(None, "--template", help="Liquid template to upload "
+        output: str | None = typer.Option(None, "--output", help="S3OutputPath (default <dest>/gt-output)."),
+        template: Path | None = typer.Option(None, "--template", help="Liquid template to upload "
                                       "(default templates/mask_review.liquid.html)."),
-        template_s3_uri: Optional[str] = typer.Option(None, "--template-s3-uri", help="Where to upload it."),
-        job_name: Optional[str] = typer.Option(None, "--job-name", help="Default segqa-<round>-<hash>."),
+        template_s3_uri: str | None = typer.Option(None, "--template-s3-uri", help="Where to upload it."),
+        job_name: str | None = typer.Option(None, "--job-name", help="Default segqa-<round>-<hash>."),
         label_attribute_name: str = typer.Option("segqa-review", "--label-attribute-name"),
-        title: Optional[str] = typer.Option(None, "--title"),
-        description: Optional[str] = typer.Option(None, "--description"),
-        keyword: Optional[List[str]] = typer.Option(None, "--keyword", help="Task keyword (repeat, up to 5)."),
+        title: str | None = typer.Option(None, "--title"),
+        description: str | None = typer.Option(None, "--description"),
+        keyword: list[str] | None = typer.Option(None, "--keyword", help="Task keyword (repeat, up to 5)."),
         workers: int = typer.Option(3, "--workers", help="Reviewers per batch (1-9)."),
         task_time_limit: int = typer.Option(3600, "--task-time-limit", help="Seconds a reviewer has per batch."),
         task_lifetime: int = typer.Option(864000, "--task-lifetime", help="Seconds a batch stays available."),
         max_concurrent_tasks: int = typer.Option(1000, "--max-concurrent-tasks"),
-        kms_key_id: Optional[str] = typer.Option(None, "--kms-key-id", help="KMS key for the output."),
-        sns_topic_arn: Optional[str] = typer.Option(None, "--sns-topic-arn", help="Output notifications topic."),
-        price_usd: Optional[float] = typer.Option(None, "--price-usd", help="Per-task price (public workforce only)."),
-        tag: Optional[List[str]] = typer.Option(None, "--tag", help="KEY=VALUE (repeat)."),
-        region: Optional[str] = typer.Option(None, "--region", help="AWS region (default from the environment)."),
+        kms_key_id: str | None = typer.Option(None, "--kms-key-id", help="KMS key for the output."),
+        sns_topic_arn: str | None = typer.Option(None, "--sns-topic-arn", help="Output notifications topic."),
+        price_usd: float | None = typer.Option(None, "--price-usd", help="Per-task price (public workforce only)."),
+        tag: list[str] | None = typer.Option(None, "--tag", help="KEY=VALUE (repeat)."),
+        region: str | None = typer.Option(None, "--region", help="AWS region (default from the environment)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the CreateLabelingJob request and stop."),
     ) -> None:
         """Create the round's Ground Truth custom labeling job (or print its request with --dry-run)."""
@@ -234,8 +233,8 @@ def register(app: typer.Typer) -> None:
     @job_app.command("status")
     def status_(
         round_dir: str = typer.Option(..., "--round", help="Round folder with job/job.json."),
-        job_name: Optional[str] = typer.Option(None, "--job-name", help="Another job than the recorded one."),
-        region: Optional[str] = typer.Option(None, "--region"),
+        job_name: str | None = typer.Option(None, "--job-name", help="Another job than the recorded one."),
+        region: str | None = typer.Option(None, "--region"),
     ) -> None:
         """Show the job's status and progress (DescribeLabelingJob counters)."""
         from qa_workflow.review.ground_truth import describe_job, summarize_status
@@ -253,8 +252,8 @@ def register(app: typer.Typer) -> None:
     @job_app.command("sync")
     def sync_(
         round_dir: str = typer.Option(..., "--round", help="Round folder with job/job.json."),
-        job_name: Optional[str] = typer.Option(None, "--job-name"),
-        region: Optional[str] = typer.Option(None, "--region"),
+        job_name: str | None = typer.Option(None, "--job-name"),
+        region: str | None = typer.Option(None, "--region"),
     ) -> None:
         """Download the output manifest and worker responses into ROUND_DIR/job/output/."""
         from qa_workflow.review.ground_truth import sync_job

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
 _STORE_HELP = "Store URI: sqlite:///<path> (sqlite:////abs/path.db) or dynamodb://<table>. Default: $SEGQA_STORE."
 
 
-def _store_uri(store: Optional[str]) -> str:
+def _store_uri(store: str | None) -> str:
     from qa_workflow.confirmations.store import store_uri_from_env
 
     return store if store else store_uri_from_env()
@@ -22,7 +21,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(store_app, name="store")
 
     @store_app.command("init")
-    def init_(store: Optional[str] = typer.Option(None, "--store", "-s", help=_STORE_HELP)) -> None:
+    def init_(store: str | None = typer.Option(None, "--store", "-s", help=_STORE_HELP)) -> None:
         """Create the store: the SQLite schema, or the DynamoDB table and its indexes (idempotent)."""
         from qa_workflow.confirmations.store import open_store
 
@@ -33,15 +32,15 @@ def register(app: typer.Typer) -> None:
     @store_app.command("export")
     def export_(
         out: str = typer.Option(..., "--out", "-o", help="CSV to write (path, file:// or s3://)."),
-        store: Optional[str] = typer.Option(None, "--store", "-s", help=_STORE_HELP),
-        round_: Optional[str] = typer.Option(None, "--round", help="Only this round."),
-        class_name: Optional[str] = typer.Option(None, "--class", help="Only this tissue class."),
+        store: str | None = typer.Option(None, "--store", "-s", help=_STORE_HELP),
+        round_: str | None = typer.Option(None, "--round", help="Only this round."),
+        class_name: str | None = typer.Option(None, "--class", help="Only this tissue class."),
     ) -> None:
         """Write the review-record CSV (the input of `segqa analyze`), atomically."""
         from qa_workflow import storage
-        from qa_workflow.contract import SegqaError
         from qa_workflow.confirmations.export import export_review_records, review_records_csv
         from qa_workflow.confirmations.store import open_store
+        from qa_workflow.contract import SegqaError
 
         st = open_store(_store_uri(store), create=False)
         rows, superseded = export_review_records(st, round=round_, class_name=class_name)
@@ -54,7 +53,7 @@ def register(app: typer.Typer) -> None:
 
     @store_app.command("summary")
     def summary_(
-        store: Optional[str] = typer.Option(None, "--store", "-s", help=_STORE_HELP),
+        store: str | None = typer.Option(None, "--store", "-s", help=_STORE_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Counts per tissue class and round: items, votes, accepted / rejected / split items."""

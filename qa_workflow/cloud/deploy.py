@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from qa_workflow.cloud import sagemaker as sagemaker_launch
 from qa_workflow.contract import SegqaError
@@ -429,7 +430,7 @@ def execute_deploy(plan: DeployPlan, session: Any, on_event: EventCallback = lam
             key = f"cloudformation/template-{hashlib.sha256(body.encode()).hexdigest()[:16]}.yaml"
             s3.put_object(Bucket=plan.code_bucket, Key=key, Body=body.encode("utf-8"))
             template = {"TemplateURL": f"https://{plan.code_bucket}.s3.{plan.region}.amazonaws.com/{key}"}
-        change_set = f"segqa-{datetime.now(timezone.utc):%Y%m%d%H%M%S}"
+        change_set = f"segqa-{datetime.now(UTC):%Y%m%d%H%M%S}"
         kind = "UPDATE" if plan.stack_status else "CREATE"
         try:
             cfn.create_change_set(StackName=plan.stack_name, ChangeSetName=change_set, ChangeSetType=kind,
@@ -454,7 +455,7 @@ def execute_deploy(plan: DeployPlan, session: Any, on_event: EventCallback = lam
             if kind == "CREATE":  # a CREATE change set leaves an empty stack in REVIEW_IN_PROGRESS behind
                 cfn.delete_stack(StackName=plan.stack_name)
             return DeployResult(plan.stack_name, "cancelled", {}, changes, uploaded)
-        since = datetime.now(timezone.utc).replace(microsecond=0)
+        since = datetime.now(UTC).replace(microsecond=0)
         cfn.execute_change_set(StackName=plan.stack_name, ChangeSetName=change_set)
         status = _follow_stack(cfn, plan.stack_name, since, on_event, poll_s, timeout_s)
         if status not in TERMINAL_OK:

@@ -35,13 +35,21 @@ import os
 import re
 import shutil
 import tarfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from qa_workflow import storage
-from qa_workflow.contract import (MXNET_PY_VERSION, MXNET_VERSION, NETWORKS, TRAINING_ENTRY_SCRIPT,
-                                  TRAINING_JOB_NAME_RE, TRAINING_METRIC_DEFINITIONS, SegqaError)
+from qa_workflow.contract import (
+    MXNET_PY_VERSION,
+    MXNET_VERSION,
+    NETWORKS,
+    TRAINING_ENTRY_SCRIPT,
+    TRAINING_JOB_NAME_RE,
+    TRAINING_METRIC_DEFINITIONS,
+    SegqaError,
+)
 
 __all__ = [
     "ENTRY_SCRIPT", "NETWORKS", "MXNET_VERSION", "MXNET_PY_VERSION", "METRIC_DEFINITIONS", "TrainingLaunch",
@@ -275,7 +283,7 @@ class TrainingLaunch:
     checkpoint_uri: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
-    def validate(self) -> "TrainingLaunch":
+    def validate(self) -> TrainingLaunch:
         if self.network not in NETWORKS:
             raise SegqaError(f"network must be one of {', '.join(NETWORKS)}, got {self.network!r}")
         for name in ("train_uri", "output_uri") + (("validation_uri",) if self.validation_uri else ()) \
@@ -344,8 +352,16 @@ def build_model_trainer(launch: TrainingLaunch, source_dir: str | os.PathLike[st
     """
     import boto3
     from sagemaker.core.helper.session_helper import Session
-    from sagemaker.core.training.configs import (CheckpointConfig, Compute, InputData, MetricDefinition,
-                                                 OutputDataConfig, SourceCode, StoppingCondition, Tag)
+    from sagemaker.core.training.configs import (
+        CheckpointConfig,
+        Compute,
+        InputData,
+        MetricDefinition,
+        OutputDataConfig,
+        SourceCode,
+        StoppingCondition,
+        Tag,
+    )
     from sagemaker.train import ModelTrainer
 
     launch.validate()

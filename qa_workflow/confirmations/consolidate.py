@@ -25,14 +25,25 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from qa_workflow import storage
-from qa_workflow.contract import (ACCEPT, REJECT, REJECT_REASONS, SPLIT, ContractError, Decision, SegqaError,
-                                  decisions_array, parse_decisions, validate_batch)
 from qa_workflow.confirmations.store import ItemRecord, Store, Vote, open_store, store_uri_from_env
+from qa_workflow.contract import (
+    ACCEPT,
+    REJECT,
+    REJECT_REASONS,
+    SPLIT,
+    ContractError,
+    Decision,
+    SegqaError,
+    decisions_array,
+    parse_decisions,
+    validate_batch,
+)
 
 __all__ = [
     "log_json", "job_name", "load_batch", "pre_labeling", "WorkerDecisions", "read_worker_decisions",

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from qa_workflow.confirmations.records import ItemRecord, ItemState, Vote, VoteResult, check_vote_pairs
 from qa_workflow.contract import ACCEPT, SegqaError, parse_item_id, round_sort_key, utc_now_iso

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from qa_workflow.confirmations.records import ItemState, Store
 from qa_workflow.contract import ACCEPT, REJECT, REVIEW_RECORD_COLUMNS, SPLIT, round_sort_key

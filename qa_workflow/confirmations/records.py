@@ -7,8 +7,9 @@ apart from `open_store` means no module of the package imports another in a circ
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 from qa_workflow.contract import ACCEPT, DECISIONS, REJECT, SPLIT, SegqaError, parse_item_id
 
@@ -30,7 +31,7 @@ class ItemRecord:
     mask_uri: str = ""
 
     @classmethod
-    def from_batch_item(cls, batch: dict[str, Any], item: dict[str, Any]) -> "ItemRecord":
+    def from_batch_item(cls, batch: dict[str, Any], item: dict[str, Any]) -> ItemRecord:
         """Build from a validated batch and one of its items (contract.validate_batch shapes)."""
         iid = parse_item_id(item["item_id"])
         return cls(item_id=item["item_id"], class_name=item["class_name"], confidence=float(item["confidence"]),

@@ -30,14 +30,22 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from qa_workflow import storage
 from qa_workflow.confirmations.export import export_review_records, review_records_csv
 from qa_workflow.confirmations.store import open_store, store_uri_from_env
-from qa_workflow.contract import (ACCEPT, NETWORKS, TRAINING_ENTRY_SCRIPT, TRAINING_JOB_NAME_RE,
-                                  TRAINING_METRIC_DEFINITIONS, SegqaError, utc_now_iso)
+from qa_workflow.contract import (
+    ACCEPT,
+    NETWORKS,
+    TRAINING_ENTRY_SCRIPT,
+    TRAINING_JOB_NAME_RE,
+    TRAINING_METRIC_DEFINITIONS,
+    SegqaError,
+    utc_now_iso,
+)
 
 log = logging.getLogger("segqa.retrain_trigger")
 log.setLevel(os.environ.get("SEGQA_LOG_LEVEL", "INFO"))
@@ -77,7 +85,7 @@ class TriggerConfig:
     extra_hyperparameters: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "TriggerConfig":
+    def from_env(cls, env: Mapping[str, str]) -> TriggerConfig:
         def need(name: str) -> str:
             value = (env.get(name) or "").strip()
             if not value:

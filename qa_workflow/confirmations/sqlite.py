@@ -15,7 +15,8 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from qa_workflow.confirmations.records import ItemRecord, ItemState, Vote, VoteResult, check_vote_pairs
 from qa_workflow.contract import ACCEPT, REJECT, SegqaError, round_sort_key, utc_now_iso

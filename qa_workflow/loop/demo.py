@@ -28,9 +28,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from qa_workflow import storage
 from qa_workflow.contract import ACCEPT, NETWORKS, SegqaError, round_sort_key
@@ -70,7 +71,7 @@ class LoopConfig:
     export: bool = True
 
     @classmethod
-    def preset(cls, quick: bool, **overrides: Any) -> "LoopConfig":
+    def preset(cls, quick: bool, **overrides: Any) -> LoopConfig:
         """The demo's two sizes. quick: <= 15 min on a 2-core CPU; default: <= 45 min."""
         # Widths and epochs measured on the 2-core CPU (docs/loop.md): U-Net width 0.25 trains at ~15 images/s,
         # ENet width 0.5 at ~9; lr 0.005 reaches test Dice ~0.80 (U-Net) from 48 labelled slices in 30 epochs.
@@ -161,8 +162,8 @@ def _test_dice(ws: Workspace, network: str) -> dict[str, float]:
 def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: Callable[[Any], None] | None = None
             ) -> Workspace:
     """Cohort + initial champions (idempotent)."""
-    from training.cohort import CohortParams, build_cohort
     from qa_workflow.loop.retraining import initial_models
+    from training.cohort import CohortParams, build_cohort
 
     ws = Workspace(cfg.workspace)
     ws.root.mkdir(parents=True, exist_ok=True)
@@ -195,9 +196,9 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
               train_progress: Callable[[Any], None] | None = None,
               review: Callable[[Path, str], Any] | None = None) -> RoundSummary:
     """One round: predict -> select -> batch -> review -> analyze -> retrain -> promote -> export."""
+    from qa_workflow.loop.retraining import auto_accepted_items, build_retraining_set, retrain_round, store_outcomes
     from qa_workflow.rounds.batching import write_batches
     from qa_workflow.rounds.predict import run_predictions
-    from qa_workflow.loop.retraining import (auto_accepted_items, build_retraining_set, retrain_round, store_outcomes)
     from qa_workflow.rounds.round_dir import read_assignments, select_round
     from qa_workflow.rounds.selection import SelectionPolicy
     from training.predict import load_predictor

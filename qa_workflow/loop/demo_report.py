@@ -8,9 +8,10 @@ import base64
 import io
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jinja2
 

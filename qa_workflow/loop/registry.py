@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from qa_workflow import storage
 from qa_workflow.contract import REVIEW_CLASSES, SegqaError, utc_now_iso

@@ -19,15 +19,25 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from qa_workflow import storage
-from qa_workflow.contract import (ACCEPT, CLASS_BY_NAME, IGNORE_LABEL, NETWORKS, REVIEW_CLASSES, SegqaError,
-                                  parse_item_id, round_number, round_sort_key)
+from qa_workflow.contract import (
+    ACCEPT,
+    CLASS_BY_NAME,
+    IGNORE_LABEL,
+    NETWORKS,
+    REVIEW_CLASSES,
+    SegqaError,
+    parse_item_id,
+    round_number,
+    round_sort_key,
+)
 from qa_workflow.loop.registry import DEFAULT_TOLERANCE, PromotionDecision, Registry, decide_promotion
 
 log = logging.getLogger(__name__)
@@ -140,8 +150,8 @@ def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, A
 
     predictions: round id -> prediction folder of that round (``masks/<subject>/<slice>.png`` label maps).
     """
-    from training.dataset import DatasetWriter, load_png, read_index
     from qa_workflow.rounds.predict import mask_file
+    from training.dataset import DatasetWriter, load_png, read_index
 
     data_dir = Path(data_dir)
     base = read_index(data_dir)

@@ -22,10 +22,11 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from qa_workflow import storage
 from qa_workflow.contract import SegqaError, utc_now_iso

@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import tempfile
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -28,15 +28,22 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from qa_workflow import storage
 from qa_workflow.contract import (
-    DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, SegqaError, format_slice_id, tissue_class, validate_batch, utc_now_iso,
+    DEFAULT_BATCH_SIZE,
+    MAX_BATCH_SIZE,
+    SegqaError,
+    format_slice_id,
+    tissue_class,
+    utc_now_iso,
+    validate_batch,
 )
 from qa_workflow.rounds.overlays import DEFAULT_SCALE, overlay_png
 from qa_workflow.rounds.predict import Reject, encode_png, write_rejects

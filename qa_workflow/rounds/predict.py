@@ -25,16 +25,23 @@ import io
 import logging
 import os
 import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from qa_workflow import storage
 from qa_workflow.contract import (
-    DEFAULT_MIN_PIXELS, NUM_CLASSES, REVIEW_CLASSES, SegqaError, format_item_id, format_slice_id, utc_now_iso,
+    DEFAULT_MIN_PIXELS,
+    NUM_CLASSES,
+    REVIEW_CLASSES,
+    SegqaError,
+    format_item_id,
+    format_slice_id,
+    utc_now_iso,
 )
 from qa_workflow.rounds.scoring import check_probabilities, predicted_labels, score_probabilities
 
@@ -304,7 +311,7 @@ def _accept_valid(records: Sequence[Any], probs: np.ndarray, mi: np.ndarray | No
     return [records[i] for i in keep], probs[keep], (mi[keep] if mi is not None else None)
 
 
-def _store_scored(writer: "_Writer", out: str, records: Sequence[Any], probs: np.ndarray, mi: np.ndarray | None,
+def _store_scored(writer: _Writer, out: str, records: Sequence[Any], probs: np.ndarray, mi: np.ndarray | None,
                   data_dir: Path, version: str, min_pixels: int, write_probs: bool = True) -> list[dict[str, Any]]:
     """Queue each slice's probability map (unless it already lies there) and predicted label map for writing,
     and return the slices' score rows."""

@@ -14,16 +14,29 @@ import json
 import logging
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 from qa_workflow import __version__, storage
 from qa_workflow.contract import CLASS_BY_NAME, REVIEW_CLASSES, SegqaError, parse_item_id, utc_now_iso
 from qa_workflow.rounds.predict import (
-    REJECTS_FILE, RUN_FILE, Reject, absolute_uri, read_run, read_score_table, write_rejects,
+    REJECTS_FILE,
+    RUN_FILE,
+    Reject,
+    absolute_uri,
+    read_run,
+    read_score_table,
+    write_rejects,
 )
-from qa_workflow.rounds.selection import ASSIGNMENT_COLUMNS, SelectionPolicy, Thresholds, assignment_counts, load_thresholds
+from qa_workflow.rounds.selection import (
+    ASSIGNMENT_COLUMNS,
+    SelectionPolicy,
+    Thresholds,
+    assignment_counts,
+    load_thresholds,
+)
 
 __all__ = ["RoundResult", "select_round", "read_round", "read_assignments", "round_fingerprint",
            "ROUND_FILE", "ASSIGNMENTS_FILE", "ROUND_SCHEMA", "round_id_from", "read_item_ids"]

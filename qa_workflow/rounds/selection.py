@@ -41,15 +41,21 @@ import heapq
 import inspect
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
 from qa_workflow import storage
 from qa_workflow.contract import (
-    ASSIGNMENTS, CONFIDENCE_MEASURES, DEFAULT_CONFIDENCE_MEASURE, REVIEW_CLASSES, THRESHOLDS_SCHEMA, SegqaError,
+    ASSIGNMENTS,
+    CONFIDENCE_MEASURES,
+    DEFAULT_CONFIDENCE_MEASURE,
+    REVIEW_CLASSES,
+    THRESHOLDS_SCHEMA,
+    SegqaError,
 )
 from qa_workflow.rounds.scoring import confidence_from
 
@@ -203,7 +209,7 @@ class SelectionPolicy(BaseEstimator):
         if self.strategy not in STRATEGIES:
             raise SegqaError(f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
 
-    def fit(self, scores, thresholds: Thresholds | Mapping[str, float | None] | None = None) -> "SelectionPolicy":
+    def fit(self, scores, thresholds: Thresholds | Mapping[str, float | None] | None = None) -> SelectionPolicy:
         """Learn the thresholds in use and the cold-start strata from a score table (pandas DataFrame)."""
         self._check_params()
         for col in ("item_id", "subject", "slice", "class_name", "reviewable", self.measure):

@@ -8,8 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.agreement import (agreement_from_counts, agreement_from_votes, fleiss_kappa_binary,
-                                krippendorff_alpha_binary, parse_votes, reviewer_table)
+from analysis.agreement import (
+    agreement_from_counts,
+    agreement_from_votes,
+    fleiss_kappa_binary,
+    krippendorff_alpha_binary,
+    parse_votes,
+    reviewer_table,
+)
 from qa_workflow.contract import SegqaError
 
 

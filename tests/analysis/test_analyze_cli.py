@@ -177,8 +177,8 @@ def test_unit_scale_given_but_percent_values(tmp_path):
 
 
 def test_percent_scale_with_small_values_and_a_header_with_spaces_and_optional_columns():
-    data = ("item_id, class_name ,confidence,confirm_count,disconfirm_count,round\n"
-            "x1,cat,0.5,1,0,1\nx2,dog,0.9,0,1,1\n").encode()
+    data = (b"item_id, class_name ,confidence,confirm_count,disconfirm_count,round\n"
+            b"x1,cat,0.5,1,0,1\nx2,dog,0.9,0,1,1\n")
     rec = parse_review_records(data, scale="percent")
     assert rec.scale == "percent" and not rec.scale_detected
     assert rec.frame["confidence_unit"].tolist() == pytest.approx([0.005, 0.009])

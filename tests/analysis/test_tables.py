@@ -7,8 +7,15 @@ import pandas as pd
 import pytest
 
 from analysis.records import parse_review_records
-from analysis.tables import (CLASS_TABLE_COLUMNS, BUCKET_TABLE_COLUMNS, acceptance_by_bucket, acceptance_by_class,
-                             assign_buckets, default_bucket_edges, parse_bucket_edges)
+from analysis.tables import (
+    BUCKET_TABLE_COLUMNS,
+    CLASS_TABLE_COLUMNS,
+    acceptance_by_bucket,
+    acceptance_by_class,
+    assign_buckets,
+    default_bucket_edges,
+    parse_bucket_edges,
+)
 from qa_workflow.contract import SegqaError
 
 # class a: a1 confirmed, a2 split 2:1, a3 disconfirmed, a4 split 1:1 (a tie), a5 confirmed

@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.thresholds import (BucketWalkThreshold, ClopperPearsonThreshold, IsotonicThreshold, cp_bound_within,
-                                 cp_upper_bound, min_reviews_for_bound)
+from analysis.thresholds import (
+    BucketWalkThreshold,
+    ClopperPearsonThreshold,
+    IsotonicThreshold,
+    cp_bound_within,
+    cp_upper_bound,
+    min_reviews_for_bound,
+)
 
 # ------------------------------------------------------------------------------------------------------------
 # Clopper-Pearson pieces

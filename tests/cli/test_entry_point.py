@@ -96,9 +96,8 @@ def test_line_progress_prints_first_update_tenths_and_description_changes():
 
 def test_a_long_command_shows_progress_as_lines_when_not_on_a_terminal(monkeypatch, capsys, tmp_path):
     # `segqa data synth` piped to a log: one line per step with the elapsed time, not silence
-    import training.cohort
-
     import qa_workflow.cli.data as data_cli
+    import training.cohort
 
     def fake_build_cohort(out, n, *, progress, **_options):
         for k in range(n):

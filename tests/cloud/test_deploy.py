@@ -6,7 +6,7 @@ CloudFormation, cancelling, and a failed stack reported with its resources' reas
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -15,8 +15,8 @@ from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
 from lambdas import package
-from qa_workflow.cloud import deploy
 from qa_workflow.cli import main
+from qa_workflow.cloud import deploy
 from qa_workflow.contract import SegqaError
 
 REGION = "eu-west-1"
@@ -140,7 +140,7 @@ def test_a_failed_create_is_reported_with_the_resources_reasons():
     plan = deploy.DeployPlan(stack_name="segqa-dev", region=REGION, account="123456789012", code_bucket="code-b",
                              template_path=deploy.TEMPLATE_PATH, parameters={"NamePrefix": "segqa"},
                              artifacts=(art,), review_templates={}, stack_status=None)
-    now = datetime.now(timezone.utc) + timedelta(seconds=5)
+    now = datetime.now(UTC) + timedelta(seconds=5)
     stack_id = "arn:aws:cloudformation:eu-west-1:123456789012:stack/segqa-dev/1"
 
     def event(i, logical, status, reason=""):

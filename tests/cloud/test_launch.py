@@ -16,8 +16,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from qa_workflow.cloud import sagemaker as sl
 from qa_workflow.cli import main
+from qa_workflow.cloud import sagemaker as sl
 from qa_workflow.contract import SegqaError
 
 pytestmark = pytest.mark.filterwarnings("ignore:sagemaker.train.configs has been moved:DeprecationWarning")

@@ -16,10 +16,10 @@ from moto import mock_aws
 
 from qa_workflow import storage
 from qa_workflow.cloud import sagemaker as sagemaker_launch
-from qa_workflow.contract import SegqaError
 from qa_workflow.confirmations import retrain_trigger as trigger
 from qa_workflow.confirmations.dynamodb import create_table
 from qa_workflow.confirmations.store import ItemRecord, Vote, open_store
+from qa_workflow.contract import SegqaError
 
 REGION = "us-east-1"
 BUCKET = "segqa-test-sagemaker"

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from qa_workflow.cli import main
-from qa_workflow.contract import REVIEW_RECORD_COLUMNS
 from qa_workflow.confirmations.dynamodb import create_table
 from qa_workflow.confirmations.store import ItemRecord, Vote, open_store
+from qa_workflow.contract import REVIEW_RECORD_COLUMNS
 
 
 def _fill(uri: str, client=None) -> None:

@@ -7,11 +7,11 @@ import io
 
 import pytest
 
-from qa_workflow.contract import REVIEW_RECORD_COLUMNS, SegqaError
 from qa_workflow.confirmations.dynamodb import DynamoStore, create_table
 from qa_workflow.confirmations.export import export_review_records, review_records_csv, summarize
 from qa_workflow.confirmations.sqlite import SqliteStore
 from qa_workflow.confirmations.store import ItemRecord, Vote, open_store
+from qa_workflow.contract import REVIEW_RECORD_COLUMNS, SegqaError
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qa_workflow.confirmations import consolidate
-from qa_workflow.contract import REJECT_REASONS
 from qa_workflow.confirmations.dynamodb import create_table
 from qa_workflow.confirmations.store import open_store
+from qa_workflow.contract import REJECT_REASONS
 
 WORKER_POOL = ["private.us-east-1.aaaa", "private.us-east-1.bbbb", " private.us-east-1.cccc ", "w4"]
 

@@ -12,8 +12,8 @@ import random
 import pytest
 
 from lambdas.post_labeling.handler import lambda_handler
-from qa_workflow.contract import ContractError
 from qa_workflow.confirmations.store import open_store
+from qa_workflow.contract import ContractError
 
 
 def _put(s3, bucket: str, key: str, obj) -> str:
@@ -224,8 +224,8 @@ def test_malformed_events_raise_a_clear_error(aws, store_uri, event, match):
 
 
 def test_missing_store_configuration_is_a_clear_error(monkeypatch, tmp_path, gt):
-    from qa_workflow.contract import SegqaError
     from qa_workflow.confirmations.store import clear_store_cache
+    from qa_workflow.contract import SegqaError
 
     clear_store_cache()
     monkeypatch.delenv("SEGQA_STORE", raising=False)

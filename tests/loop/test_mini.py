@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from qa_workflow.confirmations.store import open_store
 from qa_workflow.contract import IGNORE_LABEL
 from qa_workflow.loop.demo import LoopConfig, run_loop
-from qa_workflow.confirmations.store import open_store
 from training.dataset import read_index
 
 pytestmark = pytest.mark.slow

@@ -8,13 +8,21 @@ import pytest
 from botocore.stub import Stubber
 
 from qa_workflow import storage
-from qa_workflow.rounds.batching import write_batches
 from qa_workflow.cli import main
 from qa_workflow.contract import SegqaError
 from qa_workflow.review.ground_truth import (
-    JobSettings, build_create_request, check_job_name, check_label_attribute_name, check_request, create_job,
-    describe_job, summarize_status, sync_job, validate_against_service_model,
+    JobSettings,
+    build_create_request,
+    check_job_name,
+    check_label_attribute_name,
+    check_request,
+    create_job,
+    describe_job,
+    summarize_status,
+    sync_job,
+    validate_against_service_model,
 )
+from qa_workflow.rounds.batching import write_batches
 from qa_workflow.rounds.predict import run_predictions
 from qa_workflow.rounds.round_dir import select_round
 from qa_workflow.rounds.selection import SelectionPolicy

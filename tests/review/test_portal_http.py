@@ -11,9 +11,9 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
+from qa_workflow.confirmations.store import clear_store_cache, open_store
 from qa_workflow.review.portal.app import create_app
 from qa_workflow.review.portal.service import PortalSettings, open_portal_db
-from qa_workflow.confirmations.store import clear_store_cache, open_store
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import threading
 
 import httpx
 
-from qa_workflow.review.portal.interactive import review_round_in_browser
 from qa_workflow.confirmations.store import clear_store_cache, open_store
+from qa_workflow.review.portal.interactive import review_round_in_browser
 
 
 def test_review_round_in_browser_returns_when_the_round_is_reviewed(tmp_path, csrf_of, decisions_form,

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qa_workflow.review.portal.service import PortalSettings, ReviewService, open_portal_db
 from qa_workflow.confirmations.store import clear_store_cache, open_store
+from qa_workflow.review.portal.service import PortalSettings, ReviewService, open_portal_db
 
 ROOT = Path(__file__).resolve().parents[2]
 

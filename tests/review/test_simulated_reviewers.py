@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from qa_workflow.contract import SegqaError
-from qa_workflow.review.simulated_reviewers import (accept_probability, dice_quality, reviewer_decision, simulate_round)
 from qa_workflow.confirmations.store import clear_store_cache, open_store
+from qa_workflow.contract import SegqaError
+from qa_workflow.review.simulated_reviewers import accept_probability, dice_quality, reviewer_decision, simulate_round
 
 
 @pytest.fixture(autouse=True)

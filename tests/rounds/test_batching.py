@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from qa_workflow import storage
-from qa_workflow.rounds.batching import read_manifest, write_batches
 from qa_workflow.contract import validate_batch
+from qa_workflow.rounds.batching import read_manifest, write_batches
 from qa_workflow.rounds.predict import run_predictions
 from qa_workflow.rounds.round_dir import read_assignments, select_round
 from qa_workflow.rounds.selection import SelectionPolicy
@@ -23,8 +23,9 @@ def round_dir(tmp_path, intensity_predictor, tiny_dataset):
 
 
 def load_png(uri):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(storage.read_bytes(uri))))
 

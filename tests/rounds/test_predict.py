@@ -9,7 +9,10 @@ import pytest
 from qa_workflow.cli import main
 from qa_workflow.contract import SegqaError
 from qa_workflow.rounds.predict import (
-    load_probability_file, read_run, read_score_table, run_predictions,
+    load_probability_file,
+    read_run,
+    read_score_table,
+    run_predictions,
 )
 from qa_workflow.rounds.round_dir import read_assignments, select_round
 from qa_workflow.rounds.selection import SelectionPolicy

@@ -8,7 +8,12 @@ from scipy import ndimage
 
 from qa_workflow.contract import SegqaError
 from qa_workflow.rounds.scoring import (
-    check_probabilities, confidence_from, dilate, pixel_entropy, predicted_labels, score_probabilities,
+    check_probabilities,
+    confidence_from,
+    dilate,
+    pixel_entropy,
+    predicted_labels,
+    score_probabilities,
 )
 
 

@@ -8,7 +8,7 @@ network learns them in a few steps, and the geometry varies per slice so validat
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest

@@ -10,8 +10,14 @@ from mxnet import autograd, nd
 
 from qa_workflow.contract import IGNORE_LABEL, SegqaError
 from training.losses import class_weights_from_labels, parse_class_weights, segmentation_loss
-from training.metrics import (absolute_volume_difference, confusion_matrix, dice_per_class, hd95,
-                              mean_foreground_dice, segmentation_report)
+from training.metrics import (
+    absolute_volume_difference,
+    confusion_matrix,
+    dice_per_class,
+    hd95,
+    mean_foreground_dice,
+    segmentation_report,
+)
 
 
 def _batch(seed=0):

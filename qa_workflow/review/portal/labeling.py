@@ -20,9 +20,10 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from qa_workflow import storage
 from qa_workflow.contract import SegqaError
@@ -176,7 +177,7 @@ class store_env:
         self.store_uri = store_uri
         self._old: str | None = None
 
-    def __enter__(self) -> "store_env":
+    def __enter__(self) -> store_env:
         self._old = os.environ.get("SEGQA_STORE")
         os.environ["SEGQA_STORE"] = self.store_uri
         return self

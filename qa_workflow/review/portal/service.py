@@ -13,9 +13,10 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from qa_workflow import storage
 from qa_workflow.contract import ContractError, SegqaError, parse_decisions, utc_iso
@@ -263,7 +264,7 @@ class ReviewService:
         row = self.db.object_row(self.job_id, assignment.object_id)
         return json.loads(row["task_input"])
 
-    def grant_for(self, reviewer: Reviewer) -> "AssetGrants":
+    def grant_for(self, reviewer: Reviewer) -> AssetGrants:
         """A ``grant_read_access`` for one page view: URI -> ``/assets/<signed token>``."""
         return AssetGrants(self, reviewer.id, self.clock())
 
