@@ -25,6 +25,13 @@ cerebellum to the vertex; a slice is ``176 x 208`` (H x W) with rows along left�
 posterior→anterior (the OASIS T88 convention: the head lies sideways in the array, anterior to the right).
 Slices are stored inferior → superior.
 
+Sites (ARCHITECTURE §4): ``build_cohort(..., sites=("A", "B"))`` gives every subject an acquisition site.
+Site A is the cohort above; site B (`SITE_SHIFTS`) is a different scanner: a flatter contrast curve, a stronger
+bias field, more noise, more in-plane blur and thick slices (through-plane partial volume). The labelled
+``train`` split is site A only; ``pool``, ``val`` and ``test`` alternate sites, the shifted site first, so even a
+one-subject split sees the shift (`assign_sites`). The site changes only the appearance model, never the
+anatomy or the order of random draws.
+
 Everything is a pure function of ``(seed, subject index, parameters)``: subject ``i`` gets its own
 ``numpy.random.SeedSequence(seed).spawn(...)[i]`` stream, so results do not depend on how many processes run.
 """
@@ -36,7 +43,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
@@ -85,10 +92,62 @@ class CohortParams:
     bias_std: float = 0.18                # std of the log bias field at its control points
     bias_spacing_mm: float = 70.0         # control-point spacing of the bias field, mm
     noise: tuple[float, float] = (0.015, 0.05)  # Rician noise sigma range, relative to the WM intensity (~0.86)
+    slice_thickness_mm: float = 0.0       # extra through-plane blur (Gaussian sigma, mm): thick-slice partial volume
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_slices, int) or self.n_slices < 1:
             raise SegqaError(f"n_slices must be a positive integer, got {self.n_slices!r}")
+
+
+#: The acquisition sites `segqa data synth --sites` knows: overrides of CohortParams' appearance fields.
+#: Site A is the reference scanner (the defaults). Site B: gamma 0.50..0.65 (a flatter contrast curve: less
+#: GM/WM contrast, brighter CSF), bias-field log-std 0.30 (A: 0.18), Rician noise 0.045..0.07 of WM (A:
+#: 0.015..0.05), in-plane blur 0.9..1.4 mm (A: 0.4..1.1) and 1.5 mm of through-plane blur (thick slices).
+#: docs/data.md has the same table with the measured effect.
+SITE_SHIFTS: dict[str, dict[str, object]] = {
+    "A": {},
+    "B": {"gamma": (0.50, 0.65), "bias_std": 0.30, "noise": (0.045, 0.07), "blur_mm": (0.9, 1.4),
+          "slice_thickness_mm": 1.5},
+}
+DEFAULT_SITES: tuple[str, ...] = ("A",)
+
+
+def site_params(params: CohortParams, site: str) -> CohortParams:
+    """``params`` with the appearance of ``site`` (one of SITE_SHIFTS); the geometry fields are untouched."""
+    if site not in SITE_SHIFTS:
+        raise SegqaError(f"unknown site {site!r}; known sites: {', '.join(SITE_SHIFTS)}")
+    return replace(params, **SITE_SHIFTS[site])  # type: ignore[arg-type]
+
+
+def parse_sites(text: str | None) -> tuple[str, ...]:
+    """``"A,B"`` -> ("A", "B"); None or empty -> DEFAULT_SITES. Unknown or repeated names raise SegqaError."""
+    if text is None or not text.strip():
+        return DEFAULT_SITES
+    names = tuple(part.strip() for part in text.split(","))
+    unknown = [n for n in names if n not in SITE_SHIFTS]
+    if unknown or len(set(names)) != len(names) or "" in names:
+        raise SegqaError(f"--sites {text!r}: give distinct site names from {', '.join(SITE_SHIFTS)}, "
+                         "comma-separated (the first is the labelled train split's site)")
+    return names
+
+
+def assign_sites(splits: dict[str, str], sites: tuple[str, ...], seed: int) -> dict[str, str]:
+    """Subject -> site. ``train`` subjects get ``sites[0]``; in every other split the subjects, in a seeded random
+    order, cycle through ``sites[1:] + sites[:1]`` (the shifted sites first, so a one-subject split sees the
+    shift). Deterministic for a given seed and split assignment."""
+    if not sites:
+        raise SegqaError("at least one site is needed")
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5173])
+    cycle = sites[1:] + sites[:1]
+    out: dict[str, str] = {}
+    for split in sorted(set(splits.values())):
+        members = sorted(s for s, sp in splits.items() if sp == split)
+        if split == "train":
+            out.update({s: sites[0] for s in members})
+            continue
+        for k, i in enumerate(rng.permutation(len(members))):
+            out[members[int(i)]] = cycle[k % len(cycle)]
+    return out
 
 
 @dataclass
@@ -185,7 +244,7 @@ def crop_to_brain(t1: np.ndarray, *others: np.ndarray, margin: int = 8) -> tuple
     idx = np.argwhere(t1 > 0)
     lo = np.maximum(idx.min(0) - margin, 0)
     hi = np.minimum(idx.max(0) + margin + 1, t1.shape)
-    window = tuple(slice(a, b) for a, b in zip(lo, hi))
+    window = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     return [np.ascontiguousarray(a[window]) for a in (t1, *others)], lo
 
 
@@ -221,9 +280,9 @@ def smooth_random_field(rng: np.random.Generator, shape: tuple[int, ...], spacin
     The cubic-spline zoom is separable, so it is applied as one small (n_out x n_coarse) matrix per axis:
     the same field as ``ndimage.zoom(coarse, ..., order=3)``, about 20 times faster on a 88x176x208 grid.
     """
-    coarse_shape = tuple(max(2, int(math.ceil(n / s)) + 1) for n, s in zip(shape, spacing_vox))
+    coarse_shape = tuple(max(2, int(math.ceil(n / s)) + 1) for n, s in zip(shape, spacing_vox, strict=True))
     out = rng.normal(0.0, std, size=coarse_shape)
-    for axis, (n_out, n_coarse) in enumerate(zip(shape, coarse_shape)):
+    for axis, (n_out, n_coarse) in enumerate(zip(shape, coarse_shape, strict=True)):
         out = np.moveaxis(np.tensordot(_spline_upsampler(n_coarse, n_out), out, axes=(1, axis)), 0, axis)
     return out.astype(np.float32)
 
@@ -317,7 +376,10 @@ def render_image(t1: np.ndarray, rng: np.random.Generator, params: CohortParams,
     blur = _uniform(rng, params.blur_mm)
     gamma = float(np.exp(rng.uniform(np.log(params.gamma[0]), np.log(params.gamma[1]))))
     noise = _uniform(rng, params.noise) * 0.86
-    img = ndimage.gaussian_filter(t1, sigma=(blur / max(slice_spacing_mm, 1.0), blur, blur), mode="constant")
+    sigma_z = blur / max(slice_spacing_mm, 1.0)
+    if params.slice_thickness_mm > 0:  # thick slices: neighbouring tissue blurs into the slice
+        sigma_z = math.hypot(sigma_z, params.slice_thickness_mm / max(slice_spacing_mm, 1.0))
+    img = ndimage.gaussian_filter(t1, sigma=(sigma_z, blur, blur), mode="constant")
     img = np.clip(img, 0.0, None) ** gamma
     bias_ctrl = (params.bias_spacing_mm / max(slice_spacing_mm, 1.0), params.bias_spacing_mm, params.bias_spacing_mm)
     bias = np.exp(smooth_random_field(rng, img.shape, bias_ctrl, params.bias_std))
@@ -359,15 +421,21 @@ def _synth_one(args: tuple[np.random.SeedSequence, CohortParams]) -> Subject:
     return synth_subject(seed, params)
 
 
-def _iter_subjects(seeds: list[np.random.SeedSequence], params: CohortParams, workers: int) -> Iterator[Subject]:
-    """Subjects in order; in ``workers`` processes when > 1 (fork: children share the loaded template)."""
+def _jsonable(values: dict[str, object]) -> dict[str, object]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def _iter_subjects(seeds: list[np.random.SeedSequence], params: list[CohortParams], workers: int
+                   ) -> Iterator[Subject]:
+    """Subjects in order (``params[i]`` for subject i); in ``workers`` processes when > 1 (fork: children share
+    the loaded template)."""
     if workers <= 1 or len(seeds) <= 1:
-        for s in seeds:
-            yield synth_subject(s, params)
+        for s, p in zip(seeds, params, strict=True):
+            yield synth_subject(s, p)
         return
     load_atlas()  # load once in the parent; forked workers inherit it
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-        yield from pool.map(_synth_one, [(s, params) for s in seeds])
+        yield from pool.map(_synth_one, list(zip(seeds, params, strict=True)))
 
 
 def default_workers(n_subjects: int) -> int:
@@ -377,27 +445,34 @@ def default_workers(n_subjects: int) -> int:
 
 def build_cohort(out: str | os.PathLike[str], n_subjects: int, seed: int = 0,
                  params: CohortParams = CohortParams(), workers: int | None = None, overwrite: bool = False,
-                 progress: Callable[[str], None] | None = None) -> Path:
+                 progress: Callable[[str], None] | None = None, sites: tuple[str, ...] = DEFAULT_SITES) -> Path:
     """Write an atlas-cohort dataset of ``n_subjects`` to ``out`` (training.dataset format), atomically.
 
-    Splits by subject via `assign_splits(subjects, seed)`. ``progress(subject_id)`` is called after each
-    subject is written. Returns the dataset folder. Same ``seed`` and ``params`` → identical image and mask
-    bytes, whatever ``workers`` is.
+    Splits by subject via `assign_splits(subjects, seed)`, sites via `assign_sites` (``sites[0]`` is the train
+    split's site; each subject is rendered with `site_params(params, its site)`). ``progress(subject_id)`` is
+    called after each subject is written. Returns the dataset folder. Same ``seed``, ``params`` and ``sites`` →
+    identical image and mask bytes, whatever ``workers`` is.
     """
     if not isinstance(n_subjects, int) or n_subjects < 1:
         raise SegqaError(f"--subjects must be a positive integer, got {n_subjects!r}")
     ids = subject_ids(n_subjects)
     splits = assign_splits(ids, seed)
+    for site in sites:
+        site_params(params, site)  # unknown names fail before any work
+    site_of = assign_sites(splits, tuple(sites), seed)
     workers = default_workers(n_subjects) if workers is None else max(1, int(workers))
-    params_meta = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(params).items()}
+    params_meta = _jsonable(asdict(params))
     subjects_meta: dict[str, dict] = {}
     with DatasetWriter(out, overwrite=overwrite, source="atlas-cohort", orientation=ORIENTATION,
                        template="MNI152 2009a (nilearn package data)", seed=seed,
-                       generator_params=params_meta, subject_params=subjects_meta) as writer:
-        for sid, subject in zip(ids, _iter_subjects(_subject_seeds(seed, n_subjects), params, workers)):
+                       generator_params=params_meta, subject_params=subjects_meta, sites=list(sites),
+                       site_shifts={s: _jsonable(SITE_SHIFTS[s]) for s in sites}) as writer:
+        per_subject = [site_params(params, site_of[sid]) for sid in ids]
+        for sid, subject in zip(ids, _iter_subjects(_subject_seeds(seed, n_subjects), per_subject, workers),
+                                strict=True):
             for k in range(subject.image.shape[0]):
-                writer.add(sid, k, subject.image[k], subject.labels[k], splits[sid])
-            subjects_meta[sid] = subject.info
+                writer.add(sid, k, subject.image[k], subject.labels[k], splits[sid], site_of[sid])
+            subjects_meta[sid] = {**subject.info, "site": site_of[sid]}
             log.info("%s: %d slices (%s)", sid, subject.image.shape[0], splits[sid])
             if progress is not None:
                 progress(sid)

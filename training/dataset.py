@@ -2,7 +2,8 @@
 
 A dataset is a folder::
 
-    DIR/index.csv        subject,slice,image,mask,split  (paths relative to DIR)
+    DIR/index.csv        subject,slice,image,mask,split[,site]  (paths relative to DIR; ``site``: the
+                         acquisition site of the subject, e.g. A or B; empty or absent = unknown)
     DIR/dataset.json     provenance: source, pixel spacing (mm), seed, counts, created_at
     DIR/images/<subject>/<slice:03d>.png   8-bit grayscale, 176 x 208 (H x W)
     DIR/masks/<subject>/<slice:03d>.png    uint8 labels 0..3 (contract.TISSUE_CLASSES), or 255
@@ -31,6 +32,8 @@ from qa_workflow import storage
 from qa_workflow.contract import IGNORE_LABEL, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, SegqaError, utc_now_iso
 
 INDEX_COLUMNS = ("subject", "slice", "image", "mask", "split")
+#: Optional columns: written by `write_index`, accepted as absent by `read_index` (files written before sites).
+INDEX_OPTIONAL_COLUMNS = ("site",)
 #: Robust percentiles of a volume's voxels mapped to 0 and 255 when scaling intensities to 8 bit.
 SCALE_PERCENTILES = (0.5, 99.5)
 SPLITS = ("train", "pool", "val", "test")
@@ -45,6 +48,7 @@ class SliceRecord:
     image: str  # relative to the dataset folder
     mask: str
     split: str
+    site: str = ""  # acquisition site ("" = unknown: imports, datasets written before sites existed)
 
     @property
     def slice_id(self) -> str:
@@ -70,7 +74,8 @@ def read_index(root: str | os.PathLike[str], splits: Sequence[str] | None = None
             raise SegqaError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(INDEX_COLUMNS)}")
         for line, row in enumerate(reader, start=2):
             try:
-                rec = SliceRecord(row["subject"], int(row["slice"]), row["image"], row["mask"], row["split"])
+                rec = SliceRecord(row["subject"], int(row["slice"]), row["image"], row["mask"], row["split"],
+                                  (row.get("site") or "").strip())
             except (TypeError, ValueError):
                 raise SegqaError(f"{path}, line {line}: slice must be an integer, got {row['slice']!r}") from None
             if rec.split not in SPLITS:
@@ -78,6 +83,11 @@ def read_index(root: str | os.PathLike[str], splits: Sequence[str] | None = None
             if splits is None or rec.split in splits:
                 records.append(rec)
     return records
+
+
+def sites_of(records: Iterable[SliceRecord]) -> list[str]:
+    """The distinct non-empty sites of ``records``, sorted (empty when the dataset records no sites)."""
+    return sorted({r.site for r in records if r.site})
 
 
 def read_meta(root: str | os.PathLike[str]) -> dict:
@@ -187,7 +197,8 @@ class DatasetWriter:
         self.records: list[SliceRecord] = []
         self._done = False
 
-    def add(self, subject: str, slice_index: int, image: np.ndarray, mask: np.ndarray, split: str) -> SliceRecord:
+    def add(self, subject: str, slice_index: int, image: np.ndarray, mask: np.ndarray, split: str,
+            site: str = "") -> SliceRecord:
         if split not in SPLITS:
             raise SegqaError(f"split {split!r} is not one of {', '.join(SPLITS)}")
         if image.shape != (IMAGE_HEIGHT, IMAGE_WIDTH) or mask.shape != image.shape:
@@ -201,7 +212,7 @@ class DatasetWriter:
         rel_mask = f"masks/{subject}/{slice_index:03d}.png"
         save_png(self.tmp / rel_img, image)
         save_png(self.tmp / rel_mask, mask.astype(np.uint8))
-        rec = SliceRecord(subject, int(slice_index), rel_img, rel_mask, split)
+        rec = SliceRecord(subject, int(slice_index), rel_img, rel_mask, split, site)
         self.records.append(rec)
         return rec
 
@@ -212,9 +223,13 @@ class DatasetWriter:
         write_index(self.tmp, self.records)
         counts = {s: sum(1 for r in self.records if r.split == s) for s in SPLITS}
         subjects = {s: sorted({r.subject for r in self.records if r.split == s}) for s in SPLITS}
+        site_subjects = {site: sorted({r.subject for r in self.records if r.site == site})
+                         for site in sites_of(self.records)}
         meta = {"format": "segqa.dataset/1", "created_at": utc_now_iso(),
                 "image_shape": [IMAGE_HEIGHT, IMAGE_WIDTH], "pixel_spacing_mm": [1.0, 1.0],
                 **self.meta, "slices": counts, "subjects": subjects}
+        if site_subjects:
+            meta["site_subjects"] = site_subjects
         (self.tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         storage.swap_folder(self.tmp, self.out)
         self._done = True
@@ -237,7 +252,7 @@ class DatasetWriter:
 
 def write_index(root: str | os.PathLike[str], records: Iterable[SliceRecord]) -> None:
     buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS)
+    writer = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS + INDEX_OPTIONAL_COLUMNS)
     writer.writeheader()
     for r in records:
         writer.writerow(asdict(r))
@@ -264,7 +279,7 @@ def assign_splits(subjects: Sequence[str], seed: int,
         counts = [1 if i in priority else 0 for i in range(4)]
     out: dict[str, str] = {}
     start = 0
-    for split, c in zip(SPLITS, counts):
+    for split, c in zip(SPLITS, counts, strict=True):
         for s in order[start:start + c]:
             out[s] = split
         start += c

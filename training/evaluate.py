@@ -6,8 +6,12 @@
      "pooled":   {"dice": {class: d}, "mean_foreground_dice", "confusion": {"classes": [...], "matrix": [[...]]}},
      "subjects": {"n", "dice_mean": {class: d}, "dice_std", "mean_foreground_dice_mean", ..._std,
                   "hd95_mm_mean": {class: mm}, "avd_pct_mean": {class: %}},
-     "per_subject": [{"subject", "slices", "dice", "mean_foreground_dice", "hd95_mm", "avd_mm2", "avd_pct"}],
+     "per_subject": [{"subject", "slices", "dice", "mean_foreground_dice", "hd95_mm", "avd_mm2", "avd_pct"
+                      [, "site"]}],
+     ["sites": {site: {"subjects", "slices", "dice": {class: d}, "mean_foreground_dice"}},]
      "seconds": ...}
+
+"sites" (pooled Dice per acquisition site, ARCHITECTURE §4) is there when the dataset's index.csv names sites.
 
 "pooled" counts every pixel of the split at once; "subjects" averages per-subject figures (a subject's slices
 pooled, HD95 over its slices in-plane; see `training.metrics`). NaN (e.g. a class absent from a subject)
@@ -50,8 +54,8 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def _by_class(values: Sequence[float]) -> dict[str, float]:
-    return {name: float(v) for name, v in zip(_NAMES, values)}
+def _by_class(values: Sequence[float] | np.ndarray) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(_NAMES, values, strict=True)}
 
 
 def _nan_stat(rows: list[list[float]], fn: Callable) -> list[float]:
@@ -64,16 +68,18 @@ def _nan_stat(rows: list[list[float]], fn: Callable) -> list[float]:
 
 
 def evaluate_predictions(pred: np.ndarray, truth: np.ndarray, subjects: Sequence[str],
-                         spacing: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:
-    """The metric part of the report from label maps: pred, truth (N, H, W); subjects: N subject ids."""
-    if pred.shape != truth.shape or len(subjects) != len(pred):
-        raise ValueError("pred, truth and subjects must describe the same slices")
+                         spacing: tuple[float, float] = (1.0, 1.0), sites: Sequence[str] | None = None
+                         ) -> dict[str, Any]:
+    """The metric part of the report from label maps: pred, truth (N, H, W); subjects: N subject ids;
+    sites: N site names ("" = unknown) or None. Per-site figures appear when any site is named."""
+    if pred.shape != truth.shape or len(subjects) != len(pred) or (sites is not None and len(sites) != len(pred)):
+        raise ValueError("pred, truth, subjects and sites must describe the same slices")
     cm = confusion_matrix(pred, truth)
     dice = dice_from_confusion(cm)
-    subjects = np.asarray(subjects)
+    subject_arr = np.asarray(subjects)
     per_subject = []
-    for s in sorted(set(subjects.tolist())):
-        sel = subjects == s
+    for s in sorted(set(subject_arr.tolist())):
+        sel = subject_arr == s
         r = segmentation_report(pred[sel], truth[sel], spacing)
         per_subject.append({"subject": s, "slices": int(sel.sum()), "dice": _by_class(r["dice"]),
                             "mean_foreground_dice": r["mean_foreground_dice"], "hd95_mm": _by_class(r["hd95_mm"]),
@@ -82,6 +88,11 @@ def evaluate_predictions(pred: np.ndarray, truth: np.ndarray, subjects: Sequence
     def table(key: str) -> list[list[float]]:
         return [[p[key][n] for n in _NAMES] for p in per_subject]
 
+    site_arr = np.asarray(sites if sites is not None else [""] * len(pred), dtype=str)
+    if (site_arr != "").any():
+        site_of = dict(zip(subject_arr.tolist(), site_arr.tolist(), strict=True))
+        for p in per_subject:
+            p["site"] = site_of[p["subject"]]
     mfd = [[p["mean_foreground_dice"]] for p in per_subject]
     report = {
         "pooled": {"dice": _by_class(dice), "mean_foreground_dice": mean_foreground_dice(dice),
@@ -95,7 +106,17 @@ def evaluate_predictions(pred: np.ndarray, truth: np.ndarray, subjects: Sequence
                      "avd_pct_mean": _by_class(_nan_stat(table("avd_pct"), np.mean))},
         "per_subject": per_subject,
     }
+    named = sorted({s for s in site_arr.tolist() if s})
+    if named:
+        report["sites"] = {site: _site_summary(pred, truth, subject_arr, site_arr == site) for site in named}
     return _clean(report)
+
+
+def _site_summary(pred: np.ndarray, truth: np.ndarray, subjects: np.ndarray, sel: np.ndarray) -> dict[str, Any]:
+    """Pooled Dice of the slices ``sel`` (N,) bool of one site."""
+    dice = dice_from_confusion(confusion_matrix(pred[sel], truth[sel]))
+    return {"subjects": len(set(subjects[sel].tolist())), "slices": int(sel.sum()), "dice": _by_class(dice),
+            "mean_foreground_dice": mean_foreground_dice(dice)}
 
 
 def evaluate_model(model: str | os.PathLike[str] | Predictor, data_dir: str | os.PathLike[str], split: str = "test",
@@ -122,7 +143,7 @@ def evaluate_model(model: str | os.PathLike[str] | Predictor, data_dir: str | os
         if progress:
             progress(min(i + batch_size, len(images)), len(images))
     spacing = pixel_spacing_mm(data_dir)
-    report = evaluate_predictions(pred, truth, [r.subject for r in records], spacing)
+    report = evaluate_predictions(pred, truth, [r.subject for r in records], spacing, [r.site for r in records])
     if figure is not None:
         pick = _figure_slices(truth, figure_slices)
         render_examples(images[pick], truth[pick], pred[pick], [records[i].slice_id for i in pick], figure)
@@ -171,7 +192,7 @@ def render_examples(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, tit
         d = dice_from_confusion(confusion_matrix(pred[i], truth[i], NUM_CLASSES))
         panels = [(np.repeat(images[i][..., None], 3, 2), titles[i]), (_overlay(images[i], truth[i]), "truth"),
                   (_overlay(images[i], pred[i]), f"prediction (mean fg Dice {mean_foreground_dice(d):.3f})")]
-        for ax, (img, title) in zip(axes[i], panels):
+        for ax, (img, title) in zip(axes[i], panels, strict=True):
             ax.imshow(img, interpolation="nearest")
             ax.set_title(title, fontsize=9)
             ax.axis("off")

@@ -121,7 +121,8 @@ def render_contact_sheet(dataset: str | os.PathLike[str], out: str | os.PathLike
             any_ignore = any_ignore or bool((mask == IGNORE_LABEL).any())
             ax_img.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             ax_ovl.imshow(overlay_rgb(image, mask), interpolation="nearest")
-            ax_img.set_title(f"{subject} · {rec.slice:03d} · {rec.split}", color="white", fontsize=8, loc="left")
+            site = f" · site {rec.site}" if rec.site else ""
+            ax_img.set_title(f"{subject} · {rec.slice:03d} · {rec.split}{site}", color="white", fontsize=8, loc="left")
     handles = [Patch(facecolor=cls.color, edgecolor="none", label=f"{cls.id} {cls.name}")
                for cls in REVIEW_CLASSES]
     if any_ignore:

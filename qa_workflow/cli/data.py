@@ -30,13 +30,20 @@ def _progress(description: str, total: int | None) -> Iterator[Callable[..., Non
 
 
 def _summary(out: Path) -> str:
-    from training.dataset import SPLITS, read_index
+    from training.dataset import SPLITS, read_index, sites_of
 
     records = read_index(out)
     subjects = {s: len({r.subject for r in records if r.split == s}) for s in SPLITS}
     slices = {s: sum(1 for r in records if r.split == s) for s in SPLITS}
     parts = ", ".join(f"{s} {subjects[s]} ({slices[s]} slices)" for s in SPLITS)
-    return f"wrote {out}: {len({r.subject for r in records})} subjects, {len(records)} slice pairs; {parts}"
+    text = f"wrote {out}: {len({r.subject for r in records})} subjects, {len(records)} slice pairs; {parts}"
+    sites = sites_of(records)
+    if len(sites) > 1:
+        per_site = {site: sorted({(r.split, r.subject) for r in records if r.site == site}) for site in sites}
+        text += "; sites " + ", ".join(
+            f"{site} {len(pairs)} ({', '.join(f'{sp} {sum(1 for x, _ in pairs if x == sp)}' for sp in SPLITS)})"
+            for site, pairs in per_site.items())
+    return text
 
 
 def register(app: typer.Typer) -> None:
@@ -52,14 +59,18 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", min=1,
                                               help="Processes (default: one per core, at most one per subject)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+        sites: str | None = typer.Option(None, "--sites", help="Acquisition sites, comma-separated, e.g. A,B: the "
+                                         "first labels the train split, the others are scanner shifts in pool, val "
+                                         "and test (docs/data.md). Default: A only."),
     ) -> None:
         """Atlas cohort: synthetic T1 subjects with CSF/GM/WM labels from the MNI152 template (offline)."""
-        from training.cohort import CohortParams, build_cohort
+        from training.cohort import CohortParams, build_cohort, parse_sites
 
         params = CohortParams(n_slices=slices)
+        site_names = parse_sites(sites)
         with _progress("synthesising subjects", subjects) as advance:
             build_cohort(out, subjects, seed=seed, params=params, workers=workers, overwrite=overwrite,
-                         progress=advance)
+                         progress=advance, sites=site_names)
         typer.echo(_summary(out))
 
     @data_app.command("import")

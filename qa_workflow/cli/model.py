@@ -128,6 +128,15 @@ def register(app: typer.Typer) -> None:
         table.add_row("mean foreground", _fmt(report["pooled"]["mean_foreground_dice"]),
                       f"{_fmt(subj['mean_foreground_dice_mean'])} ± {_fmt(subj['mean_foreground_dice_std'])}", "", "")
         console.print(table)
+        if report.get("sites"):
+            by_site = Table(title="per acquisition site (pooled Dice)")
+            names = [n for n in report["pooled"]["dice"] if n != "background"]
+            for col in ("site", "subjects", "slices", *names, "mean foreground"):
+                by_site.add_column(col, justify="left" if col == "site" else "right")
+            for site, row in report["sites"].items():
+                by_site.add_row(site, str(row["subjects"]), str(row["slices"]), *(_fmt(row["dice"][n]) for n in names),
+                                _fmt(row["mean_foreground_dice"]))
+            console.print(by_site)
         if out:
             typer.echo(f"wrote {out} and {figure}")
 

@@ -161,8 +161,8 @@ def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, A
     with DatasetWriter(out, overwrite=overwrite, source="segqa-retraining", base_dataset=str(data_dir)) as writer:
         for rec in base:
             if rec.split in ("train", "val"):
-                writer.add(rec.subject, rec.slice, load_png(data_dir / rec.image), load_png(data_dir / rec.mask, "mask"),
-                           rec.split)
+                writer.add(rec.subject, rec.slice, load_png(data_dir / rec.image),
+                           load_png(data_dir / rec.mask, "mask"), rec.split, rec.site)
                 summary.base_train_slices += rec.split == "train"
         for plan in plans:
             rec = pool.get((plan.subject, plan.slice_index))
@@ -175,7 +175,7 @@ def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, A
             uri = storage.join(predictions[plan.round], mask_file(plan.subject, plan.slice_index))
             predicted = _png_from(uri)
             labels = confirmed_label_map(predicted, plan.confirmed)
-            writer.add(plan.subject, plan.slice_index, load_png(data_dir / rec.image), labels, "train")
+            writer.add(plan.subject, plan.slice_index, load_png(data_dir / rec.image), labels, "train", rec.site)
             summary.pool_slices += 1
             summary.confirmed_masks += len(plan.confirmed) - len(plan.pseudo)
             summary.pseudo_masks += len(plan.pseudo)

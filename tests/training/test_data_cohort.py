@@ -12,7 +12,7 @@ import pytest
 from qa_workflow.cli import main
 from qa_workflow.contract import CSF, GRAY_MATTER, WHITE_MATTER
 from training import cohort
-from training.cohort import CohortParams, build_cohort, synth_subject
+from training.cohort import CohortParams, assign_sites, build_cohort, parse_sites, site_params, synth_subject
 from training.dataset import SPLITS, load_slices, read_index, read_meta
 
 SMALL = CohortParams(n_slices=8)
@@ -114,6 +114,76 @@ def test_real_geometry_88_slices_through_the_brain():
                              subject.labels[:, :, 0], subject.labels[:, :, -1]], axis=1)
     assert (border > 0).mean() < 0.01  # the brain fits inside 176 x 208
     assert 0.5 < subject.info["slice_spacing_mm"] < 2.5
+
+
+def _appearance(image: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The cohort's own statistics of one subject: GM/WM contrast-to-noise ratio, high-frequency noise inside
+    white matter (residual of a 3x3 in-plane mean), median CSF intensity."""
+    from scipy import ndimage
+
+    img = image.astype(float)
+    gm, wm = img[labels == GRAY_MATTER.id], img[labels == WHITE_MATTER.id]
+    residual = img - ndimage.uniform_filter(img, size=(1, 3, 3))
+    deep_wm = ndimage.binary_erosion(labels == WHITE_MATTER.id, iterations=2)
+    csf = img[labels == CSF.id]
+    return {"cnr": (wm.mean() - gm.mean()) / np.sqrt((wm.var() + gm.var()) / 2),
+            "noise": residual[deep_wm].std() if deep_wm.any() else float("nan"),
+            "csf": float(np.median(csf)) if csf.size else float("nan")}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_site_b_is_a_measurable_acquisition_shift_of_the_same_anatomy(seed):
+    """One subject's draws rendered at both sites: the same labels, but site B has a flatter contrast curve
+    (lower GM/WM CNR, brighter CSF) and more noise; deterministic per seed."""
+    a = synth_subject(np.random.SeedSequence(seed), site_params(SMALL, "A"))
+    b = synth_subject(np.random.SeedSequence(seed), site_params(SMALL, "B"))
+    again = synth_subject(np.random.SeedSequence(seed), site_params(SMALL, "B"))
+    assert np.array_equal(a.labels, b.labels)
+    assert np.array_equal(b.image, again.image)
+    sa, sb = _appearance(a.image, a.labels), _appearance(b.image, b.labels)
+    assert sb["cnr"] < 0.6 * sa["cnr"], (sa, sb)
+    assert sb["noise"] > 1.3 * sa["noise"], (sa, sb)
+    assert sb["csf"] > sa["csf"] + 15, (sa, sb)
+
+
+@pytest.fixture(scope="module")
+def two_site_cohort(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sites") / "c"
+    assert main(["data", "synth", "--subjects", "6", "--slices", "6", "--out", str(out), "--seed", "3",
+                 "--workers", "1", "--sites", "A,B"]) == 0
+    return out
+
+
+def test_two_sites_train_is_site_a_and_the_other_splits_hold_both(two_site_cohort):
+    records = read_index(two_site_cohort)
+    site_of = {r.subject: r.site for r in records}
+    split_of = {r.subject: r.split for r in records}
+    assert {site_of[s] for s in site_of if split_of[s] == "train"} == {"A"}
+    assert {site_of[s] for s in site_of if split_of[s] != "train"} == {"A", "B"}
+    assert {site_of[s] for s in site_of if split_of[s] == "pool"} == {"A", "B"}  # 3 pool subjects
+    meta = read_meta(two_site_cohort)
+    assert meta["sites"] == ["A", "B"] and meta["site_shifts"]["B"]["noise"] == [0.045, 0.07]
+    assert all(meta["subject_params"][s]["site"] == site_of[s] for s in site_of)
+    # the cohort's own statistics separate the sites
+    images, masks = load_slices(two_site_cohort, records)
+    subjects = np.array([r.subject for r in records])
+    cnr = {site: np.mean([_appearance(images[subjects == s], masks[subjects == s])["cnr"]
+                          for s in site_of if site_of[s] == site]) for site in ("A", "B")}  # 2 and 4 subjects
+    assert cnr["B"] < 0.6 * cnr["A"], cnr
+
+
+def test_site_assignment_and_parsing():
+    splits = {"s1": "train", "s2": "train", "s3": "pool", "s4": "pool", "s5": "val", "s6": "test"}
+    sites = assign_sites(splits, ("A", "B"), seed=0)
+    assert sites["s1"] == sites["s2"] == "A"
+    assert sites["s5"] == sites["s6"] == "B"  # one-subject splits get the shifted site
+    assert sorted(sites[s] for s in ("s3", "s4")) == ["A", "B"]
+    assert assign_sites(splits, ("A", "B"), seed=0) == sites
+    assert set(assign_sites(splits, ("A",), seed=0).values()) == {"A"}
+    assert parse_sites(None) == ("A",) and parse_sites("A, B") == ("A", "B")
+    for bad in ("A,C", "A,A", "A,"):
+        with pytest.raises(cohort.SegqaError, match="--sites"):
+            parse_sites(bad)
 
 
 def test_cli_synth_and_preview(tmp_path, capsys):

@@ -83,3 +83,16 @@ def test_preview_picks_subjects_across_splits_and_levels_inside_the_range():
     levels = choose_levels(list(range(88)), 4)
     assert len(levels) == 4 and levels[0] > 10 and levels[-1] < 80
     assert choose_levels([3, 4], 4) == [3, 4]
+
+
+def test_site_column_round_trips_and_old_indexes_without_it_still_read(tmp_path):
+    image, mask = _slice(100)
+    with DatasetWriter(tmp_path / "ds") as w:
+        w.add("s1", 0, image, mask, "train", "A")
+        w.add("s2", 0, image, mask, "pool", "B")
+    assert [(r.subject, r.site) for r in read_index(tmp_path / "ds")] == [("s1", "A"), ("s2", "B")]
+    index = tmp_path / "ds" / "index.csv"
+    lines = index.read_text().splitlines()
+    assert lines[0] == "subject,slice,image,mask,split,site"
+    index.write_text("\n".join(",".join(line.split(",")[:5]) for line in lines) + "\n")  # a pre-sites index
+    assert [r.site for r in read_index(tmp_path / "ds")] == ["", ""]

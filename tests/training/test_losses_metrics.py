@@ -120,3 +120,18 @@ def test_volume_difference_and_report():
     assert r["dice"][3] == pytest.approx(2 * 24 / (24 + 32))
     assert math.isnan(r["hd95_mm"][1])
     assert np.asarray(r["confusion"]).sum() == a.size
+
+
+def test_evaluation_reports_dice_per_site_only_when_sites_exist():
+    from training.evaluate import evaluate_predictions
+
+    truth = np.zeros((4, 8, 8), np.uint8)
+    truth[:, 2:6, 2:6] = 2
+    pred = truth.copy()
+    pred[2:, 2:6, 2:4] = 0  # the site-B slices lose half their gray matter
+    report = evaluate_predictions(pred, truth, ["a1", "a1", "b1", "b2"], sites=["A", "A", "B", "B"])
+    assert report["sites"]["A"]["dice"]["gray_matter"] == 1.0
+    assert report["sites"]["B"]["dice"]["gray_matter"] == pytest.approx(2 * 8 / (8 + 16))
+    assert report["sites"]["B"]["subjects"] == 2 and report["sites"]["B"]["slices"] == 2
+    assert {p["subject"]: p["site"] for p in report["per_subject"]} == {"a1": "A", "b1": "B", "b2": "B"}
+    assert "sites" not in evaluate_predictions(pred, truth, ["a1", "a1", "b1", "b2"])
