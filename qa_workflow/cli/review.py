@@ -173,6 +173,8 @@ def register(app: typer.Typer) -> None:
         job_name: str | None = typer.Option(None, "--job-name", help="Default segqa-sim-<round folder>."),
         out: Path | None = typer.Option(None, "--out", help="Also write per-item quality and votes (CSV)."),
         work_dir: Path | None = typer.Option(None, "--work-dir", help="Keep the annotation files here."),
+        quality: str = typer.Option("surface_dice", "--quality",
+                                    help="What reviewers judge a mask by: surface_dice (1 px tolerance) or dice."),
     ) -> None:
         """Play reviewers (ARCHITECTURE §10) through the real pre- and post-labeling handlers."""
         import os
@@ -187,12 +189,12 @@ def register(app: typer.Typer) -> None:
         with progress(console(), transient=True) as bar:
             task = bar.add_task("simulated reviews", total=None)
             result = simulate_round(round_, truth, store_uri=store_uri, reviewers=reviewers, error_rate=error_rate,
-                                    seed=seed, job_name=job_name, work_dir=work_dir,
+                                    seed=seed, job_name=job_name, work_dir=work_dir, quality=quality,
                                     on_object=lambda done, total: bar.update(task, completed=done, total=total))
         if out is not None:
             write_items_csv(result, out)
         typer.echo(f"job {result.job_name}: {result.objects} batches, {len(result.items)} items, {result.votes} votes "
-                   f"from {reviewers} simulated reviewers -> {result.store_uri}")
+                   f"from {reviewers} simulated reviewers judging {result.quality} -> {result.store_uri}")
         for cls, c in sorted(result.acceptance_by_class().items()):
             typer.echo(f"  {cls}: {c['items']} items, accepted {c['accepts']}/{c['votes']} votes "
                        f"({100 * c['accept_rate']:.1f}%)")

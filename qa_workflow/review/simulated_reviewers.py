@@ -1,7 +1,9 @@
 """Simulated reviewers (ARCHITECTURE §10): fill a round's review job through the real Lambda handlers.
 
-For an item (slice, class) with predicted mask M and truth T, the mask's quality is q = Dice(M, T) (1 when both
-are empty). Each simulated reviewer accepts with probability sigmoid((q − τ)/s) (τ = 0.90, s = 0.02), then
+For an item (slice, class) with predicted mask M and truth T, the mask's quality q is what a reviewer sees on an
+overlay: by default the surface Dice at 1 px tolerance (`training.metrics.surface_dice`: a boundary off by one
+pixel is invisible, a missing gyrus is not); ``quality="dice"`` uses the volume Dice instead (1 when both are
+empty in either case). Each simulated reviewer accepts with probability sigmoid((q − τ)/s) (τ = 0.90, s = 0.02), then
 flips its answer with its own error rate (default 0.03). Reviewers are independent; every draw comes from a
 random stream keyed by (seed, reviewer, item id), so a run is reproducible and does not depend on the order
 in which items are visited.
@@ -31,7 +33,8 @@ from qa_workflow.contract import ACCEPT, REJECT, SegqaError, parse_item_id, tiss
 from qa_workflow.review.portal import labeling
 
 __all__ = [
-    "DEFAULT_TAU", "DEFAULT_SLOPE", "DEFAULT_ERROR_RATE", "dice_quality", "accept_probability",
+    "DEFAULT_TAU", "DEFAULT_SLOPE", "DEFAULT_ERROR_RATE", "QUALITY_MEASURES", "DEFAULT_QUALITY", "dice_quality",
+    "mask_quality", "accept_probability",
     "reviewer_decision", "reviewer_form", "SimulatedReviewer", "SimulationResult", "simulate_round", "load_truth",
     "write_items_csv",
 ]
@@ -39,18 +42,33 @@ __all__ = [
 DEFAULT_TAU = 0.90
 DEFAULT_SLOPE = 0.02
 DEFAULT_ERROR_RATE = 0.03
+#: How a simulated verifier judges a mask (ARCHITECTURE §10): surface Dice at 1 px tolerance, or volume Dice.
+QUALITY_MEASURES = ("surface_dice", "dice")
+DEFAULT_QUALITY = "surface_dice"
+SURFACE_TOLERANCE_PX = 1.0
 
 
 def dice_quality(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Dice(M, T) of two boolean masks of the same shape (H, W); 1.0 when both are empty."""
+    """Volume Dice(M, T) of two boolean masks of the same shape (H, W); 1.0 when both are empty."""
+    from training.metrics import volume_dice
+
     if predicted.shape != truth.shape:
         raise ValueError(f"mask shapes differ: predicted {predicted.shape}, truth {truth.shape}")
-    p = predicted.astype(bool)
-    t = truth.astype(bool)
-    total = int(p.sum()) + int(t.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(p, t).sum()) / total
+    return float(volume_dice(predicted, truth))
+
+
+def mask_quality(predicted: np.ndarray, truth: np.ndarray, measure: str = DEFAULT_QUALITY) -> float:
+    """The quality a reviewer judges: ``measure`` (one of QUALITY_MEASURES) of two (H, W) masks; 1.0 when both
+    are empty."""
+    from training.metrics import surface_dice
+
+    if measure == "dice":
+        return dice_quality(predicted, truth)
+    if measure != "surface_dice":
+        raise SegqaError(f"unknown quality measure {measure!r}; expected one of {', '.join(QUALITY_MEASURES)}")
+    if predicted.shape != truth.shape:
+        raise ValueError(f"mask shapes differ: predicted {predicted.shape}, truth {truth.shape}")
+    return float(surface_dice(predicted, truth, SURFACE_TOLERANCE_PX))
 
 
 def accept_probability(quality: float | np.ndarray, tau: float = DEFAULT_TAU, slope: float = DEFAULT_SLOPE
@@ -89,6 +107,7 @@ class SimulatedReviewer:
 class SimulationResult:
     job_name: str
     store_uri: str
+    quality: str = DEFAULT_QUALITY  # the quality measure the reviewers judged by
     objects: int = 0
     failed_objects: list[tuple[str, str]] = field(default_factory=list)  # (source, error)
     items: list[dict[str, Any]] = field(default_factory=list)  # item_id, class_name, confidence, quality, accepts, rejects
@@ -163,12 +182,13 @@ def reviewer_form(batch: Mapping[str, Any], qualities: Mapping[str, float], revi
 def simulate_round(round_uri: str, truth_dir: str | Path, *, store_uri: str, reviewers: int = 3,
                    error_rate: float = DEFAULT_ERROR_RATE, seed: int = 0, job_name: str | None = None,
                    tau: float = DEFAULT_TAU, slope: float = DEFAULT_SLOPE, objects_per_invocation: int = 10,
-                   work_dir: str | Path | None = None,
+                   work_dir: str | Path | None = None, quality: str = DEFAULT_QUALITY,
                    on_object: Callable[[int, int], None] | None = None) -> SimulationResult:
     """Review every batch of a round with ``reviewers`` simulated reviewers, through the real handlers.
 
     ``store_uri`` is where the post-labeling handler writes (it is put into ``SEGQA_STORE`` for the calls).
     Annotation files go to ``work_dir`` (a temporary folder, removed afterwards, when None).
+    ``quality``: what the reviewers judge, "surface_dice" (1 px tolerance, default) or "dice" (volume).
     ``on_object(done, total)`` reports progress. Objects whose pre-labeling fails are listed in
     ``failed_objects`` and skipped, as Ground Truth would.
     """
@@ -178,13 +198,15 @@ def simulate_round(round_uri: str, truth_dir: str | Path, *, store_uri: str, rev
         raise SegqaError(f"--error-rate must be in [0, 1], got {error_rate}")
     if slope <= 0:
         raise SegqaError(f"slope must be positive, got {slope}")
+    if quality not in QUALITY_MEASURES:
+        raise SegqaError(f"--quality must be one of {', '.join(QUALITY_MEASURES)}, got {quality!r}")
     manifest = labeling.resolve_manifest(round_uri)
     data_objects = labeling.read_manifest(manifest)
     name = labeling.check_job_name(job_name) if job_name else labeling.job_name_for(manifest, prefix="segqa-sim")
     arn = labeling.labeling_job_arn(name)
     truth = load_truth(truth_dir)
     team = [SimulatedReviewer(i + 1, error_rate) for i in range(reviewers)]
-    result = SimulationResult(job_name=name, store_uri=store_uri)
+    result = SimulationResult(job_name=name, store_uri=store_uri, quality=quality)
 
     with tempfile.TemporaryDirectory(prefix="segqa-sim-") as tmp, labeling.store_env(store_uri):
         folder = Path(work_dir) if work_dir is not None else Path(tmp)
@@ -224,7 +246,7 @@ def simulate_round(round_uri: str, truth_dir: str | Path, *, store_uri: str, rev
                 if pred.shape != true.shape:
                     raise SegqaError(f"{item['mask_uri']}: mask is {pred.shape[1]}x{pred.shape[0]}, the truth "
                                      f"slice {parse_item_id(iid).slice_id} is {true.shape[1]}x{true.shape[0]}")
-                qualities[iid] = dice_quality(pred, true)
+                qualities[iid] = mask_quality(pred, true, quality)
                 areas[iid] = (int(pred.sum()), int(true.sum()))
                 item_rows[iid] = {"item_id": iid, "class_name": item["class_name"], "confidence": item["confidence"],
                                   "quality": qualities[iid], "accepts": 0, "rejects": 0}
@@ -242,7 +264,8 @@ def simulate_round(round_uri: str, truth_dir: str | Path, *, store_uri: str, rev
 
 
 def write_items_csv(result: SimulationResult, path: str | Path) -> None:
-    """Per item: id, class, model confidence, true quality (Dice), accept and reject votes of this run."""
+    """Per item: id, class, model confidence, true quality (the run's measure, ``result.quality``), accept and
+    reject votes of this run."""
     import csv
     import io
 

@@ -62,6 +62,8 @@ SCORE_COLUMNS = (
     "soft_dice", "entropy", "mutual_info", "reviewable", "skip_reason", "model_version", "image", "pred_mask",
     "prob_file",
 )
+#: Optional score columns: written from now on, filled in ("" = unknown) when an older table lacks them.
+SCORE_OPTIONAL_COLUMNS = ("site",)
 TABLE_FORMATS = ("parquet", "csv")
 
 
@@ -198,6 +200,7 @@ def _score_rows(records: Sequence[Any], probs: np.ndarray, mutual_info: np.ndarr
                 "image": str((data_dir / rec.image).resolve()),
                 "pred_mask": storage.join(out, mask_file(rec.subject, rec.slice)),
                 "prob_file": prob_file(rec.subject, rec.slice),
+                "site": getattr(rec, "site", ""),
             })
     return rows
 
@@ -205,7 +208,7 @@ def _score_rows(records: Sequence[Any], probs: np.ndarray, mutual_info: np.ndarr
 def _write_table(out: str, rows: list[dict[str, Any]], table_format: str) -> str:
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS + SCORE_OPTIONAL_COLUMNS))
     frame = frame.astype({"slice": "int64", "class_id": "int64", "pixel_count": "int64", "reviewable": "bool"})
     name = f"scores.{table_format}"
     if table_format == "parquet":
@@ -471,13 +474,14 @@ def read_score_table(pred_dir: str):
             frame = pd.read_parquet(io.BytesIO(data), engine="pyarrow")
         else:
             frame = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=[""],
-                                dtype={"subject": str, "skip_reason": str})
+                                dtype={"subject": str, "skip_reason": str, "site": str})
     except Exception as exc:  # noqa: BLE001 - any parser failure is an unreadable user file
         raise SegqaError(f"{uri}: unreadable score table ({exc})") from None
     missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
     if missing:
         raise SegqaError(f"{uri}: missing column(s) {', '.join(missing)}")
     frame["skip_reason"] = frame["skip_reason"].fillna("").astype(str)
+    frame["site"] = frame["site"].fillna("").astype(str) if "site" in frame.columns else ""
     frame["reviewable"] = frame["reviewable"].astype(str).str.lower().isin(["true", "1"])
     if frame["item_id"].duplicated().any():
         dup = frame.loc[frame["item_id"].duplicated(), "item_id"].iloc[0]

@@ -9,7 +9,13 @@ import pytest
 
 from qa_workflow.confirmations.store import clear_store_cache, open_store
 from qa_workflow.contract import SegqaError
-from qa_workflow.review.simulated_reviewers import accept_probability, dice_quality, reviewer_decision, simulate_round
+from qa_workflow.review.simulated_reviewers import (
+    accept_probability,
+    dice_quality,
+    mask_quality,
+    reviewer_decision,
+    simulate_round,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +43,18 @@ def test_dice_quality():
     assert dice_quality(a, a) == 1.0
     with pytest.raises(ValueError):
         dice_quality(a, np.zeros((4, 4), bool))
+
+
+def test_reviewers_judge_surface_dice_by_default_and_volume_dice_on_request():
+    truth = np.zeros((40, 40), bool)
+    truth[10:26, 10:26] = True
+    shifted = np.roll(truth, 1, axis=1)  # off by one pixel: invisible on an overlay
+    assert mask_quality(shifted, truth) == 1.0
+    assert accept_probability(mask_quality(shifted, truth)) > 0.99
+    assert mask_quality(shifted, truth, "dice") == pytest.approx(0.9375)
+    assert accept_probability(mask_quality(shifted, truth, "dice")) < 0.9
+    with pytest.raises(SegqaError, match="unknown quality measure"):
+        mask_quality(shifted, truth, "hd95")
 
 
 def test_accept_probability_is_the_documented_sigmoid():

@@ -135,3 +135,31 @@ def test_evaluation_reports_dice_per_site_only_when_sites_exist():
     assert report["sites"]["B"]["subjects"] == 2 and report["sites"]["B"]["slices"] == 2
     assert {p["subject"]: p["site"] for p in report["per_subject"]} == {"a1": "A", "b1": "B", "b2": "B"}
     assert "sites" not in evaluate_predictions(pred, truth, ["a1", "a1", "b1", "b2"])
+
+
+def _square(shape=(40, 40), top=10, left=10, size=16) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[top:top + size, left:left + size] = True
+    return m
+
+
+def test_surface_dice_forgives_a_one_pixel_shift_but_not_a_missing_blob():
+    from training.metrics import surface_dice, volume_dice
+
+    truth = _square()
+    shifted = _square(left=11)
+    assert surface_dice(shifted, truth) == 1.0  # every boundary pixel within 1 px of the other boundary
+    assert volume_dice(shifted, truth) == pytest.approx(2 * 15 * 16 / (2 * 256))  # 0.9375 < 1
+    assert surface_dice(_square(left=12), truth) < 1.0  # 2 px is visible at tolerance 1
+    assert surface_dice(_square(left=12), truth, tolerance_px=2.0) == 1.0
+    two_blobs = truth | _square(top=30, left=30, size=6)
+    missing = surface_dice(truth, two_blobs)  # the prediction misses the small blob
+    border_small, border_big = 4 * 6 - 4, 4 * 16 - 4
+    assert missing == pytest.approx(2 * border_big / (2 * border_big + border_small))
+    assert volume_dice(truth, two_blobs) > missing  # the missing blob weighs less in volume than in surface
+    empty = np.zeros_like(truth)
+    assert surface_dice(empty, empty) == 1.0 and surface_dice(truth, empty) == 0.0
+    stack = surface_dice(np.stack([shifted, truth, empty]), np.stack([truth, two_blobs, truth]))
+    assert stack.shape == (3,) and np.allclose(stack, [1.0, missing, 0.0])  # (N, H, W) -> (N,), slice by slice
+    with pytest.raises(ValueError):
+        surface_dice(truth, truth[:-1])
