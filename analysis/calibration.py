@@ -12,7 +12,7 @@ import pandas as pd
 from analysis.thresholds import cp_two_sided
 
 __all__ = ["reliability_table", "expected_calibration_error", "fit_isotonic", "cross_validated_ece",
-           "binned_acceptance"]
+           "binned_acceptance", "isotonic_curve"]
 
 
 def _uniform_bins(confidence: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,3 +108,20 @@ def binned_acceptance(confidence: np.ndarray, accepted: np.ndarray, n_bins: int 
     return pd.DataFrame({"low": xs[starts], "high": xs[stops - 1], "n": n,
                          "mean_confidence": (cum_x[stops] - cum_x[starts]) / n, "acceptance": acc / n,
                          "lower": lower, "upper": upper})
+
+
+def isotonic_curve(confidence: np.ndarray, accepted: np.ndarray) -> dict[str, object]:
+    """The fitted isotonic calibrator of one class as plain numbers, for ``calibration.json``.
+
+    confidence: (N,) unit scale; accepted: (N,) bool. Returns ``{"n", "accept_rate", "x": [...], "y": [...]}``:
+    P(accept | c) is the linear interpolation of (x, y) at c, clipped to the ends (exactly what
+    ``IsotonicRegression.predict`` computes with ``out_of_bounds="clip"``); x increasing, y non-decreasing.
+    No items: empty x and y.
+    """
+    x = np.asarray(confidence, dtype=np.float64)
+    y = np.asarray(accepted, dtype=bool)
+    if x.size == 0:
+        return {"n": 0, "accept_rate": None, "x": [], "y": []}
+    iso = fit_isotonic(x, y)
+    return {"n": int(x.size), "accept_rate": round(float(y.mean()), 6),
+            "x": [round(float(v), 6) for v in iso.X_thresholds_], "y": [round(float(v), 6) for v in iso.y_thresholds_]}

@@ -15,7 +15,7 @@ import pandas as pd
 from analysis.agreement import AgreementSummary
 from analysis.records import ReviewRecords
 from analysis.thresholds import DEFAULT_METHOD, METHODS
-from qa_workflow.contract import THRESHOLDS_SCHEMA, SegqaError
+from qa_workflow.contract import CALIBRATION_SCHEMA, THRESHOLDS_SCHEMA, SegqaError
 
 __all__ = ["AnalysisOptions", "AnalysisResult", "ClassCalibration"]
 
@@ -105,6 +105,22 @@ class AnalysisResult:
             "confidence_scale": self.records.scale, "split_policy": self.records.split_policy,
             "source": self.records.source, "n_records": len(self.records), "classes": classes,
         }
+
+    def calibration_document(self) -> dict:
+        """calibration.json: per class the isotonic curve of P(accept | confidence) on the unit scale
+        (`analysis.calibration.isotonic_curve`), what `segqa select` routes verify vs adjust by."""
+        from analysis.calibration import isotonic_curve
+
+        frame = self.records.frame
+        top = self.records.scale_top
+        classes = {}
+        for name in self.classes:
+            sel = (frame["class_name"] == name).to_numpy()
+            classes[name] = isotonic_curve(frame["confidence"].to_numpy(dtype=float)[sel] / top,
+                                           frame["correct"].to_numpy(dtype=bool)[sel])
+        return {"schema": CALIBRATION_SCHEMA, "created_at": self.created_at, "confidence_scale": "unit",
+                "input_confidence_scale": self.records.scale, "split_policy": self.records.split_policy,
+                "source": self.records.source, "n_records": len(self.records), "classes": classes}
 
     def comparison_table(self) -> pd.DataFrame:
         """Every method × class: ``method, class_name, threshold, n_reviewed, n_above, errors_above,

@@ -4,6 +4,8 @@
 
 - ``acceptance_by_class.csv``, ``acceptance_by_bucket.csv`` (the contract's tables),
 - ``thresholds.json`` (schema `contract.THRESHOLDS_SCHEMA`, the chosen method),
+- ``calibration.json`` (schema `contract.CALIBRATION_SCHEMA`: per class the isotonic curve of P(accept |
+  confidence) on the unit scale, what `segqa select` routes verify vs adjust by),
 - ``threshold_comparison.csv`` (every method, every class, side by side),
 - ``reviewers.csv`` (when per-vote data was given),
 - ``plots/*.png`` and ``report.html`` (self-contained: the same PNGs are embedded in it),
@@ -236,6 +238,8 @@ def write_outputs(result: AnalysisResult, out_dir: str | os.PathLike[str], *, re
         put("reviewers.csv", _csv_bytes(result.reviewers), "text/csv")
     put("thresholds.json", (json.dumps(result.thresholds_document(), indent=2, ensure_ascii=False) + "\n")
         .encode("utf-8"), "application/json")
+    put("calibration.json", (json.dumps(result.calibration_document(), indent=2) + "\n").encode("utf-8"),
+        "application/json")
     if report:
         from analysis.plots import render_plots
         from analysis.report import render_report

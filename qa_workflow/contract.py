@@ -31,7 +31,8 @@ __all__ = [
     "DECISIONS", "ACCEPT", "REJECT", "SPLIT", "REJECT_REASONS", "Decision", "parse_decisions", "decisions_array",
     "BATCH_FIELDS", "BATCH_ITEM_FIELDS", "validate_batch", "DEFAULT_BATCH_SIZE",
     "REVIEW_RECORD_REQUIRED", "REVIEW_RECORD_OPTIONAL", "REVIEW_RECORD_COLUMNS",
-    "THRESHOLDS_SCHEMA", "ASSIGNMENTS", "CONFIDENCE_MEASURES", "DEFAULT_CONFIDENCE_MEASURE",
+    "THRESHOLDS_SCHEMA", "ASSIGNMENTS", "LEGACY_VERIFY_ASSIGNMENT", "CALIBRATION_SCHEMA", "CostModel",
+    "CONFIDENCE_MEASURES", "DEFAULT_CONFIDENCE_MEASURE",
     "DEFAULT_MIN_PIXELS", "IMAGE_HEIGHT", "IMAGE_WIDTH", "NETWORKS", "NETWORK_LABELS",
     "round_number", "round_sort_key", "utc_iso", "utc_now_iso",
     "TRAINING_ENTRY_SCRIPT", "TRAINING_JOB_NAME_RE", "TRAINING_METRIC_DEFINITIONS", "MXNET_VERSION", "MXNET_PY_VERSION",
@@ -315,8 +316,53 @@ REVIEW_RECORD_COLUMNS = REVIEW_RECORD_REQUIRED + REVIEW_RECORD_OPTIONAL
 CONFIDENCE_MEASURES = ("soft_dice", "mean_prob", "entropy", "mutual_info")
 DEFAULT_CONFIDENCE_MEASURE = "soft_dice"
 DEFAULT_MIN_PIXELS = 30
-ASSIGNMENTS = ("auto_accept", "review", "audit", "random_arm", "skip")
+#: The routes of ARCHITECTURE §5: every scored item gets exactly one (``segqa select``, assignments.csv).
+ASSIGNMENTS = ("auto_accept", "verify", "adjust", "audit", "random_arm", "skip")
+#: What rounds written before routing (issue #13) called ``verify``; readers treat it as ``verify``.
+LEGACY_VERIFY_ASSIGNMENT = "review"
 THRESHOLDS_SCHEMA = "segqa.thresholds/1"
+#: ``calibration.json`` of an analysis: per class, the isotonic curve of P(accept | unit-scale confidence).
+CALIBRATION_SCHEMA = "segqa.calibration/1"
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds of one person's work (ARCHITECTURE §10): the one definition the router, the demo and the
+    benchmarks share. Defaults: verify 3 s per mask (a 25-mask screen ≈ 75 s), adjust 60 s per slice (all its
+    classes), drawing a slice's tissues from scratch 240 s (the classical baseline). Grounds: Bearman et al. 2016
+    (≈ 240 s per full image from scratch); correcting is 3-5x faster than drawing (Fluid Annotation,
+    Polygon-RNN); verification far cheaper again (Papadopoulos et al. 2016). Real portal timings replace these
+    where they exist."""
+
+    verify_s: float = 3.0
+    adjust_s: float = 60.0
+    scratch_s: float = 240.0
+
+    def __post_init__(self) -> None:
+        for name in ("verify_s", "adjust_s", "scratch_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise SegqaError(f"cost model: {name} must be a positive number of seconds, got {value!r}")
+
+    @classmethod
+    def parse(cls, text: str | None) -> CostModel:
+        """``"verify=3,adjust=60,scratch=240"`` (any subset; the rest keep their defaults); None/"" -> defaults."""
+        if text is None or not text.strip():
+            return cls()
+        values: dict[str, float] = {}
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            key = key.strip()
+            if not sep or key not in ("verify", "adjust", "scratch"):
+                raise SegqaError(f"--costs {text!r}: expected verify=S,adjust=S,scratch=S (seconds), got {part!r}")
+            try:
+                values[f"{key}_s"] = float(value)
+            except ValueError:
+                raise SegqaError(f"--costs {text!r}: {key} must be a number of seconds, got {value!r}") from None
+        return cls(**values)
+
+    def to_json(self) -> dict[str, float]:
+        return {"verify_s": self.verify_s, "adjust_s": self.adjust_s, "scratch_s": self.scratch_s}
 
 
 def require_fields(obj: Mapping[str, Any], fields: Iterable[str], where: str) -> None:

@@ -93,11 +93,21 @@ def register(app: typer.Typer) -> None:
         predictions: str = typer.Option(..., "--predictions", help="Prediction folder from 'segqa predict'."),
         out: str = typer.Option(..., "--out", help="Round folder to write."),
         thresholds: str | None = typer.Option(None, "--thresholds", help="thresholds.json from 'segqa "
-                                                 "analyze' (none = cold start)."),
-        budget: int | None = typer.Option(None, "--budget", help="At most this many 'review' items "
-                                             "(audit and random-arm items come on top)."),
+                                                 "analyze' (with no calibration either: cold start)."),
+        calibration: str | None = typer.Option(None, "--calibration", help="calibration.json from 'segqa analyze' "
+                                                  "(default: the one next to --thresholds, if any): P(accept) "
+                                                  "decides verify vs adjust."),
+        budget_seconds: float | None = typer.Option(None, "--budget-seconds", min=0,
+                                                    help="Human seconds for the round's verify, adjust, audit and "
+                                                    "random-arm work (cost model --costs). Default: no limit."),
+        budget: int | None = typer.Option(None, "--budget", help="At most this many verify + adjust masks "
+                                             "(on top of --budget-seconds)."),
         per_subject_cap: int | None = typer.Option(None, "--per-subject-cap", help="At most this many "
-                                                      "'review' items per subject."),
+                                                      "verify masks + adjust slices per subject."),
+        verify_min: float = typer.Option(0.5, "--verify-min", min=0.0, max=1.0,
+                                         help="Calibrated P(accept) from which a mask is verified, below it adjusted."),
+        costs: str | None = typer.Option(None, "--costs", help="Cost model in seconds, e.g. "
+                                            "verify=3,adjust=60,scratch=240 (the defaults)."),
         audit_rate: float = typer.Option(0.05, "--audit-rate", help="Share of auto-accepted items reviewed blind."),
         random_arm: int = typer.Option(0, "--random-arm", help="Size of a uniform random control sample."),
         measure: str = typer.Option("soft_dice", "--measure", help="Confidence measure: soft_dice, mean_prob, "
@@ -110,32 +120,39 @@ def register(app: typer.Typer) -> None:
         round_id: str | None = typer.Option(None, "--round-id", help="Round id (default: the --out folder name)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a round made with other inputs."),
     ) -> None:
-        """Assign every scored item to auto_accept / review / audit / random_arm / skip for one round."""
+        """Route every scored item to auto_accept / verify / adjust / audit / random_arm / skip for one round."""
         from rich.table import Table
 
-        from qa_workflow.contract import ASSIGNMENTS
+        from qa_workflow.contract import ASSIGNMENTS, CostModel
         from qa_workflow.rounds.predict import REJECTS_FILE
         from qa_workflow.rounds.round_dir import read_item_ids, select_round
         from qa_workflow.rounds.selection import SelectionPolicy
 
         console = _console()
-        policy = SelectionPolicy(budget=budget, per_subject_cap=per_subject_cap, audit_rate=audit_rate,
-                                 random_arm=random_arm, measure=measure, strategy=strategy, slice_gap=slice_gap,
-                                 seed=seed)
+        policy = SelectionPolicy(budget_seconds=budget_seconds, budget=budget, per_subject_cap=per_subject_cap,
+                                 audit_rate=audit_rate, random_arm=random_arm, verify_min=verify_min,
+                                 costs=CostModel.parse(costs), measure=measure, strategy=strategy,
+                                 slice_gap=slice_gap, seed=seed)
         excluded = read_item_ids(exclude) if exclude else []
         result = select_round(predictions, out, policy, thresholds=thresholds, round_id=round_id, overwrite=overwrite,
-                              exclude=excluded)
+                              exclude=excluded, calibration=calibration)
         for w in result.warnings:
             console.print(f"[yellow]warning:[/] {w}")
         classes = [c for c in next(iter(result.counts.values())) if c != "total"]
+        cold = not thresholds and not result.calibration
         table = Table(title=f"round {result.round_id}"
-                      f"{' (cold start)' if not thresholds else ''}{' — unchanged' if result.unchanged else ''}")
-        table.add_column("assignment")
+                      f"{' (cold start)' if cold else ''}{' — unchanged' if result.unchanged else ''}")
+        table.add_column("route")
         for c in classes + ["total"]:
             table.add_column(c, justify="right")
+        table.add_column("human s", justify="right")
         for a in ASSIGNMENTS:
-            table.add_row(a, *(str(result.counts[a][c]) for c in classes + ["total"]))
+            table.add_row(a, *(str(result.counts[a][c]) for c in classes + ["total"]),
+                          f"{result.seconds.get(a, 0.0):,.0f}" if a not in ("skip", "auto_accept") else "")
         console.print(table)
+        budget_note = f" of {budget_seconds:,.0f} s" if budget_seconds is not None else ""
+        console.print(f"planned human time {result.seconds.get('total', 0.0):,.0f} s{budget_note}"
+                      f"{'; calibration ' + result.calibration if result.calibration else ''}")
         console.print(f"{'unchanged: ' if result.unchanged else ''}{out}/round.json, assignments.csv")
         print_rejects(console, result.rejects, f"{out}/{REJECTS_FILE}", "row")
 
@@ -166,6 +183,8 @@ def register(app: typer.Typer) -> None:
             console.print(f"{len(result.batches)} batches, {result.items} items -> {result.dest} "
                           f"({result.uploaded} objects written, {result.skipped_existing} already there)")
         console.print(f"manifest: {result.manifest}")
+        for route, count in result.not_batched.items():
+            console.print(f"{count} {route} item(s) are not verify work and were left out of the batches")
         print_rejects(console, result.rejects, f"{round_dir}/{BATCH_REJECTS_FILE}")
 
     job_app = typer.Typer(help="Ground Truth labeling jobs for a round.", no_args_is_help=True)

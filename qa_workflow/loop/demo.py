@@ -218,8 +218,10 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     thresholds = str(previous) if previous is not None and previous.is_file() else None
     round_path = rdir / "round"
     _emit(progress, "select", round=rid, thresholds=thresholds)
+    # verify_min=0: every routed mask is verified. Adjust tasks (issue #12) are not reviewed in the demo yet;
+    # routing them would leave them unreviewed. The demo on two sites (second half of issue #13) turns it on.
     policy = SelectionPolicy(budget=cfg.budget, per_subject_cap=cfg.per_subject_cap, strategy=cfg.strategy,
-                             random_arm=cfg.random_arm, seed=cfg.seed * 1000 + r)
+                             random_arm=cfg.random_arm, verify_min=0.0, seed=cfg.seed * 1000 + r)
     select_round(str(pred_dir), str(round_path), policy, thresholds=thresholds, round_id=rid,
                  exclude=reviewed_item_ids(ws.store_uri, before_round=rid))
     _emit(progress, "batch", round=rid)

@@ -1,6 +1,7 @@
 """`segqa batch`: overlays, review batches and the manifest of a round (ARCHITECTURE §6).
 
-Every human-reviewed item of the round (assignment ``review``, ``audit`` or ``random_arm``) gets three objects
+Every verified item of the round (route ``verify``, ``audit`` or ``random_arm``; ``review`` in rounds written
+before routing) gets three objects
 under the destination (a local folder or ``s3://bucket/prefix``)::
 
     images/<subject>/<slice:03d>.png              the plain slice (a copy of the dataset PNG)
@@ -58,7 +59,10 @@ BATCHES_FILE = "batches.json"
 MANIFEST_FILE = "manifest.jsonl"
 BATCH_REJECTS_FILE = "batch_rejects.csv"
 BATCHES_SCHEMA = "segqa.batches/1"
-REVIEWED_ASSIGNMENTS = ("review", "audit", "random_arm")
+REVIEWED_ASSIGNMENTS = ("verify", "audit", "random_arm")
+#: Routes that are no verify work and need no batch (``skip``, ``auto_accept``); any other route (``adjust``:
+#: the correction tasks, ARCHITECTURE §6) is counted in ``BatchResult.not_batched`` and left to its own writer.
+_NO_WORK = ("skip", "auto_accept")
 #: Bump when the rendering or the object layout changes, so resumed runs do not mix old and new objects.
 _LAYOUT_VERSION = 1
 
@@ -73,6 +77,7 @@ class BatchResult:
     skipped_existing: int = 0
     unchanged: bool = False
     rejects: list[Reject] = field(default_factory=list)
+    not_batched: dict[str, int] = field(default_factory=dict)  # route -> items routed to work that is not verify
 
 
 def object_keys(subject: str, slice_index: int, class_name: str) -> dict[str, str]:
@@ -206,9 +211,15 @@ def write_batches(round_dir: str, dest: str | None = None, batch_size: int = DEF
     meta = read_round(round_dir)
     dest_uri = _dest_uri(dest or round_dir)
     items = read_assignments(round_dir)
+    other = items.loc[~items["assignment"].isin(REVIEWED_ASSIGNMENTS + _NO_WORK), "assignment"]
+    not_batched = {str(k): int(v) for k, v in other.value_counts().sort_index().items()}
+    if not_batched:
+        log.info("%s: not in verify batches: %s", round_dir, ", ".join(f"{v} {k}" for k, v in not_batched.items()))
     items = items[items["assignment"].isin(REVIEWED_ASSIGNMENTS)].copy()
     if items.empty:
-        raise SegqaError(f"{round_dir}: the round has no items to review (every item is auto-accepted or skipped)")
+        raise SegqaError(f"{round_dir}: the round has no items to verify (every item is auto-accepted or skipped"
+                         + (f"; {', '.join(f'{v} {k}' for k, v in not_batched.items())} need other tasks)"
+                            if not_batched else ")"))
     if items["review_rank"].isna().any():
         bad = items.loc[items["review_rank"].isna(), "item_id"].iloc[0]
         raise SegqaError(f"{round_dir}/assignments.csv: reviewed item {bad} has no review_rank")
@@ -223,7 +234,8 @@ def write_batches(round_dir: str, dest: str | None = None, batch_size: int = DEF
     manifest_uri = storage.join(dest_uri, MANIFEST_FILE)
     same = state is not None and state.get("fingerprint") == fingerprint
     if same and state.get("status") == "complete" and storage.exists(manifest_uri):
-        return BatchResult(dest_uri, manifest_uri, state["batches"], state["items"], unchanged=True)
+        return BatchResult(dest_uri, manifest_uri, state["batches"], state["items"], unchanged=True,
+                           not_batched=not_batched)
     existing = set(storage.list_uris(dest_uri)) if same else set()
     storage.write_json(state_uri, {"schema": BATCHES_SCHEMA, "round": round_id, "fingerprint": fingerprint,
                                    "status": "in-progress", "dest": dest_uri,
@@ -272,7 +284,8 @@ def write_batches(round_dir: str, dest: str | None = None, batch_size: int = DEF
         "items": n_items, "rejects": len(rejects), "batches": listing,
         "completed_at": utc_now_iso(),
     })
-    return BatchResult(dest_uri, manifest_uri, listing, n_items, up.uploaded, up.skipped, rejects=rejects)
+    return BatchResult(dest_uri, manifest_uri, listing, n_items, up.uploaded, up.skipped, rejects=rejects,
+                       not_batched=not_batched)
 
 
 def read_manifest_objects(manifest_uri: str) -> list[dict[str, Any]]:

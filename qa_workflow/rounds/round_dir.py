@@ -20,7 +20,14 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from qa_workflow import __version__, storage
-from qa_workflow.contract import CLASS_BY_NAME, REVIEW_CLASSES, SegqaError, parse_item_id, utc_now_iso
+from qa_workflow.contract import (
+    CLASS_BY_NAME,
+    LEGACY_VERIFY_ASSIGNMENT,
+    REVIEW_CLASSES,
+    SegqaError,
+    parse_item_id,
+    utc_now_iso,
+)
 from qa_workflow.rounds.predict import (
     REJECTS_FILE,
     RUN_FILE,
@@ -32,10 +39,15 @@ from qa_workflow.rounds.predict import (
 )
 from qa_workflow.rounds.selection import (
     ASSIGNMENT_COLUMNS,
+    ASSIGNMENT_OPTIONAL_COLUMNS,
+    CALIBRATION_FILE,
+    Calibration,
     SelectionPolicy,
     Thresholds,
     assignment_counts,
+    load_calibration,
     load_thresholds,
+    route_seconds,
 )
 
 __all__ = ["RoundResult", "select_round", "read_round", "read_assignments", "round_fingerprint",
@@ -55,6 +67,8 @@ class RoundResult:
     round_id: str
     fingerprint: str
     counts: dict[str, dict[str, int]]
+    seconds: dict[str, float] = field(default_factory=dict)  # planned human seconds per route
+    calibration: str | None = None  # the calibration.json routing used
     unchanged: bool = False
     rejects: list[Reject] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -108,6 +122,13 @@ def _check_rows(frame, measure: str) -> tuple[Any, list[Reject]]:
     return frame, rejects
 
 
+def _sibling(uri: str, name: str) -> str:
+    """``name`` in the folder of ``uri`` (a local path, file:// or s3:// URI)."""
+    if storage.is_s3(uri) or uri.startswith("file://"):
+        return f"{uri.rsplit('/', 1)[0]}/{name}"
+    return str(storage.local_path(uri).parent / name)
+
+
 def _csv_bytes(frame) -> bytes:
     buf = io.StringIO()
     frame.to_csv(buf, index=False, lineterminator="\n", float_format="%.6f")
@@ -115,9 +136,13 @@ def _csv_bytes(frame) -> bytes:
 
 
 def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds: str | None = None,
-                 round_id: str | None = None, overwrite: bool = False, exclude: Iterable[str] = ()) -> RoundResult:
-    """Fit ``policy`` on the prediction folder's score table (+ thresholds file) and write the round folder.
+                 round_id: str | None = None, overwrite: bool = False, exclude: Iterable[str] = (),
+                 calibration: str | None = None) -> RoundResult:
+    """Fit ``policy`` on the prediction folder's score table and the last analysis (thresholds file, calibration
+    file) and write the round folder.
 
+    ``calibration``: the analysis's calibration.json; when None and ``thresholds`` is given, a calibration.json
+    next to the thresholds file is used if there is one (an analysis folder holds both).
     ``exclude``: item ids already reviewed in earlier rounds (skipped with that reason; part of the inputs).
 
     Idempotent: the same inputs and parameters leave an existing round untouched (``unchanged=True``).
@@ -140,6 +165,19 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
             if existing is None:
                 write_rejects(storage.join(out, REJECTS_FILE), [Reject("thresholds", str(exc), file=str(thresholds))])
             raise SegqaError(f"thresholds rejected: {exc}") from None
+    if calibration is None and thresholds:
+        beside = _sibling(thresholds, CALIBRATION_FILE)
+        calibration = beside if storage.exists(beside) else None
+    calibration = absolute_uri(calibration) if calibration else None
+    cal: Calibration | None = None
+    if calibration:
+        try:
+            cal = load_calibration(calibration)
+        except SegqaError as exc:
+            if existing is None:
+                write_rejects(storage.join(out, REJECTS_FILE), [Reject("calibration", str(exc),
+                                                                       file=str(calibration))])
+            raise SegqaError(f"calibration rejected: {exc}") from None
 
     frame, rejects = _check_rows(frame, policy.measure)
     table_uri = storage.join(predictions, run["score_table"])
@@ -152,6 +190,8 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
         "split": run.get("split"),
         "thresholds": str(thresholds) if thresholds else None,
         "thresholds_sha256": th.sha256 if th else None,
+        "calibration": str(calibration) if calibration else None,
+        "calibration_sha256": cal.sha256 if cal else None,
     }
     exclude = sorted({str(i) for i in exclude})
     inputs["excluded_items"] = len(exclude)
@@ -166,8 +206,9 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
             raise SegqaError(f"{out}: already holds round {existing.get('round')!r} made with other "
                              f"{'/'.join(diff) or 'inputs'}; use another --out, or --overwrite to replace it")
 
-    assigned = policy.fit(frame, th).transform(frame, exclude=exclude)
+    assigned = policy.fit(frame, th, cal).transform(frame, exclude=exclude)
     counts = assignment_counts(assigned)
+    seconds = route_seconds(assigned)
     csv_bytes = _csv_bytes(assigned)
     warnings = list(th.warnings) if th else []
     assign_uri = storage.join(out, ASSIGNMENTS_FILE)
@@ -183,13 +224,16 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
             "thresholds_in_use": policy.thresholds_, "cold_start": policy.cold_start_,
             "strata_edges": {k: [round(float(x), 6) for x in v] for k, v in policy.strata_edges_.items()}
             if policy.cold_start_ else None,
-            "counts": counts, "rejects": len(rejects), "classes": [c.name for c in REVIEW_CLASSES],
+            "counts": counts, "planned_seconds": seconds, "site_weights": policy.site_weights_,
+            "calibrated_classes": sorted(cal.curves) if cal else [],
+            "rejects": len(rejects), "classes": [c.name for c in REVIEW_CLASSES],
         }
         # assignments first, round.json last: a round.json always describes the assignments next to it
         storage.write_bytes(assign_uri, csv_bytes, "text/csv")
         write_rejects(storage.join(out, REJECTS_FILE), rejects)
         storage.write_json(round_uri, meta)
-    return RoundResult(out=out, round_id=round_id, fingerprint=fingerprint, counts=counts, unchanged=unchanged,
+    return RoundResult(out=out, round_id=round_id, fingerprint=fingerprint, counts=counts, seconds=seconds,
+                       calibration=str(calibration) if calibration else None, unchanged=unchanged,
                        rejects=rejects, warnings=warnings)
 
 
@@ -200,20 +244,29 @@ def read_round(round_dir: str) -> dict[str, Any]:
 
 
 def read_assignments(round_dir: str):
-    """``assignments.csv`` as a DataFrame (ASSIGNMENT_COLUMNS)."""
+    """``assignments.csv`` as a DataFrame (ASSIGNMENT_COLUMNS + ASSIGNMENT_OPTIONAL_COLUMNS).
+
+    Rounds written before routing: the route ``review`` reads as ``verify``; the optional columns are filled in
+    (site "", p_accept NaN, expected_seconds NaN)."""
     import pandas as pd
 
     uri = storage.join(round_dir, ASSIGNMENTS_FILE)
     data = storage.read_bytes(uri)
     try:
-        frame = pd.read_csv(io.BytesIO(data), dtype={"subject": str, "reason": str, "image": str, "pred_mask": str},
-                            keep_default_na=False, na_values={"confidence": [""], "review_rank": [""]})
+        frame = pd.read_csv(io.BytesIO(data), dtype={"subject": str, "reason": str, "image": str, "pred_mask": str,
+                                                     "site": str},
+                            keep_default_na=False, na_values={"confidence": [""], "review_rank": [""],
+                                                              "p_accept": ["", "nan"], "expected_seconds": [""]})
     except Exception as exc:  # noqa: BLE001
         raise SegqaError(f"{uri}: unreadable ({exc})") from None
     missing = [c for c in ASSIGNMENT_COLUMNS if c not in frame.columns]
     if missing:
         raise SegqaError(f"{uri}: missing column(s) {', '.join(missing)}")
     frame["review_rank"] = frame["review_rank"].astype("Int64")
+    frame["assignment"] = frame["assignment"].replace(LEGACY_VERIFY_ASSIGNMENT, "verify")
+    for col in ASSIGNMENT_OPTIONAL_COLUMNS:
+        if col not in frame.columns:
+            frame[col] = "" if col == "site" else float("nan")
     return frame
 
 

@@ -76,6 +76,19 @@ def test_analyze_writes_the_four_outputs_and_a_self_contained_report(sim, tmp_pa
     assert len(reviewers) == 12 and "agreement_with_majority" in reviewers[0]
     assert len(_read_csv(out / "threshold_comparison.csv")) == 9  # 3 methods x 3 classes
 
+    # calibration.json: the isotonic calibrator that routing reads (P(accept | confidence) per class)
+    from analysis.calibration import fit_isotonic
+    from qa_workflow.rounds.selection import load_calibration
+
+    cal = load_calibration(str(out / "calibration.json"))
+    assert set(cal.curves) == {"csf", "gray_matter", "white_matter"}
+    reviews = _read_csv(sim / "reviews.csv")
+    gm = [r for r in reviews if r["class_name"] == "gray_matter"]
+    conf = [float(r["confidence"]) for r in gm]
+    ok = [int(r["confirm_count"]) > int(r["disconfirm_count"]) for r in gm]  # majority, as asked above
+    probe = [0.05, 0.5, 0.8, 0.95]
+    assert cal.p_accept("gray_matter", probe) == pytest.approx(fit_isotonic(conf, ok).predict(probe), abs=1e-5)
+
 
 def test_percent_scale_is_detected_and_thresholds_keep_the_input_scale(tmp_path):
     records, _ = simulate_reviews(900, seed=4, percent=True, worker_error=0.0)

@@ -40,7 +40,7 @@ def check_batches(round_dir, dest, batch_size):
         assert 1 <= len(b["items"]) <= batch_size
         items += b["items"]
     reviewed = read_assignments(round_dir)
-    reviewed = reviewed[reviewed["assignment"].isin(["review", "audit", "random_arm"])]
+    reviewed = reviewed[reviewed["assignment"].isin(["verify", "audit", "random_arm"])]
     assert sorted(i["item_id"] for i in items) == sorted(reviewed["item_id"])
     for it in items[:5]:
         mask = load_png(it["mask_uri"])
@@ -116,7 +116,7 @@ def test_interrupted_upload_resumes_without_duplicates(round_dir, tmp_path, monk
     assert res.skipped_existing == len(done_before) - sum(1 for u in done_before if "/batches/" in u)
     # 22 items: 22 masks + 22 overlays + one image per distinct slice + batches + manifest
     items = read_assignments(round_dir)
-    items = items[items["assignment"].isin(["review", "audit", "random_arm"])]
+    items = items[items["assignment"].isin(["verify", "audit", "random_arm"])]
     expected = 2 * len(items) + items["slice_id"].nunique() + len(res.batches) + 1
     assert len(objects) == expected
     assert not any(".tmp" in o for o in objects)
@@ -128,11 +128,11 @@ def test_interrupted_upload_resumes_without_duplicates(round_dir, tmp_path, monk
 
 def test_unreadable_predicted_mask_rejects_its_items(round_dir, tmp_path):
     frame = read_assignments(round_dir)
-    victim = frame[frame["assignment"] == "review"].iloc[0]
+    victim = frame[frame["assignment"] == "verify"].iloc[0]
     open(victim["pred_mask"], "wb").write(b"broken")
     res = write_batches(round_dir, batch_size=25)
     lost = set(frame.loc[(frame["pred_mask"] == victim["pred_mask"])
-                         & frame["assignment"].isin(["review", "audit", "random_arm"]), "item_id"])
+                         & frame["assignment"].isin(["verify", "audit", "random_arm"]), "item_id"])
     assert {r.item_id for r in res.rejects} == lost
     rows = open(storage.join(round_dir, "batch_rejects.csv")).read()
     assert victim["item_id"] in rows and "unreadable predicted mask" in rows
@@ -147,3 +147,37 @@ def test_batch_json_shape_matches_the_contract(round_dir):
     assert list(b["items"][0]) == ["item_id", "slice_id", "class_name", "confidence", "overlay_uri",
                                    "image_uri", "mask_uri"]
     assert b["color"] == {"csf": "#1f77b4", "gray_matter": "#2ca02c", "white_matter": "#ffbf00"}[b["class_name"]]
+
+
+def test_adjust_items_are_left_to_their_own_tasks_and_counted(tmp_path, intensity_predictor, tiny_dataset):
+    from qa_workflow.rounds.selection import parse_calibration
+
+    data = tiny_dataset(tmp_path / "data", subjects=3, slices=4)
+    run_predictions(intensity_predictor(), data, str(tmp_path / "pred"))
+    (tmp_path / "cal.json").write_text(json.dumps({"schema": "segqa.calibration/1", "classes": {
+        "csf": {"x": [0, 1], "y": [0.9, 1]}, "gray_matter": {"x": [0, 1], "y": [0, 0.2]},
+        "white_matter": {"x": [0, 1], "y": [0.9, 1]}}}))
+    parse_calibration(json.loads((tmp_path / "cal.json").read_text()))
+    out = str(tmp_path / "round" / "r07")
+    select_round(str(tmp_path / "pred"), out, SelectionPolicy(), calibration=str(tmp_path / "cal.json"))
+    frame = read_assignments(out)
+    n_adjust = int((frame["assignment"] == "adjust").sum())
+    assert n_adjust > 0 and set(frame.loc[frame["assignment"] == "adjust", "class_name"]) == {"gray_matter"}
+    result = write_batches(out)
+    assert result.not_batched == {"adjust": n_adjust}
+    _, items = check_batches(out, out, 25)
+    assert not any(i["class_name"] == "gray_matter" for i in items)
+
+
+def test_rounds_written_before_routing_still_batch(round_dir):
+    """An assignments.csv of the 'review' era (no site / p_accept / expected_seconds columns) reads as verify."""
+    import pandas as pd
+
+    path = storage.join(round_dir, "assignments.csv")
+    frame = pd.read_csv(path, keep_default_na=False)
+    frame = frame.drop(columns=["site", "p_accept", "expected_seconds"])
+    frame["assignment"] = frame["assignment"].replace("verify", "review")
+    frame.to_csv(path, index=False)
+    old = read_assignments(round_dir)
+    assert "review" not in set(old["assignment"]) and (old["assignment"] == "verify").sum() == 20
+    assert write_batches(round_dir).items == 22

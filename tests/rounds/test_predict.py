@@ -54,7 +54,7 @@ def test_mc_samples_add_mutual_information(dataset, tmp_path, intensity_predicto
     assert s.score_table.endswith("scores.csv")
     assert table["mutual_info"].between(0, 1).all()
     out = SelectionPolicy(measure="mutual_info", budget=5).fit_transform(table)
-    assert (out["assignment"] == "review").sum() == 5
+    assert (out["assignment"] == "verify").sum() == 5
     with pytest.raises(SegqaError, match="--mc-samples"):
         run_predictions(intensity_predictor(), dataset, str(tmp_path / "q"), mc_samples=1)
 
@@ -118,7 +118,7 @@ def test_select_is_idempotent_and_refuses_a_different_round(dataset, tmp_path, i
     with pytest.raises(SegqaError, match="other budget"):
         select_round(str(tmp_path / "pred"), out, SelectionPolicy(budget=7))
     r3 = select_round(str(tmp_path / "pred"), out, SelectionPolicy(budget=7), overwrite=True)
-    assert r3.counts["review"]["total"] == 7
+    assert r3.counts["verify"]["total"] == 7
 
 
 def test_thresholds_of_another_schema_are_rejected_with_a_rejects_file(dataset, tmp_path, capsys,
@@ -164,9 +164,41 @@ def test_select_excludes_items_listed_in_a_file(dataset, tmp_path, capsys, inten
     frame = read_assignments(str(tmp_path / "r2")).set_index("item_id")
     assert frame.loc["sub-001/000/csf", "reason"] == "already reviewed in an earlier round"
     assert frame.loc["sub-002/003/white_matter", "assignment"] == "skip"
-    assert (frame["assignment"] == "review").sum() == 22
+    assert (frame["assignment"] == "verify").sum() == 22
     assert main(args) == 2  # the excluded set is an input of the round: without it, it is another round
     assert "other excluded" in capsys.readouterr().err
     (tmp_path / "bad.txt").write_text("sub-001/000/csf\nnot-an-id\n")
     assert main(args + ["--exclude", str(tmp_path / "bad.txt"), "--overwrite"]) == 2
     assert "bad.txt, line 2" in capsys.readouterr().err
+
+
+def test_select_routes_by_the_analysis_next_to_the_thresholds_within_human_seconds(dataset, tmp_path, capsys,
+                                                                                    intensity_predictor):
+    """`segqa select --thresholds ANALYSIS/thresholds.json` finds ANALYSIS/calibration.json: a class the reviewers
+    rarely accept goes to adjust, the planned seconds stay within --budget-seconds, round.json records it all."""
+    run_predictions(intensity_predictor(), dataset, str(tmp_path / "pred"))
+    analysis = tmp_path / "analysis"
+    analysis.mkdir()
+    (analysis / "thresholds.json").write_text(json.dumps({"schema": "segqa.thresholds/1", "classes": {
+        "csf": {"threshold": None, "reason": "too few"}, "gray_matter": {"threshold": None, "reason": "too few"},
+        "white_matter": {"threshold": None, "reason": "too few"}}}))
+    (analysis / "calibration.json").write_text(json.dumps({"schema": "segqa.calibration/1", "classes": {
+        "csf": {"x": [0, 1], "y": [0.8, 1]}, "gray_matter": {"x": [0, 1], "y": [0.0, 0.1]},
+        "white_matter": {"x": [0, 1], "y": [0.8, 1]}}}))
+    args = ["select", "--predictions", str(tmp_path / "pred"), "--out", str(tmp_path / "r"),
+            "--thresholds", str(analysis / "thresholds.json"), "--budget-seconds", "200"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    printed = "".join((captured.out + captured.err).split())  # rich wraps long lines
+    assert "plannedhumantime" in printed and "of200s" in printed and "analysis/calibration.json" in printed
+    frame = read_assignments(str(tmp_path / "r"))
+    routed = frame[frame["assignment"].isin(["verify", "adjust"])]
+    assert set(routed.loc[routed["class_name"] == "gray_matter", "assignment"]) == {"adjust"}
+    assert (routed["assignment"] == "verify").any()
+    assert routed["expected_seconds"].sum() <= 200
+    meta = json.loads((tmp_path / "r" / "round.json").read_text())
+    assert meta["inputs"]["calibration"].endswith("calibration.json") and meta["inputs"]["calibration_sha256"]
+    assert meta["policy"]["budget_seconds"] == 200 and meta["policy"]["costs"]["adjust_s"] == 60
+    assert meta["planned_seconds"]["total"] <= 200 and meta["cold_start"] is False
+    assert main(args + ["--costs", "verify=3,paint=9", "--overwrite"]) == 2
+    assert "--costs" in capsys.readouterr().err

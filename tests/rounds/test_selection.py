@@ -5,8 +5,22 @@ import json
 import numpy as np
 import pytest
 
-from qa_workflow.contract import ASSIGNMENTS, THRESHOLDS_SCHEMA, SegqaError
-from qa_workflow.rounds.selection import SelectionPolicy, load_thresholds, parse_thresholds
+from qa_workflow.contract import ASSIGNMENTS, CALIBRATION_SCHEMA, THRESHOLDS_SCHEMA, CostModel, SegqaError
+from qa_workflow.rounds.selection import (
+    SelectionPolicy,
+    load_calibration,
+    load_thresholds,
+    parse_calibration,
+    parse_thresholds,
+    route_seconds,
+)
+
+
+def calibration(**accept_at):
+    """A calibration whose P(accept) for each class rises linearly from ``accept_at[cls][0]`` at confidence 0 to
+    ``accept_at[cls][1]`` at confidence 1."""
+    return parse_calibration({"schema": CALIBRATION_SCHEMA, "classes": {
+        k: {"x": [0.0, 1.0], "y": list(v)} for k, v in accept_at.items()}})
 
 
 def thresholds(**classes):
@@ -22,7 +36,7 @@ def test_every_item_gets_exactly_one_assignment_within_budget_and_cap(score_fram
     assert list(out["item_id"]) == list(scores["item_id"])  # one row per item, same order
     assert set(out["assignment"]) <= set(ASSIGNMENTS)
     assert (out["reason"] != "").all()
-    review = out[out["assignment"] == "review"]
+    review = out[out["assignment"] == "verify"]
     assert len(review) == 40
     assert review.groupby("subject").size().max() <= 8
     assert (out["assignment"] == "random_arm").sum() == 5
@@ -37,7 +51,7 @@ def test_every_item_gets_exactly_one_assignment_within_budget_and_cap(score_fram
     rev_csf = review[review["class_name"] == "csf"]
     assert (rev_csf["confidence"] < 0.9).all()
     # reviewed items are ranked 1..n without gaps
-    ranked = out[out["assignment"].isin(["review", "audit", "random_arm"])]["review_rank"]
+    ranked = out[out["assignment"].isin(["verify", "audit", "random_arm"])]["review_rank"]
     assert sorted(ranked) == list(range(1, len(ranked) + 1))
 
 
@@ -46,7 +60,7 @@ def test_null_thresholds_auto_accept_nothing(score_frame):
     out = SelectionPolicy(budget=10).fit_transform(scores, thresholds(csf=None, gray_matter=None,
                                                                       white_matter=None))
     assert not (out["assignment"].isin(["auto_accept", "audit"])).any()
-    assert (out["assignment"] == "review").sum() == 10
+    assert (out["assignment"] == "verify").sum() == 10
 
 
 def test_audit_rate_is_about_five_percent_of_auto_accepted(score_frame):
@@ -65,9 +79,9 @@ def test_review_order_is_most_uncertain_first_with_subject_diversity(score_frame
     scores.loc[scores["subject"] == "sub-000", "soft_dice"] *= 0.5
     out = SelectionPolicy(budget=30).fit_transform(scores, thresholds(csf=0.99, gray_matter=0.99,
                                                                       white_matter=0.99))
-    review = out[out["assignment"] == "review"].sort_values("review_rank")
+    review = out[out["assignment"] == "verify"].sort_values("review_rank")
     first = review.iloc[0]
-    eligible = out[out["assignment"].isin(["review", "skip"]) & scores["reviewable"]]
+    eligible = out[out["assignment"].isin(["verify", "skip"]) & scores["reviewable"]]
     assert first["confidence"] == eligible["confidence"].min()
     assert review["subject"].nunique() > 1
     assert (review["subject"] == "sub-000").sum() > 30 / 4  # but the uncertain subject gets the largest share
@@ -75,7 +89,7 @@ def test_review_order_is_most_uncertain_first_with_subject_diversity(score_frame
     top = review.head(8)
     for (subj, cls), g in top.groupby(["subject", "class_name"]):
         s = sorted(g["slice"])
-        assert all(b - a > 2 for a, b in zip(s, s[1:])), (subj, cls, s)
+        assert all(b - a > 2 for a, b in zip(s, s[1:], strict=False)), (subj, cls, s)
 
 
 def test_cold_start_covers_every_confidence_decile_of_every_class(score_frame):
@@ -83,7 +97,7 @@ def test_cold_start_covers_every_confidence_decile_of_every_class(score_frame):
     policy = SelectionPolicy(budget=60, seed=1).fit(scores)
     assert policy.cold_start_
     out = policy.transform(scores)
-    review = out[out["assignment"] == "review"]
+    review = out[out["assignment"] == "verify"]
     assert len(review) == 60
     for cls in ("csf", "gray_matter", "white_matter"):
         edges = policy.strata_edges_[cls]
@@ -99,7 +113,7 @@ def test_same_seed_same_assignment_other_seed_other_sample(score_frame):
     b = SelectionPolicy(budget=30, seed=5).fit_transform(scores.sample(frac=1, random_state=0))
     assert a.set_index("item_id").sort_index().equals(b.set_index("item_id").sort_index())
     c = SelectionPolicy(budget=30, seed=6).fit_transform(scores)
-    assert set(a.loc[a["assignment"] == "review", "item_id"]) != set(c.loc[c["assignment"] == "review", "item_id"])
+    assert set(a.loc[a["assignment"] == "verify", "item_id"]) != set(c.loc[c["assignment"] == "verify", "item_id"])
 
 
 def test_random_strategy_ignores_confidence(score_frame):
@@ -107,7 +121,7 @@ def test_random_strategy_ignores_confidence(score_frame):
     th = thresholds(csf=0.99, gray_matter=0.99, white_matter=0.99)
     active = SelectionPolicy(budget=50).fit_transform(scores, th)
     rand = SelectionPolicy(budget=50, strategy="random").fit_transform(scores, th)
-    mean = lambda o: o.loc[o["assignment"] == "review", "confidence"].mean()  # noqa: E731
+    mean = lambda o: o.loc[o["assignment"] == "verify", "confidence"].mean()  # noqa: E731
     assert mean(active) < mean(rand) - 0.1
 
 
@@ -139,13 +153,13 @@ def test_bad_parameters_and_missing_measure_are_user_errors(score_frame):
 def test_items_reviewed_earlier_are_skipped_not_reselected(score_frame):
     scores = score_frame()
     first = SelectionPolicy(budget=20).fit_transform(scores, thresholds(csf=0.9, gray_matter=0.9, white_matter=0.9))
-    done = set(first.loc[first["assignment"].isin(["review", "audit"]), "item_id"])
+    done = set(first.loc[first["assignment"].isin(["verify", "audit"]), "item_id"])
     second = SelectionPolicy(budget=20).fit_transform(scores, thresholds(csf=0.9, gray_matter=0.9,
                                                                          white_matter=0.9), exclude=done)
     again = second[second["item_id"].isin(done)]
     assert (again["assignment"] == "skip").all()
     assert (again["reason"] == "already reviewed in an earlier round").all()
-    assert (second["assignment"] == "review").sum() == 20
+    assert (second["assignment"] == "verify").sum() == 20
 
 
 def test_the_policy_is_a_scikit_learn_estimator_clone_and_set_params_work(score_frame):
@@ -159,13 +173,114 @@ def test_the_policy_is_a_scikit_learn_estimator_clone_and_set_params_work(score_
     assert copy.fit_transform(scores, thr).equals(policy.fit_transform(scores, thr))
     assert not hasattr(clone(policy.fit(scores, thr)), "thresholds_")  # clone copies parameters, not state
     policy.set_params(budget=5)
-    assert (policy.fit_transform(scores, thr)["assignment"] == "review").sum() == 5
+    assert (policy.fit_transform(scores, thr)["assignment"] == "verify").sum() == 5
     with pytest.raises(ValueError):
         policy.set_params(budjet=5)
 
 
 def test_round_json_records_the_parameters_in_init_order():
     params = SelectionPolicy(budget=3, seed=2).record_params()
-    assert list(params) == ["budget", "per_subject_cap", "audit_rate", "random_arm", "measure", "strategy",
-                            "subject_decay", "neighbour_decay", "slice_gap", "n_strata", "seed"]
+    assert list(params) == ["budget_seconds", "budget", "per_subject_cap", "audit_rate", "random_arm", "verify_min",
+                            "costs", "measure", "strategy", "subject_decay", "neighbour_decay", "slice_gap",
+                            "n_strata", "site_weighting", "seed"]
     assert params["budget"] == 3 and params["seed"] == 2 and params["audit_rate"] == 0.05
+    assert params["costs"] == {"verify_s": 3.0, "adjust_s": 60.0, "scratch_s": 240.0}  # JSON-ready
+    json.dumps(params)
+
+
+ROUTED = ["verify", "adjust", "audit", "random_arm"]
+
+
+def test_routing_gives_one_route_per_item_and_keeps_to_the_seconds_budget(score_frame):
+    scores = score_frame(n_subjects=10, slices=30)
+    cal = calibration(csf=(0.0, 1.0), gray_matter=(0.0, 0.6), white_matter=(0.3, 1.0))
+    for budget in (0, 45, 600, 3000):
+        out = SelectionPolicy(budget_seconds=budget, random_arm=4, seed=1).fit_transform(
+            scores, thresholds(csf=0.95, gray_matter=None, white_matter=0.97), cal)
+        assert list(out["item_id"]) == list(scores["item_id"]) and set(out["assignment"]) <= set(ASSIGNMENTS)
+        assert (out["reason"] != "").all()
+        spent = out.loc[out["assignment"].isin(ROUTED), "expected_seconds"].sum()
+        assert spent <= budget + 1e-6
+        assert (out.loc[~out["assignment"].isin(ROUTED), "expected_seconds"] == 0).all()
+        assert route_seconds(out)["total"] == pytest.approx(spent, abs=0.5)
+        if budget == 3000:
+            assert spent > 3000 - 60  # the budget is used, not left idle
+            assert {"verify", "adjust"} <= set(out["assignment"])
+    # what an item is charged: verify = 3 s + (1 − p) · 60 s of expected chained correction; adjust = 60 s a slice
+    out = SelectionPolicy(budget_seconds=3000).fit_transform(scores, None, cal)
+    ver = out[out["assignment"] == "verify"]
+    assert np.allclose(ver["expected_seconds"], 3 + (1 - ver["p_accept"]) * 60, atol=1e-3)
+    adj = out[out["assignment"] == "adjust"]
+    assert np.allclose(adj.groupby("slice_id")["expected_seconds"].sum(), 60.0)
+    cheap = SelectionPolicy(budget_seconds=3000, costs=CostModel(adjust_s=30.0)).fit_transform(scores, None, cal)
+    assert (cheap["assignment"] == "adjust").sum() > len(adj)  # the cost model is the policy's, configurable
+
+
+def test_a_class_with_low_calibrated_acceptance_goes_to_adjust(score_frame):
+    scores = score_frame(n_subjects=10, slices=30)
+    low_gm = calibration(csf=(0.6, 1.0), gray_matter=(0.0, 0.3), white_matter=(0.6, 1.0))
+    out = SelectionPolicy(budget_seconds=4000).fit_transform(scores, None, low_gm)
+    routed = out[out["assignment"].isin(["verify", "adjust"])]
+    assert set(routed.loc[routed["class_name"] == "gray_matter", "assignment"]) == {"adjust"}
+    assert set(routed.loc[routed["class_name"] != "gray_matter", "assignment"]) == {"verify"}
+    # the same class with a well-calibrated high acceptance is verified instead
+    high_gm = calibration(csf=(0.6, 1.0), gray_matter=(0.6, 1.0), white_matter=(0.6, 1.0))
+    again = SelectionPolicy(budget_seconds=4000).fit_transform(scores, None, high_gm)
+    assert not (again["assignment"] == "adjust").any()
+    # verify_min is the dividing line: P(accept) = 0.3 + 0.4 · confidence for white matter
+    mid = calibration(csf=(0.9, 1.0), gray_matter=(0.9, 1.0), white_matter=(0.3, 0.7))
+    split = SelectionPolicy(verify_min=0.5).fit_transform(scores, None, mid)
+    wm = split[(split["class_name"] == "white_matter") & split["assignment"].isin(["verify", "adjust"])]
+    assert (wm.loc[wm["assignment"] == "adjust", "p_accept"] < 0.5).all()
+    assert (wm.loc[wm["assignment"] == "verify", "p_accept"] >= 0.5).all()
+    assert (wm["assignment"] == "adjust").any() and (wm["assignment"] == "verify").any()
+
+
+def test_cold_start_is_verify_only_and_covers_every_confidence_decile(score_frame):
+    scores = score_frame(n_subjects=10, slices=30)
+    policy = SelectionPolicy(budget_seconds=2500)  # about 100 masks at 3 s + (1 − confidence) · 60 s each
+    out = policy.fit_transform(scores)
+    assert policy.cold_start_
+    assert set(out["assignment"]) == {"verify", "skip"}
+    ver = out[out["assignment"] == "verify"]
+    assert ver["reason"].str.startswith("cold start").all()
+    for cls in ("csf", "gray_matter", "white_matter"):
+        strata = {policy._stratum(cls, c) for c in ver.loc[ver["class_name"] == cls, "confidence"]}
+        assert len(strata) >= 9, (cls, strata)  # about 30 masks per class spread over the ten deciles
+
+
+def test_site_b_comes_first_when_the_model_is_less_certain_there(score_frame):
+    scores = score_frame(n_subjects=10, slices=30)
+    scores["site"] = np.where(scores["subject"].str[-1].astype(int) % 2 == 1, "B", "A")
+    b = scores["site"] == "B"
+    for m in ("soft_dice", "mean_prob"):
+        scores.loc[b, m] = scores.loc[b, m] - 0.15  # the model is less sure of site B
+    scores["entropy"] = 1 - scores["soft_dice"]
+    th = thresholds(csf=0.99, gray_matter=0.99, white_matter=0.99)
+    policy = SelectionPolicy(budget_seconds=400)
+    out = policy.fit_transform(scores, th)
+    assert policy.site_weights_["B"] > 1 > policy.site_weights_["A"]
+    first = out[out["assignment"] == "verify"].sort_values("review_rank").head(20)
+    assert (first["site"] == "B").mean() >= 0.8
+    assert first["subject"].nunique() >= 5  # diversity: one per subject first
+    plain = SelectionPolicy(budget_seconds=400, site_weighting=False).fit_transform(scores, th)
+    assert (plain["site"][plain["assignment"] == "verify"] == "B").mean() < (first["site"] == "B").mean()
+
+
+def test_calibration_file_checks(tmp_path):
+    p = tmp_path / "calibration.json"
+    p.write_text(json.dumps({"schema": CALIBRATION_SCHEMA, "classes": {
+        "csf": {"x": [0.2, 0.8], "y": [0.1, 0.9]}, "gray_matter": {"x": [], "y": []}, "tumor": {"x": [0], "y": [0]}}}))
+    cal = load_calibration(str(p))
+    assert set(cal.curves) == {"csf"} and cal.sha256
+    assert np.allclose(cal.p_accept("csf", np.array([0.0, 0.5, 1.0])), [0.1, 0.5, 0.9])  # clipped at the ends
+    assert np.isnan(cal.p_accept("gray_matter", np.array([0.5]))).all()
+    p.write_text(json.dumps({"schema": CALIBRATION_SCHEMA, "classes": {"csf": {"x": [0.2, 0.8], "y": [0.9, 0.1]}}}))
+    with pytest.raises(SegqaError, match="classes.csf"):
+        load_calibration(str(p))
+    p.write_text(json.dumps({"schema": THRESHOLDS_SCHEMA, "classes": {}}))
+    with pytest.raises(SegqaError, match="segqa.calibration/1"):
+        load_calibration(str(p))
+    with pytest.raises(SegqaError, match="--costs"):
+        CostModel.parse("verify=3,draw=5")
+    assert CostModel.parse("adjust=45") == CostModel(adjust_s=45.0)
