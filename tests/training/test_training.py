@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import mxnet as mx
 import numpy as np
@@ -194,6 +195,21 @@ def test_cli_train_evaluate_and_user_errors(dataset, tmp_path, capsys):
     assert set(report["pooled"]["dice"]) == {"background", "csf", "gray_matter", "white_matter"}
     assert np.asarray(report["pooled"]["confusion"]["matrix"]).sum() == 3 * 176 * 208
     assert report_file.with_suffix(".png").stat().st_size > 1000
+    assert "sites" not in report  # a dataset without sites has no per-site figures
+    # a dataset whose index names sites: Dice per site, in the JSON and as a second table
+    import shutil
+
+    from training.dataset import read_index, write_index
+
+    sited = tmp_path / "sited"
+    shutil.copytree(dataset, sited)
+    write_index(sited, [replace(r, site="B" if r.split == "test" else "A") for r in read_index(sited)])
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--data", str(sited), "--out", str(tmp_path / "e2.json")]) == 0
+    assert "per acquisition site" in capsys.readouterr().out
+    by_site = json.loads((tmp_path / "e2.json").read_text())["sites"]
+    assert list(by_site) == ["B"] and by_site["B"]["slices"] == 3
+    assert by_site["B"]["dice"] == pytest.approx(report["pooled"]["dice"], nan_ok=True)
     capsys.readouterr()
     # user mistakes: one line, exit 2
     assert main(["train", "--data", str(dataset), "--network", "unet", "--out", str(out)]) == 2
