@@ -75,7 +75,7 @@ def _acceptance_figure(result: AnalysisResult) -> bytes:
     fig, axes = _grid(len(result.classes))
     x_low = float(result.edges[0])
     handles: dict[str, object] = {}
-    for i, (ax, name) in enumerate(zip(axes, result.classes)):
+    for i, (ax, name) in enumerate(zip(axes, result.classes, strict=True)):
         color = class_color(name, i)
         binned = result.calibration[name].binned
         yerr = np.vstack([binned["acceptance"] - binned["lower"], binned["upper"] - binned["acceptance"]])
@@ -121,7 +121,7 @@ def _reliability_figure(result: AnalysisResult) -> bytes:
     fig, axes = _grid(len(result.classes))
     top = result.records.scale_top
     handles: dict[str, object] = {}
-    for i, (ax, name) in enumerate(zip(axes, result.classes)):
+    for i, (ax, name) in enumerate(zip(axes, result.classes, strict=True)):
         color = class_color(name, i)
         cal = result.calibration[name]
         rel = cal.reliability
@@ -156,7 +156,7 @@ def _risk_coverage_figure(result: AnalysisResult) -> bytes:
     opts = result.options
     fig, axes = _grid(len(result.classes))
     handles: dict[str, object] = {}
-    for i, (ax, name) in enumerate(zip(axes, result.classes)):
+    for i, (ax, name) in enumerate(zip(axes, result.classes, strict=True)):
         color = class_color(name, i)
         cp = result.selectors["clopper-pearson"][name]
         n_total = cp.n_reviewed_

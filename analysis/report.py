@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +99,7 @@ def _bucket_grid(result: AnalysisResult) -> dict:
     bucket; each cell has % correct, incorrect and total, and a shade for how far % correct is from 100."""
     table = result.bucket_table
     edges = [float(e) for e in result.edges]
-    labels = [f"{_num(lo)}–{_num(hi)}" for lo, hi in zip(edges[:-1], edges[1:])]
+    labels = [f"{_num(lo)}–{_num(hi)}" for lo, hi in pairwise(edges)]
     rows = []
     for name, group in table.groupby("class_name", sort=False):
         cells = []

@@ -61,7 +61,11 @@ def _by_class(records: ReviewRecords) -> dict[str, tuple[np.ndarray, np.ndarray]
             for i, name in enumerate(records.classes)}
 
 
-def analyze(records: ReviewRecords, options: AnalysisOptions = AnalysisOptions(), votes: pd.DataFrame | None = None,
+# One shared default is safe: AnalysisOptions is a frozen dataclass.
+_DEFAULT_OPTIONS = AnalysisOptions()
+
+
+def analyze(records: ReviewRecords, options: AnalysisOptions = _DEFAULT_OPTIONS, votes: pd.DataFrame | None = None,
             *, calibration: bool = True, progress: Callable[[str], None] | None = None) -> AnalysisResult:
     """Tables, every method's thresholds per class, reviewer agreement and (``calibration``) the figures the
     report needs. ``votes``: validated per-vote data (`analysis.agreement.validate_votes`) or None."""
@@ -169,7 +173,7 @@ def read_store(uri: str, *, round: str | None = None, split_policy: str = "incor
                                             first_line=1, row_word="export row")
         if superseded:
             log.info("%s: %d older-round rows of re-reviewed items left out", store.uri, superseded)
-        exported = dict(zip(frame["item_id"], frame["round"].astype(str)))
+        exported = dict(zip(frame["item_id"], frame["round"].astype(str), strict=True))
         votes = []
         for rnd in sorted(set(exported.values())):
             for v in store.iter_votes(round=rnd):

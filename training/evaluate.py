@@ -51,7 +51,7 @@ def _clean(v: Any) -> Any:
 
 
 def _by_class(values: Sequence[float]) -> dict[str, float]:
-    return {name: float(v) for name, v in zip(_NAMES, values)}
+    return {name: float(v) for name, v in zip(_NAMES, values, strict=True)}
 
 
 def _nan_stat(rows: list[list[float]], fn: Callable) -> list[float]:
@@ -171,7 +171,7 @@ def render_examples(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, tit
         d = dice_from_confusion(confusion_matrix(pred[i], truth[i], NUM_CLASSES))
         panels = [(np.repeat(images[i][..., None], 3, 2), titles[i]), (_overlay(images[i], truth[i]), "truth"),
                   (_overlay(images[i], pred[i]), f"prediction (mean fg Dice {mean_foreground_dice(d):.3f})")]
-        for ax, (img, title) in zip(axes[i], panels):
+        for ax, (img, title) in zip(axes[i], panels, strict=True):
             ax.imshow(img, interpolation="nearest")
             ax.set_title(title, fontsize=9)
             ax.axis("off")

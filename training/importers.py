@@ -416,7 +416,7 @@ def import_png(src: str | os.PathLike[str], out: str | os.PathLike[str], seed: i
     items = find_png_pairs(root)
     splits = assign_splits(sorted({s for s, *_ in items}), seed)
     with DatasetWriter(out, overwrite=overwrite, source="png", imported_from=str(root.resolve()), seed=seed) as w:
-        for n, (subject, index, image_path, mask_path) in enumerate(items, start=1):
+        for subject, index, image_path, mask_path in items:
             image, mask = _load_png_pair(image_path, mask_path)
             w.add(subject, index, image, mask, splits[subject])
             if progress is not None:

@@ -346,7 +346,7 @@ class _Run:
             load_params(self.net, self.out / modelcard.LAST_PARAMS, self.ctx)
             try:
                 self.trainer.load_states(str(self.out / modelcard.LAST_STATES))
-            except Exception as exc:  # noqa: BLE001 (mxnet raises bare errors on corrupt pickles)
+            except Exception as exc:  # mxnet raises bare errors on corrupt pickles
                 raise SegqaError(f"{self.out / modelcard.LAST_STATES}: unreadable optimizer state ({exc}); "
                                  "cannot resume") from None
             self.start_epoch = int(state["epoch"])
@@ -388,7 +388,7 @@ class _Run:
             ys = gluon.utils.split_and_load(masks.astype(np.float32), self.ctx, even_split=False)
             with autograd.record():
                 outs = [segmentation_loss(self.net(xi), yi, weights[k], cfg.dice_weight, cfg.ce_weight)
-                        for k, (xi, yi) in enumerate(zip(xs, ys))]
+                        for k, (xi, yi) in enumerate(zip(xs, ys, strict=True))]
             for loss, _ in outs:
                 loss.backward()
             # each loss is a mean over its device's shard; gradients are summed over devices (and workers)
@@ -423,7 +423,7 @@ class _Run:
             pred = self.net(nd.array(x, ctx=self.ctx[0])).argmax(axis=1).asnumpy().astype(np.uint8)
             cm += confusion_matrix(pred, self.val.masks[i:i + bs])
         dice = dice_from_confusion(cm)
-        return {"val_dice": {c.name: _finite(d) for c, d in zip(TISSUE_CLASSES, dice)},
+        return {"val_dice": {c.name: _finite(d) for c, d in zip(TISSUE_CLASSES, dice, strict=True)},
                 "val_mean_fg_dice": _finite(mean_foreground_dice(dice)),
                 "val_seconds": round(time.perf_counter() - start, 3)}
 

@@ -175,7 +175,7 @@ class DynamoStore:
         seen_in: list[set[tuple[str, str]]] = []
         for pair in fresh:
             key = (pair[0].round, pair[0].item_id)
-            for chunk, seen in zip(chunks, seen_in):
+            for chunk, seen in zip(chunks, seen_in, strict=True):
                 if key not in seen and len(chunk) < DYNAMO_VOTES_PER_TRANSACTION:
                     chunk.append(pair)
                     seen.add(key)

@@ -95,7 +95,7 @@ def _chart(initial: dict[str, dict[str, float]], summaries: Sequence[Any], netwo
     xs = list(range(len(summaries) + 1))
     labels = ["initial"] + [s.round for s in summaries]
     fig, axes = plt.subplots(1, len(networks), figsize=(5.2 * len(networks), 3.4), squeeze=False, sharey=True)
-    for ax, n in zip(axes[0], networks):
+    for ax, n in zip(axes[0], networks, strict=True):
         for c in REVIEW_CLASSES:
             ys = [initial.get(n, {}).get(c.name)] + [s.dice.get(n, {}).get(c.name) for s in summaries]
             ax.plot(xs, [float("nan") if y is None else y for y in ys], "o-", color=c.color, label=c.name)

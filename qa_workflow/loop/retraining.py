@@ -207,9 +207,9 @@ def publish_training_set(training_set: str | Path, dest: str, workers: int = 8) 
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "index.csv")
     for channel in ("train", "validation"):
         base = storage.join(dest, channel)
+        uris = [storage.join(base, p.relative_to(root).as_posix()) for p in files]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(lambda p: storage.write_bytes(storage.join(base, p.relative_to(root).as_posix()),
-                                                        p.read_bytes()), files))
+            list(pool.map(lambda uri, p: storage.write_bytes(uri, p.read_bytes()), uris, files))
         storage.write_bytes(storage.join(base, "index.csv"), (root / "index.csv").read_bytes(), "text/csv")
     return len(files) + 1
 

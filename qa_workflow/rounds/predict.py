@@ -472,7 +472,7 @@ def read_score_table(pred_dir: str):
         else:
             frame = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=[""],
                                 dtype={"subject": str, "skip_reason": str})
-    except Exception as exc:  # noqa: BLE001 - any parser failure is an unreadable user file
+    except Exception as exc:  # any parser failure is an unreadable user file
         raise SegqaError(f"{uri}: unreadable score table ({exc})") from None
     missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
     if missing:

@@ -208,7 +208,7 @@ def read_assignments(round_dir: str):
     try:
         frame = pd.read_csv(io.BytesIO(data), dtype={"subject": str, "reason": str, "image": str, "pred_mask": str},
                             keep_default_na=False, na_values={"confidence": [""], "review_rank": [""]})
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise SegqaError(f"{uri}: unreadable ({exc})") from None
     missing = [c for c in ASSIGNMENT_COLUMNS if c not in frame.columns]
     if missing:

@@ -340,7 +340,7 @@ class SelectionPolicy(BaseEstimator):
         out = pd.DataFrame({
             "item_id": item_ids, "subject": subjects, "slice": slices,
             "slice_id": scores["slice_id"].to_numpy() if "slice_id" in scores.columns
-            else [f"{s}/{i:03d}" for s, i in zip(subjects, slices)],
+            else [f"{s}/{i:03d}" for s, i in zip(subjects, slices, strict=True)],
             "class_id": scores["class_id"].to_numpy() if "class_id" in scores.columns
             else [None] * n,
             "class_name": names, "measure": self.measure, "confidence": np.round(conf, 6),

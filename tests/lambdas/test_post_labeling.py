@@ -52,7 +52,7 @@ def test_documented_event_shapes_give_one_entry_per_object_and_exact_counts(aws,
 
     assert [e["datasetObjectId"] for e in response] == [o["datasetObjectId"] for o in payload]
     assert gt.store_counts(open_store(store_uri)) == expected
-    for entry, obj in zip(response, payload):
+    for entry, obj in zip(response, payload, strict=True):
         content = entry["consolidatedAnnotation"]["content"]
         assert list(content) == [gt.label]
         label = content[gt.label]
