@@ -289,7 +289,8 @@ def validate_batch(batch: Any, where: str = "batch") -> dict[str, Any]:
         if iid.class_name != cls.name or item["class_name"] != cls.name:
             raise ContractError(f"{at}: item {item['item_id']} is not of the batch's class {cls.name}")
         if item["slice_id"] != iid.slice_id:
-            raise ContractError(f"{at}: slice_id {item['slice_id']!r} does not match item id (expected {iid.slice_id!r})")
+            raise ContractError(f"{at}: slice_id {item['slice_id']!r} does not match item id "
+                                f"(expected {iid.slice_id!r})")
         if item["item_id"] in seen:
             raise ContractError(f"{at}: duplicate item {item['item_id']}")
         seen.add(item["item_id"])
