@@ -256,7 +256,8 @@ def read_json(uri: str | os.PathLike[str]) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SegqaError(f"{os.fspath(uri)}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
+        raise SegqaError(f"{os.fspath(uri)}: not valid JSON "
+                         f"({exc.msg}, line {exc.lineno} column {exc.colno})") from None
 
 
 def write_json(uri: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> str:

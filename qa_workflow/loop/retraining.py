@@ -161,8 +161,8 @@ def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, A
     with DatasetWriter(out, overwrite=overwrite, source="segqa-retraining", base_dataset=str(data_dir)) as writer:
         for rec in base:
             if rec.split in ("train", "val"):
-                writer.add(rec.subject, rec.slice, load_png(data_dir / rec.image), load_png(data_dir / rec.mask, "mask"),
-                           rec.split)
+                writer.add(rec.subject, rec.slice, load_png(data_dir / rec.image),
+                           load_png(data_dir / rec.mask, "mask"), rec.split)
                 summary.base_train_slices += rec.split == "train"
         for plan in plans:
             rec = pool.get((plan.subject, plan.slice_index))

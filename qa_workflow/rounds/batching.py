@@ -5,7 +5,8 @@ under the destination (a local folder or ``s3://bucket/prefix``)::
 
     images/<subject>/<slice:03d>.png              the plain slice (a copy of the dataset PNG)
     masks/<subject>/<slice:03d>/<class_name>.png  the predicted mask of that class: 0 = not the class, 255 = class
-    overlays/<subject>/<slice:03d>/<class_name>.png  plain slice | slice with fill + contour (qa_workflow.rounds.overlays)
+    overlays/<subject>/<slice:03d>/<class_name>.png  plain slice | slice with fill + contour
+                                                     (qa_workflow.rounds.overlays)
 
 Items are grouped into batches of one class (default 25, in ``review_rank`` order, so the most uncertain
 batches come first and audit items sit blind among the others), written as ``batches/<batch_id>.json`` and
@@ -292,7 +293,8 @@ def read_manifest_objects(manifest_uri: str) -> list[dict[str, Any]]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise SegqaError(f"{manifest_uri}, line {lineno}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict) or not (isinstance(obj.get("source-ref"), str) or isinstance(obj.get("source"), str)):
+        if not isinstance(obj, dict) or not (isinstance(obj.get("source-ref"), str)
+                                             or isinstance(obj.get("source"), str)):
             raise SegqaError(f"{manifest_uri}, line {lineno}: expected an object with a string \"source-ref\" "
                              "(or \"source\")")
         ref = obj.get("source-ref")

@@ -492,8 +492,8 @@ class PortalDB:
                 "UPDATE objects SET status = 'ready', ready_at = ? WHERE job_id = ? AND status = 'open' "
                 "AND created_at <= ? AND EXISTS (SELECT 1 FROM responses r WHERE r.job_id = objects.job_id "
                 "AND r.object_id = objects.object_id)", (now, job_id, cutoff))
-            conn.execute("UPDATE objects SET status = 'expired' WHERE job_id = ? AND status = 'open' AND created_at <= ?",
-                         (job_id, cutoff))
+            conn.execute("UPDATE objects SET status = 'expired' "
+                         "WHERE job_id = ? AND status = 'open' AND created_at <= ?", (job_id, cutoff))
             return cur.rowcount
 
     def ready_objects(self, job_id: int, limit: int = 50) -> list[sqlite3.Row]:
