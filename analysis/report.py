@@ -11,7 +11,7 @@ import base64
 import math
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jinja2
 import numpy as np
@@ -104,7 +104,8 @@ def _bucket_grid(result: AnalysisResult) -> dict:
     for name, group in table.groupby("class_name", sort=False):
         cells = []
         for r in group.itertuples(index=False):
-            pct = None if _missing(r.pct_correct) else float(r.pct_correct)
+            # pandas-stubs types an itertuples field as any scalar; pct_correct is a float column
+            pct = None if _missing(r.pct_correct) else float(cast(float, r.pct_correct))
             # white at 100 % correct, deepening towards 50 % and below
             shade = None if pct is None else max(0.0, min(1.0, (100.0 - pct) / 50.0))
             cells.append({"pct": pct, "incorrect": r.incorrect, "total": r.total, "shade": shade})

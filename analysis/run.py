@@ -31,7 +31,7 @@ from analysis.tables import (
     default_bucket_edges,
     parse_bucket_edges,
 )
-from analysis.thresholds import METHODS, make_selector
+from analysis.thresholds import METHODS, Selector, make_selector
 from qa_workflow import storage
 from qa_workflow.contract import SegqaError, utc_now_iso
 
@@ -79,7 +79,7 @@ def analyze(records: ReviewRecords, options: AnalysisOptions = _DEFAULT_OPTIONS,
 
     step("thresholds")
     per_class = _by_class(records)
-    selectors: dict[str, dict[str, object]] = {}
+    selectors: dict[str, dict[str, Selector]] = {}
     for method in METHODS:
         selectors[method] = {}
         for name, (conf, ok) in per_class.items():
@@ -200,6 +200,7 @@ def load_inputs(*, reviews: str | None = None, store: str | None = None, votes: 
     if store is not None:
         records, vote_frame = read_store(store, round=round, split_policy=split_policy, scale=scale)
     else:
+        assert reviews is not None, "exactly one of reviews and store is given (checked above)"
         records, vote_frame = load_review_records(reviews, split_policy=split_policy, scale=scale), None
     if votes is not None:
         vote_frame = load_votes(votes)

@@ -297,7 +297,7 @@ def list_uris(prefix: str | os.PathLike[str]) -> Iterator[str]:
     if is_s3(s):
         bucket, key = split_s3(s)
         paginator = _s3().get_paginator("list_objects_v2")
-        keys = []
+        keys: list[str] = []
         for page in paginator.paginate(Bucket=bucket, Prefix=key):
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
         for k in sorted(keys):

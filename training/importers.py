@@ -393,7 +393,8 @@ def find_png_pairs(root: Path) -> list[tuple[str, int, Path, Path]]:
     masks = {p.with_name(p.name[: -len(PNG_MASK_SUFFIX) - 4] + ".png"): p for p in files
              if p.stem.endswith(PNG_MASK_SUFFIX)}
     images = [p for p in files if not p.stem.endswith(PNG_MASK_SUFFIX)]
-    out, seen = [], {}
+    out: list[tuple[str, int, Path, Path]] = []
+    seen: dict[tuple[str, int], Path] = {}
     for order, image in enumerate(images):
         mask = masks.pop(image, None)
         if mask is None:

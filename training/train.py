@@ -32,6 +32,7 @@ What a run guarantees:
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -152,6 +153,7 @@ class TrainEvent:
 def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
     """Learning rate for 0-based ``epoch``: cosine from lr to lr*min_lr_ratio, step (x0.1 at 60 % and 85 %),
     or constant. A function of the epoch alone, so resuming needs no scheduler state."""
+    assert cfg.lr is not None, "TrainConfig.__post_init__ fills in the default learning rate"
     if cfg.lr_schedule == "constant" or cfg.epochs <= 1:
         return cfg.lr
     t = epoch / (cfg.epochs - 1)
@@ -183,6 +185,7 @@ def data_hash(images: np.ndarray, masks: np.ndarray, ids: Sequence[str]) -> str:
 def _validate_config(cfg: TrainConfig) -> None:
     if cfg.network not in NETWORKS:
         raise SegqaError(f"--network must be one of {', '.join(NETWORKS)}, got {cfg.network!r}")
+    assert cfg.lr is not None, "TrainConfig.__post_init__ fills in the default learning rate"
     checks = [("epochs", cfg.epochs, cfg.epochs >= 1), ("batch_size", cfg.batch_size, cfg.batch_size >= 1),
               ("lr", cfg.lr, cfg.lr > 0), ("width", cfg.width, cfg.width > 0),
               ("dice_weight", cfg.dice_weight, cfg.dice_weight >= 0), ("ce_weight", cfg.ce_weight, cfg.ce_weight >= 0),
@@ -640,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if out.resolve() != final.resolve():  # trained in the checkpoint dir: copy the model files out
             final.mkdir(parents=True, exist_ok=True)
             for rel in (modelcard.CARD_FILE, modelcard.METRICS_FILE, modelcard.CONFIG_FILE, modelcard.BEST_PARAMS):
-                atomic_write_with(final / rel, lambda p, src=out / rel: shutil.copyfile(src, p))
+                atomic_write_with(final / rel, functools.partial(shutil.copyfile, out / rel))
     except SegqaError as exc:
         log.error("%s", exc)
         return 2

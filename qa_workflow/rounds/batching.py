@@ -222,10 +222,10 @@ def write_batches(round_dir: str, dest: str | None = None, batch_size: int = DEF
     state_uri = storage.join(round_dir, BATCHES_FILE)
     state = storage.read_json(state_uri) if storage.exists(state_uri) else None
     manifest_uri = storage.join(dest_uri, MANIFEST_FILE)
-    same = state is not None and state.get("fingerprint") == fingerprint
-    if same and state.get("status") == "complete" and storage.exists(manifest_uri):
-        return BatchResult(dest_uri, manifest_uri, state["batches"], state["items"], unchanged=True)
-    existing = set(storage.list_uris(dest_uri)) if same else set()
+    same = state if state is not None and state.get("fingerprint") == fingerprint else None
+    if same is not None and same.get("status") == "complete" and storage.exists(manifest_uri):
+        return BatchResult(dest_uri, manifest_uri, same["batches"], same["items"], unchanged=True)
+    existing = set(storage.list_uris(dest_uri)) if same is not None else set()
     storage.write_json(state_uri, {"schema": BATCHES_SCHEMA, "round": round_id, "fingerprint": fingerprint,
                                    "status": "in-progress", "dest": dest_uri,
                                    "started_at": utc_now_iso()})

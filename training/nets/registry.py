@@ -34,7 +34,7 @@ def build_network(network: str, width: float = 1.0, num_classes: int = NUM_CLASS
     None keeps the defaults (U-Net 0.1; ENet 0.01 and 0.1 as in the paper).
     """
     name = str(network).lower()
-    extra = {} if dropout is None else {"dropout": dropout if name == "unet" else tuple(dropout)}
+    extra: dict[str, Any] = {} if dropout is None else {"dropout": dropout if name == "unet" else tuple(dropout)}
     if name == "unet":
         return UNet(in_channels=in_channels, num_classes=num_classes, width=width, mc_dropout=mc_dropout, **extra)
     if name == "enet":

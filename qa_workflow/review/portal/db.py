@@ -340,6 +340,7 @@ class PortalDB:
                     "label_attribute_name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (cfg.name, cfg.arn, cfg.manifest_uri, cfg.reviewers_per_object, cfg.task_time_limit,
                      cfg.task_lifetime, cfg.label_attribute_name, now))
+                assert cur.lastrowid is not None, "sqlite sets lastrowid after an INSERT"
                 return int(cur.lastrowid)
             if row["manifest_uri"] != cfg.manifest_uri:
                 raise SegqaError(f"job {cfg.name!r} already serves {row['manifest_uri']}, not {cfg.manifest_uri}; "

@@ -262,6 +262,7 @@ class ReviewService:
 
     def task_input(self, assignment: Assignment) -> dict[str, Any]:
         row = self.db.object_row(self.job_id, assignment.object_id)
+        assert row is not None, "an assignment always refers to an object of its job"
         return json.loads(row["task_input"])
 
     def grant_for(self, reviewer: Reviewer) -> AssetGrants:
@@ -395,6 +396,7 @@ class ReviewService:
         out = []
         for object_id, answers in sorted(by_object.items()):
             row = self.db.object_row(self.job_id, object_id)
+            assert row is not None, "every response refers to an object of its job"
             out.append({"datasetObjectId": str(object_id), "dataObject": json.loads(row["data_object"]),
                         "status": progress[object_id]["status"], "answers": answers,
                         "consolidatedAnnotation": json.loads(row["consolidation"]) if row["consolidation"] else None})
