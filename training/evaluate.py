@@ -50,8 +50,8 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def _by_class(values: Sequence[float]) -> dict[str, float]:
-    return {name: float(v) for name, v in zip(_NAMES, values)}
+def _by_class(values: Sequence[float] | np.ndarray) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(_NAMES, values, strict=True)}
 
 
 def _nan_stat(rows: list[list[float]], fn: Callable) -> list[float]:
@@ -70,10 +70,10 @@ def evaluate_predictions(pred: np.ndarray, truth: np.ndarray, subjects: Sequence
         raise ValueError("pred, truth and subjects must describe the same slices")
     cm = confusion_matrix(pred, truth)
     dice = dice_from_confusion(cm)
-    subjects = np.asarray(subjects)
+    subject_of_slice = np.asarray(subjects)
     per_subject = []
-    for s in sorted(set(subjects.tolist())):
-        sel = subjects == s
+    for s in sorted(set(subject_of_slice.tolist())):
+        sel = subject_of_slice == s
         r = segmentation_report(pred[sel], truth[sel], spacing)
         per_subject.append({"subject": s, "slices": int(sel.sum()), "dice": _by_class(r["dice"]),
                             "mean_foreground_dice": r["mean_foreground_dice"], "hd95_mm": _by_class(r["hd95_mm"]),
@@ -171,7 +171,7 @@ def render_examples(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, tit
         d = dice_from_confusion(confusion_matrix(pred[i], truth[i], NUM_CLASSES))
         panels = [(np.repeat(images[i][..., None], 3, 2), titles[i]), (_overlay(images[i], truth[i]), "truth"),
                   (_overlay(images[i], pred[i]), f"prediction (mean fg Dice {mean_foreground_dice(d):.3f})")]
-        for ax, (img, title) in zip(axes[i], panels):
+        for ax, (img, title) in zip(axes[i], panels, strict=True):
             ax.imshow(img, interpolation="nearest")
             ax.set_title(title, fontsize=9)
             ax.axis("off")

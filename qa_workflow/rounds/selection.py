@@ -222,8 +222,9 @@ class SelectionPolicy(BaseEstimator):
             raise SegqaError(f"score table has no {self.measure} values{hint}; choose another --measure")
         if thresholds is None:
             self.cold_start_ = True
-            self.thresholds_ = {c: None for c in _TISSUE_NAMES}
-            self.threshold_reasons_ = {c: "cold start: no thresholds file" for c in _TISSUE_NAMES}
+            self.thresholds_: dict[str, float | None] = {c: None for c in _TISSUE_NAMES}
+            self.threshold_reasons_: dict[str, str | None] = {c: "cold start: no thresholds file"
+                                                              for c in _TISSUE_NAMES}
         else:
             if not isinstance(thresholds, Thresholds):
                 thresholds = parse_thresholds({"schema": THRESHOLDS_SCHEMA, "classes": {
@@ -340,13 +341,14 @@ class SelectionPolicy(BaseEstimator):
         out = pd.DataFrame({
             "item_id": item_ids, "subject": subjects, "slice": slices,
             "slice_id": scores["slice_id"].to_numpy() if "slice_id" in scores.columns
-            else [f"{s}/{i:03d}" for s, i in zip(subjects, slices)],
+            else [f"{s}/{i:03d}" for s, i in zip(subjects, slices, strict=True)],
             "class_id": scores["class_id"].to_numpy() if "class_id" in scores.columns
             else [None] * n,
             "class_name": names, "measure": self.measure, "confidence": np.round(conf, 6),
             "pixel_count": scores["pixel_count"].to_numpy() if "pixel_count" in scores.columns else [None] * n,
             "assignment": assignment.astype(str), "reason": reason.astype(str),
-            "review_rank": pd.array(rank, dtype="Int64"),
+            # pandas-stubs 2.2.3 types pd.array's data as Sequence[object]; pandas documents ndarray as accepted
+            "review_rank": pd.array(rank, dtype="Int64"),  # type: ignore[arg-type]
             "image": scores["image"].to_numpy() if "image" in scores.columns else "",
             "pred_mask": scores["pred_mask"].to_numpy() if "pred_mask" in scores.columns else "",
         }, columns=list(ASSIGNMENT_COLUMNS))
