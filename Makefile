@@ -8,7 +8,7 @@ STAMP := $(VENV)/.segqa-installed
 PYTEST_ARGS ?=
 DEMO_ARGS ?= --quick
 
-.PHONY: venv demo test lambdas lock bench clean
+.PHONY: venv demo lint test lambdas lock bench clean
 
 venv: $(STAMP)
 
@@ -23,8 +23,14 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/segqa demo $(DEMO_ARGS)
 
-# pytest exits 5 when it collected no tests: that is a failure here, never a pass.
-test: $(STAMP)
+# Lint (ruff, rules in pyproject.toml) and types (mypy, the packages listed in pyproject.toml's [tool.mypy]).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# Lint and types first, then the tests. pytest exits 5 when it collected no tests: that is a failure here,
+# never a pass.
+test: lint
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

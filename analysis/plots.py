@@ -23,7 +23,7 @@ from analysis.thresholds import METHODS, cp_upper_bound
 from qa_workflow.contract import CLASS_BY_NAME
 
 if TYPE_CHECKING:
-    from analysis.results import AnalysisResult
+    from analysis.results import AnalysisResult, ClassCalibration
 
 __all__ = ["render_plots", "class_color", "METHOD_STYLE"]
 
@@ -69,15 +69,15 @@ def _legend_below(fig: Figure, handles, labels) -> None:
                    fontsize=8.5)
 
 
-def _acceptance_figure(result: AnalysisResult) -> bytes:
+def _acceptance_figure(result: AnalysisResult, calibration: dict[str, ClassCalibration]) -> bytes:
     opts = result.options
     top = result.records.scale_top
     fig, axes = _grid(len(result.classes))
     x_low = float(result.edges[0])
     handles: dict[str, object] = {}
-    for i, (ax, name) in enumerate(zip(axes, result.classes)):
+    for i, (ax, name) in enumerate(zip(axes, result.classes, strict=True)):
         color = class_color(name, i)
-        binned = result.calibration[name].binned
+        binned = calibration[name].binned
         yerr = np.vstack([binned["acceptance"] - binned["lower"], binned["upper"] - binned["acceptance"]])
         h = ax.errorbar(binned["mean_confidence"], binned["acceptance"], yerr=yerr, fmt="o", color=color,
                         ms=4.5, capsize=2.5, lw=1.1)
@@ -117,13 +117,13 @@ def _style_axes(ax, xlabel: str, ylabel: str) -> None:
     ax.tick_params(labelsize=8)
 
 
-def _reliability_figure(result: AnalysisResult) -> bytes:
+def _reliability_figure(result: AnalysisResult, calibration: dict[str, ClassCalibration]) -> bytes:
     fig, axes = _grid(len(result.classes))
     top = result.records.scale_top
     handles: dict[str, object] = {}
-    for i, (ax, name) in enumerate(zip(axes, result.classes)):
+    for i, (ax, name) in enumerate(zip(axes, result.classes, strict=True)):
         color = class_color(name, i)
-        cal = result.calibration[name]
+        cal = calibration[name]
         rel = cal.reliability
         counts = ax.twinx()
         counts.bar((rel["bin_low"] + rel["bin_high"]) / 2, rel["n"], width=0.095, color="#888888", alpha=0.18)
@@ -156,7 +156,7 @@ def _risk_coverage_figure(result: AnalysisResult) -> bytes:
     opts = result.options
     fig, axes = _grid(len(result.classes))
     handles: dict[str, object] = {}
-    for i, (ax, name) in enumerate(zip(axes, result.classes)):
+    for i, (ax, name) in enumerate(zip(axes, result.classes, strict=True)):
         color = class_color(name, i)
         cp = result.selectors["clopper-pearson"][name]
         n_total = cp.n_reviewed_
@@ -198,7 +198,7 @@ def render_plots(result: AnalysisResult) -> dict[str, bytes]:
     if result.calibration is None:
         raise ValueError("render_plots needs an AnalysisResult made with calibration=True")
     return {
-        "acceptance": _acceptance_figure(result),
+        "acceptance": _acceptance_figure(result, result.calibration),
         "risk_coverage": _risk_coverage_figure(result),
-        "reliability": _reliability_figure(result),
+        "reliability": _reliability_figure(result, result.calibration),
     }

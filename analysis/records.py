@@ -25,7 +25,7 @@ import functools
 import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,7 +119,7 @@ def item_outcomes(confirm: np.ndarray, disconfirm: np.ndarray, split_policy: str
     return status.astype(object), correct
 
 
-def class_order(names: Sequence[str]) -> tuple[str, ...]:
+def class_order(names: Iterable[str]) -> tuple[str, ...]:
     """Tissue classes in their contract order (csf, gray_matter, white_matter), then other names sorted."""
     rank = {c.name: c.id for c in TISSUE_CLASSES}
     return tuple(sorted(set(names), key=lambda n: (0, rank[n], "") if n in rank else (1, 0, n)))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import math
+from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jinja2
 import numpy as np
@@ -98,12 +99,13 @@ def _bucket_grid(result: AnalysisResult) -> dict:
     bucket; each cell has % correct, incorrect and total, and a shade for how far % correct is from 100."""
     table = result.bucket_table
     edges = [float(e) for e in result.edges]
-    labels = [f"{_num(lo)}–{_num(hi)}" for lo, hi in zip(edges[:-1], edges[1:])]
+    labels = [f"{_num(lo)}–{_num(hi)}" for lo, hi in pairwise(edges)]
     rows = []
     for name, group in table.groupby("class_name", sort=False):
         cells = []
         for r in group.itertuples(index=False):
-            pct = None if _missing(r.pct_correct) else float(r.pct_correct)
+            # pandas-stubs types an itertuples field as any scalar; pct_correct is a float column
+            pct = None if _missing(r.pct_correct) else float(cast(float, r.pct_correct))
             # white at 100 % correct, deepening towards 50 % and below
             shade = None if pct is None else max(0.0, min(1.0, (100.0 - pct) / 50.0))
             cells.append({"pct": pct, "incorrect": r.incorrect, "total": r.total, "shade": shade})

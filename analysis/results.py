@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis.agreement import AgreementSummary
 from analysis.records import ReviewRecords
-from analysis.thresholds import DEFAULT_METHOD, METHODS
+from analysis.thresholds import DEFAULT_METHOD, METHODS, Selector
 from qa_workflow.contract import CALIBRATION_SCHEMA, THRESHOLDS_SCHEMA, SegqaError
 
 __all__ = ["AnalysisOptions", "AnalysisResult", "ClassCalibration"]
@@ -73,7 +73,7 @@ class AnalysisResult:
     edges: np.ndarray
     class_table: pd.DataFrame
     bucket_table: pd.DataFrame
-    selectors: dict[str, dict[str, object]]  # method -> class -> fitted selector
+    selectors: dict[str, dict[str, Selector]]  # method -> class -> fitted selector
     agreement: AgreementSummary
     reviewers: pd.DataFrame | None
     calibration: dict[str, ClassCalibration] | None
@@ -84,7 +84,7 @@ class AnalysisResult:
     def classes(self) -> tuple[str, ...]:
         return self.records.classes
 
-    def chosen(self, class_name: str):
+    def chosen(self, class_name: str) -> Selector:
         return self.selectors[self.options.method][class_name]
 
     def thresholds_document(self) -> dict:

@@ -33,7 +33,7 @@ from analysis.tables import (
     default_bucket_edges,
     parse_bucket_edges,
 )
-from analysis.thresholds import METHODS, make_selector
+from analysis.thresholds import METHODS, Selector, make_selector
 from qa_workflow import storage
 from qa_workflow.contract import SegqaError, utc_now_iso
 
@@ -63,7 +63,11 @@ def _by_class(records: ReviewRecords) -> dict[str, tuple[np.ndarray, np.ndarray]
             for i, name in enumerate(records.classes)}
 
 
-def analyze(records: ReviewRecords, options: AnalysisOptions = AnalysisOptions(), votes: pd.DataFrame | None = None,
+# One shared default is safe: AnalysisOptions is a frozen dataclass.
+_DEFAULT_OPTIONS = AnalysisOptions()
+
+
+def analyze(records: ReviewRecords, options: AnalysisOptions = _DEFAULT_OPTIONS, votes: pd.DataFrame | None = None,
             *, calibration: bool = True, progress: Callable[[str], None] | None = None) -> AnalysisResult:
     """Tables, every method's thresholds per class, reviewer agreement and (``calibration``) the figures the
     report needs. ``votes``: validated per-vote data (`analysis.agreement.validate_votes`) or None."""
@@ -77,7 +81,7 @@ def analyze(records: ReviewRecords, options: AnalysisOptions = AnalysisOptions()
 
     step("thresholds")
     per_class = _by_class(records)
-    selectors: dict[str, dict[str, object]] = {}
+    selectors: dict[str, dict[str, Selector]] = {}
     for method in METHODS:
         selectors[method] = {}
         for name, (conf, ok) in per_class.items():
@@ -171,7 +175,7 @@ def read_store(uri: str, *, round: str | None = None, split_policy: str = "incor
                                             first_line=1, row_word="export row")
         if superseded:
             log.info("%s: %d older-round rows of re-reviewed items left out", store.uri, superseded)
-        exported = dict(zip(frame["item_id"], frame["round"].astype(str)))
+        exported = dict(zip(frame["item_id"], frame["round"].astype(str), strict=True))
         votes = []
         for rnd in sorted(set(exported.values())):
             for v in store.iter_votes(round=rnd):
@@ -198,6 +202,7 @@ def load_inputs(*, reviews: str | None = None, store: str | None = None, votes: 
     if store is not None:
         records, vote_frame = read_store(store, round=round, split_policy=split_policy, scale=scale)
     else:
+        assert reviews is not None, "exactly one of reviews and store is given (checked above)"
         records, vote_frame = load_review_records(reviews, split_policy=split_policy, scale=scale), None
     if votes is not None:
         vote_frame = load_votes(votes)

@@ -61,6 +61,7 @@ from qa_workflow.contract import SegqaError
 __all__ = [
     "METHODS", "DEFAULT_METHOD", "cp_upper_bound", "cp_two_sided", "cp_bound_within", "min_reviews_for_bound",
     "ClopperPearsonThreshold", "BucketWalkThreshold", "IsotonicThreshold", "make_selector", "ThresholdSummary",
+    "Selector",
 ]
 
 METHODS = ("clopper-pearson", "bucket-walk", "isotonic")
@@ -353,8 +354,8 @@ class BucketWalkThreshold(_Selector):
     (False also for buckets below the stop, which were never looked at).
     """
 
-    def __init__(self, edges: Sequence[float] | None = None, max_error_ratio: float = 0.1, n_buckets: int = 5,
-                 top: float = 1.0, confidence: float = 0.95) -> None:
+    def __init__(self, edges: Sequence[float] | np.ndarray | None = None, max_error_ratio: float = 0.1,
+                 n_buckets: int = 5, top: float = 1.0, confidence: float = 0.95) -> None:
         self.edges = edges
         self.max_error_ratio = max_error_ratio
         self.n_buckets = n_buckets
@@ -450,8 +451,12 @@ class IsotonicThreshold(_Selector):
         return self.calibrator_.predict(np.asarray(confidence, dtype=np.float64))
 
 
+# The public name of what `make_selector` returns, for annotations elsewhere.
+Selector = _Selector
+
+
 def make_selector(method: str, *, max_error: float = 0.05, confidence: float = 0.95,
-                  max_error_ratio: float = 0.1, edges: Sequence[float] | None = None, top: float = 1.0,
+                  max_error_ratio: float = 0.1, edges: Sequence[float] | np.ndarray | None = None, top: float = 1.0,
                   start_coverage: float = 0.05, min_above: int | None = None) -> _Selector:
     """A fresh selector for ``method`` (one of METHODS) with the analysis options."""
     if method == "clopper-pearson":

@@ -126,6 +126,8 @@ def main() -> int:
             return 1
 
     cmd = "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/b1_scoring.py " + " ".join(sys.argv[1:])
+    vec_label = f"vectorised numpy (`score_probabilities`, {args.slices} slices, median of {args.repeats})"
+    checked_label = "vectorised, with the input checks of `segqa predict` (`check_probabilities` + score)"
     print(f"""## B1 — scoring throughput
 
 Probability maps of 4×176×208 float32 (smooth softmax blobs), scored per (slice, tissue class): pixel count,
@@ -135,8 +137,8 @@ counts waiting for the core on this shared machine.
 
 | implementation | slices/s (CPU time) | ms per slice (CPU) | slices/s (wall clock) |
 |---|---:|---:|---:|
-| vectorised numpy (`score_probabilities`, {args.slices} slices, median of {args.repeats}) | {vec_rate:,.0f} | {1000 / vec_rate:.2f} | {wall_rate:,.0f} |
-| vectorised, with the input checks of `segqa predict` (`check_probabilities` + score) | {checked_rate:,.0f} | {1000 / checked_rate:.2f} | — |
+| {vec_label} | {vec_rate:,.0f} | {1000 / vec_rate:.2f} | {wall_rate:,.0f} |
+| {checked_label} | {checked_rate:,.0f} | {1000 / checked_rate:.2f} | — |
 | naive per-pixel Python loop ({args.naive_slices} slices) | {1 / naive_s:.3f} | {1000 * naive_s:,.0f} | — |
 
 Speed-up: {naive_s * vec_rate:,.0f}×. Target ≥ 1,000 slices/s on one core: {"met" if vec_rate >= 1000 else "NOT met"}.

@@ -218,6 +218,10 @@ def main() -> int:
 
     cmd = ".venv/bin/python benchmarks/b4_post_labeling.py " + " ".join(sys.argv[1:])
     load = os.getloadavg()[0]
+    header = ("| store | phase | runs | seconds (median) | decisions/s (wall) | decisions/s (CPU) "
+              "| annotations/s (wall) | store requests |")
+    backups = ("once per action, as moto 5.2.5 does" if args.moto_as_is
+               else "here once per transaction; moto 5.2.5 does it once per action, see --moto-as-is")
     text = f"""## B4 — post-labeling throughput
 
 One post-labeling invocation (`lambdas/post_labeling/handler.py`, Ground Truth-shaped event) over
@@ -226,12 +230,12 @@ One post-labeling invocation (`lambdas/post_labeling/handler.py`, Ground Truth-s
 new; *replay*: the same invocation again (every vote already stored, nothing changes). The store's counts were
 checked after every run. CPU rates use the process's CPU time; wall-clock rates also count waiting for a core.
 
-| store | phase | runs | seconds (median) | decisions/s (wall) | decisions/s (CPU) | annotations/s (wall) | store requests |
+{header}
 |---|---|---:|---:|---:|---:|---:|---|
 {chr(10).join(rows)}
 
 moto emulates DynamoDB in process and deep-copies the table to back it up before each transaction
-({"once per action, as moto 5.2.5 does" if args.moto_as_is else "here once per transaction; moto 5.2.5 does it once per action, see --moto-as-is"}),
+({backups}),
 so its rate measures this code plus moto and falls as the table grows; on a real table expect the request
 count above times the round-trip latency (plus DynamoDB's own transaction time), not this figure.
 

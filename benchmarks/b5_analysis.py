@@ -1,7 +1,7 @@
 """B5 (ARCHITECTURE §12): seconds for 1,000,000 review records -> tables + thresholds.
 
-Writes a review-record CSV of N simulated items (three tissue classes, three reviewers each; `analysis.synthetic_reviews`),
-then times, best of --repeats runs each:
+Writes a review-record CSV of N simulated items (three tissue classes, three reviewers each;
+`analysis.synthetic_reviews`), then times, best of --repeats runs each:
 
 - read + validate: `analysis.records.load_review_records` (CSV parse, column checks, scale detection, outcomes);
 - tables: acceptance_by_class + acceptance_by_bucket;

@@ -39,7 +39,8 @@ def run_arm(base: Path, arm_dir: Path, cfg: LoopConfig, rounds: int) -> list[dic
         s = run_round(cfg, ws, r)
         decision = [d for d in ws.registry.decisions() if d["network"] == net and d["round"] == r][-1]
         m = decision["challenger_metrics"]
-        out.append({"round": r, "dice": s.dice[net], "challenger": {**m["dice"], "mean_foreground": m["mean_foreground_dice"]},
+        challenger = {**m["dice"], "mean_foreground": m["mean_foreground_dice"]}
+        out.append({"round": r, "dice": s.dice[net], "challenger": challenger,
                     "accepted": s.accepted_items, "reviewed": s.reviewed, "pool_slices": s.training_pool_slices,
                     "promoted": s.promoted[net]})
     return out
@@ -80,10 +81,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"r{c['round']} challenger {c['challenger'].get('mean_foreground', float('nan')):.3f} "
                 f"(+{c['accepted']} confirmed)" for c in arm), flush=True)
     lines = [f"## B7 — label efficiency ({datetime.now(UTC).isoformat(timespec='seconds')})", "",
-             f"- command: `.venv/bin/python benchmarks/b7_label_efficiency.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+             "- command: `.venv/bin/python benchmarks/b7_label_efficiency.py "
+             f"{' '.join(sys.argv[1:] if argv is None else argv)}`",
              f"- machine: 2-core dev machine, no GPU ({platform.machine()}), Python {platform.python_version()}",
              f"- network {args.network} (width {args.width}); cohort {args.subjects} subjects × {args.slices} slices; "
-             f"review budget {args.budget} masks per round; {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}); "
+             f"review budget {args.budget} masks per round; "
+             f"{len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}); "
              f"initial training {args.initial_epochs} epochs, warm-started retraining {args.retrain_epochs} epochs",
              "- metric: mean foreground Dice on the held-out test subjects (mean ± sd over seeds) of the challenger "
              "retrained on the round's training set, and of the champion after the promotion rule; confirmed = masks "

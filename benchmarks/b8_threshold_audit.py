@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     fit_subjects = set(subjects[0::2])
     lines = [f"## B8 — threshold audit ({datetime.now(UTC).isoformat(timespec='seconds')})", "",
-             f"- command: `.venv/bin/python benchmarks/b8_threshold_audit.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+             "- command: `.venv/bin/python benchmarks/b8_threshold_audit.py "
+             f"{' '.join(sys.argv[1:] if argv is None else argv)}`",
              f"- machine: 2-core dev machine, no GPU ({platform.machine()}), Python {platform.python_version()}",
              f"- model: {version}; pool subjects: {len(subjects)} ({len(fit_subjects)} fit the thresholds, "
              f"{len(subjects) - len(fit_subjects)} are audited); reviewers: {args.reviewers} simulated, "

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 __all__ = [
     "SegqaError", "ContractError", "TissueClass", "TISSUE_CLASSES", "CLASS_BY_NAME", "CLASS_BY_ID",
@@ -64,7 +64,8 @@ class TissueClass:
     def rgb(self) -> tuple[int, int, int] | None:
         if self.color is None:
             return None
-        return tuple(int(self.color[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+        red, green, blue = (int(self.color[i:i + 2], 16) for i in (1, 3, 5))
+        return red, green, blue
 
 
 BACKGROUND = TissueClass(0, "background", None, "Background")
@@ -148,7 +149,7 @@ def format_item_id(subject: str, slice_index: int, class_name: str) -> str:
     return f"{format_slice_id(subject, slice_index)}/{cls.name}"
 
 
-def parse_item_id(item_id: str) -> ItemId:
+def parse_item_id(item_id: object) -> ItemId:
     """Inverse of `format_item_id`; raises ContractError on anything else."""
     m = _ITEM_RE.match(item_id) if isinstance(item_id, str) else None
     if not m:
@@ -199,7 +200,7 @@ def _decision_from(obj: Any, where: str) -> Decision:
     if not isinstance(obj, Mapping):
         raise ContractError(f"{where}: expected an object with item_id and decision, got {type(obj).__name__}")
     item_id = obj.get("item_id")
-    parse_item_id(item_id)  # type: ignore[arg-type]
+    parse_item_id(item_id)
     decision = obj.get("decision")
     if decision not in DECISIONS:
         raise ContractError(f"{where} ({item_id}): decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
@@ -213,7 +214,8 @@ def _decision_from(obj: Any, where: str) -> Decision:
         if not isinstance(comment, str):
             raise ContractError(f"{where} ({item_id}): comment must be text")
         comment = comment[:MAX_COMMENT_CHARS]
-    return Decision(item_id, decision, reason, comment)
+    # parse_item_id accepted item_id, so it is a str; decision is one of DECISIONS, also a str
+    return Decision(cast(str, item_id), decision, reason, comment)
 
 
 def decisions_array(raw: str | list[Any]) -> list[Any]:
@@ -290,7 +292,8 @@ def validate_batch(batch: Any, where: str = "batch") -> dict[str, Any]:
         if iid.class_name != cls.name or item["class_name"] != cls.name:
             raise ContractError(f"{at}: item {item['item_id']} is not of the batch's class {cls.name}")
         if item["slice_id"] != iid.slice_id:
-            raise ContractError(f"{at}: slice_id {item['slice_id']!r} does not match item id (expected {iid.slice_id!r})")
+            raise ContractError(f"{at}: slice_id {item['slice_id']!r} does not match item id "
+                                f"(expected {iid.slice_id!r})")
         if item["item_id"] in seen:
             raise ContractError(f"{at}: duplicate item {item['item_id']}")
         seen.add(item["item_id"])

@@ -256,7 +256,8 @@ def read_json(uri: str | os.PathLike[str]) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SegqaError(f"{os.fspath(uri)}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
+        raise SegqaError(f"{os.fspath(uri)}: not valid JSON "
+                         f"({exc.msg}, line {exc.lineno} column {exc.colno})") from None
 
 
 def write_json(uri: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> str:
@@ -296,7 +297,7 @@ def list_uris(prefix: str | os.PathLike[str]) -> Iterator[str]:
     if is_s3(s):
         bucket, key = split_s3(s)
         paginator = _s3().get_paginator("list_objects_v2")
-        keys = []
+        keys: list[str] = []
         for page in paginator.paginate(Bucket=bucket, Prefix=key):
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
         for k in sorted(keys):

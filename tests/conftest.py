@@ -182,7 +182,8 @@ def service_model_problems(service: str, operation: str, params: dict[str, Any])
     """
     import boto3
 
-    model = boto3.session.Session(region_name="us-east-1").client(service).meta.service_model.operation_model(operation).input_shape
+    client = boto3.session.Session(region_name="us-east-1").client(service)
+    model = client.meta.service_model.operation_model(operation).input_shape
     problems: list[str] = []
 
     def walk(shape, value, path):

@@ -34,7 +34,8 @@ class AugmentConfig:
     noise_std: float = 0.01
 
 
-def random_affine(rng: np.random.Generator, shape: tuple[int, int], cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+def random_affine(rng: np.random.Generator, shape: tuple[int, int],
+                  cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
     """A (2, 2) matrix and (2,) offset mapping output pixel coordinates to input ones (scipy convention),
     rotating by up to ``max_rotation_deg`` and zooming by up to ``max_scale`` about the slice centre, then
     shifting by up to ``max_shift_px``."""

@@ -111,9 +111,7 @@ def load_png(path: str | os.PathLike[str], kind: str = "image") -> np.ndarray:
     """Load one 8-bit PNG as (H, W) uint8; ``kind`` ("image"/"mask") only shapes the error message."""
     try:
         with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I;16", "I"):
-                im = im.convert("L")
-            arr = np.asarray(im)
+            arr = np.asarray(im if im.mode in ("L", "P", "I;16", "I") else im.convert("L"))
     except FileNotFoundError:
         raise SegqaError(f"{path}: {kind} file missing") from None
     except OSError as exc:

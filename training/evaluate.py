@@ -76,10 +76,10 @@ def evaluate_predictions(pred: np.ndarray, truth: np.ndarray, subjects: Sequence
         raise ValueError("pred, truth, subjects and sites must describe the same slices")
     cm = confusion_matrix(pred, truth)
     dice = dice_from_confusion(cm)
-    subject_arr = np.asarray(subjects)
+    subject_of_slice = np.asarray(subjects)
     per_subject = []
-    for s in sorted(set(subject_arr.tolist())):
-        sel = subject_arr == s
+    for s in sorted(set(subject_of_slice.tolist())):
+        sel = subject_of_slice == s
         r = segmentation_report(pred[sel], truth[sel], spacing)
         per_subject.append({"subject": s, "slices": int(sel.sum()), "dice": _by_class(r["dice"]),
                             "mean_foreground_dice": r["mean_foreground_dice"], "hd95_mm": _by_class(r["hd95_mm"]),
@@ -90,7 +90,7 @@ def evaluate_predictions(pred: np.ndarray, truth: np.ndarray, subjects: Sequence
 
     site_arr = np.asarray(sites if sites is not None else [""] * len(pred), dtype=str)
     if (site_arr != "").any():
-        site_of = dict(zip(subject_arr.tolist(), site_arr.tolist(), strict=True))
+        site_of = dict(zip(subject_of_slice.tolist(), site_arr.tolist(), strict=True))
         for p in per_subject:
             p["site"] = site_of[p["subject"]]
     mfd = [[p["mean_foreground_dice"]] for p in per_subject]
@@ -108,7 +108,7 @@ def evaluate_predictions(pred: np.ndarray, truth: np.ndarray, subjects: Sequence
     }
     named = sorted({s for s in site_arr.tolist() if s})
     if named:
-        report["sites"] = {site: _site_summary(pred, truth, subject_arr, site_arr == site) for site in named}
+        report["sites"] = {site: _site_summary(pred, truth, subject_of_slice, site_arr == site) for site in named}
     return _clean(report)
 
 

@@ -132,7 +132,9 @@ def export_model(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
         net = predictor.net
         net(nd.zeros((1, 1, h, w)))  # the cached graph must exist before export
         net.export(str(tmp / "model"), epoch=0)
-        sym_file, params_file, onnx_file = tmp / modelcard.EXPORT_SYMBOL, tmp / modelcard.EXPORT_PARAMS, tmp / modelcard.EXPORT_ONNX
+        sym_file = tmp / modelcard.EXPORT_SYMBOL
+        params_file = tmp / modelcard.EXPORT_PARAMS
+        onnx_file = tmp / modelcard.EXPORT_ONNX
         mx.onnx.export_model(str(sym_file), str(params_file), in_shapes=[(1, 1, h, w)], in_types=np.float32,
                              onnx_file_path=str(onnx_file), dynamic=True, dynamic_input_shapes=[("N", 1, h, w)])
         model = onnx.load(str(onnx_file))

@@ -393,7 +393,8 @@ def find_png_pairs(root: Path) -> list[tuple[str, int, Path, Path]]:
     masks = {p.with_name(p.name[: -len(PNG_MASK_SUFFIX) - 4] + ".png"): p for p in files
              if p.stem.endswith(PNG_MASK_SUFFIX)}
     images = [p for p in files if not p.stem.endswith(PNG_MASK_SUFFIX)]
-    out, seen = [], {}
+    out: list[tuple[str, int, Path, Path]] = []
+    seen: dict[tuple[str, int], Path] = {}
     for order, image in enumerate(images):
         mask = masks.pop(image, None)
         if mask is None:
@@ -416,7 +417,7 @@ def import_png(src: str | os.PathLike[str], out: str | os.PathLike[str], seed: i
     items = find_png_pairs(root)
     splits = assign_splits(sorted({s for s, *_ in items}), seed)
     with DatasetWriter(out, overwrite=overwrite, source="png", imported_from=str(root.resolve()), seed=seed) as w:
-        for n, (subject, index, image_path, mask_path) in enumerate(items, start=1):
+        for subject, index, image_path, mask_path in items:
             image, mask = _load_png_pair(image_path, mask_path)
             w.add(subject, index, image, mask, splits[subject])
             if progress is not None:

@@ -96,7 +96,8 @@ def parse_class_weights(text: str | Sequence[float] | None, num_classes: int = N
     try:
         values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
     except ValueError:
-        raise SegqaError(f"class weights: expected {num_classes} comma-separated numbers or 'auto', got {text!r}") from None
+        raise SegqaError(f"class weights: expected {num_classes} comma-separated numbers or 'auto', "
+                         f"got {text!r}") from None
     if len(values) != num_classes or not all(np.isfinite(v) and v > 0 for v in values):
         raise SegqaError(f"class weights: expected {num_classes} positive numbers (background, csf, gray_matter, "
                          f"white_matter), got {text!r}")

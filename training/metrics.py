@@ -130,7 +130,7 @@ def hd95(pred_mask: np.ndarray, truth_mask: np.ndarray, spacing: tuple[float, fl
     if pred_mask.ndim == 2:
         pred_mask, truth_mask = pred_mask[None], truth_mask[None]
     forward, backward = [], []
-    for p, t in zip(pred_mask, truth_mask):
+    for p, t in zip(pred_mask, truth_mask, strict=True):
         if not p.any() or not t.any():
             continue
         sp, st = _surface(p), _surface(t)

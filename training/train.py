@@ -32,6 +32,7 @@ What a run guarantees:
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -152,6 +153,7 @@ class TrainEvent:
 def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
     """Learning rate for 0-based ``epoch``: cosine from lr to lr*min_lr_ratio, step (x0.1 at 60 % and 85 %),
     or constant. A function of the epoch alone, so resuming needs no scheduler state."""
+    assert cfg.lr is not None, "TrainConfig.__post_init__ fills in the default learning rate"
     if cfg.lr_schedule == "constant" or cfg.epochs <= 1:
         return cfg.lr
     t = epoch / (cfg.epochs - 1)
@@ -183,6 +185,7 @@ def data_hash(images: np.ndarray, masks: np.ndarray, ids: Sequence[str]) -> str:
 def _validate_config(cfg: TrainConfig) -> None:
     if cfg.network not in NETWORKS:
         raise SegqaError(f"--network must be one of {', '.join(NETWORKS)}, got {cfg.network!r}")
+    assert cfg.lr is not None, "TrainConfig.__post_init__ fills in the default learning rate"
     checks = [("epochs", cfg.epochs, cfg.epochs >= 1), ("batch_size", cfg.batch_size, cfg.batch_size >= 1),
               ("lr", cfg.lr, cfg.lr > 0), ("width", cfg.width, cfg.width > 0),
               ("dice_weight", cfg.dice_weight, cfg.dice_weight >= 0), ("ce_weight", cfg.ce_weight, cfg.ce_weight >= 0),
@@ -346,7 +349,7 @@ class _Run:
             load_params(self.net, self.out / modelcard.LAST_PARAMS, self.ctx)
             try:
                 self.trainer.load_states(str(self.out / modelcard.LAST_STATES))
-            except Exception as exc:  # noqa: BLE001 (mxnet raises bare errors on corrupt pickles)
+            except Exception as exc:  # mxnet raises bare errors on corrupt pickles
                 raise SegqaError(f"{self.out / modelcard.LAST_STATES}: unreadable optimizer state ({exc}); "
                                  "cannot resume") from None
             self.start_epoch = int(state["epoch"])
@@ -388,7 +391,7 @@ class _Run:
             ys = gluon.utils.split_and_load(masks.astype(np.float32), self.ctx, even_split=False)
             with autograd.record():
                 outs = [segmentation_loss(self.net(xi), yi, weights[k], cfg.dice_weight, cfg.ce_weight)
-                        for k, (xi, yi) in enumerate(zip(xs, ys))]
+                        for k, (xi, yi) in enumerate(zip(xs, ys, strict=True))]
             for loss, _ in outs:
                 loss.backward()
             # each loss is a mean over its device's shard; gradients are summed over devices (and workers)
@@ -423,7 +426,7 @@ class _Run:
             pred = self.net(nd.array(x, ctx=self.ctx[0])).argmax(axis=1).asnumpy().astype(np.uint8)
             cm += confusion_matrix(pred, self.val.masks[i:i + bs])
         dice = dice_from_confusion(cm)
-        return {"val_dice": {c.name: _finite(d) for c, d in zip(TISSUE_CLASSES, dice)},
+        return {"val_dice": {c.name: _finite(d) for c, d in zip(TISSUE_CLASSES, dice, strict=True)},
                 "val_mean_fg_dice": _finite(mean_foreground_dice(dice)),
                 "val_seconds": round(time.perf_counter() - start, 3)}
 
@@ -640,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if out.resolve() != final.resolve():  # trained in the checkpoint dir: copy the model files out
             final.mkdir(parents=True, exist_ok=True)
             for rel in (modelcard.CARD_FILE, modelcard.METRICS_FILE, modelcard.CONFIG_FILE, modelcard.BEST_PARAMS):
-                atomic_write_with(final / rel, lambda p, src=out / rel: shutil.copyfile(src, p))
+                atomic_write_with(final / rel, functools.partial(shutil.copyfile, out / rel))
     except SegqaError as exc:
         log.error("%s", exc)
         return 2

@@ -11,6 +11,7 @@ traceback.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -58,10 +59,10 @@ def _click_exceptions():
     """(ClickException, Exit, Abort) of the click that typer really uses: typer >= 0.29 vendors its own copy
     of click's exceptions (typer._click) and has its own Exit/Abort; older typers use the click package."""
     try:
-        from typer._click.exceptions import ClickException  # type: ignore[import-not-found]
+        exceptions = importlib.import_module("typer._click.exceptions")
     except ImportError:  # pragma: no cover - older typer
-        from click.exceptions import ClickException
-    return ClickException, typer.Exit, typer.Abort
+        exceptions = importlib.import_module("click.exceptions")
+    return exceptions.ClickException, typer.Exit, typer.Abort
 
 
 def main(argv: list[str] | None = None) -> int:

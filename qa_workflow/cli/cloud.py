@@ -73,13 +73,14 @@ def register(app: typer.Typer) -> None:
         stack: str | None = typer.Option(None, "--stack", help="Stack name (default <prefix>-<environment>)."),
         region: str | None = typer.Option(None, "--region", help=_REGION_HELP),
         profile: str | None = typer.Option(None, "--profile", help=_PROFILE_HELP),
-        parameter: list[str] = typer.Option([], "--parameter", "-p",
-                                            help="Stack parameter Key=Value (repeatable), e.g. MinNewConfirmations=100."),
+        parameter: list[str] = typer.Option([], "--parameter", "-p", help="Stack parameter Key=Value (repeatable), "
+                                            "e.g. MinNewConfirmations=100."),
         image: str | None = typer.Option(None, "--image", help="Training image URI (default: the AWS MXNet 1.9 "
                                             "image for the region and TrainingInstanceType)."),
         lambdas: str = typer.Option("build/lambdas", "--lambdas", help="Folder of the Lambda zips (make lambdas)."),
         code_bucket: str | None = typer.Option(None, "--code-bucket", help="Bucket for the code (default "
-                                                  "<prefix>-<env>-sagemaker-code-<account>-<region>, created if missing)."),
+                                               "<prefix>-<env>-sagemaker-code-<account>-<region>, "
+                                               "created if missing)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Lint and print the plan; change nothing in AWS."),
         yes: bool = typer.Option(False, "--yes", "-y", help="Execute the change set without asking."),
         print_parameters: bool = typer.Option(False, "--print-template-parameters",
@@ -128,7 +129,8 @@ def register(app: typer.Typer) -> None:
                     extra = f" (replacement: {c['replacement']})" if c["replacement"] in ("True", "Conditional") else ""
                     console.print(f"  {c['action']:>7}  {c['logical_id']}  [dim]{c['type']}[/]{extra}")
             elif kind == "event":
-                colour = "red" if "FAILED" in payload.status else "green" if payload.status.endswith("COMPLETE") else "cyan"
+                colour = ("red" if "FAILED" in payload.status
+                          else "green" if payload.status.endswith("COMPLETE") else "cyan")
                 reason = f"  [dim]{payload.reason}[/]" if payload.reason else ""
                 console.print(f"  {payload.timestamp:%H:%M:%S}  [{colour}]{payload.status:<28}[/] "
                               f"{payload.logical_id}{reason}")
@@ -152,7 +154,8 @@ def register(app: typer.Typer) -> None:
                                                  "(default with --stack: <DataUri>/retrain/dataset/validation/)."),
         output: str | None = typer.Option(None, "--output", help="s3:// prefix for model.tar.gz (default with "
                                              "--stack: <DataUri>/models/<network>/)."),
-        role: str | None = typer.Option(None, "--role", help="Training role ARN (default: the stack's TrainingRoleArn)."),
+        role: str | None = typer.Option(None, "--role",
+                                        help="Training role ARN (default: the stack's TrainingRoleArn)."),
         stack: str | None = typer.Option(None, "--stack", help="Take role and S3 locations from this stack's outputs."),
         image: str | None = typer.Option(None, "--image", help="Training image (default: AWS MXNet 1.9 DLC)."),
         instance_type: str = typer.Option("ml.g4dn.xlarge", "--instance-type"),
@@ -165,7 +168,8 @@ def register(app: typer.Typer) -> None:
         checkpoint: str | None = typer.Option(None, "--checkpoint", help="s3:// prefix for checkpoints."),
         region: str | None = typer.Option(None, "--region", help=_REGION_HELP),
         profile: str | None = typer.Option(None, "--profile", help=_PROFILE_HELP),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Build the ModelTrainer(s) and print them; start nothing."),
+        dry_run: bool = typer.Option(False, "--dry-run",
+                                     help="Build the ModelTrainer(s) and print them; start nothing."),
         wait: bool = typer.Option(False, "--wait", help="Wait for the job(s) and stream their logs."),
     ) -> None:
         """Train U-Net and/or ENet on SageMaker (SDK v3 ModelTrainer, MXNet 1.9 image, training/train.py)."""

@@ -17,7 +17,9 @@ import typer
 
 from qa_workflow.contract import SegqaError
 
-_PORTAL_DIR_HELP = "Portal state (accounts, sessions, job progress, signing key). Default $SEGQA_PORTAL_DIR or ~/.segqa/portal."
+_PORTAL_DIR_HELP = ("Portal state (accounts, sessions, job progress, signing key). "
+                    "Default $SEGQA_PORTAL_DIR or ~/.segqa/portal.")
+_ROUND_HELP = "Round folder holding manifest.jsonl (or the manifest itself)."
 
 
 def _portal_dir(value: Path | None) -> Path:
@@ -51,9 +53,9 @@ def register(app: typer.Typer) -> None:
 
     @review_app.command("serve")
     def serve_(
-        round_: str = typer.Option(..., "--round", help="Round folder holding manifest.jsonl (or the manifest itself)."),
+        round_: str = typer.Option(..., "--round", help=_ROUND_HELP),
         store: str | None = typer.Option(None, "--store", help="Where votes go: sqlite:///<path> or "
-                                            "dynamodb://<table>. Default $SEGQA_STORE, else <portal-dir>/store.sqlite."),
+                                         "dynamodb://<table>. Default $SEGQA_STORE, else <portal-dir>/store.sqlite."),
         reviewers_per_object: int = typer.Option(3, "--reviewers-per-object", min=1, max=50,
                                                  help="Reviewers who answer each batch."),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
@@ -162,7 +164,7 @@ def register(app: typer.Typer) -> None:
 
     @review_app.command("simulate")
     def simulate_(
-        round_: str = typer.Option(..., "--round", help="Round folder holding manifest.jsonl (or the manifest itself)."),
+        round_: str = typer.Option(..., "--round", help=_ROUND_HELP),
         truth: Path = typer.Option(..., "--truth", help="Dataset folder with the true masks (index.csv)."),
         reviewers: int = typer.Option(3, "--reviewers", min=1, max=50),
         error_rate: float = typer.Option(0.03, "--error-rate", min=0.0, max=1.0,

@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
                                           table_format=table_format, limit=limit, model_path=str(model),
                                           progress=advance)
             else:
+                assert probs is not None, "exactly one of model and probs is given (checked above)"
                 summary = score_probability_files(probs, data, out, model_version=model_version or "unknown",
                                                   split=split, min_pixels=min_pixels, table_format=table_format,
                                                   limit=limit, progress=advance)
@@ -247,6 +248,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(request, indent=2))
             console.print("dry run: nothing uploaded or created (the request passed botocore's service model)")
         else:
+            assert record is not None, "create_job returns the job's record unless dry_run"
             console.print(f"labeling job {record['LabelingJobName']}: {record['LabelingJobArn']}")
 
     @job_app.command("status")

@@ -274,7 +274,8 @@ def ensure_code_bucket(s3: Any, bucket: str, region: str) -> bool:
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code")
         if code in ("403", "AccessDenied", "Forbidden"):
-            raise SegqaError(f"code bucket {bucket} exists but is not yours or not readable; pass --code-bucket") from None
+            raise SegqaError(f"code bucket {bucket} exists but is not yours or not readable; "
+                             "pass --code-bucket") from None
         if code not in ("404", "NoSuchBucket", "NotFound"):
             raise
     kwargs: dict[str, Any] = {"Bucket": bucket}

@@ -290,8 +290,8 @@ class TrainingLaunch:
                 + (("checkpoint_uri",) if self.checkpoint_uri else ()):
             value = getattr(self, name)
             if not storage.is_s3(value):
-                raise SegqaError(f"{name.replace('_uri', '')}: SageMaker reads and writes S3; expected s3://bucket/prefix, "
-                                 f"got {value!r}")
+                raise SegqaError(f"{name.replace('_uri', '')}: SageMaker reads and writes S3; "
+                                 f"expected s3://bucket/prefix, got {value!r}")
             storage.split_s3(value)
         if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/.+", self.role_arn or ""):
             raise SegqaError(f"role: expected an IAM role ARN (arn:aws:iam::<account>:role/<name>), got "

@@ -66,7 +66,7 @@ def log_json(level: int, event: str, **fields: Any) -> None:
         LOG.log(level, json.dumps({"event": event, **fields}, default=str, sort_keys=True))
 
 
-def job_name(labeling_job_arn: str) -> str:
+def job_name(labeling_job_arn: object) -> str:
     """``arn:aws:sagemaker:…:labeling-job/<name>`` -> ``<name>`` (anything else is used as it is)."""
     if not isinstance(labeling_job_arn, str) or not labeling_job_arn.strip():
         raise ContractError("event: labelingJobArn must be a non-empty string")
@@ -266,7 +266,7 @@ def consolidate_object(batch: Mapping[str, Any], workers: Sequence[WorkerDecisio
 def _parse_post_event(event: Any) -> tuple[str, str, str]:
     if not isinstance(event, Mapping):
         raise ContractError("post-labeling event: expected a JSON object")
-    job = job_name(event.get("labelingJobArn"))  # type: ignore[arg-type]
+    job = job_name(event.get("labelingJobArn"))
     label = event.get("labelAttributeName")
     if not isinstance(label, str) or not label:
         raise ContractError("post-labeling event: labelAttributeName must be a non-empty string")

@@ -175,7 +175,7 @@ class DynamoStore:
         seen_in: list[set[tuple[str, str]]] = []
         for pair in fresh:
             key = (pair[0].round, pair[0].item_id)
-            for chunk, seen in zip(chunks, seen_in):
+            for chunk, seen in zip(chunks, seen_in, strict=True):
                 if key not in seen and len(chunk) < DYNAMO_VOTES_PER_TRANSACTION:
                     chunk.append(pair)
                     seen.add(key)
@@ -202,7 +202,8 @@ class DynamoStore:
                 reasons = exc.response.get("CancellationReasons") or []
                 codes = [r.get("Code", "None") for r in reasons]
                 # Put of vote i is action 2*i: ConditionalCheckFailed there means "already voted".
-                dup = {i for i in range(len(pending)) if 2 * i < len(codes) and codes[2 * i] == "ConditionalCheckFailed"}
+                dup = {i for i in range(len(pending))
+                       if 2 * i < len(codes) and codes[2 * i] == "ConditionalCheckFailed"}
                 if dup:
                     pending = [p for i, p in enumerate(pending) if i not in dup]
                     continue  # retry the rest at once; the duplicates are settled

@@ -58,8 +58,8 @@ def review_records_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 def review_records_csv_from(store_uri: str, *, round: str | int | None = None, class_name: str | None = None
                             ) -> tuple[str, int]:
-    """The review-record CSV of the store at ``store_uri`` (which must exist) and how many older-round rows it left out: what
-    `segqa store export`, the demo and the portal's operator export write."""
+    """The review-record CSV of the store at ``store_uri`` (which must exist) and how many older-round rows it left
+    out: what `segqa store export`, the demo and the portal's operator export write."""
     from qa_workflow.confirmations.store import open_store
 
     store = open_store(store_uri, create=False)

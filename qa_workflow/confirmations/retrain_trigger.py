@@ -13,7 +13,8 @@ hand (``{"force": true}`` skips the minimum). Each invocation:
    analysis) and ``outcomes.jsonl`` (per reviewed item and round: outcome and the predicted mask's URI, the
    input of `qa_workflow.loop.retraining.build_retraining_set`), and starts one ``CreateTrainingJob`` per network
    in ``SEGQA_NETWORKS`` with the MXNet image ``SEGQA_TRAINING_IMAGE`` in script mode: ``sagemaker_program`` =
-   the source bundle's entry script, ``sagemaker_submit_directory`` = ``SEGQA_TRAINING_SOURCE``, channels ``train`` / ``validation`` (segqa dataset folders) and ``reviews``;
+   the source bundle's entry script, ``sagemaker_submit_directory`` = ``SEGQA_TRAINING_SOURCE``, channels
+   ``train`` / ``validation`` (segqa dataset folders) and ``reviews``;
 4. records the round (``round-NNNN.json``).
 
 Idempotent: the job names are deterministic (``<SEGQA_JOB_PREFIX>-r<NNNN>-<network>``); a job that already

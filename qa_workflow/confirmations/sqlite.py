@@ -192,7 +192,8 @@ class SqliteStore:
         conn = self._conn()
         rows = conn.execute(sql, args).fetchall()
         reviewers: dict[tuple[str, str], list[str]] = {}
-        vsql = "SELECT DISTINCT round, item_id, worker_id FROM votes" + (" WHERE round = ?" if round is not None else "")
+        vsql = ("SELECT DISTINCT round, item_id, worker_id FROM votes"
+                + (" WHERE round = ?" if round is not None else ""))
         for r in conn.execute(vsql, [str(round)] if round is not None else []):
             reviewers.setdefault((r[0], r[1]), []).append(r[2])
         rows.sort(key=lambda r: (round_sort_key(r["round"]), r["item_id"]))

@@ -21,55 +21,73 @@ from qa_workflow.contract import CLASS_BY_NAME, NETWORK_LABELS, REVIEW_CLASSES
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>segqa demo — {{ rounds|length }} rounds</title>
 <style>
- body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1b1f24;padding:0 1rem}
- h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}
- .sub{color:#57606a;margin-top:0} table{border-collapse:collapse;width:100%;margin:.6rem 0;font-variant-numeric:tabular-nums;font-size:.85rem}
- th,td{border:1px solid #d0d7de;padding:.25rem .4rem;text-align:right} th{background:#f6f8fa} td:first-child,th:first-child{text-align:left}
- .yes{color:#1a7f37;font-weight:600} .no{color:#9a6700} .chip{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.3em;vertical-align:-1px}
+ body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1b1f24;
+  padding:0 1rem}
+ h1{font-size:1.6rem;margin-bottom:.2rem}
+ h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}
+ .sub{color:#57606a;margin-top:0}
+ table{border-collapse:collapse;width:100%;margin:.6rem 0;font-variant-numeric:tabular-nums;font-size:.85rem}
+ th,td{border:1px solid #d0d7de;padding:.25rem .4rem;text-align:right} th{background:#f6f8fa}
+ td:first-child,th:first-child{text-align:left}
+ .yes{color:#1a7f37;font-weight:600} .no{color:#9a6700}
+ .chip{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.3em;vertical-align:-1px}
  .thumbs img{height:150px;margin:.2rem;border:1px solid #d0d7de} .note{color:#57606a;font-size:.9rem}
  code{background:#f6f8fa;padding:.1em .3em;border-radius:4px}
 </style></head><body>
 <h1>segqa — active-learning loop on the atlas cohort</h1>
-<p class="sub">{{ cfg.subjects }} synthetic subjects × {{ cfg.slices }} slices · review budget {{ cfg.budget }} masks per round ·
+<p class="sub">{{ cfg.subjects }} synthetic subjects × {{ cfg.slices }} slices · review budget {{ cfg.budget }}
+masks per round ·
 {{ cfg.reviewers }} simulated reviewers per batch (error rate {{ '%.0f'|format(cfg.error_rate*100) }} %) ·
-thresholds: {{ cfg.method }}, max error {{ '%.0f'|format(cfg.max_error*100) }} % at {{ '%.0f'|format(cfg.confidence*100) }} % confidence ·
+thresholds: {{ cfg.method }}, max error {{ '%.0f'|format(cfg.max_error*100) }} % at
+{{ '%.0f'|format(cfg.confidence*100) }} % confidence ·
 selection: {{ cfg.strategy }}</p>
 
 <h2>Rounds</h2>
 <table>
 <tr><th>round</th><th>reviewed</th><th>auto-accepted</th><th>audit</th><th>accepted</th><th>acceptance</th>
-{% for n in networks %}{% for c in classes %}<th>{{ netlabel[n] }} {{ c.short }}</th>{% endfor %}<th>{{ netlabel[n] }} mean</th>{% endfor %}
+{% for n in networks %}{% for c in classes %}<th>{{ netlabel[n] }} {{ c.short }}</th>{% endfor -%}
+<th>{{ netlabel[n] }} mean</th>{% endfor %}
 <th>promoted</th><th>analysis</th></tr>
 <tr><td>initial</td><td colspan="5" class="note">trained on the labelled <code>train</code> split only</td>
-{% for n in networks %}{% for c in classes %}<td>{{ fmt(initial[n].get(c.name)) }}</td>{% endfor %}<td>{{ fmt(initial[n].get('mean_foreground')) }}</td>{% endfor %}
+{% for n in networks %}{% for c in classes %}<td>{{ fmt(initial[n].get(c.name)) }}</td>{% endfor -%}
+<td>{{ fmt(initial[n].get('mean_foreground')) }}</td>{% endfor %}
 <td></td><td></td></tr>
 {% for r in rounds %}
-<tr><td>{{ r.round }}</td><td>{{ r.reviewed }}</td><td>{{ r.auto_accepted }}</td><td>{{ r.audit }}</td><td>{{ r.accepted_items }}</td>
-<td>{{ pct(r.acceptance_rate) }}</td>
-{% for n in networks %}{% for c in classes %}<td>{{ fmt(r.dice[n].get(c.name)) }}</td>{% endfor %}<td>{{ fmt(r.dice[n].get('mean_foreground')) }}</td>{% endfor %}
-<td>{% for n, p in r.promoted.items() %}<span class="{{ 'yes' if p else 'no' }}">{{ netlabel[n] }}&nbsp;{{ 'yes' if p else 'no' }}</span><br>{% endfor %}</td>
+<tr><td>{{ r.round }}</td><td>{{ r.reviewed }}</td><td>{{ r.auto_accepted }}</td><td>{{ r.audit }}</td>
+<td>{{ r.accepted_items }}</td><td>{{ pct(r.acceptance_rate) }}</td>
+{% for n in networks %}{% for c in classes %}<td>{{ fmt(r.dice[n].get(c.name)) }}</td>{% endfor -%}
+<td>{{ fmt(r.dice[n].get('mean_foreground')) }}</td>{% endfor %}
+<td>{% for n, p in r.promoted.items() -%}
+<span class="{{ 'yes' if p else 'no' }}">{{ netlabel[n] }}&nbsp;{{ 'yes' if p else 'no' }}</span><br>{% endfor %}</td>
 <td><a href="{{ r.report_rel }}">report</a></td></tr>
 {% endfor %}
 </table>
 <p class="note">Dice: the champion after the round, on the held-out <code>test</code> subjects (never reviewed).
-Accepted = masks every reviewer accepted; those (with the rest of their slice marked ignore) joined the training set.</p>
+Accepted = masks every reviewer accepted; those (with the rest of their slice marked ignore) joined the training
+set.</p>
 {% if chart %}<img alt="test Dice per round" src="data:image/png;base64,{{ chart }}" style="max-width:100%">{% endif %}
 
 <h2>Auto-accept thresholds after each round</h2>
-<table><tr><th>round</th>{% for c in classes %}<th><span class="chip" style="background:{{ c.color }}"></span>{{ c.name }}</th>{% endfor %}</tr>
-{% for r in rounds %}<tr><td>{{ r.round }}</td>{% for c in classes %}<td>{{ fmt(r.thresholds.get(c.name)) if r.thresholds.get(c.name) is not none else '— (none yet)' }}</td>{% endfor %}</tr>{% endfor %}
+<table><tr><th>round</th>{% for c in classes -%}
+<th><span class="chip" style="background:{{ c.color }}"></span>{{ c.name }}</th>{% endfor %}</tr>
+{% for r in rounds %}<tr><td>{{ r.round }}</td>{% for c in classes -%}
+<td>{{ fmt(r.thresholds.get(c.name)) if r.thresholds.get(c.name) is not none
+        else '— (none yet)' }}</td>{% endfor %}</tr>{% endfor %}
 </table>
-<p class="note">A threshold is used by the next round's selection; "none yet" means nothing of that class may be auto-accepted
+<p class="note">A threshold is used by the next round's selection; "none yet" means nothing of that class may be
+auto-accepted
 (each round's analysis report says how many more reviews would make one reachable).</p>
 
 <h2>Review overlays</h2>
 {% for r in rounds %}<p><b>{{ r.round }}</b> — <a href="{{ r.overlays_rel }}">all overlays</a></p>
-<div class="thumbs">{% for t in r.thumbs %}<img alt="overlay" src="data:image/png;base64,{{ t }}">{% endfor %}</div>{% endfor %}
+<div class="thumbs">{% for t in r.thumbs -%}
+<img alt="overlay" src="data:image/png;base64,{{ t }}">{% endfor %}</div>{% endfor %}
 
 <h2>Next steps</h2>
 <p>Review for real in a browser: <code>segqa review add-reviewer alice</code>, then
 <code>segqa review serve --round {{ last_round_dir }} --store {{ store_uri }}</code>.
-Go to AWS: <code>make lambdas</code>, <code>segqa deploy</code>, then <code>segqa job create --round ...</code> (see docs/aws.md).</p>
+Go to AWS: <code>make lambdas</code>, <code>segqa deploy</code>, then <code>segqa job create --round ...</code>
+(see docs/aws.md).</p>
 </body></html>
 """
 
@@ -95,7 +113,7 @@ def _chart(initial: dict[str, dict[str, float]], summaries: Sequence[Any], netwo
     xs = list(range(len(summaries) + 1))
     labels = ["initial"] + [s.round for s in summaries]
     fig, axes = plt.subplots(1, len(networks), figsize=(5.2 * len(networks), 3.4), squeeze=False, sharey=True)
-    for ax, n in zip(axes[0], networks):
+    for ax, n in zip(axes[0], networks, strict=True):
         for c in REVIEW_CLASSES:
             ys = [initial.get(n, {}).get(c.name)] + [s.dice.get(n, {}).get(c.name) for s in summaries]
             ax.plot(xs, [float("nan") if y is None else y for y in ys], "o-", color=c.color, label=c.name)
@@ -133,10 +151,12 @@ def write_report(root: Path, cfg: Any, initial: dict[str, dict[str, float]], sum
     classes = [{"name": c.name, "short": {"csf": "CSF", "gray_matter": "GM", "white_matter": "WM"}[c.name],
                 "color": CLASS_BY_NAME[c.name].color} for c in REVIEW_CLASSES]
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    last_round_dir = (os.path.relpath(summaries[-1].overlays, Path.cwd()).rsplit("/overlays", 1)[0] if summaries
+                      else "ROUND")
     html = env.from_string(_TEMPLATE).render(
-        cfg=cfg, rounds=rows, netlabel=NETWORK_LABELS, networks=list(cfg.networks), classes=classes, initial=initial, fmt=_fmt, pct=_pct,
-        chart=_chart(initial, summaries, list(cfg.networks)),
-        last_round_dir=os.path.relpath(summaries[-1].overlays, Path.cwd()).rsplit("/overlays", 1)[0] if summaries else "ROUND",
+        cfg=cfg, rounds=rows, netlabel=NETWORK_LABELS, networks=list(cfg.networks), classes=classes, initial=initial,
+        fmt=_fmt, pct=_pct, chart=_chart(initial, summaries, list(cfg.networks)),
+        last_round_dir=last_round_dir,
         store_uri=f"sqlite:///{(root / 'store.sqlite').resolve()}")
     out = root / "report.html"
     storage.write_text(str(out), html, content_type="text/html; charset=utf-8")

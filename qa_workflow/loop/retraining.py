@@ -51,10 +51,10 @@ def confirmed_label_map(predicted: np.ndarray, confirmed: Iterable[str]) -> np.n
     confirmed. Returns (H, W) uint8: the prediction where its class is confirmed or background, 255 over the
     predicted region of every other tissue class.
     """
-    confirmed = {CLASS_BY_NAME[c].id for c in confirmed}
+    confirmed_ids = {CLASS_BY_NAME[c].id for c in confirmed}
     labels = predicted.astype(np.uint8, copy=True)
     for cls in REVIEW_CLASSES:
-        if cls.id not in confirmed:
+        if cls.id not in confirmed_ids:
             labels[predicted == cls.id] = IGNORE_LABEL
     return labels
 
@@ -165,8 +165,8 @@ def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, A
                            load_png(data_dir / rec.mask, "mask"), rec.split, rec.site)
                 summary.base_train_slices += rec.split == "train"
         for plan in plans:
-            rec = pool.get((plan.subject, plan.slice_index))
-            if rec is None:
+            pool_rec = pool.get((plan.subject, plan.slice_index))
+            if pool_rec is None:
                 raise SegqaError(f"reviewed slice {plan.subject}/{plan.slice_index:03d} is not in the pool split "
                                  f"of {data_dir}")
             if plan.round not in predictions:
@@ -175,7 +175,8 @@ def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, A
             uri = storage.join(predictions[plan.round], mask_file(plan.subject, plan.slice_index))
             predicted = _png_from(uri)
             labels = confirmed_label_map(predicted, plan.confirmed)
-            writer.add(plan.subject, plan.slice_index, load_png(data_dir / rec.image), labels, "train", rec.site)
+            writer.add(plan.subject, plan.slice_index, load_png(data_dir / pool_rec.image), labels, "train",
+                       pool_rec.site)
             summary.pool_slices += 1
             summary.confirmed_masks += len(plan.confirmed) - len(plan.pseudo)
             summary.pseudo_masks += len(plan.pseudo)
@@ -207,9 +208,9 @@ def publish_training_set(training_set: str | Path, dest: str, workers: int = 8) 
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "index.csv")
     for channel in ("train", "validation"):
         base = storage.join(dest, channel)
+        uris = [storage.join(base, p.relative_to(root).as_posix()) for p in files]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(lambda p: storage.write_bytes(storage.join(base, p.relative_to(root).as_posix()),
-                                                        p.read_bytes()), files))
+            list(pool.map(lambda uri, p: storage.write_bytes(uri, p.read_bytes()), uris, files))
         storage.write_bytes(storage.join(base, "index.csv"), (root / "index.csv").read_bytes(), "text/csv")
     return len(files) + 1
 

@@ -110,7 +110,8 @@ class SimulationResult:
     quality: str = DEFAULT_QUALITY  # the quality measure the reviewers judged by
     objects: int = 0
     failed_objects: list[tuple[str, str]] = field(default_factory=list)  # (source, error)
-    items: list[dict[str, Any]] = field(default_factory=list)  # item_id, class_name, confidence, quality, accepts, rejects
+    # item_id, class_name, confidence, quality, accepts, rejects
+    items: list[dict[str, Any]] = field(default_factory=list)
     invocations: int = 0
 
     @property

@@ -52,7 +52,7 @@ def default_grant_read_access(uri: str) -> str:
         from qa_workflow import storage
 
         bucket, key = storage.split_s3(s)
-        return storage._s3().generate_presigned_url(  # noqa: SLF001 - the one shared client
+        return storage._s3().generate_presigned_url(  # the one shared client
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=PRESIGN_SECONDS)
     if s.startswith(("http://", "https://", "file://", "data:")) or not s:
         return s

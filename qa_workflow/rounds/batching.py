@@ -6,7 +6,8 @@ under the destination (a local folder or ``s3://bucket/prefix``)::
 
     images/<subject>/<slice:03d>.png              the plain slice (a copy of the dataset PNG)
     masks/<subject>/<slice:03d>/<class_name>.png  the predicted mask of that class: 0 = not the class, 255 = class
-    overlays/<subject>/<slice:03d>/<class_name>.png  plain slice | slice with fill + contour (qa_workflow.rounds.overlays)
+    overlays/<subject>/<slice:03d>/<class_name>.png  plain slice | slice with fill + contour
+                                                     (qa_workflow.rounds.overlays)
 
 Items are grouped into batches of one class (default 25, in ``review_rank`` order, so the most uncertain
 batches come first and audit items sit blind among the others), written as ``batches/<batch_id>.json`` and
@@ -232,11 +233,11 @@ def write_batches(round_dir: str, dest: str | None = None, batch_size: int = DEF
     state_uri = storage.join(round_dir, BATCHES_FILE)
     state = storage.read_json(state_uri) if storage.exists(state_uri) else None
     manifest_uri = storage.join(dest_uri, MANIFEST_FILE)
-    same = state is not None and state.get("fingerprint") == fingerprint
-    if same and state.get("status") == "complete" and storage.exists(manifest_uri):
-        return BatchResult(dest_uri, manifest_uri, state["batches"], state["items"], unchanged=True,
+    same = state if state is not None and state.get("fingerprint") == fingerprint else None
+    if same is not None and same.get("status") == "complete" and storage.exists(manifest_uri):
+        return BatchResult(dest_uri, manifest_uri, same["batches"], same["items"], unchanged=True,
                            not_batched=not_batched)
-    existing = set(storage.list_uris(dest_uri)) if same else set()
+    existing = set(storage.list_uris(dest_uri)) if same is not None else set()
     storage.write_json(state_uri, {"schema": BATCHES_SCHEMA, "round": round_id, "fingerprint": fingerprint,
                                    "status": "in-progress", "dest": dest_uri,
                                    "started_at": utc_now_iso()})
@@ -305,7 +306,8 @@ def read_manifest_objects(manifest_uri: str) -> list[dict[str, Any]]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise SegqaError(f"{manifest_uri}, line {lineno}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict) or not (isinstance(obj.get("source-ref"), str) or isinstance(obj.get("source"), str)):
+        if not isinstance(obj, dict) or not (isinstance(obj.get("source-ref"), str)
+                                             or isinstance(obj.get("source"), str)):
             raise SegqaError(f"{manifest_uri}, line {lineno}: expected an object with a string \"source-ref\" "
                              "(or \"source\")")
         ref = obj.get("source-ref")

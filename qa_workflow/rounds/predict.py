@@ -288,7 +288,8 @@ def _select_records(data_dir: Path, split: str, limit: int | None):
 def _load_images(data_dir: Path, records: Sequence[Any], rejects: list[Reject]) -> tuple[list[Any], np.ndarray]:
     from training.dataset import load_png
 
-    ok, images = [], []
+    ok: list[Any] = []
+    images: list[np.ndarray] = []
     for rec in records:
         try:
             img = load_png(data_dir / rec.image, "image")
@@ -405,7 +406,10 @@ def score_probability_files(
     same_place = storage.join(out, "probs") == base
     try:
         for recs in _chunks(records, chunk):
-            ok, probs, mis, files = [], [], [], []
+            ok: list[Any] = []
+            probs: list[np.ndarray] = []
+            mis: list[np.ndarray | None] = []
+            files: list[str] = []
             for rec in recs:
                 uri = storage.join(base, f"{format_slice_id(rec.subject, rec.slice)}.npz")
                 try:
@@ -431,8 +435,8 @@ def score_probability_files(
                 files.append(uri)
             if ok:
                 stack = np.stack(probs)
-                has_mi = all(m is not None for m in mis)
-                mi_stack = np.stack(mis) if has_mi else None
+                present = [m for m in mis if m is not None]
+                mi_stack = np.stack(present) if len(present) == len(mis) else None
                 ok, stack, mi_stack = _accept_valid(ok, stack, mi_stack, summary.rejects, files)
                 if ok:
                     rows.extend(_store_scored(writer, out, ok, stack, mi_stack, data_dir, model_version, min_pixels,
@@ -475,7 +479,7 @@ def read_score_table(pred_dir: str):
         else:
             frame = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=[""],
                                 dtype={"subject": str, "skip_reason": str, "site": str})
-    except Exception as exc:  # noqa: BLE001 - any parser failure is an unreadable user file
+    except Exception as exc:  # any parser failure is an unreadable user file
         raise SegqaError(f"{uri}: unreadable score table ({exc})") from None
     missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
     if missing:

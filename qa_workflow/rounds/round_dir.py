@@ -215,10 +215,10 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
     unchanged = (existing is not None and existing.get("fingerprint") == fingerprint
                  and storage.exists(assign_uri) and storage.read_bytes(assign_uri) == csv_bytes)
     if not unchanged:
-        same_round = existing is not None and existing.get("fingerprint") == fingerprint
+        same_round = existing if existing is not None and existing.get("fingerprint") == fingerprint else None
         meta = {
             "schema": ROUND_SCHEMA, "round": round_id, "fingerprint": fingerprint,
-            "created_at": existing.get("created_at") if same_round
+            "created_at": same_round.get("created_at") if same_round is not None
             else utc_now_iso(),
             "segqa_version": __version__, "policy": params, "inputs": inputs,
             "thresholds_in_use": policy.thresholds_, "cold_start": policy.cold_start_,
@@ -257,7 +257,7 @@ def read_assignments(round_dir: str):
                                                      "site": str},
                             keep_default_na=False, na_values={"confidence": [""], "review_rank": [""],
                                                               "p_accept": ["", "nan"], "expected_seconds": [""]})
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise SegqaError(f"{uri}: unreadable ({exc})") from None
     missing = [c for c in ASSIGNMENT_COLUMNS if c not in frame.columns]
     if missing:

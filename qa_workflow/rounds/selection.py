@@ -567,7 +567,8 @@ class SelectionPolicy(BaseEstimator):
             "class_name": names, "measure": self.measure, "confidence": np.round(conf, 6),
             "pixel_count": scores["pixel_count"].to_numpy() if "pixel_count" in scores.columns else [None] * n,
             "assignment": assignment.astype(str), "reason": reason.astype(str),
-            "review_rank": pd.array(rank, dtype="Int64"),
+            # pandas-stubs 2.2.3 types pd.array's data as Sequence[object]; pandas documents ndarray as accepted
+            "review_rank": pd.array(rank, dtype="Int64"),  # type: ignore[arg-type]
             "image": scores["image"].to_numpy() if "image" in scores.columns else "",
             "pred_mask": scores["pred_mask"].to_numpy() if "pred_mask" in scores.columns else "",
             "site": sites, "p_accept": np.round(p_accept, 6), "expected_seconds": np.round(seconds, 3),

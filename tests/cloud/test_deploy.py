@@ -68,7 +68,8 @@ def test_dry_run_without_credentials_prints_the_plan_and_touches_nothing(zips, m
 ])
 def test_deploy_mistakes_are_one_line(zips, args, message, monkeypatch, tmp_path, capsys):
     no_credentials(monkeypatch, tmp_path)
-    full = ["deploy", "--dry-run", "--region", REGION] + (args if "--lambdas" in args else ["--lambdas", str(zips), *args])
+    full = ["deploy", "--dry-run", "--region", REGION]
+    full += args if "--lambdas" in args else ["--lambdas", str(zips), *args]
     assert main(full) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
@@ -149,9 +150,11 @@ def test_a_failed_create_is_reported_with_the_resources_reasons():
                 "Timestamp": now + timedelta(seconds=i), "ResourceStatus": status, "ResourceStatusReason": reason}
 
     failing = [event(4, "segqa-dev", "ROLLBACK_COMPLETE"),  # newest first, as CloudFormation lists them
-               event(3, "segqa-dev", "ROLLBACK_IN_PROGRESS", "The following resource(s) failed to create: [PreLabelingFunction]"),
+               event(3, "segqa-dev", "ROLLBACK_IN_PROGRESS",
+                     "The following resource(s) failed to create: [PreLabelingFunction]"),
                event(2, "PostLabelingFunction", "CREATE_FAILED", "Resource creation cancelled"),
-               event(1, "PreLabelingFunction", "CREATE_FAILED", "Error occurred while GetObject. S3 Error Code: NoSuchKey")]
+               event(1, "PreLabelingFunction", "CREATE_FAILED",
+                     "Error occurred while GetObject. S3 Error Code: NoSuchKey")]
     with Stubber(s3) as s3_stub, Stubber(cfn) as cfn_stub:
         s3_stub.add_response("head_bucket", {}, {"Bucket": "code-b"})
         s3_stub.add_response("head_object", {}, {"Bucket": "code-b", "Key": art.key})
@@ -174,7 +177,8 @@ def test_a_failed_create_is_reported_with_the_resources_reasons():
                                   poll_s=0)
     message = str(err.value)
     # The cause (the oldest failure) comes first, then what it dragged down.
-    assert message.startswith("stack segqa-dev ended ROLLBACK_COMPLETE: PreLabelingFunction: Error occurred while GetObject")
+    assert message.startswith("stack segqa-dev ended ROLLBACK_COMPLETE: "
+                              "PreLabelingFunction: Error occurred while GetObject")
     assert message.endswith("; PostLabelingFunction: Resource creation cancelled")
     assert [p.status for k, p in seen if k == "event"] == ["CREATE_FAILED", "CREATE_FAILED", "ROLLBACK_IN_PROGRESS",
                                                             "ROLLBACK_COMPLETE"]
@@ -188,10 +192,12 @@ def test_print_template_parameters_lists_every_parameter(capsys):
 
 
 def _tiny_stack_with_outputs(session) -> None:
+    lambda_arn = "arn:aws:lambda:eu-west-1:123456789012:function:segqa-dev-SageMaker"
     outputs = {"StoreUri": "dynamodb://segqa-dev-confirmations", "DataUri": "s3://segqa-dev-sagemaker-1-eu-west-1",
-               "GroundTruthRoleArn": "arn:aws:iam::123456789012:role/gt", "TrainingRoleArn": "arn:aws:iam::123456789012:role/tr",
-               "PreLabelingFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:segqa-dev-SageMaker-PreLabeling",
-               "PostLabelingFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:segqa-dev-SageMaker-PostLabeling"}
+               "GroundTruthRoleArn": "arn:aws:iam::123456789012:role/gt",
+               "TrainingRoleArn": "arn:aws:iam::123456789012:role/tr",
+               "PreLabelingFunctionArn": f"{lambda_arn}-PreLabeling",
+               "PostLabelingFunctionArn": f"{lambda_arn}-PostLabeling"}
     body = {"Resources": {"Logs": {"Type": "AWS::Logs::LogGroup", "Properties": {"LogGroupName": "x"}}},
             "Outputs": {k: {"Value": v} for k, v in outputs.items()}}
     session.client("cloudformation").create_stack(StackName="segqa-dev", TemplateBody=json.dumps(body))

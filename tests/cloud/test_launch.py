@@ -218,7 +218,8 @@ def test_start_training_sends_a_valid_create_training_job(source, model_problems
         assert request["AlgorithmSpecification"]["TrainingImage"] == IMAGE
         assert {c["ChannelName"] for c in request["InputDataConfig"]} >= {"train", "validation", "code", "sm_drivers"}
         assert request["EnableManagedSpotTraining"] is True
-        assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
+        stopping = request["StoppingCondition"]
+        assert stopping["MaxWaitTimeInSeconds"] >= stopping["MaxRuntimeInSeconds"]
         code = [c for c in request["InputDataConfig"] if c["ChannelName"] == "code"][0]["DataSource"]["S3DataSource"]
         assert code["S3Uri"].startswith("s3://d-sagemaker/sagemaker-inputs/")
         keys = [o["Key"] for o in session.client("s3").list_objects_v2(Bucket="d-sagemaker")["Contents"]]

@@ -54,7 +54,8 @@ def test_ground_truth_can_reach_the_bucket_and_the_labeling_lambdas(template):
     for fn in ("PreLabelingFunction", "PostLabelingFunction"):
         assert "SageMaker" in res(template, fn)["FunctionName"]["Fn::Sub"]
     gt = res(template, "GroundTruthExecutionRole")
-    assert gt["ManagedPolicyArns"] == [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSageMakerGroundTruthExecution"}]
+    policy = "arn:${AWS::Partition}:iam::aws:policy/AmazonSageMakerGroundTruthExecution"
+    assert gt["ManagedPolicyArns"] == [{"Fn::Sub": policy}]
     assert gt["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "sagemaker.amazonaws.com"}
     invoke = [s for s in statements(template, "GroundTruthExecutionRole") if s["Action"] == "lambda:InvokeFunction"]
     assert invoke[0]["Resource"] == [{"Fn::GetAtt": ["PreLabelingFunction", "Arn"]},
@@ -73,7 +74,8 @@ def test_bucket_is_private_encrypted_versioned_and_serves_images_to_the_portal(t
 
 
 def test_table_matches_the_store_schema_exactly(template):
-    """The stack's table must be the one qa_workflow.confirmations.dynamodb.create_table makes (keys, indexes, projections)."""
+    """The stack's table must be the one qa_workflow.confirmations.dynamodb.create_table makes (keys, indexes,
+    projections)."""
     made = {}
 
     class Recorder:

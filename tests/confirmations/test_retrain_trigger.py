@@ -80,7 +80,8 @@ def expect_start(model_problems):
         request = trigger.training_job_request(cfg, round_no, network, f"s3://{BUCKET}/retrain/rounds/round-{round_no:04d}/")
         assert model_problems("sagemaker", "CreateTrainingJob", request) == []
         stub.add_response("create_training_job",
-                          {"TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{request['TrainingJobName']}"},
+                          {"TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/"
+                                             f"{request['TrainingJobName']}"},
                           request)
         return request
 

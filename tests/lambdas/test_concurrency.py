@@ -116,7 +116,8 @@ class AtomicRequests:
                 self.injected_conflicts += 1
                 n = len(kwargs["TransactItems"])
                 raise exc_type({"Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
-                                "CancellationReasons": [{"Code": "None"}] * (n - 1) + [{"Code": "TransactionConflict"}]},
+                                "CancellationReasons": [{"Code": "None"}] * (n - 1)
+                                + [{"Code": "TransactionConflict"}]},
                                "TransactWriteItems")
             try:
                 return self._client.transact_write_items(**kwargs)

@@ -17,7 +17,8 @@ import pytest
 from lambdas import package
 
 SHARED = {"qa_workflow/__init__.py", "qa_workflow/contract.py", "qa_workflow/storage.py",
-          *(p.relative_to(package.ROOT).as_posix() for p in (package.ROOT / "qa_workflow" / "confirmations").rglob("*.py"))}
+          *(p.relative_to(package.ROOT).as_posix()
+            for p in (package.ROOT / "qa_workflow" / "confirmations").rglob("*.py"))}
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_documented_event_shapes_give_one_entry_per_object_and_exact_counts(aws,
 
     assert [e["datasetObjectId"] for e in response] == [o["datasetObjectId"] for o in payload]
     assert gt.store_counts(open_store(store_uri)) == expected
-    for entry, obj in zip(response, payload):
+    for entry, obj in zip(response, payload, strict=True):
         content = entry["consolidatedAnnotation"]["content"]
         assert list(content) == [gt.label]
         label = content[gt.label]
@@ -156,7 +156,8 @@ def test_malformed_annotations_and_objects_affect_only_themselves(aws, store_uri
         {"datasetObjectId": "missing-batch", "dataObject": {"s3Uri": str(tmp_path / "nope.json")},
          "annotations": [{"workerId": gt.workers[0], "annotationData": {"content": gt.form_content(good, d_ok)}}]},
         {"datasetObjectId": "other", "dataObject": {"s3Uri": uris[1]}, "annotations": [
-            {"workerId": gt.workers[0], "annotationData": {"content": gt.form_content(bs[1], gt.random_decisions(bs[1], rng))}}]},
+            {"workerId": gt.workers[0],
+             "annotationData": {"content": gt.form_content(bs[1], gt.random_decisions(bs[1], rng))}}]},
     ]
     (tmp_path / "p.json").write_text(json.dumps(payload))
     with caplog.at_level(logging.INFO, logger="segqa"):
@@ -172,7 +173,8 @@ def test_malformed_annotations_and_objects_affect_only_themselves(aws, store_uri
     store = open_store(store_uri)
     votes = list(store.iter_votes())
     by_worker = {w: {v.item_id for v in votes if v.worker_id == w} for w in {v.worker_id for v in votes}}
-    assert by_worker[gt.workers[0]] == {it["item_id"] for it in good["items"]} | {it["item_id"] for it in bs[1]["items"]}
+    assert by_worker[gt.workers[0]] == ({it["item_id"] for it in good["items"]}
+                                        | {it["item_id"] for it in bs[1]["items"]})
     assert by_worker[gt.workers[1]] == {it["item_id"] for it in good["items"]} - {dropped["item_id"]}
     assert set(by_worker) == {gt.workers[0], gt.workers[1]}
 
@@ -192,9 +194,12 @@ def test_repeated_object_ids_give_one_entry_and_a_worker_counts_once(aws, store_
     accept_all = [{"item_id": it["item_id"], "decision": "accept"} for it in b["items"]]
     reject_all = [{"item_id": it["item_id"], "decision": "reject"} for it in b["items"]]
     obj = {"datasetObjectId": "7", "dataObject": {"s3Uri": str(tmp_path / "b.json")}}
-    payload = [{**obj, "annotations": [{"workerId": gt.workers[0], "annotationData": {"content": gt.form_content(b, accept_all)}}]},
-               {**obj, "annotations": [{"workerId": gt.workers[0], "annotationData": {"content": gt.form_content(b, reject_all)}},
-                                       {"workerId": gt.workers[1], "annotationData": {"content": gt.form_content(b, reject_all)}}]}]
+
+    def answer(worker: str, decisions: list[dict[str, str]]) -> dict:
+        return {"workerId": worker, "annotationData": {"content": gt.form_content(b, decisions)}}
+
+    payload = [{**obj, "annotations": [answer(gt.workers[0], accept_all)]},
+               {**obj, "annotations": [answer(gt.workers[0], reject_all), answer(gt.workers[1], reject_all)]}]
     (tmp_path / "p.json").write_text(json.dumps(payload))
     out = lambda_handler(gt.post_event(str(tmp_path / "p.json")), None)
     assert [e["datasetObjectId"] for e in out] == ["7"]
@@ -213,10 +218,13 @@ def test_dataobject_content_and_nested_form_fields_are_understood(aws, store_uri
     assert set(gt.store_counts(open_store(store_uri)).values()) == {(1, 0)}
 
 
+_JOB_ARN = "arn:aws:sagemaker:us-east-1:1:labeling-job/j"
+
+
 @pytest.mark.parametrize("event,match", [
     ({"labelAttributeName": "segqa-review", "payload": {"s3Uri": "x"}}, "labelingJobArn"),
-    ({"labelingJobArn": "arn:aws:sagemaker:us-east-1:1:labeling-job/j", "payload": {"s3Uri": "x"}}, "labelAttributeName"),
-    ({"labelingJobArn": "arn:aws:sagemaker:us-east-1:1:labeling-job/j", "labelAttributeName": "segqa-review"}, "payload.s3Uri"),
+    ({"labelingJobArn": _JOB_ARN, "payload": {"s3Uri": "x"}}, "labelAttributeName"),
+    ({"labelingJobArn": _JOB_ARN, "labelAttributeName": "segqa-review"}, "payload.s3Uri"),
 ])
 def test_malformed_events_raise_a_clear_error(aws, store_uri, event, match):
     with pytest.raises(ContractError, match=match):

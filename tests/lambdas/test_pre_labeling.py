@@ -35,7 +35,8 @@ def test_local_paths_file_uris_and_inline_sources(tmp_path, form, make_batch, gt
 
 
 @pytest.mark.parametrize("mutate,match", [
-    (lambda b: b["items"][3].update(class_name="csf", item_id="sub-001/003/csf"), r"items\[3\].*not of the batch's class"),
+    (lambda b: b["items"][3].update(class_name="csf", item_id="sub-001/003/csf"),
+     r"items\[3\].*not of the batch's class"),
     (lambda b: b["items"][0].pop("overlay_uri"), r"items\[0\]: missing field\(s\) overlay_uri"),
     (lambda b: b.pop("color"), r"missing field\(s\) color"),
     (lambda b: b["items"][1].update(confidence=1.5), r"items\[1\]: confidence must be a number in \[0, 1\]"),

@@ -11,8 +11,8 @@ def test_confirmed_label_map_ignores_unconfirmed_classes():
     pred = np.array([[0, 1, 2, 3],
                      [3, 2, 1, 0]], np.uint8)
     out = confirmed_label_map(pred, ["gray_matter"])
-    I = IGNORE_LABEL
-    assert out.tolist() == [[0, I, 2, I], [I, 2, I, 0]]
+    ig = IGNORE_LABEL
+    assert out.tolist() == [[0, ig, 2, ig], [ig, 2, ig, 0]]
     assert confirmed_label_map(pred, ["csf", "gray_matter", "white_matter"]).tolist() == pred.tolist()
     assert pred.tolist() == [[0, 1, 2, 3], [3, 2, 1, 0]]  # input untouched
 

@@ -51,8 +51,8 @@ def _disc(cy: int, cx: int, r: int) -> np.ndarray:
 
 
 def _make_round(root: Path, n_batches: int = 2, n_items: int = 5, class_name: str = "gray_matter",
-               round_id: str = "r1", bad_every: int = 3, with_truth: bool = True, image_size: tuple[int, int] | None = None,
-               ) -> Round:
+               round_id: str = "r1", bad_every: int = 3, with_truth: bool = True,
+               image_size: tuple[int, int] | None = None) -> Round:
     """A round folder under ``root/round`` (and a truth dataset under ``root/truth``).
 
     Item k of the round is "bad" (predicted mask nowhere near the truth) when ``k % bad_every == 0``,

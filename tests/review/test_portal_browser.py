@@ -103,7 +103,8 @@ def test_reviewer_reviews_a_batch_in_the_browser(browser, live_portal, tmp_path)
     assert cards.count() == len(batch["items"])
     assert [cards.nth(i).get_attribute("data-item-id") for i in range(cards.count())] == \
         [it["item_id"] for it in batch["items"]]
-    page.wait_for_function("() => [...document.querySelectorAll('img.segqa-img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("() => [...document.querySelectorAll('img.segqa-img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
     assert "Review gray matter masks" in page.inner_text("main")
 
     # Reject two items with a reason: item 0 with the mouse, item 1 with the keyboard (R, then 2 = over-segmented).

@@ -277,7 +277,8 @@ def test_incomplete_or_foreign_decisions_are_refused_by_the_server(portal, csrf_
     partial = {**form, "decisions": json.dumps(decisions[:-1])}
     resp = submit(alice, aid, partial)
     assert resp.status_code == 422 and "no decision" in resp.json()["detail"]
-    foreign = {**form, "decisions": json.dumps(decisions + [{"item_id": "sub-999/001/gray_matter", "decision": "accept"}])}
+    stranger = {"item_id": "sub-999/001/gray_matter", "decision": "accept"}
+    foreign = {**form, "decisions": json.dumps([*decisions, stranger])}
     assert submit(alice, aid, foreign).status_code == 422
     assert submit(alice, aid, {"something": "else"}).status_code == 422
     assert alice.post(f"/tasks/{aid}/submit", content=b"{not json",
@@ -323,11 +324,14 @@ def test_operator_page_progress_and_exports(portal, decisions_form, take_task, s
     assert by_name["alice"]["submitted"] == 1 and by_name["carol"]["submitted"] == 0
     assert api["objects"][0]["answers"] == 2 and api["objects"][0]["status"] == "complete"
     csv_text = olga.get("/operator/export/reviews.csv").text.splitlines()
-    assert csv_text[0] == "item_id,class_name,confidence,confirm_count,disconfirm_count,round,model_version,subject,slice_id"
+    assert csv_text[0] == ("item_id,class_name,confidence,confirm_count,disconfirm_count,round,model_version,"
+                           "subject,slice_id")
     rows = {line.split(",")[0]: line.split(",") for line in csv_text[1:]}
-    assert rows[batch["items"][1]["item_id"]][3:5] == ["1", "1"] and rows[batch["items"][0]["item_id"]][3:5] == ["2", "0"]
+    assert rows[batch["items"][1]["item_id"]][3:5] == ["1", "1"]
+    assert rows[batch["items"][0]["item_id"]][3:5] == ["2", "0"]
     lines = [json.loads(x) for x in olga.get("/operator/export/responses.jsonl").text.splitlines()]
-    assert len(lines) == 1 and {a["workerId"] for a in lines[0]["answers"]} == {"private.local.alice", "private.local.bob"}
+    assert len(lines) == 1
+    assert {a["workerId"] for a in lines[0]["answers"]} == {"private.local.alice", "private.local.bob"}
     label = lines[0]["consolidatedAnnotation"]["content"]["segqa-review"]
     assert label["summary"] == {"accept": 3, "reject": 0, "split": 1, "undecided": 0}
 

@@ -99,7 +99,8 @@ def test_arrow_keys_move_by_grid_rows(page, make_batch):
     batch = make_batch("r1-csf-0001", "csf", n=11)
     page.set_content(render_task(MASK_REVIEW_TEMPLATE.read_text(), batch, grant_read_access=_signer))
     columns = page.evaluate("""() => { const c = [...document.querySelectorAll('.segqa-item')];
-        return c.filter(e => Math.abs(e.getBoundingClientRect().top - c[0].getBoundingClientRect().top) < 2).length; }""")
+        const top = c[0].getBoundingClientRect().top;
+        return c.filter(e => Math.abs(e.getBoundingClientRect().top - top) < 2).length; }""")
     assert columns > 1
     page.keyboard.press("ArrowDown")
     index = page.evaluate("() => Number(document.activeElement.getAttribute('data-index'))")

@@ -51,7 +51,8 @@ def test_one_card_per_item_with_signed_overlay_and_image(make_batch):
 
 def test_header_names_the_class_and_its_colour_and_loads_crowd_elements(make_batch):
     html = _render(make_batch("r1-wm-0001", "white_matter", n=11))
-    assert "Review\n        white matter\n        masks" in html or "Review white matter masks" in " ".join(html.split())
+    assert ("Review\n        white matter\n        masks" in html
+            or "Review white matter masks" in " ".join(html.split()))
     assert "#ffbf00" in html
     elements = _parse(html)
     assert ("script", {"src": "https://assets.crowd.aws/crowd-html-elements.js"}) in elements
@@ -100,7 +101,8 @@ def test_ground_truth_filters_escape_once_and_skip_autoescape():
     task = {"a": "<b>x & y</b>", "obj": {"k": "<\"v\">", "n": [1, 2]}, "u": "s3://b/k.png"}
     tpl = ("{{ task.input.a }}|{{ task.input.a | escape }}|{{ task.input.a | escape | escape }}|"
            "{{ task.input.a | escape_once }}|{{ '&amp; <' | escape_once }}|{{ task.input.a | skip_autoescape }}|"
-           "{{ task.input.obj | to_json }}|{{ task.input.obj | to_json | escape }}|{{ task.input.u | grant_read_access }}")
+           "{{ task.input.obj | to_json }}|{{ task.input.obj | to_json | escape }}|"
+           "{{ task.input.u | grant_read_access }}")
     out = render_task(tpl, task, grant_read_access=lambda u: "https://s/" + u[5:]).split("|")
     esc = "&lt;b&gt;x &amp; y&lt;/b&gt;"
     # autoescape never adds a second escape to `escape`; escaping twice on purpose does (as in Liquid), and

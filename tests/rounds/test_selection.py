@@ -1,6 +1,7 @@
 """The selection policy: one assignment per item within budget, audit rate, review order, cold start."""
 
 import json
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -89,7 +90,7 @@ def test_review_order_is_most_uncertain_first_with_subject_diversity(score_frame
     top = review.head(8)
     for (subj, cls), g in top.groupby(["subject", "class_name"]):
         s = sorted(g["slice"])
-        assert all(b - a > 2 for a, b in zip(s, s[1:], strict=False)), (subj, cls, s)
+        assert all(b - a > 2 for a, b in pairwise(s)), (subj, cls, s)
 
 
 def test_cold_start_covers_every_confidence_decile_of_every_class(score_frame):

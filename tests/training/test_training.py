@@ -76,7 +76,8 @@ def test_predictor_and_mc_dropout(enet_model, dataset):
 
     images, _ = load_slices(dataset, read_index(dataset, ["test"]), masks=False)
     pred = load_predictor(enet_model)
-    assert pred.network == "enet" and pred.version == json.loads((enet_model / "model_card.json").read_text())["version"]
+    assert pred.network == "enet"
+    assert pred.version == json.loads((enet_model / "model_card.json").read_text())["version"]
     p1 = pred.predict_proba(images, batch_size=2)
     assert p1.shape == (3, 4, 176, 208) and p1.dtype == np.float32
     np.testing.assert_allclose(p1.sum(1), 1.0, atol=1e-5)

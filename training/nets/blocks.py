@@ -33,7 +33,7 @@ class SpatialDropout(nn.Dropout):
         super().__init__(rate, axes=(2, 3), **kwargs)
         self._always = bool(always)
 
-    def hybrid_forward(self, F, x):  # noqa: N803 (Gluon's signature)
+    def hybrid_forward(self, F, x):  # Gluon's signature
         if self._always and self._rate > 0:
             return F.Dropout(x, p=self._rate, axes=self._axes, mode="always", name="fwd", cudnn_off=False)
         return super().hybrid_forward(F, x)

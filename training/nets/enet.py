@@ -67,7 +67,7 @@ class InitialBlock(nn.HybridBlock):
             self.bn = nn.BatchNorm()
             self.act = _activation("prelu", filters + in_channels)
 
-    def hybrid_forward(self, F, x):  # noqa: N803
+    def hybrid_forward(self, F, x):
         return self.act(self.bn(F.concat(self.conv(x), self.pool(x), dim=1)))
 
 
@@ -117,7 +117,7 @@ class Bottleneck(nn.HybridBlock):
                 self.shortcut = None
             self.out_act = _activation(activation, out_channels)
 
-    def hybrid_forward(self, F, x):  # noqa: N803
+    def hybrid_forward(self, F, x):
         ext = self.ext(x)
         if self.kind == "downsample":
             main = self.shortcut(x)
@@ -180,7 +180,7 @@ class ENet(SegmentationNet):
                 self.stage5.add(Bottleneck(c5, c5, "regular", dropout=p2, activation="relu", mc_dropout=mc))
             self.fullconv = nn.Conv2DTranspose(num_classes, kernel_size=2, strides=2, prefix="full_")
 
-    def hybrid_forward(self, F, x):  # noqa: N803
+    def hybrid_forward(self, F, x):
         x = self.initial(x)
         x = self.stage3(self.stage2(self.stage1(x)))
         return self.fullconv(self.stage5(self.stage4(x)))

@@ -34,7 +34,7 @@ def build_network(network: str, width: float = 1.0, num_classes: int = NUM_CLASS
     None keeps the defaults (U-Net 0.1; ENet 0.01 and 0.1 as in the paper).
     """
     name = str(network).lower()
-    extra = {} if dropout is None else {"dropout": dropout if name == "unet" else tuple(dropout)}
+    extra: dict[str, Any] = {} if dropout is None else {"dropout": dropout if name == "unet" else tuple(dropout)}
     if name == "unet":
         return UNet(in_channels=in_channels, num_classes=num_classes, width=width, mc_dropout=mc_dropout, **extra)
     if name == "enet":
@@ -88,7 +88,7 @@ def load_params(net: nn.Block, path: str | Path, ctx: mx.Context | None = None) 
     for name, param in table.items():
         value = arrays[name]
         known = tuple(param.shape or ())  # 0 marks a dimension still unknown (deferred initialisation)
-        if len(known) != len(value.shape) or any(a not in (0, b) for a, b in zip(known, value.shape)):
+        if len(known) != len(value.shape) or any(a not in (0, b) for a, b in zip(known, value.shape, strict=True)):
             raise SegqaError(f"{path}: parameter {name} has shape {tuple(value.shape)}, this network expects "
                              f"{tuple(param.shape)}; was it written for another network or width?")
         if not np.isfinite(value.asnumpy()).all():

@@ -37,7 +37,7 @@ class ConvBlock(nn.HybridBlock):
                 self.body.add(nn.Conv2D(channels, 3, padding=1, use_bias=False),
                               nn.BatchNorm(), nn.Activation("relu"))
 
-    def hybrid_forward(self, F, x):  # noqa: N803
+    def hybrid_forward(self, F, x):
         return self.body(x)
 
 
@@ -73,7 +73,7 @@ class UNet(SegmentationNet):
                     self.dec.add(ConvBlock(f))
             self.head = nn.Conv2D(num_classes, kernel_size=1)
 
-    def hybrid_forward(self, F, x):  # noqa: N803
+    def hybrid_forward(self, F, x):
         skips = []
         depth = len(self.enc)
         for i, block in enumerate(self.enc):
@@ -84,7 +84,7 @@ class UNet(SegmentationNet):
                 if i == depth - 2:  # the pooled 256-filter maps going down to the bottom level
                     x = self.drop4(x)
         x = self.drop5(x)
-        for up, block, skip in zip(self.up, self.dec, reversed(skips)):
+        for up, block, skip in zip(self.up, self.dec, reversed(skips), strict=True):
             x = block(F.concat(up(x), skip, dim=1))
         return self.head(x)
 

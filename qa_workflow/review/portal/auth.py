@@ -54,5 +54,6 @@ def check_reviewer_name(name: str) -> str:
 
 
 def worker_id_for(name: str) -> str:
-    """The ``workerId`` a reviewer's answers carry (Ground Truth private workers look like ``private.<region>.<id>``)."""
+    """The ``workerId`` a reviewer's answers carry (Ground Truth private workers look like
+    ``private.<region>.<id>``)."""
     return f"private.local.{check_reviewer_name(name)}"

@@ -340,6 +340,7 @@ class PortalDB:
                     "label_attribute_name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (cfg.name, cfg.arn, cfg.manifest_uri, cfg.reviewers_per_object, cfg.task_time_limit,
                      cfg.task_lifetime, cfg.label_attribute_name, now))
+                assert cur.lastrowid is not None, "sqlite sets lastrowid after an INSERT"
                 return int(cur.lastrowid)
             if row["manifest_uri"] != cfg.manifest_uri:
                 raise SegqaError(f"job {cfg.name!r} already serves {row['manifest_uri']}, not {cfg.manifest_uri}; "
@@ -492,8 +493,8 @@ class PortalDB:
                 "UPDATE objects SET status = 'ready', ready_at = ? WHERE job_id = ? AND status = 'open' "
                 "AND created_at <= ? AND EXISTS (SELECT 1 FROM responses r WHERE r.job_id = objects.job_id "
                 "AND r.object_id = objects.object_id)", (now, job_id, cutoff))
-            conn.execute("UPDATE objects SET status = 'expired' WHERE job_id = ? AND status = 'open' AND created_at <= ?",
-                         (job_id, cutoff))
+            conn.execute("UPDATE objects SET status = 'expired' "
+                         "WHERE job_id = ? AND status = 'open' AND created_at <= ?", (job_id, cutoff))
             return cur.rowcount
 
     def ready_objects(self, job_id: int, limit: int = 50) -> list[sqlite3.Row]:

@@ -1,6 +1,7 @@
 """What Ground Truth does around a custom labeling job, done locally with the same Lambda code.
 
-Shared by the review portal (`qa_workflow.review.portal.app`) and the simulated reviewers (`qa_workflow.review.simulated_reviewers`):
+Shared by the review portal (`qa_workflow.review.portal.app`) and the simulated reviewers
+(`qa_workflow.review.simulated_reviewers`):
 
 - read a round's input manifest (JSON Lines, one ``{"source-ref": …}`` or ``{"source": …}`` per data object);
 - build the **pre-labeling** event (ARCHITECTURE §7) and call ``lambdas/pre_labeling/handler.py``;

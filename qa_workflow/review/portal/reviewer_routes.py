@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import sqlite3
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -190,7 +191,7 @@ def reviewer_router(web: PortalWeb) -> APIRouter:
     return router
 
 
-def _recent_entry(response: dict[str, Any]) -> dict[str, Any]:
+def _recent_entry(response: sqlite3.Row) -> dict[str, Any]:
     """One of the reviewer's recent answers, summarised for the home page (an unreadable answer counts empty)."""
     try:
         decisions = json.loads(json.loads(response["content"]).get("decisions", "[]"))

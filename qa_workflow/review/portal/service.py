@@ -236,7 +236,7 @@ class ReviewService:
             event = labeling.pre_labeling_event(self.job_cfg.arn, data_object)
             try:
                 out = labeling.call_pre_labeling(event)
-            except Exception as exc:  # noqa: BLE001 - Ground Truth marks the object failed, whatever the error
+            except Exception as exc:  # Ground Truth marks the object failed, whatever the error
                 log.warning("pre-labeling failed for object %s (%s): %s", object_id, data_object, exc)
                 self.db.add_object(job_id, object_id, data_object, now=self.clock(), error=str(exc)[:2000])
             else:
@@ -262,6 +262,7 @@ class ReviewService:
 
     def task_input(self, assignment: Assignment) -> dict[str, Any]:
         row = self.db.object_row(self.job_id, assignment.object_id)
+        assert row is not None, "an assignment always refers to an object of its job"
         return json.loads(row["task_input"])
 
     def grant_for(self, reviewer: Reviewer) -> AssetGrants:
@@ -324,7 +325,7 @@ class ReviewService:
             try:
                 self.db.sweep(self.job_id, self.clock())
                 self.consolidate_ready()
-            except Exception:  # noqa: BLE001 - the thread must outlive one bad round; the error is logged
+            except Exception:  # the thread must outlive one bad round; the error is logged
                 log.exception("consolidation round failed")
             self._wake.wait(self.settings.sweep_interval_s)
             self._wake.clear()
@@ -351,7 +352,7 @@ class ReviewService:
                 event = labeling.post_labeling_event(self.job_cfg.arn, self.job_cfg.label_attribute_name, payload_uri)
                 try:
                     result = labeling.call_post_labeling(event, [str(i) for i in ids])
-                except Exception as exc:  # noqa: BLE001 - recorded on the objects; retried later
+                except Exception as exc:  # recorded on the objects; retried later
                     log.warning("post-labeling failed for objects %s: %s", ids, exc)
                     self.db.mark_consolidation_error(self.job_id, ids, f"{type(exc).__name__}: {exc}")
                     for i in ids:
@@ -395,6 +396,7 @@ class ReviewService:
         out = []
         for object_id, answers in sorted(by_object.items()):
             row = self.db.object_row(self.job_id, object_id)
+            assert row is not None, "every response refers to an object of its job"
             out.append({"datasetObjectId": str(object_id), "dataObject": json.loads(row["data_object"]),
                         "status": progress[object_id]["status"], "answers": answers,
                         "consolidatedAnnotation": json.loads(row["consolidation"]) if row["consolidation"] else None})
@@ -433,12 +435,12 @@ class AssetGrants:
             return uri
         digest, token = signing.sign_asset(self._service.key, uri, self._reviewer_id,
                                            self._service.settings.url_ttl_s, now=self._now)
-        if digest not in self._service._known_assets:  # noqa: SLF001 - a read of the service's cache
+        if digest not in self._service._known_assets:  # a read of the service's cache
             self._new[digest] = uri
         return f"/assets/{token}"
 
     def flush(self) -> None:
-        self._service._remember(self._new)  # noqa: SLF001
+        self._service._remember(self._new)
         self._new = {}
 
 
