@@ -262,6 +262,7 @@ class _Unit:
     gain: float
     seconds: float
     key: str  # deterministic tie-break (first item id)
+    confidence: float  # of a verify item (the cold-start stratum); the mean over an adjust slice's items
     refusal: str = ""  # why the budget left it out (set by the walk)
 
 
@@ -591,13 +592,13 @@ class SelectionPolicy(BaseEstimator):
             gain = (1.0 - float(conf[i]) + 1e-12) * self.site_weights_.get(sites[i], 1.0)
             if route[i] == "verify":
                 units.append(_Unit("verify", [int(i)], subjects[i], int(slices[i]), frozenset([names[i]]), gain,
-                                   float(check_cost[i]), item_ids[i]))
+                                   float(check_cost[i]), item_ids[i], float(conf[i])))
             else:
                 adjust.setdefault((subjects[i], int(slices[i])), []).append(int(i))
         for (subject, index), members in adjust.items():
             gain = sum((1.0 - float(conf[i]) + 1e-12) * self.site_weights_.get(sites[i], 1.0) for i in members)
             units.append(_Unit("adjust", members, subject, index, frozenset(names[i] for i in members), gain,
-                               costs.adjust_s, item_ids[members[0]]))
+                               costs.adjust_s, item_ids[members[0]], float(np.mean(conf[members]))))
         units.sort(key=lambda u: u.key)
         return units
 
@@ -626,7 +627,7 @@ class SelectionPolicy(BaseEstimator):
         strata: dict[tuple[int, str], list[_Unit]] = {}
         for u in units:
             cls = next(iter(u.classes))
-            strata.setdefault((self._stratum(cls, 1.0 - u.gain), cls), []).append(u)
+            strata.setdefault((self._stratum(cls, u.confidence), cls), []).append(u)
         # (decile, class) order: each pass rotates through the classes, so a budget that stops mid-pass leaves
         # the classes balanced
         queues = [[strata[k][int(j)] for j in rng.permutation(len(strata[k]))] for k in sorted(strata)]

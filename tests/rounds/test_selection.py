@@ -248,6 +248,15 @@ def test_cold_start_is_verify_only_and_covers_every_confidence_decile(score_fram
     for cls in ("csf", "gray_matter", "white_matter"):
         strata = {policy._stratum(cls, c) for c in ver.loc[ver["class_name"] == cls, "confidence"]}
         assert len(strata) >= 9, (cls, strata)  # about 30 masks per class spread over the ten deciles
+    # site weights change the gain, never the stratum a mask falls in
+    scores["site"] = np.where(scores["subject"].str[-1].astype(int) % 2 == 1, "B", "A")
+    scores.loc[scores["site"] == "B", "soft_dice"] -= 0.2
+    sited = SelectionPolicy(budget_seconds=2500)
+    ver = sited.fit_transform(scores).query("assignment == 'verify'")
+    assert sited.site_weights_["B"] > 1
+    for cls in ("csf", "gray_matter", "white_matter"):
+        strata = {sited._stratum(cls, c) for c in ver.loc[ver["class_name"] == cls, "confidence"]}
+        assert len(strata) >= 9, (cls, strata)
 
 
 def test_site_b_comes_first_when_the_model_is_less_certain_there(score_frame):
