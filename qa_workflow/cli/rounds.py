@@ -18,7 +18,7 @@ from qa_workflow.cli.console import console as _console
 from qa_workflow.cli.console import print_rejects, progress
 
 _ENV = {"role": "SEGQA_GT_ROLE_ARN", "workteam": "SEGQA_GT_WORKTEAM_ARN", "pre": "SEGQA_GT_PRE_LAMBDA_ARN",
-        "post": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN"}
+        "post": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN", "processing_role": "SEGQA_PROCESSING_ROLE_ARN"}
 
 
 def _sagemaker_client(region: str | None):
@@ -44,7 +44,7 @@ def _predict_sagemaker(*, model: str | None, data: str, out: str, index: str | N
     if model is None:
         raise SegqaError("--sagemaker needs --model s3://... (a model or export folder in S3)")
     request = processing.ShardedPrediction(
-        model_uri=model, data_uri=data, out_uri=out, role_arn=role or os.environ.get("SEGQA_PROCESSING_ROLE_ARN", ""),
+        model_uri=model, data_uri=data, out_uri=out, role_arn=role or os.environ.get(_ENV["processing_role"], ""),
         image_uri=image or os.environ.get("SEGQA_PROCESSING_IMAGE", ""), **options)
     plan, code = processing.prepare_plan(request, index_source=index)
     if dry_run:

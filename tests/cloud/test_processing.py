@@ -156,3 +156,49 @@ def test_entry_point_on_shards_writes_what_segqa_predict_writes(s3_bucket, tmp_p
     # ... and the pool is scorable as one table afterwards
     summary = score_probability_files(sharded, data, sharded, model_version="intensity-1")
     assert summary.slices_scored == 12 and summary.items == 36 and not summary.rejects
+
+
+def test_stack_grants_the_jobs_what_they_read_and_write_and_no_more(model_problems):
+    """The processing role reaches every object a plan's jobs touch (when the folders follow docs/aws.md) and
+    writes nowhere but predictions/."""
+    from fnmatch import fnmatchcase
+
+    from qa_workflow.cloud import deploy
+
+    template = deploy._decode(deploy.TEMPLATE_PATH)
+    role = template["Resources"]["ProcessingRole"]["Properties"]
+    stmts = {s["Sid"]: s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]}
+    bucket = "segqa-dev-sagemaker-123456789012-us-east-1"
+
+    def keys(statement: dict[str, Any]) -> list[str]:
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        return [r["Fn::Sub"].replace("${DataBucket.Arn}/", "") for r in resources]
+
+    readable, writable = keys(stmts["ReadDatasetsModelsAndStaging"]), keys(stmts["WritePredictions"])
+    assert writable == ["predictions/*"] and stmts["WritePredictions"]["Action"] == ["s3:PutObject",
+                                                                                      "s3:AbortMultipartUpload"]
+    plan = processing.plan_sharded_prediction(
+        request(model_uri=f"s3://{bucket}/models/enet/export", data_uri=f"s3://{bucket}/datasets/oasis",
+                out_uri=f"s3://{bucket}/predictions/r7"), index_rows({"sub-001": 2}), "20261201-170000", "c0de")
+    req = plan.requests[0]
+    read_uris = [i["S3Input"]["S3Uri"] + "x" for i in req["ProcessingInputs"]] + [f"s3://{bucket}/datasets/oasis/i.png"]
+    for uri in read_uris:
+        key = storage.split_s3(uri)[1]
+        assert any(fnmatchcase(key, pattern) for pattern in readable), uri
+    assert not any(a == "*" or a.endswith(":*") for s in stmts.values()
+                   for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))
+    assert stmts["PullProcessingImage"]["Resource"] == {"Fn::GetAtt": ["ProcessingImageRepository", "Arn"]}
+    assert template["Outputs"]["ProcessingRoleArn"]["Value"] == {"Fn::GetAtt": ["ProcessingRole", "Arn"]}
+
+
+def test_processing_image_pins_what_the_lock_pins():
+    """docker/processing/requirements.txt stays in step with requirements.lock (one set of versions)."""
+    from qa_workflow.cloud.processing import ROOT
+
+    def pins(path):
+        return dict(line.split("==", 1) for line in (ROOT / path).read_text().splitlines()
+                    if "==" in line and not line.startswith("#"))
+
+    image, lock = pins("docker/processing/requirements.txt"), pins("requirements.lock")
+    assert {"mxnet", "numpy", "onnxruntime", "pandas", "pyarrow"} <= set(image)
+    assert {name: lock.get(name) for name in image} == image
