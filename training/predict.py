@@ -26,7 +26,7 @@ from training import modelcard
 from training.nets import SegmentationNet, build_network, check_input_shape, load_params
 
 __all__ = ["MCResult", "Predictor", "OnnxPredictor", "load_predictor", "default_context", "predictive_entropy",
-           "cpu_threads", "softmax", "RUNTIMES", "open_predictor"]
+           "cpu_threads", "softmax", "RUNTIMES", "open_predictor", "onnx_session"]
 
 #: ``auto``: ONNX Runtime when the folder is an export with ``model.onnx`` and no MC-dropout is asked for (it is
 #: 2x faster than MXNet for the ENet on CPU, BENCHMARKS.md B2), else MXNet.
@@ -183,6 +183,18 @@ class Predictor:
         return self._mc_net
 
 
+def onnx_session(path: str | os.PathLike[str], threads: int | None = None):
+    """An ONNX Runtime CPU session; ``threads`` sets intra-op threads (None: the runtime's default)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # warnings about the graph are not the user's business
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 class OnnxPredictor:
     """An exported segmenter run by ONNX Runtime on the CPU: the same ``predict_proba`` as `Predictor`, on every
     core by default. Deterministic only: MC-dropout needs the MXNet network (`Predictor`)."""
@@ -190,8 +202,6 @@ class OnnxPredictor:
     runtime = "onnxruntime"
 
     def __init__(self, onnx_file: Path, card: dict[str, Any], threads: int | None = None) -> None:
-        from training.export import onnx_session
-
         self.card = card
         self.onnx_file = Path(onnx_file)
         self.network: str = card["network"]

@@ -100,7 +100,7 @@ def test_dry_run_without_a_role_names_the_option(tmp_path, tiny_dataset, capsys,
 def test_bundle_carries_what_the_entry_point_imports(import_closure):
     files = processing.bundle_files()
     closure = import_closure(files, "qa_workflow.cloud.processing_entry")
-    assert {"qa_workflow.rounds.predict", "training.predict", "training.export"} <= closure
+    assert {"qa_workflow.rounds.predict", "training.predict", "training.nets"} <= closure
     assert not any(f.startswith("qa_workflow/cli/") for f in files)
 
 
