@@ -1,6 +1,14 @@
-"""B2 — inference latency: batch-1 176x208 U-Net and ENet, MXNet vs ONNX Runtime, 1 and 2 threads.
+"""B2 — inference latency: batch-1 176x208 U-Net and ENet, MXNet vs ONNX Runtime, 1 and 2 threads; and the
+Greengrass component's end-to-end latency per slice.
 
     .venv/bin/python benchmarks/b2_inference.py [--runs 50] [--seconds 20] [--model-unet M] [--model-enet M]
+    .venv/bin/python benchmarks/b2_inference.py --component-only     # re-measure the component rows only
+
+Component: the inference script of `segqa export --greengrass` (training/edge_segment.py) run as the device
+runs it, in its own process, on a NIfTI volume of ``--component-slices`` 176x208 slices: read, scale, segment
+slice by slice, write the mask volume and the summary. Two figures per thread count: the script's own time per
+slice (file in to mask out, as its summary reports it) and the whole process's wall time per slice (interpreter
+start and ONNX Runtime session included: what one request costs a device that starts the script per file).
 
 Each (network, runtime, threads) cell runs in its own subprocess, so the thread count is fixed before the
 runtime starts (MXNet reads OMP_NUM_THREADS at import; ONNX Runtime gets intra_op_num_threads). Weights are
@@ -88,7 +96,7 @@ def _measure(runtime: str, folder: str, threads: int, runs: int, seconds: float)
 
     for _ in range(5):
         run()
-    times = []
+    times: list[float] = []
     start = time.perf_counter()
     while len(times) < runs and time.perf_counter() - start < seconds:
         t = time.perf_counter()
@@ -97,6 +105,72 @@ def _measure(runtime: str, folder: str, threads: int, runs: int, seconds: float)
     arr = np.asarray(times)
     return {"runs": len(times), "median_ms": float(np.median(arr)), "p90_ms": float(np.percentile(arr, 90)),
             "mean_ms": float(arr.mean()), "min_ms": float(arr.min())}
+
+
+def _measure_component(folder: Path, threads: int, slices: int) -> dict:
+    """Run the edge script on a volume in a fresh process; its per-slice time and the process's."""
+    import nibabel as nib
+    import numpy as np
+
+    card = folder / "model_card.json"
+    if not card.exists():  # random-init weights: the script only needs the normalisation and a version
+        card.write_text(json.dumps({"version": "enet-random-init", "network": "enet",
+                                    "normalization": {"mean": 0.3, "std": 0.25}}))
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 1200, size=(H, W, slices)).astype(np.int16)
+    work = Path(tempfile.mkdtemp(prefix="segqa-b2-gg-", dir=folder))
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), work / "scan.nii.gz")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, str(ROOT / "training" / "edge_segment.py"), "--model", str(folder / "model.onnx"),
+                    "--card", str(card), "--input", str(work / "scan.nii.gz"), "--output", str(work / "out"),
+                    "--threads", str(threads), "--once"], check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    summary = json.loads((work / "out" / "scan.json").read_text())
+    return {"threads": threads, "slices": slices, "script_ms_per_slice": summary["ms_per_slice"],
+            "inference_ms_per_slice": summary["inference_ms_per_slice"],
+            "process_ms_per_slice": round(1000 * wall / slices, 2), "process_s": round(wall, 2)}
+
+
+def _write_report(meta: dict, results: list[dict], component: list[dict]) -> None:
+    lines = ["# B2 — inference latency (batch 1, 176x208)", "",
+             f"- date: {meta['date']}", f"- machine: {meta['machine']}",
+             f"- command: `.venv/bin/{meta['command']}`",
+             "- each cell in its own process; 5 warm-up runs, then timed runs; MXNet = exported symbol "
+             "(SymbolBlock, static_alloc), ONNX Runtime 1.31 CPU provider; load average = `uptime` before the cell",
+             f"- targets (ONNX Runtime): ENet <= {TARGETS_MS['enet']:.0f} ms, U-Net <= {TARGETS_MS['unet']:.0f} ms", "",
+             "| network | runtime | threads | median ms | p90 ms | mean ms | runs | load avg (1/5/15 min) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['network']} | {r['runtime']} | {r['threads']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | "
+                     f"{r['mean_ms']:.1f} | {r['runs']} | {' / '.join(map(str, r['load_avg_before']))} |")
+    if component:
+        c_meta = meta.get("component", {})
+        lines += ["", "### Greengrass component, end to end (ENet)", "",
+                  f"- date: {c_meta.get('date')}; command: `.venv/bin/{c_meta.get('command')}`",
+                  "- `segment.py` of `segqa export --greengrass` in its own process on a NIfTI volume: read, scale, "
+                  "segment slice by slice (ONNX Runtime, batch 1), write the mask volume and the JSON summary",
+                  "", "| threads | slices | script ms/slice (file in to mask out) | of which inference | "
+                  "process ms/slice (with start-up) | load avg before |", "|---|---|---|---|---|---|"]
+        for c in component:
+            lines.append(f"| {c['threads']} | {c['slices']} | {c['script_ms_per_slice']:.1f} | "
+                         f"{c['inference_ms_per_slice']:.1f} | {c['process_ms_per_slice']:.1f} | "
+                         f"{' / '.join(map(str, c['load_avg_before']))} |")
+    (RESULTS / "B2.md").write_text("\n".join(lines) + "\n")
+
+
+def _component_rows(threads: list[int], slices: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="segqa-b2c-") as tmp:
+        folder = Path(tmp)
+        _prepare("enet", None, folder)
+        for t in threads:
+            load = _loadavg()
+            row = _measure_component(folder, t, slices)
+            row["load_avg_before"] = load
+            rows.append(row)
+            print(f"component {t} thread(s): {row['script_ms_per_slice']:.1f} ms/slice in the script, "
+                  f"{row['process_ms_per_slice']:.1f} ms/slice with process start-up (load {load})", flush=True)
+    return rows
 
 
 def _loadavg() -> list[float]:
@@ -114,11 +188,25 @@ def main(argv=None) -> int:
     p.add_argument("--model-enet", default=None)
     p.add_argument("--networks", default="enet,unet")
     p.add_argument("--threads", default="1,2")
+    p.add_argument("--component-slices", type=int, default=32)
+    p.add_argument("--component-only", action="store_true", help="re-measure the Greengrass component only")
     p.add_argument("--child", nargs=4, metavar=("RUNTIME", "FOLDER", "THREADS", "RUNS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         runtime, folder, threads, runs = args.child
         print(json.dumps(_measure(runtime, folder, int(threads), int(runs), args.seconds)))
+        return 0
+
+    command = " ".join(["python benchmarks/b2_inference.py", *(argv if argv is not None else sys.argv[1:])]).strip()
+    threads = [int(t) for t in args.threads.split(",")]
+    if args.component_only:
+        saved = json.loads((RESULTS / "b2.json").read_text())
+        component = _component_rows(threads, args.component_slices)
+        saved["meta"]["component"] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command}
+        saved["component"] = component
+        (RESULTS / "b2.json").write_text(json.dumps(saved, indent=2) + "\n")
+        _write_report(saved["meta"], saved["results"], component)
+        print(f"wrote {RESULTS / 'B2.md'}")
         return 0
 
     results = []
@@ -128,36 +216,27 @@ def main(argv=None) -> int:
             folder.mkdir()
             _prepare(network, getattr(args, f"model_{network}"), folder)
             for runtime in ("mxnet", "onnxruntime"):
-                for threads in (int(t) for t in args.threads.split(",")):
-                    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+                for n_threads in threads:
+                    env = {**os.environ, "OMP_NUM_THREADS": str(n_threads)}
                     load_before = _loadavg()
                     out = subprocess.run([sys.executable, __file__, "--seconds", str(args.seconds), "--child", runtime,
-                                          str(folder), str(threads), str(args.runs)], env=env, capture_output=True,
+                                          str(folder), str(n_threads), str(args.runs)], env=env, capture_output=True,
                                          text=True, check=True)
                     cell = json.loads(out.stdout.strip().splitlines()[-1])
-                    cell.update(network=network, runtime=runtime, threads=threads, load_avg_before=load_before)
+                    cell.update(network=network, runtime=runtime, threads=n_threads, load_avg_before=load_before)
                     results.append(cell)
-                    print(f"{network:5s} {runtime:11s} {threads} thread(s): median {cell['median_ms']:.1f} ms "
+                    print(f"{network:5s} {runtime:11s} {n_threads} thread(s): median {cell['median_ms']:.1f} ms "
                           f"p90 {cell['p90_ms']:.1f} ms ({cell['runs']} runs, load {load_before})", flush=True)
-    command = " ".join(["python benchmarks/b2_inference.py", *(argv if argv is not None else sys.argv[1:])]).strip()
+    component = _component_rows(threads, args.component_slices)
     meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
             "machine": f"2-core dev machine, no GPU ({platform.processor() or platform.machine()}), shared with "
                        "other jobs", "load_avg_end": _loadavg(),
-            "weights": {n: getattr(args, f"model_{n}") or "random init" for n in args.networks.split(",")}}
+            "weights": {n: getattr(args, f"model_{n}") or "random init" for n in args.networks.split(",")},
+            "component": {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command}}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "b2.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    lines = ["# B2 — inference latency (batch 1, 176x208)", "",
-             f"- date: {meta['date']}", f"- machine: {meta['machine']}",
-             f"- command: `.venv/bin/{command}`",
-             "- each cell in its own process; 5 warm-up runs, then timed runs; MXNet = exported symbol "
-             "(SymbolBlock, static_alloc), ONNX Runtime 1.31 CPU provider; load average = `uptime` before the cell",
-             f"- targets (ONNX Runtime): ENet <= {TARGETS_MS['enet']:.0f} ms, U-Net <= {TARGETS_MS['unet']:.0f} ms", "",
-             "| network | runtime | threads | median ms | p90 ms | mean ms | runs | load avg (1/5/15 min) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['network']} | {r['runtime']} | {r['threads']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | "
-                     f"{r['mean_ms']:.1f} | {r['runs']} | {' / '.join(map(str, r['load_avg_before']))} |")
-    (RESULTS / "B2.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "b2.json").write_text(json.dumps({"meta": meta, "results": results, "component": component},
+                                                indent=2) + "\n")
+    _write_report(meta, results, component)
     print(f"wrote {RESULTS / 'B2.md'}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Assemble BENCHMARKS.md from the per-benchmark result files in benchmarks/results/ (B1..B8).
+"""Assemble BENCHMARKS.md from the per-benchmark result files in benchmarks/results/ (B1..B9).
 
 Each benchmark script writes its own `benchmarks/results/BN.md` (figures it measured, the command, the machine,
 the date); this script puts the summary table (`benchmarks/summary.md`, written by hand from those files) on
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-IDS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"]
+IDS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"]
 
 
 def main() -> None:

@@ -27,8 +27,9 @@ from qa_workflow.contract import SegqaError
 
 __all__ = [
     "is_s3", "split_s3", "local_path", "read_bytes", "write_bytes", "read_text", "write_text", "read_json",
-    "write_json", "read_schema_json", "exists", "join", "list_uris", "atomic_write_bytes", "atomic_write_text",
-    "atomic_write_with", "atomic_create_bytes", "staging_folder", "swap_folder", "atomic_folder", "set_s3_client",
+    "write_json", "read_schema_json", "exists", "any_under", "join", "list_uris", "atomic_write_bytes",
+    "atomic_write_text", "atomic_write_with", "atomic_create_bytes", "staging_folder", "swap_folder", "atomic_folder",
+    "set_s3_client",
 ]
 
 _s3_client = None
@@ -289,6 +290,16 @@ def exists(uri: str | os.PathLike[str]) -> bool:
                 return False
             raise
     return local_path(s).exists()
+
+
+def any_under(prefix: str | os.PathLike[str]) -> bool:
+    """Whether a prefix or folder holds at least one object / file (one request on S3)."""
+    s = os.fspath(prefix)
+    if is_s3(s):
+        bucket, key = split_s3(s)
+        return bool(_s3().list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1).get("KeyCount"))
+    root = local_path(s)
+    return root.is_dir() and any(p.is_file() for p in root.rglob("*"))
 
 
 def list_uris(prefix: str | os.PathLike[str]) -> Iterator[str]:

@@ -34,7 +34,7 @@ from mxnet import gluon, nd
 from qa_workflow import storage
 from qa_workflow.contract import SegqaError, utc_now_iso
 from training import modelcard
-from training.predict import load_predictor
+from training.predict import load_predictor, onnx_session
 
 __all__ = ["ExportResult", "export_model", "fix_onnx_for_runtime", "parity_inputs", "onnx_session",
            "argmax_agreement", "check_parity"]
@@ -89,18 +89,6 @@ def fix_onnx_for_runtime(model: Any) -> dict[str, int]:
                 slope.dims[:] = [slope.dims[0], 1, 1]
                 reshaped += 1
     return {"prelu_slopes_reshaped": reshaped, "initializer_inputs_removed": removed}
-
-
-def onnx_session(path: str | os.PathLike[str], threads: int | None = None):
-    """An ONNX Runtime CPU session; ``threads`` sets intra-op threads (None: the runtime's default)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # warnings about the graph are not the user's business
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def _check_out(out: Path, overwrite: bool) -> None:

@@ -65,6 +65,25 @@ def _print_outputs(outputs: dict[str, str]) -> None:
         typer.echo(f"# batches: segqa batch --round ROUND_DIR --dest {outputs['DataUri']}/rounds/<round>")
 
 
+def _publish_component(session: Any, component_dir: str, artifacts: str | None, dry_run: bool) -> None:
+    from qa_workflow.cloud import greengrass
+    from qa_workflow.contract import SegqaError
+
+    if not artifacts:
+        raise SegqaError("--greengrass needs --artifacts s3://bucket/prefix (readable by the core devices' "
+                         "token exchange role)")
+    if dry_run:
+        request, uploads = greengrass.component_request(component_dir, artifacts)
+        for uri in uploads:
+            typer.echo(f"# would upload {uploads[uri]} -> {uri}")
+        typer.echo(request["inlineRecipe"].decode("utf-8"))
+        typer.echo("dry run: nothing uploaded or created")
+        return
+    result = greengrass.publish_component(component_dir, artifacts, session.client("greengrassv2"))
+    typer.echo(f"component {result['componentName']} {result['componentVersion']}: {result['status']} "
+               f"({result['arn']})")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("deploy")
     def deploy_(
@@ -87,6 +106,10 @@ def register(app: typer.Typer) -> None:
                                               help="List the stack parameters, their defaults and who sets them."),
         show_outputs: bool = typer.Option(False, "--show-outputs",
                                           help="Print the deployed stack's outputs as shell exports; deploy nothing."),
+        greengrass: str | None = typer.Option(None, "--greengrass", help="Publish the Greengrass component of this "
+                                                 "export folder (segqa export --greengrass) instead of the stack."),
+        artifacts: str | None = typer.Option(None, "--artifacts", help="With --greengrass: s3://bucket/prefix for "
+                                                "the component's artifacts."),
     ) -> None:
         """Create or update the AWS stack: lint the template, upload the Lambda zips and the training code,
         run a CloudFormation change set, follow its events, upload the review template."""
@@ -101,6 +124,9 @@ def register(app: typer.Typer) -> None:
             return
         console = make_console(stderr=False)
         session = _session(region, profile)
+        if greengrass:
+            _publish_component(session, greengrass, artifacts, dry_run)
+            return
         if show_outputs:
             _print_outputs(deploy.read_outputs(session, stack or f"{prefix}-{environment}"))
             return

@@ -147,12 +147,27 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export folder."),
         min_agreement: float = typer.Option(0.999, "--min-agreement", help="Required ONNX/MXNet argmax agreement."),
         samples: int = typer.Option(4, "--parity-samples", help="Random inputs for the parity check."),
+        greengrass: bool = typer.Option(False, "--greengrass", help="Add the Greengrass v2 component (recipe + "
+                                        "artifacts) in OUT/greengrass/ (ENet only)."),
+        component_name: str = typer.Option("com.segqa.BrainSegmenter", "--component-name"),
+        component_version: str = typer.Option("1.0.0", "--component-version", help="major.minor.patch."),
+        threads: int = typer.Option(1, "--threads", help="The component's default ONNX Runtime threads."),
     ) -> None:
         """MXNet symbol/params + ONNX + model card, with an ONNX Runtime vs MXNet parity check."""
         from training.export import export_model
 
+        if greengrass:  # the component's settings are checked before the (long) export starts
+            from training.greengrass import check_component_settings
+
+            check_component_settings(component_name, component_version, threads)
         res = export_model(model, out, parity_samples=samples, min_agreement=min_agreement, overwrite=overwrite)
         p = res.parity
         typer.echo(f"exported {res.version} to {res.out_dir}: {', '.join(sorted(res.files))}, model_card.json")
         typer.echo(f"parity on {p['inputs']} random inputs: argmax agreement {100 * p['argmax_agreement']:.3f} %, "
                    f"max abs logit difference {p['max_abs_diff']:.2e}")
+        if greengrass:
+            from training.greengrass import write_component
+
+            folder = write_component(res.out_dir, name=component_name, version=component_version, threads=threads)
+            typer.echo(f"Greengrass component {component_name} {component_version} in {folder} "
+                       "(publish with: segqa deploy --greengrass ...)")

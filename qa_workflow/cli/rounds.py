@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -17,7 +18,7 @@ from qa_workflow.cli.console import console as _console
 from qa_workflow.cli.console import print_rejects, progress
 
 _ENV = {"role": "SEGQA_GT_ROLE_ARN", "workteam": "SEGQA_GT_WORKTEAM_ARN", "pre": "SEGQA_GT_PRE_LAMBDA_ARN",
-        "post": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN"}
+        "post": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN", "processing_role": "SEGQA_PROCESSING_ROLE_ARN"}
 
 
 def _sagemaker_client(region: str | None):
@@ -34,12 +35,37 @@ def _require(value: str | None, option: str, env: str) -> str:
     return value
 
 
+def _predict_sagemaker(*, model: str | None, data: str, out: str, index: str | None, region: str | None,
+                       dry_run: bool, role: str | None, image: str | None, **options: Any) -> None:
+    """`segqa predict --sagemaker`: plan the sharded Processing jobs; print them (dry run) or start them."""
+    from qa_workflow.cloud import processing
+    from qa_workflow.contract import SegqaError
+
+    if model is None:
+        raise SegqaError("--sagemaker needs --model s3://... (a model or export folder in S3)")
+    request = processing.ShardedPrediction(
+        model_uri=model, data_uri=data, out_uri=out, role_arn=role or os.environ.get(_ENV["processing_role"], ""),
+        image_uri=image or os.environ.get("SEGQA_PROCESSING_IMAGE", ""), **options)
+    plan, code = processing.prepare_plan(request, index_source=index)
+    if dry_run:
+        typer.echo(json.dumps(plan.requests, indent=2))
+        return
+    console = _console()
+    processing.upload_staging(plan, code, on_upload=lambda what: console.print(f"uploaded {what}"))
+    arns = processing.start_jobs(plan, _sagemaker_client(region))
+    console.print(f"{len(arns)} processing job(s) for {plan.slices} slices in {len(plan.shards)} shard(s):")
+    for arn in arns:
+        typer.echo(arn)
+    console.print(f"when they finish: segqa predict --probs {out} --data DATA --out {out}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("predict")
     def predict(
-        data: Path = typer.Option(..., "--data", help="Dataset folder (index.csv + images)."),
+        data: str = typer.Option(..., "--data", help="Dataset folder (index.csv + images); s3:// with --sagemaker."),
         out: str = typer.Option(..., "--out", help="Prediction folder to write (local or s3://bucket/prefix)."),
-        model: Path | None = typer.Option(None, "--model", help="Model folder (segqa train) or export folder."),
+        model: str | None = typer.Option(None, "--model", help="Model folder (segqa train) or export folder "
+                                            "(s3:// with --sagemaker)."),
         split: str = typer.Option("pool", "--split", help="Dataset split to predict."),
         mc_samples: int = typer.Option(0, "--mc-samples", help="MC-dropout passes T (0 = one deterministic "
                                        "pass; T >= 2 adds mutual information)."),
@@ -52,11 +78,37 @@ def register(app: typer.Typer) -> None:
                                             "(<subject>/<slice:03d>.npz) instead of running a model."),
         model_version: str | None = typer.Option(None, "--model-version", help="Model version to record with "
                                                     "--probs."),
+        runtime: str = typer.Option("auto", "--runtime", help="auto (ONNX Runtime for an export folder without "
+                                    "MC-dropout, else MXNet), mxnet or onnxruntime."),
+        threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime threads (default: every core)."),
+        sagemaker: bool = typer.Option(False, "--sagemaker", help="Run as SageMaker Processing jobs sharded by "
+                                       "subject (see docs/aws.md)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="With --sagemaker: print the CreateProcessingJob "
+                                     "requests as one JSON array; upload and start nothing."),
+        role: str | None = typer.Option(None, "--role", help="Processing role ARN (or SEGQA_PROCESSING_ROLE_ARN; "
+                                           "the stack's ProcessingRoleArn)."),
+        image: str | None = typer.Option(None, "--image", help="Processing image URI (or SEGQA_PROCESSING_IMAGE; "
+                                            "built from docker/processing/Dockerfile)."),
+        shards: int = typer.Option(4, "--shards", help="Groups of whole subjects, one instance each."),
+        instances_per_job: int = typer.Option(4, "--instances-per-job", help="Instances (shards) per job."),
+        instance_type: str = typer.Option("ml.c5.xlarge", "--instance-type"),
+        index: str | None = typer.Option(None, "--index", help="With --sagemaker: read the dataset index here "
+                                            "(a local copy of --data) instead of from S3."),
+        region: str | None = typer.Option(None, "--region", help="AWS region (default from the environment)."),
     ) -> None:
         """Predict a dataset split, store probability maps and masks, and score every (slice, class)."""
         from qa_workflow.contract import SegqaError
         from qa_workflow.rounds.predict import REJECTS_FILE, run_predictions, score_probability_files
 
+        if sagemaker:
+            _predict_sagemaker(model=model, data=data, out=out, split=split, mc_samples=mc_samples,
+                               batch_size=batch_size, min_pixels=min_pixels, table_format=table_format,
+                               runtime=runtime, role=role, image=image, shards=shards,
+                               instances_per_job=instances_per_job, instance_type=instance_type, index=index,
+                               region=region, dry_run=dry_run)
+            return
+        if dry_run:
+            raise SegqaError("--dry-run plans SageMaker jobs: use it with --sagemaker")
         console = _console()
         if (model is None) == (probs is None):
             raise SegqaError("give exactly one of --model (run a segmenter) or --probs (score existing maps)")
@@ -71,11 +123,11 @@ def register(app: typer.Typer) -> None:
                 bar.advance(task, k)
 
             if model is not None:
-                from training.predict import load_predictor
+                from training.predict import open_predictor
 
-                predictor = load_predictor(model)
-                console.print(f"model {predictor.version} ({predictor.network}) on {n} {split} slices"
-                              f"{f', {mc_samples} MC-dropout passes' if mc_samples else ''}")
+                predictor = open_predictor(model, runtime=runtime, threads=threads, mc_samples=mc_samples)
+                console.print(f"model {predictor.version} ({predictor.network}, {predictor.runtime}) "
+                              f"on {n} {split} slices{f', {mc_samples} MC-dropout passes' if mc_samples else ''}")
                 summary = run_predictions(predictor, data, out, split=split, mc_samples=mc_samples,
                                           batch_size=batch_size, min_pixels=min_pixels, seed=seed,
                                           table_format=table_format, limit=limit, model_path=str(model),

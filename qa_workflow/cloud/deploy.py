@@ -51,7 +51,8 @@ AUTO_PARAMETERS = ("CodeBucket", *LAMBDA_CODE_PARAMETERS.values(), TRAINING_SOUR
 #: Stack output -> the environment variable that `segqa job create`, `segqa store` and the portal read it from.
 OUTPUT_ENV = {"StoreUri": "SEGQA_STORE", "GroundTruthRoleArn": "SEGQA_GT_ROLE_ARN",
               "PreLabelingFunctionArn": "SEGQA_GT_PRE_LAMBDA_ARN",
-              "PostLabelingFunctionArn": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN"}
+              "PostLabelingFunctionArn": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN",
+              "ProcessingRoleArn": "SEGQA_PROCESSING_ROLE_ARN"}
 TEMPLATE_BODY_LIMIT = 51_200  # bytes CloudFormation accepts inline; larger templates go through S3
 TERMINAL_OK = ("CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE")
 TERMINAL_FAILED = ("CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "UPDATE_ROLLBACK_COMPLETE",

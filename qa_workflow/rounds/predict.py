@@ -305,6 +305,12 @@ def _load_images(data_dir: Path, records: Sequence[Any], rejects: list[Reject]) 
     return ok, (np.stack(images) if images else np.zeros((0, 0, 0), np.uint8))
 
 
+def _read_chunk(data_dir: Path, records: Sequence[Any]) -> tuple[list[Any], np.ndarray, list[Reject]]:
+    rejects: list[Reject] = []
+    ok, images = _load_images(data_dir, records, rejects)
+    return ok, images, rejects
+
+
 def _accept_valid(records: Sequence[Any], probs: np.ndarray, mi: np.ndarray | None, rejects: list[Reject],
                   files: Sequence[str]) -> tuple[list[Any], np.ndarray, np.ndarray | None]:
     reasons = check_probabilities(probs)
@@ -332,12 +338,16 @@ def run_predictions(
     predictor: ProbabilityModel, data_dir: str | os.PathLike[str], out: str, *, split: str = "pool",
     mc_samples: int = 0, batch_size: int = 8, min_pixels: int = DEFAULT_MIN_PIXELS, seed: int = 0,
     table_format: str = "parquet", limit: int | None = None, model_path: str | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, table_out: str | None = None,
 ) -> PredictionSummary:
     """Predict every slice of ``split`` with ``predictor``, store maps + masks, score, write the table.
 
     ``mc_samples`` T > 1 runs T MC-dropout passes (their mean is stored and scored; mutual information is
     added); 0 runs one deterministic pass. ``progress(n)`` is called with the number of slices just done.
+    ``table_out`` puts ``run.json``, the score table and ``rejects.csv`` elsewhere than the per-slice files
+    (default ``out``): a shard of a sharded run writes its maps into the shared folder and its table apart.
+    The next chunk's images are read while the model runs on the current one, and the files are written in
+    background threads, so the model is rarely left waiting for I/O.
     """
     if table_format not in TABLE_FORMATS:
         raise SegqaError(f"table format {table_format!r}: expected one of {', '.join(TABLE_FORMATS)}")
@@ -350,9 +360,15 @@ def run_predictions(
     summary = PredictionSummary(out=out, model_version=version, split=split, slices=len(records))
     rows: list[dict[str, Any]] = []
     writer = _Writer()
+    reader = ThreadPoolExecutor(max_workers=1)
+    chunks = list(_chunks(records, max(batch_size, 1) * 4))
     try:
-        for chunk in _chunks(records, max(batch_size, 1) * 4):
-            ok, images = _load_images(data_dir, chunk, summary.rejects)
+        pending = reader.submit(_read_chunk, data_dir, chunks[0]) if chunks else None
+        for k, chunk in enumerate(chunks):
+            assert pending is not None
+            ok, images, image_rejects = pending.result()
+            pending = reader.submit(_read_chunk, data_dir, chunks[k + 1]) if k + 1 < len(chunks) else None
+            summary.rejects.extend(image_rejects)
             if ok:
                 if mc_samples > 1:
                     mc = predictor.predict_mc(images, samples=mc_samples, seed=seed, batch_size=batch_size)
@@ -370,14 +386,23 @@ def run_predictions(
             if progress:
                 progress(len(chunk))
     finally:
+        reader.shutdown(wait=True, cancel_futures=True)
         writer.close()
     meta = {
         "model_version": version, "network": getattr(predictor, "network", None), "model": model_path,
         "data": str(data_dir.resolve()), "split": split, "index_sha256": _sha256_file(data_dir / "index.csv"),
         "mc_samples": mc_samples, "seed": seed, "min_pixels": min_pixels, "batch_size": batch_size,
-        "source": "model",
+        "source": "model", "runtime": getattr(predictor, "runtime", None),
     }
-    return _finish(summary, rows, out, table_format, meta)
+    if table_out is not None:
+        meta["maps"] = out
+    return _finish(summary, rows, absolute_uri(table_out) if table_out is not None else out, table_format, meta)
+
+
+def _holds_probs_folder(folder: str) -> bool:
+    """A prediction folder (``run.json``, or a ``probs/`` folder as a sharded SageMaker run leaves) rather than
+    a bare ``<subject>/<slice>.npz`` tree."""
+    return storage.exists(storage.join(folder, RUN_FILE)) or storage.any_under(storage.join(folder, "probs"))
 
 
 def score_probability_files(
@@ -396,10 +421,7 @@ def score_probability_files(
     data_dir = Path(data_dir)
     out, probs_dir = absolute_uri(out), absolute_uri(probs_dir)
     records = _select_records(data_dir, split, limit)
-    base = probs_dir
-    if storage.exists(storage.join(probs_dir, RUN_FILE)) or (not storage.is_s3(probs_dir) and
-                                                             storage.local_path(probs_dir).joinpath("probs").is_dir()):
-        base = storage.join(probs_dir, "probs")
+    base = storage.join(probs_dir, "probs") if _holds_probs_folder(probs_dir) else probs_dir
     summary = PredictionSummary(out=out, model_version=model_version, split=split, slices=len(records))
     rows: list[dict[str, Any]] = []
     writer = _Writer()
