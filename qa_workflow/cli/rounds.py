@@ -201,10 +201,29 @@ def register(app: typer.Typer) -> None:
         tag: list[str] | None = typer.Option(None, "--tag", help="KEY=VALUE (repeat)."),
         region: str | None = typer.Option(None, "--region", help="AWS region (default from the environment)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the CreateLabelingJob request and stop."),
+        kind: str = typer.Option("verify", "--kind", help="verify (the round's batches) or adjust (the slices "
+                                 "a verify job rejected, see --from-job)."),
+        from_job: str | None = typer.Option(None, "--from-job", help="With --kind adjust: the verify job whose "
+                                            "rejected items become adjust tasks."),
+        store: str | None = typer.Option(None, "--store", help="With --from-job: the store holding its votes "
+                                         "(default $SEGQA_STORE), unless --from-manifest is given."),
+        from_manifest: str | None = typer.Option(None, "--from-manifest", help="With --from-job: the verify job's "
+                                                 "Ground Truth output manifest instead of the store."),
+        from_label_attribute_name: str = typer.Option("segqa-review", "--from-label-attribute-name",
+                                                      help="The verify job's label attribute in --from-manifest."),
     ) -> None:
-        """Create the round's Ground Truth custom labeling job (or print its request with --dry-run)."""
+        """Create the round's Ground Truth custom labeling job (or print its request with --dry-run).
+
+        With --kind adjust --from-job JOB: the items JOB rejected become adjust tasks (one slice each) and a
+        second job with its own label attribute (default segqa-adjust) and the adjust template."""
         from qa_workflow.cli.options import key_values
-        from qa_workflow.review.ground_truth import DEFAULT_TEMPLATE, JobSettings, create_job
+        from qa_workflow.contract import ADJUST, TASK_KINDS, SegqaError
+        from qa_workflow.review.ground_truth import DEFAULT_TEMPLATE, JobSettings, create_adjust_job, create_job
+
+        if kind not in TASK_KINDS:
+            raise SegqaError(f"--kind must be one of {', '.join(TASK_KINDS)}, got {kind!r}")
+        if (kind == ADJUST) != bool(from_job):
+            raise SegqaError("--from-job goes with --kind adjust (and --kind adjust needs --from-job)")
 
         console = _console()
         tags = key_values(tag or [], "--tag")
@@ -221,13 +240,28 @@ def register(app: typer.Typer) -> None:
             max_concurrent_tasks=max_concurrent_tasks, kms_key_id=kms_key_id, sns_topic_arn=sns_topic_arn,
             price_usd=price_usd, tags=tags)
         client = None if dry_run else _sagemaker_client(region)
-        request, warnings, record = create_job(client, round_dir, settings, dry_run=dry_run)
+        if kind == ADJUST:
+            assert from_job is not None
+            if from_manifest:
+                from qa_workflow.rounds.adjusting import rejected_in_output_manifest
+
+                rejected = rejected_in_output_manifest(from_manifest, from_label_attribute_name)
+            else:
+                from qa_workflow.confirmations.store import open_store, store_uri_from_env
+                from qa_workflow.rounds.adjusting import rejected_in_store
+
+                rejected = rejected_in_store(open_store(store or store_uri_from_env(), create=False), from_job)
+            console.print(f"job {from_job}: {len(rejected)} rejected items")
+            request, warnings, record = create_adjust_job(client, round_dir, settings, from_job, rejected,
+                                                          dry_run=dry_run)
+        else:
+            request, warnings, record = create_job(client, round_dir, settings, dry_run=dry_run)
         for w in warnings:
             console.print(f"[yellow]warning:[/] {w}")
         if dry_run:
             typer.echo(json.dumps(request, indent=2))
             console.print("dry run: nothing uploaded or created (the request passed botocore's service model)")
-        else:
+        elif record is not None:
             console.print(f"labeling job {record['LabelingJobName']}: {record['LabelingJobArn']}")
 
     @job_app.command("status")
