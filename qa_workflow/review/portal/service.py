@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qa_workflow import storage
+from qa_workflow.confirmations.adjust import seconds_on_task
 from qa_workflow.contract import ContractError, SegqaError, parse_decisions, utc_iso
 from qa_workflow.review.portal import labeling, signing
 from qa_workflow.review.portal.db import Assignment, JobConfig, PortalDB, Reviewer, SubmitOutcome
@@ -141,9 +142,7 @@ class ReviewService:
             reviewers_per_object=int(settings.reviewers_per_object),
             task_time_limit=float(settings.task_time_limit_s), task_lifetime=float(settings.task_lifetime_s),
             label_attribute_name=settings.label_attribute_name)
-        from qa_workflow.review import templates as templating
-
-        template_uri = settings.template_uri or str(templating.MASK_REVIEW_TEMPLATE)
+        template_uri = settings.template_uri or str(self._default_template())
         self.template_uri = template_uri
         self.template_text = self._prepare_template(storage.read_text(template_uri))
         self.job_dir = self.portal_dir / "jobs" / self.job_cfg.name
@@ -158,6 +157,19 @@ class ReviewService:
         self._env_before: str | None = None
 
     # -- set-up ------------------------------------------------------------------------------------------
+
+    def _default_template(self) -> Path:
+        """The template of the manifest's kind of task: the adjust editor for adjust tasks, else the review
+        screen (a manifest holds one kind; the first object decides)."""
+        from qa_workflow.review import templates as templating
+
+        try:
+            first = labeling.read_manifest(self.manifest_uri)[0]
+            ref = first.get("source-ref")
+            task = storage.read_json(ref) if isinstance(ref, str) else json.loads(first.get("source", "{}"))
+            return templating.template_for(task if isinstance(task, dict) else {})
+        except (SegqaError, ValueError, IndexError, OSError):
+            return templating.MASK_REVIEW_TEMPLATE  # pre-labeling will report what is wrong with the object
 
     @staticmethod
     def _canonical(uri: str) -> str:
@@ -306,6 +318,10 @@ class ReviewService:
     def submit(self, reviewer: Reviewer, assignment: Assignment, answer: Any) -> SubmitOutcome:
         """Validate and durably record one answer; wake the consolidator when the object is complete."""
         validate_answer(self.task_input(assignment), answer)
+        if seconds_on_task(answer.get("seconds")) is None:
+            # Time on task, measured by the portal: from handing out the task to this submit. A template that
+            # measures it itself (the adjust editor leaves out time the tab was hidden) is believed instead.
+            answer = {**answer, "seconds": f"{max(0.0, self.clock() - assignment.assigned_at):.1f}"}
         content = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
         if len(content.encode("utf-8")) > MAX_ANSWER_BYTES:
             raise AnswerRejected(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
