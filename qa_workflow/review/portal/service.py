@@ -276,9 +276,15 @@ class ReviewService:
         row = self.db.object_row(self.job_id, assignment.object_id)
         return json.loads(row["task_input"])
 
-    def grant_for(self, reviewer: Reviewer) -> AssetGrants:
-        """A ``grant_read_access`` for one page view: URI -> ``/assets/<signed token>``."""
-        return AssetGrants(self, reviewer.id, self.clock())
+    def grant_for(self, reviewer: Reviewer, assignment: Assignment | None = None) -> AssetGrants:
+        """A ``grant_read_access`` for one page view: URI -> ``/assets/<signed token>``. With the assignment the
+        links live as long as the task does (a reviewer who zooms in after 20 minutes still sees the image),
+        and never shorter than ``url_ttl_s``."""
+        now = self.clock()
+        ttl = self.settings.url_ttl_s
+        if assignment is not None:
+            ttl = max(ttl, assignment.expires_at - now)
+        return AssetGrants(self, reviewer.id, now, ttl)
 
     def _remember(self, new: dict[str, str]) -> None:
         if new:
@@ -290,7 +296,7 @@ class ReviewService:
         """The task's HTML: the job's Liquid template rendered with the pre-labeling handler's taskInput."""
         from qa_workflow.review import templates as templating
 
-        grant = self.grant_for(reviewer)
+        grant = self.grant_for(reviewer, assignment)
         html = templating.render_task(self.template_text, self.task_input(assignment), grant_read_access=grant,
                                       template_name=os.path.basename(self.template_uri))
         grant.flush()
@@ -440,15 +446,15 @@ class AssetGrants:
     """The portal's ``grant_read_access`` for one page view: signs each URI for one reviewer, and remembers
     (``flush``) which asset digest stands for which URI, so that ``/assets/<token>`` can be resolved later."""
 
-    def __init__(self, service: ReviewService, reviewer_id: int, now: float) -> None:
+    def __init__(self, service: ReviewService, reviewer_id: int, now: float, ttl_s: float | None = None) -> None:
         self._service, self._reviewer_id, self._now = service, reviewer_id, now
+        self._ttl_s = service.settings.url_ttl_s if ttl_s is None else ttl_s
         self._new: dict[str, str] = {}
 
     def __call__(self, uri: str) -> str:
         if uri.startswith("data:"):
             return uri
-        digest, token = signing.sign_asset(self._service.key, uri, self._reviewer_id,
-                                           self._service.settings.url_ttl_s, now=self._now)
+        digest, token = signing.sign_asset(self._service.key, uri, self._reviewer_id, self._ttl_s, now=self._now)
         if digest not in self._service._known_assets:  # noqa: SLF001 - a read of the service's cache
             self._new[digest] = uri
         return f"/assets/{token}"
