@@ -147,8 +147,13 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(25, "--batch-size", help="Items per batch (one class per batch)."),
         workers: int = typer.Option(8, "--workers", help="Parallel render/upload threads."),
         scale: int = typer.Option(2, "--scale", help="Overlay upscaling factor."),
+        adjust_from_job: str | None = typer.Option(None, "--adjust-from-job", help="Also write adjust tasks (one "
+                                                   "per slice) for the items this verify job rejected."),
+        store: str | None = typer.Option(None, "--store", help="With --adjust-from-job: the store holding its "
+                                         "votes (default $SEGQA_STORE)."),
     ) -> None:
-        """Render overlays, write batch JSONs and manifest.jsonl; resumes an interrupted upload."""
+        """Render overlays, write batch JSONs and manifest.jsonl; resumes an interrupted upload. With
+        --adjust-from-job, also the adjust tasks of the slices that verify job rejected (adjust/<job>/)."""
         from qa_workflow.rounds.batching import BATCH_REJECTS_FILE, write_batches
 
         console = _console()
@@ -167,6 +172,13 @@ def register(app: typer.Typer) -> None:
                           f"({result.uploaded} objects written, {result.skipped_existing} already there)")
         console.print(f"manifest: {result.manifest}")
         print_rejects(console, result.rejects, f"{round_dir}/{BATCH_REJECTS_FILE}")
+        if adjust_from_job:
+            from qa_workflow.confirmations.store import open_store, store_uri_from_env
+            from qa_workflow.rounds.adjusting import rejected_in_store, write_adjust_tasks
+
+            rejected = rejected_in_store(open_store(store or store_uri_from_env(), create=False), adjust_from_job)
+            tasks = write_adjust_tasks(round_dir, rejected, adjust_from_job, dest=result.dest)
+            console.print(f"{len(tasks.task_uris)} adjust tasks ({tasks.items} rejected items) -> {tasks.manifest}")
 
     job_app = typer.Typer(help="Ground Truth labeling jobs for a round.", no_args_is_help=True)
     app.add_typer(job_app, name="job")

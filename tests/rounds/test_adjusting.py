@@ -85,3 +85,18 @@ def test_unknown_items_and_unknown_jobs_are_clear_errors(batched_round, tmp_path
         write_adjust_tasks(round_dir, ["sub-999/001/csf"], "verify-1")
     with pytest.raises(SegqaError, match="no votes of job 'nope'"):
         rejected_in_store(open_store(f"sqlite:///{tmp_path}/empty.db"), "nope")
+
+
+def test_segqa_batch_writes_adjust_tasks_for_a_verify_jobs_rejections(batched_round, tmp_path, capsys):
+    from qa_workflow.cli import main
+
+    round_dir, dest = batched_round
+    row = read_assignments(round_dir).query("assignment == 'review'").iloc[0]
+    store_uri = f"sqlite:///{tmp_path}/s.db"
+    item = ItemRecord(row.item_id, row.class_name, float(row.confidence), "r03")
+    open_store(store_uri).record_votes([(item, Vote("verify-9", row.item_id, "w1", "reject"))])
+    assert main(["batch", "--round", round_dir, "--dest", dest, "--workers", "1", "--adjust-from-job", "verify-9",
+                 "--store", store_uri]) == 0
+    assert "1 adjust tasks (1 rejected items)" in capsys.readouterr().err.replace("\n", " ")
+    (ref,) = [json.loads(x)["source-ref"] for x in storage.read_text(f"{dest}/adjust/verify-9/manifest.jsonl").splitlines()]
+    assert validate_task(storage.read_json(ref))["item_ids"] == [row.item_id]
