@@ -98,5 +98,6 @@ def test_segqa_batch_writes_adjust_tasks_for_a_verify_jobs_rejections(batched_ro
     assert main(["batch", "--round", round_dir, "--dest", dest, "--workers", "1", "--adjust-from-job", "verify-9",
                  "--store", store_uri]) == 0
     assert "1 adjust tasks (1 rejected items)" in capsys.readouterr().err.replace("\n", " ")
-    (ref,) = [json.loads(x)["source-ref"] for x in storage.read_text(f"{dest}/adjust/verify-9/manifest.jsonl").splitlines()]
+    manifest = storage.read_text(f"{dest}/adjust/verify-9/manifest.jsonl")
+    (ref,) = [json.loads(x)["source-ref"] for x in manifest.splitlines()]
     assert validate_task(storage.read_json(ref))["item_ids"] == [row.item_id]
