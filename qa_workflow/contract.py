@@ -7,7 +7,7 @@ What lives here:
 - tissue classes (ids, names, overlay colours);
 - review item ids ``<subject>/<slice:03d>/<class_name>`` and their parsing;
 - the reviewer decision schema (decisions, reject reasons) and its validation;
-- the batch (Ground Truth data object) schema and its validation;
+- the batch (Ground Truth data object) schema and its validation: verify batches and adjust tasks (§6);
 - the review-record CSV columns (store export / analysis input);
 - the thresholds.json schema name;
 - round ordering (`round_sort_key`) and the UTC timestamps the project writes (`utc_now_iso`);
@@ -30,7 +30,9 @@ __all__ = [
     "tissue_class", "format_item_id", "parse_item_id", "ItemId", "format_slice_id",
     "DECISIONS", "ACCEPT", "REJECT", "SPLIT", "REJECT_REASONS", "Decision", "parse_decisions", "decisions_array",
     "BATCH_FIELDS", "BATCH_ITEM_FIELDS", "validate_batch", "DEFAULT_BATCH_SIZE",
-    "REVIEW_RECORD_REQUIRED", "REVIEW_RECORD_OPTIONAL", "REVIEW_RECORD_COLUMNS",
+    "VERIFY", "ADJUST", "TASK_KINDS", "ADJUST_TASK_FIELDS", "task_kind", "validate_adjust_task", "validate_task",
+    "label_mappings",
+    "REVIEW_RECORD_REQUIRED", "REVIEW_RECORD_OPTIONAL", "REVIEW_RECORD_COLUMNS", "CORRECTION_COLUMNS",
     "THRESHOLDS_SCHEMA", "ASSIGNMENTS", "LEGACY_VERIFY_ASSIGNMENT", "CALIBRATION_SCHEMA", "CostModel",
     "CONFIDENCE_MEASURES", "DEFAULT_CONFIDENCE_MEASURE",
     "DEFAULT_MIN_PIXELS", "IMAGE_HEIGHT", "IMAGE_WIDTH", "NETWORKS", "NETWORK_LABELS",
@@ -307,11 +309,96 @@ def validate_batch(batch: Any, where: str = "batch") -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------------
+# Adjust tasks (ARCHITECTURE §6): one slice, the model's mask pre-loaded in an editor
+
+VERIFY = "verify"
+ADJUST = "adjust"
+TASK_KINDS = (VERIFY, ADJUST)
+ADJUST_TASK_FIELDS = ("task_id", "kind", "round", "model_version", "slice_id", "image_uri", "mask_uri",
+                      "initial_overlay_uri", "label_mappings", "classes_to_check", "item_ids")
+_SLICE_RE = re.compile(r"^[^/]+/\d{3,4}$")
+_COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def label_mappings() -> dict[str, dict[str, str]]:
+    """``{"<class_name>": {"color": "#rrggbb"}}`` for the review classes: what an adjust task and the editor's
+    ``initial-value`` carry. Background has no entry: an unpainted pixel is background."""
+    return {c.name: {"color": str(c.color)} for c in REVIEW_CLASSES}
+
+
+def task_kind(obj: Mapping[str, Any], where: str = "task") -> str:
+    """``verify`` or ``adjust``; a data object without ``kind`` is a verify batch (older batches have none)."""
+    kind = obj.get("kind", VERIFY)
+    if kind not in TASK_KINDS:
+        raise ContractError(f"{where}: kind must be one of {', '.join(TASK_KINDS)}, got {kind!r}")
+    return str(kind)
+
+
+def validate_adjust_task(task: Any, where: str = "task") -> dict[str, Any]:
+    """Check an adjust task object (§6) and return it unchanged; raise ContractError naming the field otherwise.
+
+    The item ids must be of the task's slice, the classes to check must be review classes named by those items
+    (or, with no items, any review class), and the label mappings must give every review class a colour.
+    """
+    if not isinstance(task, Mapping):
+        raise ContractError(f"{where}: expected a JSON object, got {type(task).__name__}")
+    missing = [f for f in ADJUST_TASK_FIELDS if f not in task]
+    if missing:
+        raise ContractError(f"{where}: missing field(s) {', '.join(missing)}")
+    if task["kind"] != ADJUST:
+        raise ContractError(f"{where}: kind must be {ADJUST!r}, got {task['kind']!r}")
+    for f in ("task_id", "slice_id", "image_uri", "mask_uri", "initial_overlay_uri"):
+        if not isinstance(task[f], str) or not task[f]:
+            raise ContractError(f"{where}: {f} must be a non-empty string")
+    if not _SLICE_RE.match(task["slice_id"]):
+        raise ContractError(f"{where}: slice_id {task['slice_id']!r} is not <subject>/<slice:03d>")
+    mappings = task["label_mappings"]
+    if not isinstance(mappings, Mapping):
+        raise ContractError(f"{where}: label_mappings must be an object {{class_name: {{color: #rrggbb}}}}")
+    for name, entry in mappings.items():
+        cls = CLASS_BY_NAME.get(name)
+        if cls is None or cls is BACKGROUND:
+            raise ContractError(f"{where}: label_mappings: unknown tissue class {name!r}")
+        if not isinstance(entry, Mapping) or not _COLOR_RE.match(str(entry.get("color", ""))):
+            raise ContractError(f"{where}: label_mappings.{name}.color must be #rrggbb")
+    absent = [c.name for c in REVIEW_CLASSES if c.name not in mappings]
+    if absent:
+        raise ContractError(f"{where}: label_mappings: no colour for {', '.join(absent)}")
+    checks = task["classes_to_check"]
+    if not isinstance(checks, list) or not checks:
+        raise ContractError(f"{where}: classes_to_check must be a non-empty list of class names")
+    for name in checks:
+        if name not in mappings:
+            raise ContractError(f"{where}: classes_to_check: {name!r} is not a review class")
+    item_ids = task["item_ids"]
+    if not isinstance(item_ids, list):
+        raise ContractError(f"{where}: item_ids must be a list of item ids")
+    for iid_text in item_ids:
+        iid = parse_item_id(iid_text)
+        if iid.slice_id != task["slice_id"]:
+            raise ContractError(f"{where}: item {iid_text} is not of slice {task['slice_id']}")
+        if iid.class_name not in checks:
+            raise ContractError(f"{where}: item {iid_text}: its class is not in classes_to_check")
+    return dict(task)
+
+
+def validate_task(obj: Any, where: str = "task") -> dict[str, Any]:
+    """A data object of either kind: a verify batch (`validate_batch`) or an adjust task (`validate_adjust_task`)."""
+    if not isinstance(obj, Mapping):
+        raise ContractError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if task_kind(obj, where) == ADJUST:
+        return validate_adjust_task(obj, where)
+    return validate_batch(obj, where)
+
+
+# --------------------------------------------------------------------------------------------------------
 # Review records (ARCHITECTURE §9): store export == analysis input
 
 REVIEW_RECORD_REQUIRED = ("item_id", "class_name", "confidence", "confirm_count", "disconfirm_count")
 REVIEW_RECORD_OPTIONAL = ("round", "model_version", "subject", "slice_id")
 REVIEW_RECORD_COLUMNS = REVIEW_RECORD_REQUIRED + REVIEW_RECORD_OPTIONAL
+#: `segqa store export --corrections` (ARCHITECTURE §8): one row per corrected slice per adjust job.
+CORRECTION_COLUMNS = ("slice_id", "round", "job", "workers", "mask_uri", "modified", "seconds")
 
 # --------------------------------------------------------------------------------------------------------
 # Scoring, selection and thresholds (ARCHITECTURE §5, §9)

@@ -89,3 +89,35 @@ def test_timestamps_are_utc_iso_with_z():
     now = c.utc_now_iso("milliseconds")
     assert now.endswith("Z") and abs(datetime.fromisoformat(now.replace("Z", "+00:00"))
                                      - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def _adjust_task(**kw):
+    task = {"task_id": "r2-sub-001-004", "kind": "adjust", "round": "2", "model_version": "unet-r2",
+            "slice_id": "sub-001/004", "image_uri": "s3://b/img.png", "mask_uri": "s3://b/mask.png",
+            "initial_overlay_uri": "s3://b/initial.png", "label_mappings": c.label_mappings(),
+            "classes_to_check": ["gray_matter"], "item_ids": ["sub-001/004/gray_matter"]}
+    return {**task, **kw}
+
+
+def test_adjust_tasks_validate_and_verify_batches_stay_the_default(make_batch):
+    assert c.validate_task(_adjust_task())["kind"] == "adjust"
+    assert c.task_kind(make_batch("b1")) == "verify"  # no kind: an old verify batch
+    assert c.validate_task(make_batch("b1"))["batch_id"] == "b1"
+    assert c.label_mappings()["white_matter"] == {"color": "#ffbf00"}
+    assert "background" not in c.label_mappings()
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"kind": "draw"}, "kind must be one of"),
+    ({"item_ids": ["sub-001/005/gray_matter"]}, "not of slice sub-001/004"),
+    ({"item_ids": ["sub-001/004/csf"]}, "not in classes_to_check"),
+    ({"classes_to_check": []}, "classes_to_check must be a non-empty list"),
+    ({"classes_to_check": ["background"]}, "not a review class"),
+    ({"label_mappings": {"csf": {"color": "#123456"}}}, "no colour for gray_matter, white_matter"),
+    ({"label_mappings": {**c.label_mappings(), "csf": {"color": "blue"}}}, "csf.color must be #rrggbb"),
+    ({"slice_id": "sub-001"}, "is not <subject>/<slice:03d>"),
+    ({"initial_overlay_uri": ""}, "initial_overlay_uri must be a non-empty string"),
+])
+def test_bad_adjust_tasks_name_the_field(change, match):
+    with pytest.raises(c.ContractError, match=match):
+        c.validate_task(_adjust_task(**change), where="task.json")

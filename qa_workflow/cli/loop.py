@@ -25,24 +25,36 @@ def _fmt(v: Any) -> str:
 
 
 
+def _seconds(value: float) -> str:
+    """Human time as people read it: 75 s, 12.5 min, 3.1 h."""
+    if value < 120:
+        return f"{value:.0f} s"
+    if value < 2 * 3600:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
+
+
 def _round_table(summaries, initial, networks):
     from rich.table import Table
 
     from qa_workflow.contract import NETWORK_LABELS
 
-    t = Table(title="segqa demo — one row per round; Dice of each champion on the held-out test subjects")
-    for col in ("round", "reviewed", "auto-acc.", "audit", "accepted"):
+    t = Table(title="segqa demo — one row per round; human time verify / adjust against drawing the same slices "
+                    "from scratch; Dice of each champion on the held-out test subjects")
+    for col in ("round", "verified", "auto-acc.", "accepted", "corrected", "human verify / adjust", "scratch"):
         t.add_column(col, justify="right")
     keys = ("csf", "gray_matter", "white_matter", "mean_foreground")
     for n in networks:
         for c in ("CSF", "GM", "WM", "mean"):
             t.add_column(f"{NETWORK_LABELS.get(n, n)} {c}", justify="right")
     t.add_column("promoted")
-    t.add_row("initial", "", "", "", "", *[_fmt(initial.get(n, {}).get(k)) for n in networks for k in keys], "")
+    t.add_row("initial", "", "", "", "", "", "", *[_fmt(initial.get(n, {}).get(k)) for n in networks for k in keys],
+              "")
     for s in summaries:
         acc = "—" if math.isnan(s.acceptance_rate) else f"{s.accepted_items} ({100 * s.acceptance_rate:.0f} %)"
-        t.add_row(s.round, str(s.reviewed), str(s.auto_accepted), str(s.audit), acc,
-                  *[_fmt(s.dice.get(n, {}).get(k)) for n in networks for k in keys],
+        human = f"{_seconds(s.verify_seconds)} / {_seconds(s.adjust_seconds)}"
+        t.add_row(s.round, str(s.reviewed), str(s.auto_accepted), acc, str(s.corrected_slices), human,
+                  _seconds(s.scratch_seconds), *[_fmt(s.dice.get(n, {}).get(k)) for n in networks for k in keys],
                   ", ".join(NETWORK_LABELS.get(n, n) for n, p in s.promoted.items() if p) or "none")
     return t
 

@@ -217,8 +217,13 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(25, "--batch-size", help="Items per batch (one class per batch)."),
         workers: int = typer.Option(8, "--workers", help="Parallel render/upload threads."),
         scale: int = typer.Option(2, "--scale", help="Overlay upscaling factor."),
+        adjust_from_job: str | None = typer.Option(None, "--adjust-from-job", help="Also write adjust tasks (one "
+                                                   "per slice) for the items this verify job rejected."),
+        store: str | None = typer.Option(None, "--store", help="With --adjust-from-job: the store holding its "
+                                         "votes (default $SEGQA_STORE)."),
     ) -> None:
-        """Render overlays, write batch JSONs and manifest.jsonl; resumes an interrupted upload."""
+        """Render overlays, write batch JSONs and manifest.jsonl; resumes an interrupted upload. With
+        --adjust-from-job, also the adjust tasks of the slices that verify job rejected (adjust/<job>/)."""
         from qa_workflow.rounds.batching import BATCH_REJECTS_FILE, write_batches
 
         console = _console()
@@ -239,6 +244,13 @@ def register(app: typer.Typer) -> None:
         for route, count in result.not_batched.items():
             console.print(f"{count} {route} item(s) are not verify work and were left out of the batches")
         print_rejects(console, result.rejects, f"{round_dir}/{BATCH_REJECTS_FILE}")
+        if adjust_from_job:
+            from qa_workflow.confirmations.store import open_store, store_uri_from_env
+            from qa_workflow.rounds.adjusting import rejected_in_store, write_adjust_tasks
+
+            rejected = rejected_in_store(open_store(store or store_uri_from_env(), create=False), adjust_from_job)
+            tasks = write_adjust_tasks(round_dir, rejected, adjust_from_job, dest=result.dest)
+            console.print(f"{len(tasks.task_uris)} adjust tasks ({tasks.items} rejected items) -> {tasks.manifest}")
 
     job_app = typer.Typer(help="Ground Truth labeling jobs for a round.", no_args_is_help=True)
     app.add_typer(job_app, name="job")
@@ -273,10 +285,29 @@ def register(app: typer.Typer) -> None:
         tag: list[str] | None = typer.Option(None, "--tag", help="KEY=VALUE (repeat)."),
         region: str | None = typer.Option(None, "--region", help="AWS region (default from the environment)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the CreateLabelingJob request and stop."),
+        kind: str = typer.Option("verify", "--kind", help="verify (the round's batches) or adjust (the slices "
+                                 "a verify job rejected, see --from-job)."),
+        from_job: str | None = typer.Option(None, "--from-job", help="With --kind adjust: the verify job whose "
+                                            "rejected items become adjust tasks."),
+        store: str | None = typer.Option(None, "--store", help="With --from-job: the store holding its votes "
+                                         "(default $SEGQA_STORE), unless --from-manifest is given."),
+        from_manifest: str | None = typer.Option(None, "--from-manifest", help="With --from-job: the verify job's "
+                                                 "Ground Truth output manifest instead of the store."),
+        from_label_attribute_name: str = typer.Option("segqa-review", "--from-label-attribute-name",
+                                                      help="The verify job's label attribute in --from-manifest."),
     ) -> None:
-        """Create the round's Ground Truth custom labeling job (or print its request with --dry-run)."""
+        """Create the round's Ground Truth custom labeling job (or print its request with --dry-run).
+
+        With --kind adjust --from-job JOB: the items JOB rejected become adjust tasks (one slice each) and a
+        second job with its own label attribute (default segqa-adjust) and the adjust template."""
         from qa_workflow.cli.options import key_values
-        from qa_workflow.review.ground_truth import DEFAULT_TEMPLATE, JobSettings, create_job
+        from qa_workflow.contract import ADJUST, TASK_KINDS, SegqaError
+        from qa_workflow.review.ground_truth import DEFAULT_TEMPLATE, JobSettings, create_adjust_job, create_job
+
+        if kind not in TASK_KINDS:
+            raise SegqaError(f"--kind must be one of {', '.join(TASK_KINDS)}, got {kind!r}")
+        if (kind == ADJUST) != bool(from_job):
+            raise SegqaError("--from-job goes with --kind adjust (and --kind adjust needs --from-job)")
 
         console = _console()
         tags = key_values(tag or [], "--tag")
@@ -293,14 +324,28 @@ def register(app: typer.Typer) -> None:
             max_concurrent_tasks=max_concurrent_tasks, kms_key_id=kms_key_id, sns_topic_arn=sns_topic_arn,
             price_usd=price_usd, tags=tags)
         client = None if dry_run else _sagemaker_client(region)
-        request, warnings, record = create_job(client, round_dir, settings, dry_run=dry_run)
+        if kind == ADJUST:
+            assert from_job is not None
+            if from_manifest:
+                from qa_workflow.rounds.adjusting import rejected_in_output_manifest
+
+                rejected = rejected_in_output_manifest(from_manifest, from_label_attribute_name)
+            else:
+                from qa_workflow.confirmations.store import open_store, store_uri_from_env
+                from qa_workflow.rounds.adjusting import rejected_in_store
+
+                rejected = rejected_in_store(open_store(store or store_uri_from_env(), create=False), from_job)
+            console.print(f"job {from_job}: {len(rejected)} rejected items")
+            request, warnings, record = create_adjust_job(client, round_dir, settings, from_job, rejected,
+                                                          dry_run=dry_run)
+        else:
+            request, warnings, record = create_job(client, round_dir, settings, dry_run=dry_run)
         for w in warnings:
             console.print(f"[yellow]warning:[/] {w}")
         if dry_run:
             typer.echo(json.dumps(request, indent=2))
             console.print("dry run: nothing uploaded or created (the request passed botocore's service model)")
-        else:
-            assert record is not None, "create_job returns the job's record unless dry_run"
+        elif record is not None:
             console.print(f"labeling job {record['LabelingJobName']}: {record['LabelingJobArn']}")
 
     @job_app.command("status")

@@ -35,14 +35,35 @@ def register(app: typer.Typer) -> None:
         store: str | None = typer.Option(None, "--store", "-s", help=_STORE_HELP),
         round_: str | None = typer.Option(None, "--round", help="Only this round."),
         class_name: str | None = typer.Option(None, "--class", help="Only this tissue class."),
+        corrections: bool = typer.Option(False, "--corrections", help="Write the corrections CSV instead "
+                                         "(slice_id,round,job,workers,mask_uri,modified,seconds)."),
+        job: str | None = typer.Option(None, "--job", help="With --corrections: only this adjust job."),
     ) -> None:
-        """Write the review-record CSV (the input of `segqa analyze`), atomically."""
+        """Write the review-record CSV (the input of `segqa analyze`), or with --corrections the corrected
+        slices, atomically."""
         from qa_workflow import storage
-        from qa_workflow.confirmations.export import export_review_records, review_records_csv
+        from qa_workflow.confirmations.export import (
+            corrections_csv,
+            export_corrections,
+            export_review_records,
+            review_records_csv,
+        )
         from qa_workflow.confirmations.store import open_store
         from qa_workflow.contract import SegqaError
 
         st = open_store(_store_uri(store), create=False)
+        if corrections:
+            if class_name:
+                raise SegqaError("--class does not apply to --corrections (a correction covers a whole slice)")
+            crows = export_corrections(st, round=round_, job=job)
+            if not crows:
+                raise SegqaError(f"{st.uri}: no corrections" + (" matching the filters" if round_ or job else "")
+                                 + "; nothing written")
+            storage.write_text(out, corrections_csv(crows), content_type="text/csv; charset=utf-8")
+            typer.echo(f"wrote {out}: {len(crows)} corrected slices")
+            return
+        if job:
+            raise SegqaError("--job applies to --corrections only")
         rows, superseded = export_review_records(st, round=round_, class_name=class_name)
         if not rows:
             raise SegqaError(f"{st.uri}: no reviewed items"

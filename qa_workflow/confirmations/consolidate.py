@@ -1,4 +1,4 @@
-"""Ground Truth pre- and post-labeling logic for the mask review task (ARCHITECTURE §7-§8).
+"""Ground Truth pre- and post-labeling logic for the mask review tasks, verify and adjust (ARCHITECTURE §7-§8).
 
 Standard library only (plus `qa_workflow.storage` / `qa_workflow.confirmations.store`, which import boto3 lazily); `make
 lambdas` copies this module into both Lambda zips. The handlers in ``lambdas/*/handler.py`` are thin shells
@@ -17,6 +17,14 @@ Post-labeling, in order, for every data object of the payload:
 4. write every valid vote at most once (`qa_workflow.confirmations.store`), then return one consolidated entry per
    ``datasetObjectId`` keyed by ``labelAttributeName``.
 
+An adjust task (``"kind": "adjust"``, one slice) is consolidated instead by `consolidate_adjust`: every worker's
+``crowd-semantic-segmentation`` PNG is decoded by the answer's own label mappings (`qa_workflow.confirmations.
+adjust`), each worker's label map is written once under ``<corrections prefix>/<job>/<slice>/<worker>.png``,
+the per-pixel majority (ties keep the model's label) becomes ``.../consolidated.png``, and the store gets one
+correction per (job, slice, worker) plus the consolidated mask. A worker PNG that cannot be decoded, has the
+wrong size or an unknown label fails that object alone. The corrections prefix is ``SEGQA_CORRECTIONS_PREFIX``,
+else the folder ``corrections/`` beside the task object.
+
 Store failures are not swallowed: the invocation fails and Ground Truth retries it, which is safe because every
 vote is written at most once.
 """
@@ -25,15 +33,27 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from qa_workflow import storage
+from qa_workflow.confirmations.adjust import (
+    WorkerCorrection,
+    majority_label_map,
+    model_label_map,
+    read_worker_correction,
+    safe_name,
+    seconds_on_task,
+)
+from qa_workflow.confirmations.png import encode_png
+from qa_workflow.confirmations.records import ConsolidatedMask, Correction
 from qa_workflow.confirmations.store import ItemRecord, Store, Vote, open_store, store_uri_from_env
 from qa_workflow.contract import (
     ACCEPT,
+    ADJUST,
     REJECT,
     REJECT_REASONS,
     SPLIT,
@@ -42,19 +62,23 @@ from qa_workflow.contract import (
     SegqaError,
     decisions_array,
     parse_decisions,
-    validate_batch,
+    task_kind,
+    validate_task,
 )
 
 __all__ = [
     "log_json", "job_name", "load_batch", "pre_labeling", "WorkerDecisions", "read_worker_decisions",
     "consolidate_item", "consolidate_object", "post_labeling", "pre_labeling_event", "post_labeling_event",
-    "annotation_entry", "DECISIONS_FIELD", "GT_EVENT_VERSION",
+    "annotation_entry", "DECISIONS_FIELD", "GT_EVENT_VERSION", "consolidate_adjust", "data_object_uri",
+    "corrections_prefix", "CORRECTIONS_PREFIX_ENV",
 ]
 
 LOG = logging.getLogger("segqa.lambdas")
 #: The form field of the review template that carries the decisions array.
 DECISIONS_FIELD = "decisions"
 GT_EVENT_VERSION = "2018-10-16"
+#: Where the post-labeling step writes adjust label maps (default: ``corrections/`` beside the task object).
+CORRECTIONS_PREFIX_ENV = "SEGQA_CORRECTIONS_PREFIX"
 
 ReadJson = Callable[[str], Any]
 ReadText = Callable[[str], str]
@@ -79,7 +103,7 @@ def job_name(labeling_job_arn: object) -> str:
 
 
 def load_batch(data_object: Any, read_json: ReadJson = storage.read_json, where: str = "dataObject") -> dict[str, Any]:
-    """The validated batch a data object points to.
+    """The validated data object (a verify batch or an adjust task, `contract.validate_task`) it points to.
 
     Accepts the pre-labeling shape (``{"source-ref": uri}`` or ``{"source": uri-or-JSON}``) and the
     post-labeling shape (``{"s3Uri": uri}`` or ``{"content": uri-or-JSON}``). Raises ContractError/SegqaError.
@@ -89,7 +113,7 @@ def load_batch(data_object: Any, read_json: ReadJson = storage.read_json, where:
     for key in ("source-ref", "s3Uri"):
         uri = data_object.get(key)
         if isinstance(uri, str) and uri:
-            return validate_batch(read_json(uri), where=uri)
+            return validate_task(read_json(uri), where=uri)
     for key in ("source", "content"):
         text = data_object.get(key)
         if isinstance(text, str) and text.strip():
@@ -99,11 +123,23 @@ def load_batch(data_object: Any, read_json: ReadJson = storage.read_json, where:
                     obj = json.loads(text)
                 except json.JSONDecodeError as exc:
                     raise ContractError(f"{where}.{key}: not valid JSON ({exc.msg})") from None
-                return validate_batch(obj, where=f"{where}.{key}")
-            return validate_batch(read_json(text), where=text)
+                return validate_task(obj, where=f"{where}.{key}")
+            return validate_task(read_json(text), where=text)
         if isinstance(text, Mapping):
-            return validate_batch(text, where=f"{where}.{key}")
+            return validate_task(text, where=f"{where}.{key}")
     raise ContractError(f"{where}: expected source-ref, source, s3Uri or content naming the batch JSON")
+
+
+def data_object_uri(data_object: Any) -> str | None:
+    """The URI a data object names (``source-ref`` / ``s3Uri``, or ``source`` / ``content`` holding a URI), or None
+    when the object is inline JSON."""
+    if not isinstance(data_object, Mapping):
+        return None
+    for key in ("source-ref", "s3Uri", "source", "content"):
+        value = data_object.get(key)
+        if isinstance(value, str) and value.strip() and not value.strip().startswith("{"):
+            return value.strip()
+    return None
 
 
 def pre_labeling(event: Any, read_json: ReadJson = storage.read_json) -> dict[str, Any]:
@@ -120,7 +156,11 @@ def pre_labeling(event: Any, read_json: ReadJson = storage.read_json) -> dict[st
     except SegqaError as exc:
         log_json(logging.ERROR, "pre_labeling.invalid_batch", job=job, data_object=data_object, error=str(exc))
         raise
-    log_json(logging.INFO, "pre_labeling.task", job=job, batch_id=batch["batch_id"], items=len(batch["items"]))
+    if task_kind(batch) == ADJUST:
+        log_json(logging.INFO, "pre_labeling.task", job=job, kind=ADJUST, task_id=batch["task_id"],
+                 slice_id=batch["slice_id"], items=len(batch["item_ids"]))
+    else:
+        log_json(logging.INFO, "pre_labeling.task", job=job, batch_id=batch["batch_id"], items=len(batch["items"]))
     return {"taskInput": batch, "isHumanAnnotationRequired": True}
 
 
@@ -135,6 +175,7 @@ class WorkerDecisions:
     worker_id: str
     decisions: dict[str, Decision] = field(default_factory=dict)  # item_id -> Decision
     submitted_at: str | None = None
+    seconds: float | None = None  # the worker's seconds on the whole screen, when the form reports them
     problems: list[str] = field(default_factory=list)
 
 
@@ -194,6 +235,7 @@ def read_worker_decisions(annotation: Any, item_ids: Sequence[str], read_text: R
         out.problems.append(str(exc))
         return out
     out.submitted_at = _iso_or_none(content.get("submitted_at"))
+    out.seconds = seconds_on_task(content.get("seconds"))
     item_ids = list(item_ids)
     wanted = set(item_ids)
     conflicting: set[str] = set()
@@ -282,15 +324,92 @@ def _object_votes(batch: Mapping[str, Any], workers: Sequence[WorkerDecisions], 
     records = {it["item_id"]: ItemRecord.from_batch_item(dict(batch), it) for it in batch["items"]}
     votes = []
     for w in workers:
+        # A screen's seconds are shared equally by the masks decided on it, so a round's cost is a plain sum.
+        each = w.seconds / len(w.decisions) if w.seconds is not None and w.decisions else None
         for iid, d in w.decisions.items():
             votes.append((records[iid], Vote(job=job, item_id=iid, worker_id=w.worker_id, decision=d.decision,
                                              reason=d.reason, comment=d.comment,
-                                             submitted_at=w.submitted_at or "")))
+                                             submitted_at=w.submitted_at or "", seconds=each)))
     return votes
 
 
+# --------------------------------------------------------------------------------------------------------
+# Adjust tasks: every worker's label map, their per-pixel majority, the corrections in the store
+
+
+def corrections_prefix(task_uri: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """Where adjust label maps go: ``SEGQA_CORRECTIONS_PREFIX``, else ``corrections/`` beside the task object."""
+    env = os.environ if environ is None else environ
+    prefix = env.get(CORRECTIONS_PREFIX_ENV, "").strip()
+    if prefix:
+        return prefix
+    if task_uri:
+        parent = task_uri.rstrip("/").rsplit("/", 1)[0] if "/" in task_uri else "."
+        return storage.join(parent, "corrections")
+    return None
+
+
+def _write_once(uri: str, data: bytes) -> None:
+    """Write a file that is never replaced (its bytes derive from the annotation, so a replay has the same)."""
+    if storage.is_s3(uri):
+        if not storage.exists(uri):
+            storage.write_bytes(uri, data, content_type="image/png")
+    else:
+        path = storage.local_path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage.atomic_create_bytes(path, data)
+
+
+def consolidate_adjust(task: Mapping[str, Any], annotations: Sequence[Any], job: str, prefix: str | None,
+                       store: Store, *, read_bytes: Callable[[str], bytes] = storage.read_bytes,
+                       read_text: ReadText = storage.read_text) -> dict[str, Any]:
+    """Consolidate one adjust object: the label content ``{"kind": "adjust", "slice_id", "mask_uri", "workers",
+    "modified", ...}``. Raises SegqaError when the object fails (a bad worker PNG, an unreadable model mask)."""
+    width, height, model = model_label_map(read_bytes(task["mask_uri"]), where=task["mask_uri"])
+    corrections: list[WorkerCorrection] = []
+    problems: list[dict[str, Any]] = []
+    for k, annotation in enumerate(annotations):
+        worker = annotation.get("workerId") if isinstance(annotation, Mapping) else None
+        if not isinstance(worker, str) or not worker.strip():
+            problems.append({"annotation": k, "problems": ["annotation: workerId must be a non-empty string"]})
+            continue
+        if any(c.worker_id == worker.strip() for c in corrections):
+            continue  # the same worker twice in one payload: the first counts
+        content = _content_object(annotation.get("annotationData"), read_text)
+        corrections.append(read_worker_correction(worker.strip(), content, width, height))
+    content_out: dict[str, Any] = {"kind": ADJUST, "job": job, "task_id": task["task_id"],
+                                   "slice_id": task["slice_id"], "round": task["round"], "mask_uri": None,
+                                   "workers": [c.worker_id for c in corrections],
+                                   "modified": any(c.modified for c in corrections)}
+    if problems:
+        content_out["problems"] = problems
+    if not corrections:
+        return content_out
+    if prefix is None:
+        raise ContractError(f"task {task['task_id']}: inline task object and no {CORRECTIONS_PREFIX_ENV}: "
+                            "nowhere to write the corrected masks")
+    folder = storage.join(prefix, safe_name(job), *(safe_name(part) for part in task["slice_id"].split("/")))
+    records = []
+    for c in corrections:
+        uri = storage.join(folder, f"{safe_name(c.worker_id)}.png")
+        _write_once(uri, encode_png(width, height, c.labels))
+        records.append(Correction(job=job, slice_id=task["slice_id"], worker_id=c.worker_id, round=str(task["round"]),
+                                  mask_uri=uri, modified=c.modified, seconds=c.seconds, task_id=task["task_id"],
+                                  model_version=str(task.get("model_version") or ""), submitted_at=c.submitted_at))
+    consolidated = majority_label_map(model, [c.labels for c in corrections])
+    mask_uri = storage.join(folder, "consolidated.png")
+    storage.write_bytes(mask_uri, encode_png(width, height, consolidated), content_type="image/png")
+    store.record_corrections(records)
+    store.put_consolidated_mask(ConsolidatedMask(job=job, slice_id=task["slice_id"], round=str(task["round"]),
+                                                 mask_uri=mask_uri))
+    content_out["mask_uri"] = mask_uri
+    content_out["changed_pixels"] = sum(a != b for a, b in zip(model, consolidated, strict=True))
+    return content_out
+
+
 def post_labeling(event: Any, store: Store, *, read_json: ReadJson = storage.read_json,
-                  read_text: ReadText = storage.read_text, request_id: str | None = None) -> list[dict[str, Any]]:
+                  read_text: ReadText = storage.read_text, request_id: str | None = None,
+                  environ: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Post-labeling: record every valid vote once and return one consolidated entry per ``datasetObjectId``.
 
     A malformed event (no job, label attribute or payload URI) or an unreadable payload raises; a malformed
@@ -332,6 +451,21 @@ def post_labeling(event: Any, store: Store, *, read_json: ReadJson = storage.rea
             response.append({"datasetObjectId": oid, "consolidatedAnnotation": {"content": {
                 label: {"job": job, "error": str(exc), "items": [], "workers": []}}}})
             continue
+        if task_kind(batch) == ADJUST:
+            prefix = corrections_prefix(data_object_uri(entry["dataObject"]), environ)
+            try:
+                content = consolidate_adjust(batch, entry["annotations"], job, prefix, store, read_text=read_text)
+            except SegqaError as exc:
+                log_json(logging.ERROR, "post_labeling.adjust_failed", task_id=batch["task_id"], error=str(exc),
+                         **octx)
+                totals["failed_objects"] += 1
+                content = {"kind": ADJUST, "job": job, "task_id": batch["task_id"], "slice_id": batch["slice_id"],
+                           "error": str(exc), "mask_uri": None, "workers": []}
+            else:
+                log_json(logging.INFO, "post_labeling.adjust", task_id=batch["task_id"],
+                         workers=len(content["workers"]), mask_uri=content["mask_uri"], **octx)
+            response.append({"datasetObjectId": oid, "consolidatedAnnotation": {"content": {label: content}}})
+            continue
         item_ids = [it["item_id"] for it in batch["items"]]
         workers: list[WorkerDecisions] = []
         problems: list[dict[str, Any]] = []
@@ -372,7 +506,7 @@ def handle_post_labeling(event: Any, request_id: str | None = None, environ: Map
     """One post-labeling Lambda invocation: `post_labeling` on the store named by ``SEGQA_STORE``, opened once
     per process and kept across warm invocations."""
     store = open_store(store_uri_from_env(None if environ is None else dict(environ)), cached=True)
-    return post_labeling(event, store, request_id=request_id)
+    return post_labeling(event, store, request_id=request_id, environ=environ)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ record                  ``pk`` (HASH, S)                       ``sk`` (RANGE, S)
 ======================  =====================================  ==================================
 item                    ``ITEM#<round>#<item_id>``              ``ITEM``
 vote                    ``ITEM#<round>#<item_id>``              ``VOTE#<job>#<worker_id>``
+correction              ``SLICE#<job>#<slice_id>``              ``CORRECTION#<worker_id>``
+consolidated mask       ``SLICE#<job>#<slice_id>``              ``MASK``
 ======================  =====================================  ==================================
 
 Votes live in their item's partition, so one Query returns an item with its votes. Two sparse global
@@ -19,7 +21,9 @@ secondary indexes, projected ALL and written only on item records, serve the per
 Item records hold ``meta`` (a map: item_id, class_name, confidence, round, model_version, subject, slice_id,
 batch_id, mask_uri, created_at; written once), ``confirm_count`` and ``disconfirm_count`` (numbers, absent = 0),
 ``reviewers`` (a string set of worker ids), ``updated_at`` and the index keys; vote records hold job, item_id,
-worker_id, round, decision, reason, comment, submitted_at, recorded_at.
+worker_id, round, decision, reason, comment, submitted_at, recorded_at and ``seconds`` (when known).
+Corrections are one ``Put`` each with ``attribute_not_exists(pk)`` (written once; no counters to move);
+a consolidated mask is a plain ``Put`` (a replay writes the same record again).
 
 A vote is a ``Put`` with ``attribute_not_exists(pk)`` plus an ``Update`` of its item (``ADD confirm_count :1``,
 ``ADD reviewers :{worker}``, ``meta`` via ``if_not_exists``) in one ``TransactWriteItems``. Up to
@@ -37,7 +41,16 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from qa_workflow.confirmations.records import ItemRecord, ItemState, Vote, VoteResult, check_vote_pairs
+from qa_workflow.confirmations.records import (
+    ConsolidatedMask,
+    Correction,
+    CorrectionResult,
+    ItemRecord,
+    ItemState,
+    Vote,
+    VoteResult,
+    check_vote_pairs,
+)
 from qa_workflow.contract import ACCEPT, SegqaError, parse_item_id, round_sort_key, utc_now_iso
 
 __all__ = ["DynamoStore", "create_table", "GSI_BY_CLASS", "GSI_BY_ROUND", "DYNAMO_VOTES_PER_TRANSACTION"]
@@ -50,6 +63,10 @@ GSI_BY_ROUND = "by_round"
 
 def _item_pk(rnd: str, item_id: str) -> str:
     return f"ITEM#{rnd}#{item_id}"
+
+
+def _slice_pk(job: str, slice_id: str) -> str:
+    return f"SLICE#{job}#{slice_id}"
 
 
 def _num(x: float | int) -> dict[str, str]:
@@ -118,6 +135,8 @@ class DynamoStore:
             vote_attrs["reason"] = {"S": vote.reason}
         if vote.comment:
             vote_attrs["comment"] = {"S": vote.comment}
+        if vote.seconds is not None:
+            vote_attrs["seconds"] = _num(vote.seconds)
         counter = "confirm_count" if vote.decision == ACCEPT else "disconfirm_count"
         # The item's metadata is one map written once (if_not_exists): the first vote creates it and later
         # ones never overwrite it. The index keys derive from the primary key, so setting them again is a no-op.
@@ -257,7 +276,12 @@ class DynamoStore:
         return Vote(job=self._s(a, "job"), item_id=self._s(a, "item_id"), worker_id=self._s(a, "worker_id"),
                     decision=self._s(a, "decision"), reason=self._s(a, "reason") or None,
                     comment=self._s(a, "comment") or None, submitted_at=self._s(a, "submitted_at"),
-                    recorded_at=self._s(a, "recorded_at"))
+                    recorded_at=self._s(a, "recorded_at"), seconds=self._f(a, "seconds"))
+
+    @staticmethod
+    def _f(attrs: dict[str, Any], key: str) -> float | None:
+        v = attrs.get(key)
+        return float(Decimal(v["N"])) if v and "N" in v else None
 
     def get_item(self, item_id: str, round: str | int | None = None) -> ItemState | None:
         if round is not None:
@@ -305,6 +329,71 @@ class DynamoStore:
                 continue
             out.append(self._vote(a))
         out.sort(key=lambda v: (v.item_id, v.job, v.worker_id))
+        yield from out
+
+    # -- corrections -------------------------------------------------------------------------------------
+
+    def record_corrections(self, corrections: Sequence[Correction]) -> CorrectionResult:
+        client = self.client
+        now = utc_now_iso("milliseconds")
+        written = 0
+        for c in corrections:
+            attrs: dict[str, Any] = {
+                "pk": {"S": _slice_pk(c.job, c.slice_id)}, "sk": {"S": f"CORRECTION#{c.worker_id}"},
+                "record": {"S": "correction"}, "job": {"S": c.job}, "slice_id": {"S": c.slice_id},
+                "worker_id": {"S": c.worker_id}, "round": {"S": c.round}, "task_id": {"S": c.task_id},
+                "model_version": {"S": c.model_version}, "mask_uri": {"S": c.mask_uri},
+                "modified": {"BOOL": bool(c.modified)}, "submitted_at": {"S": c.submitted_at or now},
+                "recorded_at": {"S": now}}
+            if c.seconds is not None:
+                attrs["seconds"] = _num(c.seconds)
+            try:
+                client.put_item(TableName=self.table, Item=attrs, ConditionExpression="attribute_not_exists(pk)")
+                written += 1
+            except client.exceptions.ConditionalCheckFailedException:
+                continue  # this (job, slice, worker) already corrected: nothing changes
+            except client.exceptions.ResourceNotFoundException:
+                raise SegqaError(f"{self.uri}: table {self.table} does not exist (create it with "
+                                 f"'segqa store init --store {self.uri}')") from None
+        return CorrectionResult(written=written, duplicates=len(corrections) - written)
+
+    def put_consolidated_mask(self, mask: ConsolidatedMask) -> None:
+        self.client.put_item(TableName=self.table, Item={
+            "pk": {"S": _slice_pk(mask.job, mask.slice_id)}, "sk": {"S": "MASK"}, "record": {"S": "mask"},
+            "job": {"S": mask.job}, "slice_id": {"S": mask.slice_id}, "round": {"S": mask.round},
+            "mask_uri": {"S": mask.mask_uri}, "updated_at": {"S": utc_now_iso("milliseconds")}})
+
+    def _slice_records(self, kind: str, job: str | None, round: str | int | None) -> list[dict[str, Any]]:
+        expr = "begins_with(pk, :s) AND #rec = :k"
+        values: dict[str, Any] = {":s": {"S": "SLICE#"}, ":k": {"S": kind}}
+        names = {"#rec": "record"}
+        if job is not None:
+            expr += " AND job = :j"
+            values[":j"] = {"S": job}
+        if round is not None:
+            expr += " AND #rnd = :r"
+            values[":r"] = {"S": str(round)}
+            names["#rnd"] = "round"
+        return list(self._paginate("scan", FilterExpression=expr, ExpressionAttributeValues=values,
+                                   ExpressionAttributeNames=names,
+                                   ConsistentRead=True))
+
+    def iter_corrections(self, job: str | None = None, round: str | int | None = None) -> Iterator[Correction]:
+        out = [Correction(job=self._s(a, "job"), slice_id=self._s(a, "slice_id"), worker_id=self._s(a, "worker_id"),
+                          round=self._s(a, "round"), mask_uri=self._s(a, "mask_uri"),
+                          modified=bool(a.get("modified", {}).get("BOOL", False)), seconds=self._f(a, "seconds"),
+                          task_id=self._s(a, "task_id"), model_version=self._s(a, "model_version"),
+                          submitted_at=self._s(a, "submitted_at"), recorded_at=self._s(a, "recorded_at"))
+               for a in self._slice_records("correction", job, round)]
+        out.sort(key=lambda c: (c.slice_id, c.job, c.worker_id))
+        yield from out
+
+    def iter_consolidated_masks(self, job: str | None = None, round: str | int | None = None
+                                ) -> Iterator[ConsolidatedMask]:
+        out = [ConsolidatedMask(job=self._s(a, "job"), slice_id=self._s(a, "slice_id"), round=self._s(a, "round"),
+                                mask_uri=self._s(a, "mask_uri"), updated_at=self._s(a, "updated_at"))
+               for a in self._slice_records("mask", job, round)]
+        out.sort(key=lambda m: (round_sort_key(m.round), m.slice_id, m.job))
         yield from out
 
     def close(self) -> None:

@@ -1,5 +1,5 @@
-"""What is read out of the confirmation store: review-record rows and CSV (ARCHITECTURE §9), the per-class
-summary. Works on any `Store`; rounds are ordered by `contract.round_sort_key`."""
+"""What is read out of the confirmation store: review-record rows and CSV (ARCHITECTURE §9), the corrections
+CSV (§8), the per-class summary. Works on any `Store`; rounds are ordered by `contract.round_sort_key`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from qa_workflow.confirmations.records import ItemState, Store
-from qa_workflow.contract import ACCEPT, REJECT, REVIEW_RECORD_COLUMNS, SPLIT, round_sort_key
+from qa_workflow.contract import ACCEPT, CORRECTION_COLUMNS, REJECT, REVIEW_RECORD_COLUMNS, SPLIT, round_sort_key
 
-__all__ = ["review_record", "export_review_records", "review_records_csv", "summarize"]
+__all__ = ["review_record", "export_review_records", "review_records_csv", "summarize", "export_corrections",
+           "corrections_csv"]
 
 
 def review_record(state: ItemState) -> dict[str, Any]:
@@ -68,6 +69,45 @@ def review_records_csv_from(store_uri: str, *, round: str | int | None = None, c
     finally:
         store.close()
     return review_records_csv(rows), superseded
+
+
+def export_corrections(store: Store, *, round: str | int | None = None, job: str | None = None
+                       ) -> list[dict[str, Any]]:
+    """One row per corrected slice per adjust job (`contract.CORRECTION_COLUMNS`), sorted by (round, slice, job).
+
+    ``workers`` are the worker ids joined by ``;``; ``mask_uri`` is the consolidated mask (empty until the
+    post-labeling step stored one); ``modified`` is true when any worker changed the model's mask; ``seconds``
+    sums the workers' known seconds on task (empty when none is known).
+    """
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for c in store.iter_corrections(job=job, round=round):
+        groups.setdefault((c.job, c.slice_id), []).append(c)
+    masks = {(m.job, m.slice_id): m.mask_uri for m in store.iter_consolidated_masks(job=job, round=round)}
+    rows = []
+    for (job_name, slice_id), corrections in groups.items():
+        known = [c.seconds for c in corrections if c.seconds is not None]
+        rows.append({"slice_id": slice_id, "round": corrections[0].round, "job": job_name,
+                     "workers": ";".join(sorted(c.worker_id for c in corrections)),
+                     "mask_uri": masks.get((job_name, slice_id), ""),
+                     "modified": any(c.modified for c in corrections),
+                     "seconds": round_seconds(sum(known)) if known else ""})
+    rows.sort(key=lambda r: (round_sort_key(r["round"]), r["slice_id"], r["job"]))
+    return rows
+
+
+def round_seconds(seconds: float) -> float:
+    """Seconds as the exports print them: to the millisecond."""
+    return float(f"{seconds:.3f}")
+
+
+def corrections_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The CSV text (header `contract.CORRECTION_COLUMNS`) of `export_corrections` rows; booleans as true/false."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CORRECTION_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "modified": "true" if row["modified"] else "false"})
+    return buf.getvalue()
 
 
 def summarize(store: Store) -> list[dict[str, Any]]:

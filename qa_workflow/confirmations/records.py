@@ -1,5 +1,5 @@
 """The confirmation store's records and interface (ARCHITECTURE §8): what one reviewed mask is, what one vote is,
-and the `Store` protocol both engines implement. Standard library only.
+what one correction of a slice is, and the `Store` protocol both engines implement. Standard library only.
 
 The engines (`sqlite`, `dynamodb`) import these; `store.open_store` picks an engine by URI. Keeping the records
 apart from `open_store` means no module of the package imports another in a circle.
@@ -13,7 +13,16 @@ from typing import Any, Protocol
 
 from qa_workflow.contract import ACCEPT, DECISIONS, REJECT, SPLIT, SegqaError, parse_item_id
 
-__all__ = ["ItemRecord", "Vote", "ItemState", "VoteResult", "Store", "check_vote_pairs"]
+__all__ = ["ItemRecord", "Vote", "ItemState", "VoteResult", "Correction", "CorrectionResult", "ConsolidatedMask",
+           "Store", "check_vote_pairs", "check_seconds"]
+
+
+def check_seconds(seconds: float | None, where: str) -> None:
+    """Seconds on task are unknown (None) or a finite number >= 0."""
+    if seconds is None:
+        return
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        raise SegqaError(f"{where}: seconds on task must be a number >= 0, got {seconds!r}")
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,10 @@ class Vote:
     comment: str | None = None
     submitted_at: str = ""  # when the reviewer submitted (ISO 8601), as reported by the task
     recorded_at: str = ""  # when the store wrote it
+    seconds: float | None = None  # the reviewer's seconds on this vote (a screen's time shared by its items)
 
     def __post_init__(self) -> None:
+        check_seconds(self.seconds, f"vote on {self.item_id}")
         if self.decision not in DECISIONS:
             raise SegqaError(f"vote on {self.item_id}: decision must be one of {', '.join(DECISIONS)}, "
                              f"got {self.decision!r}")
@@ -95,6 +106,48 @@ class VoteResult:
 
 
 
+@dataclass(frozen=True)
+class Correction:
+    """One worker's corrected label map of one slice in one adjust job; keyed by (job, slice_id, worker_id)."""
+
+    job: str
+    slice_id: str
+    worker_id: str
+    round: str
+    mask_uri: str  # the worker's label map (PNG, values 0..3)
+    modified: bool  # initialValueModified as the editor reported it
+    seconds: float | None = None  # seconds on task, when known
+    task_id: str = ""
+    model_version: str = ""
+    submitted_at: str = ""
+    recorded_at: str = ""  # when the store wrote it
+
+    def __post_init__(self) -> None:
+        for name in ("job", "slice_id", "worker_id", "mask_uri"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise SegqaError(f"correction: {name} must be a non-empty string")
+        check_seconds(self.seconds, f"correction of {self.slice_id}")
+
+
+@dataclass(frozen=True)
+class ConsolidatedMask:
+    """The consolidated label map of one slice in one adjust job (per-pixel majority of its workers)."""
+
+    job: str
+    slice_id: str
+    round: str
+    mask_uri: str
+    updated_at: str = ""
+
+
+@dataclass(frozen=True)
+class CorrectionResult:
+    """Outcome of `Store.record_corrections`: how many corrections were new, how many were already there."""
+
+    written: int = 0
+    duplicates: int = 0
+
+
 class Store(Protocol):
     """The one interface both engines implement."""
 
@@ -115,6 +168,19 @@ class Store(Protocol):
     def iter_votes(self, item_id: str | None = None, round: str | int | None = None,
                    job: str | None = None) -> Iterator[Vote]:
         """Votes, optionally filtered, ordered by (item_id, job, worker_id)."""
+
+    def record_corrections(self, corrections: Sequence[Correction]) -> CorrectionResult:
+        """Write each correction at most once (key: job, slice_id, worker_id)."""
+
+    def put_consolidated_mask(self, mask: ConsolidatedMask) -> None:
+        """Store the consolidated mask of (job, slice_id); the same inputs give the same record (replays)."""
+
+    def iter_corrections(self, job: str | None = None, round: str | int | None = None) -> Iterator[Correction]:
+        """Corrections, optionally of one job and/or round, ordered by (slice_id, job, worker_id)."""
+
+    def iter_consolidated_masks(self, job: str | None = None, round: str | int | None = None
+                                ) -> Iterator[ConsolidatedMask]:
+        """Consolidated masks, optionally filtered, ordered by (round, slice_id, job)."""
 
     def close(self) -> None: ...
 

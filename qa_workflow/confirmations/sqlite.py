@@ -5,8 +5,11 @@ SQLite schema
 ``items(round, item_id, class_name, confidence, model_version, subject, slice_id, batch_id, mask_uri,
 confirm_count, disconfirm_count, reviewer_count, created_at, updated_at, PRIMARY KEY(round, item_id))``,
 index ``(class_name, round)``; ``votes(job, item_id, worker_id, round, decision, reason, comment, submitted_at,
-recorded_at, PRIMARY KEY(job, item_id, worker_id))``. Writes run in ``BEGIN IMMEDIATE`` transactions; a vote
-bumps the counts only when its ``INSERT OR IGNORE`` inserted a row.
+recorded_at, seconds, PRIMARY KEY(job, item_id, worker_id))``; ``corrections(job, slice_id, worker_id, round,
+task_id, model_version, mask_uri, modified, seconds, submitted_at, recorded_at, PRIMARY KEY(job, slice_id,
+worker_id))``; ``consolidated_masks(job, slice_id, round, mask_uri, updated_at, PRIMARY KEY(job, slice_id))``.
+Writes run in ``BEGIN IMMEDIATE`` transactions; a vote bumps the counts only when its ``INSERT OR IGNORE``
+inserted a row. A store made before corrections existed gains ``votes.seconds`` when it is opened.
 """
 
 from __future__ import annotations
@@ -18,7 +21,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from qa_workflow.confirmations.records import ItemRecord, ItemState, Vote, VoteResult, check_vote_pairs
+from qa_workflow.confirmations.records import (
+    ConsolidatedMask,
+    Correction,
+    CorrectionResult,
+    ItemRecord,
+    ItemState,
+    Vote,
+    VoteResult,
+    check_vote_pairs,
+)
 from qa_workflow.contract import ACCEPT, REJECT, SegqaError, round_sort_key, utc_now_iso
 
 __all__ = ["SqliteStore"]
@@ -52,9 +64,32 @@ CREATE TABLE IF NOT EXISTS votes (
     comment TEXT,
     submitted_at TEXT NOT NULL DEFAULT '',
     recorded_at TEXT NOT NULL,
+    seconds REAL,
     PRIMARY KEY (job, item_id, worker_id)
 );
 CREATE INDEX IF NOT EXISTS votes_by_item ON votes (round, item_id);
+CREATE TABLE IF NOT EXISTS corrections (
+    job TEXT NOT NULL,
+    slice_id TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    round TEXT NOT NULL,
+    task_id TEXT NOT NULL DEFAULT '',
+    model_version TEXT NOT NULL DEFAULT '',
+    mask_uri TEXT NOT NULL,
+    modified INTEGER NOT NULL CHECK (modified IN (0, 1)),
+    seconds REAL,
+    submitted_at TEXT NOT NULL DEFAULT '',
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (job, slice_id, worker_id)
+);
+CREATE TABLE IF NOT EXISTS consolidated_masks (
+    job TEXT NOT NULL,
+    slice_id TEXT NOT NULL,
+    round TEXT NOT NULL,
+    mask_uri TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (job, slice_id)
+);
 """
 
 _ITEM_COLS = ("round", "item_id", "class_name", "confidence", "model_version", "subject", "slice_id", "batch_id",
@@ -115,6 +150,12 @@ class SqliteStore:
     def _init(self, conn: sqlite3.Connection) -> None:
         try:
             self._while_locked(lambda: conn.executescript(_SQLITE_SCHEMA))
+            vote_cols = {r[1] for r in conn.execute("PRAGMA table_info(votes)")}
+            if "seconds" not in vote_cols:  # a store written before seconds on task were kept
+                self._while_locked(lambda: conn.execute("ALTER TABLE votes ADD COLUMN seconds REAL"))
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process migrated it first
+                raise SegqaError(f"{self.uri}: not a segqa SQLite store ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise SegqaError(f"{self.uri}: not a segqa SQLite store ({exc})") from None
         self._initialised = True
@@ -139,9 +180,9 @@ class SqliteStore:
                      item.subject, item.slice_id, item.batch_id, item.mask_uri, now, now))
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO votes (job, item_id, worker_id, round, decision, reason, comment, "
-                    "submitted_at, recorded_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    "submitted_at, recorded_at, seconds) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (vote.job, vote.item_id, vote.worker_id, item.round, vote.decision, vote.reason, vote.comment,
-                     vote.submitted_at or now, now))
+                     vote.submitted_at or now, now, vote.seconds))
                 if cur.rowcount != 1:
                     continue  # this (job, item, worker) already voted: nothing changes
                 written.append((vote.job, vote.item_id, vote.worker_id))
@@ -212,7 +253,64 @@ class SqliteStore:
         for r in self._conn().execute(sql, args).fetchall():
             yield Vote(job=r["job"], item_id=r["item_id"], worker_id=r["worker_id"], decision=r["decision"],
                        reason=r["reason"], comment=r["comment"], submitted_at=r["submitted_at"],
-                       recorded_at=r["recorded_at"])
+                       recorded_at=r["recorded_at"], seconds=r["seconds"])
+
+    def record_corrections(self, corrections: Sequence[Correction]) -> CorrectionResult:
+        if not corrections:
+            return CorrectionResult()
+        conn = self._conn()
+        now = utc_now_iso("milliseconds")
+        written = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for c in corrections:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO corrections (job, slice_id, worker_id, round, task_id, model_version, "
+                    "mask_uri, modified, seconds, submitted_at, recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (c.job, c.slice_id, c.worker_id, c.round, c.task_id, c.model_version, c.mask_uri,
+                     int(bool(c.modified)), c.seconds, c.submitted_at or now, now))
+                written += cur.rowcount == 1
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return CorrectionResult(written=written, duplicates=len(corrections) - written)
+
+    def put_consolidated_mask(self, mask: ConsolidatedMask) -> None:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("INSERT INTO consolidated_masks (job, slice_id, round, mask_uri, updated_at) "
+                         "VALUES (?,?,?,?,?) ON CONFLICT (job, slice_id) DO UPDATE SET round = excluded.round, "
+                         "mask_uri = excluded.mask_uri, updated_at = excluded.updated_at",
+                         (mask.job, mask.slice_id, mask.round, mask.mask_uri, utc_now_iso("milliseconds")))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _where(filters: Sequence[tuple[str, str | None]]) -> tuple[str, list[str]]:
+        used = [(col, val) for col, val in filters if val is not None]
+        return (" WHERE " + " AND ".join(f"{col} = ?" for col, _ in used) if used else ""), [v for _, v in used]
+
+    def iter_corrections(self, job: str | None = None, round: str | int | None = None) -> Iterator[Correction]:
+        where, args = self._where([("job", job), ("round", None if round is None else str(round))])
+        sql = "SELECT * FROM corrections" + where + " ORDER BY slice_id, job, worker_id"
+        for r in self._conn().execute(sql, args).fetchall():
+            yield Correction(job=r["job"], slice_id=r["slice_id"], worker_id=r["worker_id"], round=r["round"],
+                             mask_uri=r["mask_uri"], modified=bool(r["modified"]), seconds=r["seconds"],
+                             task_id=r["task_id"], model_version=r["model_version"],
+                             submitted_at=r["submitted_at"], recorded_at=r["recorded_at"])
+
+    def iter_consolidated_masks(self, job: str | None = None, round: str | int | None = None
+                                ) -> Iterator[ConsolidatedMask]:
+        where, args = self._where([("job", job), ("round", None if round is None else str(round))])
+        rows = self._conn().execute("SELECT * FROM consolidated_masks" + where, args).fetchall()
+        rows.sort(key=lambda r: (round_sort_key(r["round"]), r["slice_id"], r["job"]))
+        for r in rows:
+            yield ConsolidatedMask(job=r["job"], slice_id=r["slice_id"], round=r["round"], mask_uri=r["mask_uri"],
+                                   updated_at=r["updated_at"])
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

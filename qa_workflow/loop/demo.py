@@ -7,10 +7,12 @@ Workspace layout (default ``demo/``)::
     store.sqlite                  the confirmation store (every simulated or real vote)
     rounds/round-NN/
         predictions/              segqa predict on the pool with the review model's champion
-        round/                    segqa select + segqa batch (assignments, batches, overlays, manifest)
+        round/                    segqa select + segqa batch (assignments, batches, overlays, manifest), and
+                                  adjust/<verify job>/ (the rejected slices as adjust tasks, their corrections)
         reviews.csv               store export after this round (all rounds so far)
         analysis/                 segqa analyze: tables, thresholds.json, report.html
-        training-set/             base train + confirmed pool slices (255 = ignore)
+        training-set/             base train + corrected pool slices (full labels) + confirmed ones (255 = ignore);
+                                  sources.csv names each pool slice's source
         train/                    challenger training runs
         summary.json              the round's row of the demo table
     exports/round-NN/             the ENet edge export when a new ENet was promoted
@@ -18,9 +20,11 @@ Workspace layout (default ``demo/``)::
     demo.json                     configuration and all round summaries
 
 Every step is a library call of the part that owns it (cohort, train, predict, select, batch, simulated
-reviewers through the real Lambda handlers, store export, analyze, retrain, promote, export): the demo adds
-the order and the bookkeeping, nothing else. Re-running continues: finished steps are detected by their
-outputs and skipped.
+reviewers through the real Lambda handlers, the verify job chained to an adjust job for the masks they rejected
+with simulated correctors, store export, analyze, retrain, promote, export): the demo adds the order and the
+bookkeeping, nothing else. Human seconds per round are summed from the store (every vote and correction carries
+its seconds, from the cost model in simulation) and set against drawing the same slices from scratch.
+Re-running continues: finished steps are detected by their outputs and skipped.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class LoopConfig:
     random_arm: int = 0
     reviewers: int = 3
     error_rate: float = 0.03
+    correctors: int = 1  # simulated correctors per adjust task; 0 = rejected masks stay unused (the old loop)
     review_network: str = "unet"
     method: str = "clopper-pearson"
     # With 3 reviewers erring 3 % each, ~9 % of perfect masks come back split; counting splits as incorrect
@@ -108,6 +113,11 @@ class RoundSummary:
     export: str | None
     analysis_report: str
     overlays: str
+    corrected_slices: int = 0  # slices a person corrected this round (adjust tasks consolidated)
+    verify_seconds: float = 0.0  # human seconds on verify answers of this round
+    adjust_seconds: float = 0.0  # human seconds on corrections of this round
+    scratch_seconds: float = 0.0  # drawing the round's reviewed slices from scratch (cost model), for comparison
+    training_corrected_slices: int = 0  # corrected slices in the retraining set after this round (all rounds)
 
 
 class Workspace:
@@ -196,7 +206,13 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
               train_progress: Callable[[Any], None] | None = None,
               review: Callable[[Path, str], Any] | None = None) -> RoundSummary:
     """One round: predict -> select -> batch -> review -> analyze -> retrain -> promote -> export."""
-    from qa_workflow.loop.retraining import auto_accepted_items, build_retraining_set, retrain_round, store_outcomes
+    from qa_workflow.loop.retraining import (
+        auto_accepted_items,
+        build_retraining_set,
+        retrain_round,
+        store_corrections,
+        store_outcomes,
+    )
     from qa_workflow.rounds.batching import write_batches
     from qa_workflow.rounds.predict import run_predictions
     from qa_workflow.rounds.round_dir import read_assignments, select_round
@@ -232,8 +248,11 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     else:
         from qa_workflow.review.simulated_reviewers import simulate_round
 
-        simulate_round(str(round_path), ws.cohort, store_uri=ws.store_uri, reviewers=cfg.reviewers,
-                       error_rate=cfg.error_rate, seed=cfg.seed * 1000 + r)
+        verify = simulate_round(str(round_path), ws.cohort, store_uri=ws.store_uri, reviewers=cfg.reviewers,
+                                error_rate=cfg.error_rate, seed=cfg.seed * 1000 + r)
+        if cfg.correctors:
+            _emit(progress, "correct", round=rid)
+            _correct_rejected(cfg, ws, round_path, rid, verify.job_name, seed=cfg.seed * 1000 + r)
     _emit(progress, "analyze", round=rid)
     analysis_dir = rdir / "analysis"
     thresholds_now = _analyze(cfg, ws, rdir, analysis_dir)
@@ -243,7 +262,8 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     auto = (auto_accepted_items({round_id(k): str(ws.round_dir(k) / "round") for k in range(1, r + 1)})
             if cfg.use_auto_accepted else [])
     _emit(progress, "retrain", round=rid)
-    training_set = build_retraining_set(ws.cohort, outcomes, predictions, rdir / "training-set", auto_accepted=auto)
+    training_set = build_retraining_set(ws.cohort, outcomes, predictions, rdir / "training-set", auto_accepted=auto,
+                                        corrections=store_corrections(ws.store_uri))
     train_dir = rdir / "train"
     result = retrain_round(rid, ws.registry, ws.cohort, training_set, train_dir, cfg.retrain,
                            warm_start=cfg.warm_start, tolerance=cfg.tolerance,
@@ -260,6 +280,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     store = open_store(ws.store_uri)
     try:
         votes = sum(s.confirm_count + s.disconfirm_count for s in store.iter_items(round=rid))
+        cost = human_seconds(store, rid)
     finally:
         store.close()
     summary = RoundSummary(
@@ -270,9 +291,49 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
         dice={n: _test_dice(ws, n) for n in cfg.networks},
         promoted={n: o.decision.promote for n, o in result.networks.items()},
         export=str(result.export_dir) if result.export_dir else None,
-        analysis_report=str(analysis_dir / "report.html"), overlays=str(round_path / "overlays"))
+        analysis_report=str(analysis_dir / "report.html"), overlays=str(round_path / "overlays"),
+        corrected_slices=cost["corrected_slices"], verify_seconds=cost["verify_seconds"],
+        adjust_seconds=cost["adjust_seconds"], scratch_seconds=cost["scratch_seconds"],
+        training_corrected_slices=training_set.corrected_slices)
     storage.write_json(str(done), asdict(summary))
     return summary
+
+
+def _correct_rejected(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify_job: str, seed: int
+                      ) -> None:
+    """Chain the round's verify job to an adjust job: its rejected masks become adjust tasks (one per slice),
+    corrected by simulated correctors through the real handlers (ARCHITECTURE §7, §10)."""
+    from qa_workflow.confirmations.store import open_store
+    from qa_workflow.review.simulated_correctors import simulate_adjust
+    from qa_workflow.review.simulated_reviewers import load_truth_labels
+    from qa_workflow.rounds.adjusting import rejected_in_store, write_adjust_tasks
+
+    store = open_store(ws.store_uri)
+    try:
+        rejected = rejected_in_store(store, verify_job)
+    finally:
+        store.close()
+    if not rejected:
+        return
+    tasks = write_adjust_tasks(str(round_path), rejected, verify_job)
+    simulate_adjust(tasks.manifest, load_truth_labels(ws.cohort), store_uri=ws.store_uri,
+                    job_name=f"segqa-sim-adjust-{rid}", correctors=cfg.correctors, seed=seed)
+
+
+def human_seconds(store: Any, rid: str, scratch_s: float | None = None) -> dict[str, Any]:
+    """A round's human cost from the store: seconds on its verify votes and on its corrections, the slices
+    corrected, and what drawing every slice the round put before a person would cost from scratch."""
+    from qa_workflow.contract import parse_item_id
+    from qa_workflow.review.simulated_correctors import COST_MODEL
+
+    votes = list(store.iter_votes(round=rid))
+    corrections = list(store.iter_corrections(round=rid))
+    slices = {parse_item_id(v.item_id).slice_id for v in votes} | {c.slice_id for c in corrections}
+    per_slice = COST_MODEL.scratch_s if scratch_s is None else scratch_s
+    return {"verify_seconds": float(sum(v.seconds or 0.0 for v in votes)),
+            "adjust_seconds": float(sum(c.seconds or 0.0 for c in corrections)),
+            "corrected_slices": len({(c.job, c.slice_id) for c in corrections}),
+            "scratch_seconds": float(len(slices) * per_slice)}
 
 
 def _analyze(cfg: LoopConfig, ws: Workspace, rdir: Path, analysis_dir: Path) -> dict[str, float | None]:

@@ -44,17 +44,20 @@ selection: {{ cfg.strategy }}</p>
 
 <h2>Rounds</h2>
 <table>
-<tr><th>round</th><th>reviewed</th><th>auto-accepted</th><th>audit</th><th>accepted</th><th>acceptance</th>
+<tr><th>round</th><th>verified</th><th>auto-accepted</th><th>audit</th><th>accepted</th><th>acceptance</th>
+<th>corrected slices</th><th>human s verify / adjust</th><th>scratch s</th>
 {% for n in networks %}{% for c in classes %}<th>{{ netlabel[n] }} {{ c.short }}</th>{% endfor -%}
 <th>{{ netlabel[n] }} mean</th>{% endfor %}
 <th>promoted</th><th>analysis</th></tr>
-<tr><td>initial</td><td colspan="5" class="note">trained on the labelled <code>train</code> split only</td>
+<tr><td>initial</td><td colspan="8" class="note">trained on the labelled <code>train</code> split only</td>
 {% for n in networks %}{% for c in classes %}<td>{{ fmt(initial[n].get(c.name)) }}</td>{% endfor -%}
 <td>{{ fmt(initial[n].get('mean_foreground')) }}</td>{% endfor %}
 <td></td><td></td></tr>
 {% for r in rounds %}
 <tr><td>{{ r.round }}</td><td>{{ r.reviewed }}</td><td>{{ r.auto_accepted }}</td><td>{{ r.audit }}</td>
 <td>{{ r.accepted_items }}</td><td>{{ pct(r.acceptance_rate) }}</td>
+<td>{{ r.corrected_slices }}</td><td>{{ '%.0f'|format(r.verify_seconds) }} / {{ '%.0f'|format(r.adjust_seconds) }}</td>
+<td>{{ '%.0f'|format(r.scratch_seconds) }}</td>
 {% for n in networks %}{% for c in classes %}<td>{{ fmt(r.dice[n].get(c.name)) }}</td>{% endfor -%}
 <td>{{ fmt(r.dice[n].get('mean_foreground')) }}</td>{% endfor %}
 <td>{% for n, p in r.promoted.items() -%}
@@ -64,7 +67,10 @@ selection: {{ cfg.strategy }}</p>
 </table>
 <p class="note">Dice: the champion after the round, on the held-out <code>test</code> subjects (never reviewed).
 Accepted = masks every reviewer accepted; those (with the rest of their slice marked ignore) joined the training
-set.</p>
+set. Corrected = slices whose rejected masks a person fixed in the editor (adjust tasks); each joins the training
+set as a full label. Human seconds come from the store (every vote and correction carries its seconds; the cost
+model in simulation: 3 s per verified mask, 60 s per corrected slice); scratch = drawing the same slices from
+nothing (240 s each).</p>
 {% if chart %}<img alt="test Dice per round" src="data:image/png;base64,{{ chart }}" style="max-width:100%">{% endif %}
 
 <h2>Auto-accept thresholds after each round</h2>

@@ -7,6 +7,11 @@ region of every class that was *not* confirmed (rejected, split, or never review
 (255), so the network is never taught a mask that a person rejected or did not see. With
 ``use_auto_accepted`` the masks that the round's thresholds auto-accepted count as confirmed (pseudo-labels).
 
+A slice a person **corrected** (an adjust task, ARCHITECTURE §7) is a full label: the consolidated corrected
+label map, every class, no ignore pixels. It wins over the confirmed masks of the same round (the corrector saw
+and fixed the whole slice). The retraining set records each slice's source (``sources.csv``: ``slice_id,round,
+source,mask_uri`` with source ``corrected``, ``confirmed`` or ``pseudo``).
+
 A slice reviewed in several rounds (a new model each time, so a new mask) uses its latest reviewed round only:
 masks from different models are never mixed on one slice.
 
@@ -66,16 +71,25 @@ class SlicePlan:
     round: str
     confirmed: tuple[str, ...]  # class names
     pseudo: tuple[str, ...] = ()  # auto-accepted classes used as pseudo-labels (subset of confirmed)
+    corrected_mask_uri: str = ""  # the consolidated correction of this round, when a person corrected the slice
+
+    @property
+    def source(self) -> str:
+        """corrected | confirmed | pseudo (only auto-accepted masks)."""
+        if self.corrected_mask_uri:
+            return "corrected"
+        return "pseudo" if self.pseudo and set(self.pseudo) == set(self.confirmed) else "confirmed"
 
 
-def plan_slices(outcomes: Iterable[Mapping[str, Any]], auto_accepted: Iterable[Mapping[str, Any]] = ()
-                ) -> list[SlicePlan]:
+def plan_slices(outcomes: Iterable[Mapping[str, Any]], auto_accepted: Iterable[Mapping[str, Any]] = (),
+                corrections: Iterable[Mapping[str, Any]] = ()) -> list[SlicePlan]:
     """Which pool slices enter the training set, from which round, with which classes confirmed.
 
     outcomes: rows with item_id, round, outcome (accept | reject | split); auto_accepted: rows with item_id and
-    round (only given with --use-auto-accepted). The latest round in which any class of a slice was reviewed
-    decides the slice (rounds ordered by `contract.round_sort_key`); slices without a confirmed class there are
-    left out.
+    round (only given with --use-auto-accepted); corrections: rows with slice_id, round and mask_uri (the
+    consolidated corrected label map). The latest round in which a slice was reviewed or corrected decides the
+    slice (rounds ordered by `contract.round_sort_key`); a correction in that round makes it a full label;
+    otherwise slices without a confirmed class there are left out.
     """
     by_slice: dict[tuple[str, int], dict[str, dict[str, str]]] = {}
     for row in outcomes:
@@ -88,9 +102,19 @@ def plan_slices(outcomes: Iterable[Mapping[str, Any]], auto_accepted: Iterable[M
         key = (iid.subject, iid.slice_index, str(row["round"]))
         pseudo.setdefault(key, set()).add(iid.class_name)
         by_slice.setdefault((iid.subject, iid.slice_index), {}).setdefault(str(row["round"]), {})
+    corrected: dict[tuple[str, int, str], str] = {}
+    for row in sorted(corrections, key=lambda r: str(r.get("job", ""))):  # several jobs: the last one by name
+        if not row.get("mask_uri"):
+            continue
+        iid = parse_item_id(f"{row['slice_id']}/{REVIEW_CLASSES[0].name}")
+        corrected[(iid.subject, iid.slice_index, str(row["round"]))] = str(row["mask_uri"])
+        by_slice.setdefault((iid.subject, iid.slice_index), {}).setdefault(str(row["round"]), {})
     plans = []
     for (subject, idx), rounds in sorted(by_slice.items()):
         latest = max(rounds, key=round_sort_key)
+        if (subject, idx, latest) in corrected:
+            plans.append(SlicePlan(subject, idx, latest, (), (), corrected[(subject, idx, latest)]))
+            continue
         reviewed = rounds[latest]
         confirmed = {c for c, o in reviewed.items() if o == ACCEPT}
         extra = pseudo.get((subject, idx, latest), set()) - set(reviewed)  # a review always overrides
@@ -111,12 +135,30 @@ class RetrainSet:
     ignored_pixels: int
     labelled_pixels: int
     per_round: dict[str, int] = field(default_factory=dict)
+    corrected_slices: int = 0  # pool slices labelled by a person's correction (full labels)
+    sources: dict[str, str] = field(default_factory=dict)  # slice_id -> corrected | confirmed | pseudo
 
     def to_json(self) -> dict[str, Any]:
         return {"path": str(self.path), "base_train_slices": self.base_train_slices,
                 "pool_slices": self.pool_slices, "confirmed_masks": self.confirmed_masks,
                 "pseudo_masks": self.pseudo_masks, "ignored_pixels": self.ignored_pixels,
-                "labelled_pixels": self.labelled_pixels, "per_round": self.per_round}
+                "labelled_pixels": self.labelled_pixels, "per_round": self.per_round,
+                "corrected_slices": self.corrected_slices}
+
+
+SOURCES_FILE = "sources.csv"
+
+
+def store_corrections(store_uri: str) -> list[dict[str, Any]]:
+    """The consolidated corrections in the store (`confirmations.export.export_corrections` rows with a mask)."""
+    from qa_workflow.confirmations.export import export_corrections
+    from qa_workflow.confirmations.store import open_store
+
+    store = open_store(store_uri, create=False)
+    try:
+        return [row for row in export_corrections(store) if row["mask_uri"]]
+    finally:
+        store.close()
 
 
 def store_outcomes(store_uri: str) -> list[dict[str, Any]]:
@@ -145,10 +187,13 @@ def auto_accepted_items(round_dirs: Mapping[str, str]) -> list[dict[str, Any]]:
 
 def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, Any]],
                          predictions: Mapping[str, str], out: str | Path, *,
-                         auto_accepted: Sequence[Mapping[str, Any]] = (), overwrite: bool = True) -> RetrainSet:
-    """Write the retraining dataset (train = base train + confirmed pool slices; val copied) to ``out``.
+                         auto_accepted: Sequence[Mapping[str, Any]] = (), overwrite: bool = True,
+                         corrections: Sequence[Mapping[str, Any]] = ()) -> RetrainSet:
+    """Write the retraining dataset (train = base train + confirmed and corrected pool slices; val copied) to
+    ``out``, with ``sources.csv`` naming where each pool slice's label came from.
 
-    predictions: round id -> prediction folder of that round (``masks/<subject>/<slice>.png`` label maps).
+    predictions: round id -> prediction folder of that round (``masks/<subject>/<slice>.png`` label maps);
+    corrections: `store_corrections` rows (slice_id, round, mask_uri of the consolidated correction).
     """
     from qa_workflow.rounds.predict import mask_file
     from training.dataset import DatasetWriter, load_png, read_index
@@ -156,8 +201,9 @@ def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, A
     data_dir = Path(data_dir)
     base = read_index(data_dir)
     pool = {(r.subject, r.slice): r for r in base if r.split == "pool"}
-    plans = plan_slices(outcomes, auto_accepted)
+    plans = plan_slices(outcomes, auto_accepted, corrections)
     summary = RetrainSet(Path(out), 0, 0, 0, 0, 0, 0)
+    source_rows: list[tuple[str, str, str, str]] = []
     with DatasetWriter(out, overwrite=overwrite, source="segqa-retraining", base_dataset=str(data_dir)) as writer:
         for rec in base:
             if rec.split in ("train", "val"):
@@ -169,6 +215,19 @@ def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, A
             if pool_rec is None:
                 raise SegqaError(f"reviewed slice {plan.subject}/{plan.slice_index:03d} is not in the pool split "
                                  f"of {data_dir}")
+            slice_id = f"{plan.subject}/{plan.slice_index:03d}"
+            if plan.corrected_mask_uri:
+                labels = _png_from(plan.corrected_mask_uri)
+                if labels.max(initial=0) > REVIEW_CLASSES[-1].id:
+                    raise SegqaError(f"{plan.corrected_mask_uri}: a corrected label map holds values 0..3 only")
+                writer.add(plan.subject, plan.slice_index, load_png(data_dir / rec.image), labels, "train")
+                summary.pool_slices += 1
+                summary.corrected_slices += 1
+                summary.labelled_pixels += int(labels.size)
+                summary.per_round[plan.round] = summary.per_round.get(plan.round, 0) + 1
+                summary.sources[slice_id] = plan.source
+                source_rows.append((slice_id, plan.round, plan.source, plan.corrected_mask_uri))
+                continue
             if plan.round not in predictions:
                 raise SegqaError(f"no prediction folder given for round {plan.round!r} "
                                  f"(needed for {plan.subject}/{plan.slice_index:03d})")
@@ -183,6 +242,10 @@ def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, A
             summary.ignored_pixels += int((labels == IGNORE_LABEL).sum())
             summary.labelled_pixels += int((labels != IGNORE_LABEL).sum())
             summary.per_round[plan.round] = summary.per_round.get(plan.round, 0) + 1
+            summary.sources[slice_id] = plan.source
+            source_rows.append((slice_id, plan.round, plan.source, uri))
+    lines = ["slice_id,round,source,mask_uri"] + [",".join(row) for row in source_rows]
+    storage.atomic_write_text(Path(out) / SOURCES_FILE, "\n".join(lines) + "\n")
     return summary
 
 

@@ -8,7 +8,10 @@
   ``GroundTruth``/``Groundtruth``) or expose medical images to the public workforce.
 - `validate_against_service_model` checks any request against botocore's own service model, including the
   length limits and patterns that botocore's client-side validation skips.
-- `create_job` uploads the template, calls the API and records ``ROUND_DIR/job/``; `describe_job` reads the
+- `create_job` uploads the template, calls the API and records ``ROUND_DIR/job/``; `create_adjust_job` chains
+  a verify job to an adjust job: the items it rejected become adjust tasks (`qa_workflow.rounds.adjusting`) and
+  a second job with its own ``LabelAttributeName`` (default ``segqa-adjust``) and the adjust template, recorded
+  in ``ROUND_DIR/job/adjust-<verify job>.json``; `describe_job` reads the
   ``DescribeLabelingJob`` counters; `sync_job` downloads the output manifest and every worker response and
   consolidation file under the job's output prefix into ``ROUND_DIR/job/output/`` (resumable).
 
@@ -23,7 +26,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,8 @@ __all__ = [
     "JobSettings", "build_create_request", "check_request", "validate_against_service_model", "create_job",
     "describe_job", "sync_job", "job_name_default", "check_job_name", "check_label_attribute_name",
     "JOB_DIR", "DEFAULT_LABEL_ATTRIBUTE", "DEFAULT_TEMPLATE", "GT_LAMBDA_MARKERS", "GT_BUCKET_MARKERS",
-    "summarize_status", "load_round_job_inputs",
+    "summarize_status", "load_round_job_inputs", "create_adjust_job", "ADJUST_LABEL_ATTRIBUTE", "ADJUST_TEMPLATE",
+    "adjust_settings",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,11 @@ log = logging.getLogger(__name__)
 JOB_DIR = "job"
 DEFAULT_LABEL_ATTRIBUTE = "segqa-review"
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "templates" / "mask_review.liquid.html"
+ADJUST_LABEL_ATTRIBUTE = "segqa-adjust"
+ADJUST_TEMPLATE = Path(__file__).resolve().parents[2] / "templates" / "mask_adjust.liquid.html"
+ADJUST_TITLE = "Correct brain-tissue masks"
+ADJUST_DESCRIPTION = ("Reviewers rejected the model's mask on these MRI slices: paint and erase the highlighted "
+                      "tissue classes until the mask is right, then submit.")
 GT_LAMBDA_MARKERS = ("GtRecipe", "LabelingFunction", "SageMaker", "sagemaker", "Sagemaker")
 GT_BUCKET_MARKERS = ("GroundTruth", "Groundtruth", "groundtruth", "SageMaker", "Sagemaker", "sagemaker")
 PUBLIC_WORKTEAM_MARK = ":workteam/public-crowd/"
@@ -141,7 +150,8 @@ def _template_s3_uri(settings: JobSettings, output: str, template: bytes) -> str
     if settings.template_s3_uri:
         return settings.template_s3_uri
     digest = hashlib.sha256(template).hexdigest()[:12]
-    return f"{output.rstrip('/')}/templates/mask_review-{digest}.liquid.html"
+    stem = Path(settings.template_path).name.split(".", 1)[0] or "template"
+    return f"{output.rstrip('/')}/templates/{stem}-{digest}.liquid.html"
 
 
 def _tag_value(value: str) -> str:
@@ -376,6 +386,81 @@ def create_job(client: Any, round_dir: str, settings: JobSettings, dry_run: bool
               "S3OutputPath": request["OutputConfig"]["S3OutputPath"],
               "ManifestS3Uri": request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"],
               "created_at": utc_now_iso()}
+    storage.write_json(job_file, record)
+    return request, warnings, record
+
+
+def adjust_settings(settings: JobSettings) -> JobSettings:
+    """The verify job's settings turned into an adjust job's: the adjust template, label attribute, title and
+    description wherever the verify defaults were left in place (explicit choices are kept)."""
+    verify = JobSettings("", "", "", "")
+    changes: dict[str, Any] = {}
+    if settings.template_path == str(DEFAULT_TEMPLATE):
+        changes["template_path"] = str(ADJUST_TEMPLATE)
+    if settings.label_attribute_name == DEFAULT_LABEL_ATTRIBUTE:
+        changes["label_attribute_name"] = ADJUST_LABEL_ATTRIBUTE
+    if settings.title == verify.title:
+        changes["title"] = ADJUST_TITLE
+    if settings.description == verify.description:
+        changes["description"] = ADJUST_DESCRIPTION
+    return replace(settings, **changes)
+
+
+def create_adjust_job(client: Any, round_dir: str, settings: JobSettings, from_job: str, item_ids: list[str],
+                      dry_run: bool = False) -> tuple[dict[str, Any], list[str], dict[str, Any] | None]:
+    """Chain the verify job ``from_job`` to an adjust job over ``item_ids`` (the items it rejected).
+
+    Writes the adjust tasks and their manifest beside the round's batches (`rounds.adjusting.write_adjust_tasks`,
+    also in a dry run: they are the job's input), builds the ``CreateLabelingJob`` request with the adjust
+    template and its own ``LabelAttributeName``, validates it against botocore's service model and creates it.
+    Returns (request, warnings, record or None); a re-run with the same tasks creates nothing again.
+    """
+    from qa_workflow.rounds.adjusting import write_adjust_tasks
+
+    inputs = load_round_job_inputs(round_dir)
+    settings = adjust_settings(settings)
+    tasks = write_adjust_tasks(round_dir, item_ids, from_job, dest=inputs["dest"])
+    fingerprint = hashlib.sha256(storage.read_bytes(tasks.manifest)).hexdigest()
+    if not settings.job_name:
+        head = f"segqa-{_slug(inputs['round']) or 'round'}-adjust"[:54].rstrip("-")
+        settings = replace(settings, job_name=check_job_name(f"{head}-{fingerprint[:8]}"))
+    verify_record = _job_uri(round_dir, "job.json")
+    if storage.exists(verify_record):
+        verify_label = storage.read_json(verify_record).get("LabelAttributeName")
+        if verify_label == settings.label_attribute_name:
+            raise SegqaError(f"--label-attribute-name {verify_label!r} is the verify job's; the adjust job needs "
+                             "its own (default segqa-adjust)")
+    template_path = Path(settings.template_path)
+    try:
+        template = template_path.read_bytes()
+    except OSError:
+        raise SegqaError(f"{template_path}: adjust template not found (pass --template)") from None
+    output = settings.output_s3 or f"{inputs['dest'].rstrip('/')}/gt-output"
+    template_uri = _template_s3_uri(settings, output, template)
+    adjust_inputs = {**inputs, "manifest": tasks.manifest, "batch_refs": tasks.task_uris,
+                     "batches_fingerprint": fingerprint, "items": tasks.items}
+    request = build_create_request(settings, adjust_inputs, template_uri)
+    request["Tags"].append({"Key": "segqa:kind", "Value": "adjust"})
+    request["Tags"].append({"Key": "segqa:from-job", "Value": _tag_value(from_job)})
+    validate_against_service_model("CreateLabelingJob", request)
+    image_refs = [f"{inputs['dest'].rstrip('/')}/images/"] if storage.is_s3(inputs["dest"]) else []
+    warnings = check_request(request, tasks.task_uris, image_refs)
+    if dry_run:
+        return request, warnings, None
+    job_file = _job_uri(round_dir, f"adjust-{from_job}.json")
+    if storage.exists(job_file):
+        recorded = storage.read_json(job_file)
+        if recorded.get("LabelingJobName") == request["LabelingJobName"]:
+            return request, warnings + [f"job {recorded['LabelingJobName']} was already created "
+                                        f"({recorded.get('LabelingJobArn')}); nothing done"], recorded
+    if not storage.exists(template_uri):
+        storage.write_bytes(template_uri, template, "text/html; charset=utf-8")
+    storage.write_json(_job_uri(round_dir, f"adjust-{from_job}-request.json"), request)
+    response = client.create_labeling_job(**request)
+    record = {"LabelingJobName": request["LabelingJobName"], "LabelingJobArn": response["LabelingJobArn"],
+              "LabelAttributeName": request["LabelAttributeName"], "kind": "adjust", "from_job": from_job,
+              "S3OutputPath": request["OutputConfig"]["S3OutputPath"], "ManifestS3Uri": tasks.manifest,
+              "slices": len(tasks.task_uris), "items": tasks.items, "created_at": utc_now_iso()}
     storage.write_json(job_file, record)
     return request, warnings, record
 

@@ -31,12 +31,13 @@ import numpy as np
 from qa_workflow import storage
 from qa_workflow.contract import ACCEPT, REJECT, SegqaError, parse_item_id, tissue_class, utc_now_iso
 from qa_workflow.review.portal import labeling
+from qa_workflow.review.simulated_correctors import COST_MODEL
 
 __all__ = [
     "DEFAULT_TAU", "DEFAULT_SLOPE", "DEFAULT_ERROR_RATE", "QUALITY_MEASURES", "DEFAULT_QUALITY", "dice_quality",
     "mask_quality", "accept_probability",
     "reviewer_decision", "reviewer_form", "SimulatedReviewer", "SimulationResult", "simulate_round", "load_truth",
-    "write_items_csv",
+    "load_truth_labels", "write_items_csv",
 ]
 
 DEFAULT_TAU = 0.90
@@ -130,8 +131,8 @@ class SimulationResult:
         return out
 
 
-def load_truth(truth_dir: str | Path) -> Callable[[str, str], np.ndarray]:
-    """``truth(slice_id, class_name) -> bool mask (H, W)`` from a dataset folder (ARCHITECTURE §4)."""
+def load_truth_labels(truth_dir: str | Path) -> Callable[[str], np.ndarray]:
+    """``truth(slice_id) -> label map (H, W), values 0..3`` from a dataset folder (ARCHITECTURE §4)."""
     from PIL import Image
 
     from training.dataset import read_index
@@ -139,12 +140,21 @@ def load_truth(truth_dir: str | Path) -> Callable[[str, str], np.ndarray]:
     root = Path(truth_dir)
     records = {r.slice_id: r for r in read_index(root)}
 
-    def truth(slice_id: str, class_name: str) -> np.ndarray:
+    def truth(slice_id: str) -> np.ndarray:
         rec = records.get(slice_id)
         if rec is None:
             raise SegqaError(f"{root}: slice {slice_id} is not in the truth dataset's index.csv")
-        labels = np.asarray(Image.open(root / rec.mask))
-        return labels == tissue_class(class_name).id
+        return np.asarray(Image.open(root / rec.mask)).astype(np.uint8)
+
+    return truth
+
+
+def load_truth(truth_dir: str | Path) -> Callable[[str, str], np.ndarray]:
+    """``truth(slice_id, class_name) -> bool mask (H, W)`` from a dataset folder (ARCHITECTURE §4)."""
+    labels = load_truth_labels(truth_dir)
+
+    def truth(slice_id: str, class_name: str) -> np.ndarray:
+        return labels(slice_id) == tissue_class(class_name).id
 
     return truth
 
@@ -176,8 +186,9 @@ def reviewer_form(batch: Mapping[str, Any], qualities: Mapping[str, float], revi
             pred_area, truth_area = areas[iid]
             decisions.append({"item_id": iid, "decision": REJECT,
                               "reason": "under_segmented" if pred_area < truth_area else "over_segmented"})
+    # Seconds on the screen by the cost model (§10), so every vote books its verify seconds in the store.
     return {"decisions": json.dumps(decisions), "batch_id": batch["batch_id"],
-            "submitted_at": utc_now_iso("milliseconds")}
+            "submitted_at": utc_now_iso("milliseconds"), "seconds": str(COST_MODEL.verify_s * len(decisions))}
 
 
 def simulate_round(round_uri: str, truth_dir: str | Path, *, store_uri: str, reviewers: int = 3,

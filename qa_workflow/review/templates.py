@@ -31,13 +31,21 @@ from liquid.exceptions import LiquidError
 from qa_workflow.contract import SegqaError
 
 __all__ = ["render_task", "render_task_file", "default_grant_read_access", "TEMPLATES_DIR",
-           "MASK_REVIEW_TEMPLATE", "GrantReadAccess"]
+           "MASK_REVIEW_TEMPLATE", "MASK_ADJUST_TEMPLATE", "GrantReadAccess", "template_for"]
 
 #: ``grant_read_access``: object URI (s3://, file://, path, https://) -> URL a browser may GET.
 GrantReadAccess = Callable[[str], str]
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 MASK_REVIEW_TEMPLATE = TEMPLATES_DIR / "mask_review.liquid.html"
+MASK_ADJUST_TEMPLATE = TEMPLATES_DIR / "mask_adjust.liquid.html"
+
+
+def template_for(task_input: Mapping[str, Any]) -> Path:
+    """The template of a data object's kind: the adjust editor for ``"kind": "adjust"``, else the review screen."""
+    from qa_workflow.contract import ADJUST, task_kind
+
+    return MASK_ADJUST_TEMPLATE if task_kind(task_input) == ADJUST else MASK_REVIEW_TEMPLATE
 PRESIGN_SECONDS = 3600
 
 

@@ -89,3 +89,22 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     assert "no reviewed items" in capsys.readouterr().err
     assert out.read_text() == "keep me\n"  # nothing half-written, nothing replaced
     assert not (tmp_path / "none.db").exists()
+
+
+def test_export_corrections_writes_the_corrections_csv(tmp_path, capsys):
+    from qa_workflow.confirmations.records import ConsolidatedMask, Correction
+    from qa_workflow.contract import CORRECTION_COLUMNS
+
+    uri = f"sqlite:///{tmp_path}/reviews.db"
+    _fill(uri)
+    out = tmp_path / "corrections.csv"
+    assert main(["store", "export", "--store", uri, "--out", str(out), "--corrections"]) == 2
+    assert "no corrections" in capsys.readouterr().err and not out.exists()
+    st = open_store(uri)
+    st.record_corrections([Correction("adj-1", "sub-002/001", "w1", "1", "/m/w1.png", True, 50.0)])
+    st.put_consolidated_mask(ConsolidatedMask("adj-1", "sub-002/001", "1", "/m/consolidated.png"))
+    assert main(["store", "export", "--store", uri, "--out", str(out), "--corrections"]) == 0
+    assert "1 corrected slices" in capsys.readouterr().out
+    rows = list(csv.DictReader(out.open()))
+    assert tuple(rows[0]) == CORRECTION_COLUMNS
+    assert rows[0]["mask_uri"] == "/m/consolidated.png" and rows[0]["seconds"] == "50.0"

@@ -8,10 +8,17 @@ import io
 import pytest
 
 from qa_workflow.confirmations.dynamodb import DynamoStore, create_table
-from qa_workflow.confirmations.export import export_review_records, review_records_csv, summarize
+from qa_workflow.confirmations.export import (
+    corrections_csv,
+    export_corrections,
+    export_review_records,
+    review_records_csv,
+    summarize,
+)
+from qa_workflow.confirmations.records import ConsolidatedMask, Correction
 from qa_workflow.confirmations.sqlite import SqliteStore
 from qa_workflow.confirmations.store import ItemRecord, Vote, open_store
-from qa_workflow.contract import REVIEW_RECORD_COLUMNS, SegqaError
+from qa_workflow.contract import CORRECTION_COLUMNS, REVIEW_RECORD_COLUMNS, SegqaError
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -186,3 +193,69 @@ def test_dynamodb_key_schema_and_indexes(aws):
     assert item_row["gsi1pk"]["S"] == "CLASS#gray_matter" and item_row["gsi2sk"]["S"].startswith("CLASS#gray_matter#")
     with pytest.raises(SegqaError, match="does not exist .*segqa store init"):
         list(open_store("dynamodb://no-such-table", client=ddb).iter_items())
+
+
+# -- corrections (adjust tasks) --------------------------------------------------------------------------
+
+
+def _correction(slice_id: str = "sub-001/004", worker: str = "w1", job: str = "adjust-1", **kw) -> Correction:
+    fields = {"round": "2", "mask_uri": f"s3://b/corrections/{job}/{slice_id}/{worker}.png", "modified": True,
+              "seconds": 42.5, "task_id": f"adjust-{slice_id}", "model_version": "unet-r2", **kw}
+    return Correction(job=job, slice_id=slice_id, worker_id=worker, **fields)
+
+
+def test_a_correction_is_written_once_per_job_slice_and_worker(store):
+    first = store.record_corrections([_correction(), _correction(worker="w2", modified=False, seconds=None)])
+    assert (first.written, first.duplicates) == (2, 0)
+    replay = store.record_corrections([_correction(mask_uri="s3://b/other.png", seconds=1.0),
+                                       _correction(job="adjust-2")])
+    assert (replay.written, replay.duplicates) == (1, 1)  # the replayed w1 changes nothing; another job is new
+    got = list(store.iter_corrections())
+    assert [(c.slice_id, c.job, c.worker_id) for c in got] == [
+        ("sub-001/004", "adjust-1", "w1"), ("sub-001/004", "adjust-1", "w2"), ("sub-001/004", "adjust-2", "w1")]
+    assert got[0].mask_uri.endswith("adjust-1/sub-001/004/w1.png") and got[0].seconds == 42.5 and got[0].modified
+    assert got[1].seconds is None and got[1].modified is False
+    assert got[0].task_id == "adjust-sub-001/004" and got[0].model_version == "unet-r2" and got[0].recorded_at
+    assert [c.worker_id for c in store.iter_corrections(job="adjust-2")] == ["w1"]
+    assert list(store.iter_corrections(round=3)) == []
+
+
+def test_consolidated_masks_and_the_corrections_export(store):
+    store.record_corrections([_correction(seconds=30.0), _correction(worker="w2", modified=False, seconds=12.25),
+                              _correction(slice_id="sub-002/010", round="3", modified=False, seconds=None)])
+    mask = ConsolidatedMask(job="adjust-1", slice_id="sub-001/004", round="2", mask_uri="s3://b/c/sub-001_004.png")
+    store.put_consolidated_mask(mask)
+    store.put_consolidated_mask(mask)  # a replay writes the same record again
+    assert [(m.slice_id, m.mask_uri) for m in store.iter_consolidated_masks()] == [
+        ("sub-001/004", "s3://b/c/sub-001_004.png")]
+    rows = list(csv.DictReader(io.StringIO(corrections_csv(export_corrections(store)))))
+    assert tuple(rows[0]) == CORRECTION_COLUMNS
+    assert rows == [
+        {"slice_id": "sub-001/004", "round": "2", "job": "adjust-1", "workers": "w1;w2",
+         "mask_uri": "s3://b/c/sub-001_004.png", "modified": "true", "seconds": "42.25"},
+        {"slice_id": "sub-002/010", "round": "3", "job": "adjust-1", "workers": "w1", "mask_uri": "",
+         "modified": "false", "seconds": ""}]
+    assert [r["slice_id"] for r in export_corrections(store, round=3)] == ["sub-002/010"]
+
+
+def test_votes_keep_seconds_on_task(store):
+    it = _item()
+    store.record_votes([(it, _vote(it, "w1", seconds=3.2)), (it, _vote(it, "w2"))])
+    assert [v.seconds for v in store.iter_votes(item_id=it.item_id)] == [3.2, None]
+    with pytest.raises(SegqaError, match="seconds on task"):
+        _vote(it, "w3", seconds=-1)
+
+
+def test_an_sqlite_store_from_before_corrections_gains_vote_seconds(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("CREATE TABLE votes (job TEXT NOT NULL, item_id TEXT NOT NULL, worker_id TEXT NOT NULL, "
+                       "round TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT, comment TEXT, submitted_at TEXT "
+                       "NOT NULL DEFAULT '', recorded_at TEXT NOT NULL, PRIMARY KEY (job, item_id, worker_id));")
+    conn.close()
+    st = open_store(f"sqlite:///{path}")
+    it = _item()
+    st.record_votes([(it, _vote(it, "w1", seconds=2.0))])
+    assert [v.seconds for v in st.iter_votes()] == [2.0]

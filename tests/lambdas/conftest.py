@@ -66,6 +66,45 @@ class GroundTruthShapes:
                 "payload": {"s3Uri": payload_uri}}
 
     @staticmethod
+    def adjust_task(slice_id: str, mask_uri: str, classes_to_check: list[str], base: str = "s3://segqa-sagemaker/r2"
+                    ) -> dict[str, Any]:
+        """An adjust task object (ARCHITECTURE §6) of one slice whose model label map is at ``mask_uri``."""
+        from qa_workflow.contract import label_mappings
+
+        return {"task_id": f"r2-adjust-{slice_id.replace('/', '-')}", "kind": "adjust", "round": 2,
+                "model_version": "unet-r2", "slice_id": slice_id, "image_uri": f"{base}/images/{slice_id}.png",
+                "mask_uri": mask_uri, "initial_overlay_uri": f"{base}/initial/{slice_id}.png",
+                "label_mappings": label_mappings(), "classes_to_check": classes_to_check,
+                "item_ids": [f"{slice_id}/{c}" for c in classes_to_check]}
+
+    @staticmethod
+    def segmentation_content(labels: Any, mappings: dict[str, dict[str, str]], modified: bool = True,
+                             seconds: float | None = None) -> str:
+        """``annotationData.content`` of the adjust template: the ``crowd-semantic-segmentation`` output for the
+        label map ``labels`` (H x W, values 0..3) drawn in the colours of ``mappings`` (label -> colour; the
+        labels in class id order 1..3), background transparent, as the editor's canvas exports it."""
+        import base64
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        labels = np.asarray(labels)
+        rgba = np.zeros((*labels.shape, 4), np.uint8)
+        for class_id, entry in enumerate(mappings.values(), start=1):
+            colour = entry["color"].lstrip("#")
+            rgba[labels == class_id] = [int(colour[i:i + 2], 16) for i in (0, 2, 4)] + [255]
+        buf = io.BytesIO()
+        Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+        form: dict[str, Any] = {"correctedMask": {
+            "labeledImage": {"pngImageData": base64.b64encode(buf.getvalue()).decode()},
+            "labelMappings": mappings, "initialValueModified": modified,
+            "inputImageProperties": {"height": int(labels.shape[0]), "width": int(labels.shape[1])}}}
+        if seconds is not None:
+            form["seconds"] = str(seconds)
+        return json.dumps(form)
+
+    @staticmethod
     def expected_counts(payload: Iterable[dict[str, Any]], batches_by_uri: dict[str, dict[str, Any]]
                         ) -> dict[tuple[str, str], tuple[int, int]]:
         """Oracle: (round, item_id) -> (confirm, disconfirm), one vote per (item, worker), for content-form payloads

@@ -31,8 +31,8 @@ def loop(tmp_path_factory):
 
 def test_loop_runs_every_step_in_order(loop):
     cfg, ws, summaries, steps = loop
-    assert steps == ["cohort", "initial", "initial", "predict", "select", "batch", "review", "analyze", "retrain",
-                     "round-done"]
+    assert steps == ["cohort", "initial", "initial", "predict", "select", "batch", "review", "correct", "analyze",
+                     "retrain", "round-done"]
     assert len(summaries) == 1 and summaries[0].round == "round-01"
 
 
@@ -69,8 +69,12 @@ def test_training_set_has_confirmed_pool_slices_with_ignore_regions(loop):
     store.close()
     from qa_workflow.contract import CLASS_BY_NAME
 
+    sources = dict(line.split(",")[:3:2] for line in (tset / "sources.csv").read_text().splitlines()[1:])
+    assert set(sources) == {f"{r.subject}/{r.slice:03d}" for r in added}
     saw_ignore = False
     for r in added:
+        if sources[f"{r.subject}/{r.slice:03d}"] == "corrected":
+            continue  # full labels: test_rejected_slices_are_corrected_and_train_as_full_labels
         labels = np.asarray(Image.open(tset / r.mask))
         predicted = np.asarray(Image.open(ws / "rounds" / "round-01" / "predictions" / "masks" / r.subject /
                                           f"{r.slice:03d}.png"))
@@ -82,7 +86,31 @@ def test_training_set_has_confirmed_pool_slices_with_ignore_regions(loop):
             else:  # rejected or never reviewed: the model is never taught it
                 assert (labels[region] == IGNORE_LABEL).all()
                 saw_ignore |= bool(region.any())
-    assert saw_ignore
+    assert saw_ignore or all(v == "corrected" for v in sources.values())
+
+
+def test_rejected_slices_are_corrected_and_train_as_full_labels(loop):
+    _, ws, summaries, _ = loop
+    from qa_workflow.confirmations.export import export_corrections
+    from qa_workflow.rounds.adjusting import rejected_in_store
+
+    store = open_store(f"sqlite:///{ws / 'store.sqlite'}", create=False)
+    rejected = {i.rsplit("/", 1)[0] for job in {v.job for v in store.iter_votes()}
+                for i in rejected_in_store(store, job)}
+    rows = export_corrections(store, round="round-01")
+    votes = list(store.iter_votes(round="round-01"))
+    store.close()
+    assert rejected and {r["slice_id"] for r in rows} == rejected  # every slice with a rejected mask was corrected
+    s = summaries[0]
+    assert s.corrected_slices == len(rows) == s.training_corrected_slices
+    assert s.adjust_seconds == 60.0 * len(rows) and s.verify_seconds == 3.0 * len(votes) == 3.0 * s.votes
+    assert s.scratch_seconds == 240.0 * len({v.item_id.rsplit("/", 1)[0] for v in votes})
+    tset = ws / "rounds" / "round-01" / "training-set"
+    by_slice = {f"{r.subject}/{r.slice:03d}": r for r in read_index(tset) if r.split == "train"}
+    for row in rows:
+        labels = np.asarray(Image.open(tset / by_slice[row["slice_id"]].mask))
+        corrected = np.asarray(Image.open(row["mask_uri"]))
+        assert np.array_equal(labels, corrected) and not (labels == IGNORE_LABEL).any()
 
 
 def test_registry_records_the_promotion_decision(loop):

@@ -11,11 +11,13 @@ from qa_workflow import storage
 from qa_workflow.cli import main
 from qa_workflow.contract import SegqaError
 from qa_workflow.review.ground_truth import (
+    ADJUST_TEMPLATE,
     JobSettings,
     build_create_request,
     check_job_name,
     check_label_attribute_name,
     check_request,
+    create_adjust_job,
     create_job,
     describe_job,
     summarize_status,
@@ -230,3 +232,44 @@ def test_status_command_prints_progress(s3_round, monkeypatch, capsys):
     assert "InProgress" in err and "3/8 batches labeled (38 %)" in err and "1 failed" in err
     assert main(["job", "status", "--round", round_dir]) == 2  # no job recorded and no --job-name
     assert "no labeling job recorded" in capsys.readouterr().err
+
+
+def test_a_verify_job_chains_to_an_adjust_job_with_its_own_label_attribute(s3_round, tmp_path, capsys,
+                                                                           model_problems):
+    from qa_workflow.confirmations.records import ItemRecord, Vote
+    from qa_workflow.confirmations.store import open_store
+    from qa_workflow.contract import validate_task
+    from qa_workflow.rounds.batching import read_manifest
+    from qa_workflow.rounds.round_dir import read_assignments
+
+    round_dir, dest, review_template = s3_round
+    verify = create_job(None, round_dir, settings(review_template, job_name="segqa-r01-verify"), dry_run=True)[0]
+    reviewed = read_assignments(round_dir).query("assignment == 'review'").sort_values("item_id").head(3)
+    store_uri = f"sqlite:///{tmp_path}/votes.db"
+    store = open_store(store_uri)
+    store.record_votes([(ItemRecord(r.item_id, r.class_name, 0.5, "r01"), Vote("segqa-r01-verify", r.item_id, "w1", d))
+                        for r, d in zip(reviewed.itertuples(), ["reject", "accept", "reject"], strict=True)])
+    base = ["job", "create", "--round", round_dir, "--role-arn", ROLE, "--workteam-arn", TEAM, "--pre-lambda-arn",
+            PRE, "--consolidation-lambda-arn", POST, "--kind", "adjust", "--from-job", "segqa-r01-verify",
+            "--store", store_uri]
+    assert main([*base, "--dry-run"]) == 0
+    request = json.loads(capsys.readouterr().out)
+    assert model_problems("sagemaker", "CreateLabelingJob", request) == []
+    assert request["LabelAttributeName"] == "segqa-adjust" != verify["LabelAttributeName"]
+    assert request["LabelingJobName"].startswith("segqa-r01-adjust-")
+    assert "/templates/mask_adjust-" in request["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"]
+    assert {"Key": "segqa:from-job", "Value": "segqa-r01-verify"} in request["Tags"]
+    manifest = request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
+    assert manifest == f"{dest}/adjust/segqa-r01-verify/manifest.jsonl"
+    tasks = [validate_task(storage.read_json(ref)) for ref in read_manifest(manifest)]
+    rejected = sorted(reviewed["item_id"].iloc[[0, 2]])
+    assert sorted(i for t in tasks for i in t["item_ids"]) == rejected
+
+    client = sagemaker()
+    arn = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:labeling-job/{request['LabelingJobName']}"
+    with Stubber(client) as stub:
+        stub.add_response("create_labeling_job", {"LabelingJobArn": arn}, request)
+        _, _, record = create_adjust_job(client, round_dir, settings(ADJUST_TEMPLATE), "segqa-r01-verify", rejected)
+    assert record["LabelingJobArn"] == arn and record["kind"] == "adjust" and record["slices"] == len(tasks)
+    assert storage.exists(request["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"])
+    assert storage.read_json(f"{round_dir}/job/adjust-segqa-r01-verify.json")["LabelAttributeName"] == "segqa-adjust"

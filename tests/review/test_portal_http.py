@@ -154,7 +154,9 @@ def test_signed_image_url_expires_and_is_bound_to_one_file_and_reviewer(portal, 
     assert portal["client"]("bob").get(urls[0]).status_code == 403
     assert portal["client"]().get(urls[0]).status_code == 401
 
-    portal["clock"].advance(300 + 61)  # past the TTL (rounded up to the minute)
+    portal["clock"].advance(300 + 61)  # past url_ttl_s, but the task (600 s) still runs: the image stays
+    assert alice.get(urls[0]).status_code == 200
+    portal["clock"].advance(300)  # past the task's time limit (rounded up to the minute)
     expired = alice.get(urls[0])
     assert expired.status_code == 403 and "expired" in expired.text
 

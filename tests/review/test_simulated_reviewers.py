@@ -96,7 +96,8 @@ def test_simulated_round_goes_through_the_handlers_into_the_store(tmp_path, make
     answer = payloads[0][0]["annotations"][0]
     assert answer["workerId"] == "private.local.sim-reviewer-1"
     form = json.loads(answer["annotationData"]["content"])
-    assert set(form) == {"decisions", "batch_id", "submitted_at"} and isinstance(form["decisions"], str)
+    assert set(form) == {"decisions", "batch_id", "submitted_at", "seconds"} and isinstance(form["decisions"], str)
+    assert float(form["seconds"]) == 3.0 * 8  # the cost model: 3 s per mask on the screen
     st = open_store(uri, create=False)
     reasons = {v.reason for v in st.iter_votes() if v.decision == "reject"}
     jobs = {v.job for v in st.iter_votes()}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qa_workflow import storage
+from qa_workflow.confirmations.adjust import seconds_on_task
 from qa_workflow.contract import ContractError, SegqaError, parse_decisions, utc_iso
 from qa_workflow.review.portal import labeling, signing
 from qa_workflow.review.portal.db import Assignment, JobConfig, PortalDB, Reviewer, SubmitOutcome
@@ -141,9 +142,7 @@ class ReviewService:
             reviewers_per_object=int(settings.reviewers_per_object),
             task_time_limit=float(settings.task_time_limit_s), task_lifetime=float(settings.task_lifetime_s),
             label_attribute_name=settings.label_attribute_name)
-        from qa_workflow.review import templates as templating
-
-        template_uri = settings.template_uri or str(templating.MASK_REVIEW_TEMPLATE)
+        template_uri = settings.template_uri or str(self._default_template())
         self.template_uri = template_uri
         self.template_text = self._prepare_template(storage.read_text(template_uri))
         self.job_dir = self.portal_dir / "jobs" / self.job_cfg.name
@@ -158,6 +157,19 @@ class ReviewService:
         self._env_before: str | None = None
 
     # -- set-up ------------------------------------------------------------------------------------------
+
+    def _default_template(self) -> Path:
+        """The template of the manifest's kind of task: the adjust editor for adjust tasks, else the review
+        screen (a manifest holds one kind; the first object decides)."""
+        from qa_workflow.review import templates as templating
+
+        try:
+            first = labeling.read_manifest(self.manifest_uri)[0]
+            ref = first.get("source-ref")
+            task = storage.read_json(ref) if isinstance(ref, str) else json.loads(first.get("source", "{}"))
+            return templating.template_for(task if isinstance(task, dict) else {})
+        except (SegqaError, ValueError, IndexError, OSError):
+            return templating.MASK_REVIEW_TEMPLATE  # pre-labeling will report what is wrong with the object
 
     @staticmethod
     def _canonical(uri: str) -> str:
@@ -265,9 +277,15 @@ class ReviewService:
         assert row is not None, "an assignment always refers to an object of its job"
         return json.loads(row["task_input"])
 
-    def grant_for(self, reviewer: Reviewer) -> AssetGrants:
-        """A ``grant_read_access`` for one page view: URI -> ``/assets/<signed token>``."""
-        return AssetGrants(self, reviewer.id, self.clock())
+    def grant_for(self, reviewer: Reviewer, assignment: Assignment | None = None) -> AssetGrants:
+        """A ``grant_read_access`` for one page view: URI -> ``/assets/<signed token>``. With the assignment the
+        links live as long as the task does (a reviewer who zooms in after 20 minutes still sees the image),
+        and never shorter than ``url_ttl_s``."""
+        now = self.clock()
+        ttl = self.settings.url_ttl_s
+        if assignment is not None:
+            ttl = max(ttl, assignment.expires_at - now)
+        return AssetGrants(self, reviewer.id, now, ttl)
 
     def _remember(self, new: dict[str, str]) -> None:
         if new:
@@ -279,7 +297,7 @@ class ReviewService:
         """The task's HTML: the job's Liquid template rendered with the pre-labeling handler's taskInput."""
         from qa_workflow.review import templates as templating
 
-        grant = self.grant_for(reviewer)
+        grant = self.grant_for(reviewer, assignment)
         html = templating.render_task(self.template_text, self.task_input(assignment), grant_read_access=grant,
                                       template_name=os.path.basename(self.template_uri))
         grant.flush()
@@ -307,6 +325,10 @@ class ReviewService:
     def submit(self, reviewer: Reviewer, assignment: Assignment, answer: Any) -> SubmitOutcome:
         """Validate and durably record one answer; wake the consolidator when the object is complete."""
         validate_answer(self.task_input(assignment), answer)
+        if seconds_on_task(answer.get("seconds")) is None:
+            # Time on task, measured by the portal: from handing out the task to this submit. A template that
+            # measures it itself (the adjust editor leaves out time the tab was hidden) is believed instead.
+            answer = {**answer, "seconds": f"{max(0.0, self.clock() - assignment.assigned_at):.1f}"}
         content = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
         if len(content.encode("utf-8")) > MAX_ANSWER_BYTES:
             raise AnswerRejected(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
@@ -426,15 +448,15 @@ class AssetGrants:
     """The portal's ``grant_read_access`` for one page view: signs each URI for one reviewer, and remembers
     (``flush``) which asset digest stands for which URI, so that ``/assets/<token>`` can be resolved later."""
 
-    def __init__(self, service: ReviewService, reviewer_id: int, now: float) -> None:
+    def __init__(self, service: ReviewService, reviewer_id: int, now: float, ttl_s: float | None = None) -> None:
         self._service, self._reviewer_id, self._now = service, reviewer_id, now
+        self._ttl_s = service.settings.url_ttl_s if ttl_s is None else ttl_s
         self._new: dict[str, str] = {}
 
     def __call__(self, uri: str) -> str:
         if uri.startswith("data:"):
             return uri
-        digest, token = signing.sign_asset(self._service.key, uri, self._reviewer_id,
-                                           self._service.settings.url_ttl_s, now=self._now)
+        digest, token = signing.sign_asset(self._service.key, uri, self._reviewer_id, self._ttl_s, now=self._now)
         if digest not in self._service._known_assets:  # a read of the service's cache
             self._new[digest] = uri
         return f"/assets/{token}"

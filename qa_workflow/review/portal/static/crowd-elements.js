@@ -4,13 +4,15 @@
  *
  * Elements: crowd-form, crowd-button, crowd-card, crowd-radio-group, crowd-radio-button, crowd-checkbox,
  * crowd-instructions (short-summary, detailed-instructions, positive-example, negative-example),
- * crowd-alert, crowd-input, crowd-text-area.
+ * crowd-alert, crowd-input, crowd-text-area, crowd-semantic-segmentation (a mask editor, see its class).
  *
  * Form output (what crowd-form submits), as Ground Truth builds it — one JSON object keyed by `name`:
  *   crowd-radio-button, crowd-checkbox   {"<name>": {"<value>": true|false}}   (value defaults to "on";
  *                                        several elements with one name share one object)
  *   crowd-input, crowd-text-area         {"<name>": "<text>"}
  *   native input/textarea/select         {"<name>": "<value>"} (checkboxes and radios only when checked)
+ *   crowd-semantic-segmentation          {"<name>": {labeledImage: {pngImageData}, labelMappings,
+ *                                        initialValueModified, inputImageProperties: {height, width}}}
  * Disabled elements are left out. The object is what Ground Truth stores as the worker's answerContent and
  * hands the post-labeling Lambda as annotationData.content (a JSON string).
  *
@@ -120,6 +122,8 @@
             out[name] = el.value;
           }
         } else if (tag === "textarea" || tag === "select") {
+          out[name] = el.value;
+        } else if (tag === "crowd-semantic-segmentation") {
           out[name] = el.value;
         }
       });
@@ -629,6 +633,392 @@
     close() { if (this._dialog.open) { this._dialog.close(); } }
   }
 
+
+  // ------------------------------------------------------------------------------ crowd-semantic-segmentation
+
+  /*
+   * A real mask editor with the attributes and output of Ground Truth's crowd-semantic-segmentation:
+   *   src            the image; labels  JSON array of label names (1..n, key 1..9 picks one);
+   *   initial-value  {"labelMappings": {label: {color}}, "src": <RGBA PNG, each label in its colour>}
+   *   value (output) {"labeledImage": {"pngImageData": <base64 PNG>}, "labelMappings": {...},
+   *                   "initialValueModified": bool, "inputImageProperties": {"height", "width"}}
+   * Tools: brush (B) and eraser (E) with a size ([ and ]), fill of a closed region (F), undo (Ctrl+Z) and
+   * redo (Ctrl+Y, Ctrl+Shift+Z), mask opacity and on/off (M), zoom (+, -, 0 = fit; wheel) and pan
+   * (Space or middle button + drag), window/level (sliders; W resets). The image is shown as stored, which in
+   * segqa is radiological orientation (anterior up, the patient's left on the viewer's right): the edges say so.
+   */
+  var SEG_PALETTE = ["#2ca02c", "#1f77b4", "#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"];
+
+  function rgbOf(hex) {
+    var m = /^#?([0-9a-f]{6})$/i.exec(String(hex || ""));
+    var v = m ? parseInt(m[1], 16) : 0;
+    return [(v >> 16) & 255, (v >> 8) & 255, v & 255];
+  }
+
+  class CrowdSemanticSegmentation extends HTMLElement {
+    constructor() {
+      super();
+      this._root = shadow(this,
+        "<style>:host{display:block;" + FONT + "}" +
+        ".wrap{display:flex;gap:10px;align-items:flex-start}.main{flex:1;min-width:0}" +
+        ".bar{display:flex;flex-wrap:wrap;gap:6px 10px;align-items:center;padding:6px 8px;background:#f4f6f8;" +
+        "border:1px solid #d0d7de;border-radius:8px;margin-bottom:6px;font-size:13px}" +
+        ".bar button{font-size:13px;padding:4px 9px;border-radius:6px;border:1px solid #8c959f;background:#fff;cursor:pointer}" +
+        ".bar button[aria-pressed=true]{background:#0969da;border-color:#0969da;color:#fff}" +
+        ".bar button.cls[aria-pressed=true]{background:var(--c);border-color:#1b1f23;color:#fff;text-shadow:0 0 2px #000}" +
+        ".bar i{display:inline-block;width:11px;height:11px;border-radius:2px;background:var(--c);margin-right:4px;" +
+        "border:1px solid rgba(0,0,0,.4);vertical-align:-1px}.bar label{display:inline-flex;gap:4px;align-items:center}" +
+        ".bar input[type=range]{width:80px}.sep{width:1px;height:22px;background:#d0d7de}" +
+        ".view{position:relative;background:#000;border-radius:6px;overflow:hidden;height:var(--h,560px);cursor:crosshair;" +
+        "touch-action:none;user-select:none}.view canvas{position:absolute;left:0;top:0}" +
+        ".ori{position:absolute;color:#ffd33d;font:bold 14px monospace;text-shadow:0 0 3px #000;pointer-events:none}" +
+        ".ori.a{top:4px;left:50%}.ori.p{bottom:4px;left:50%}.ori.r{left:6px;top:50%}.ori.l{right:6px;top:50%}" +
+        ".status{font-size:12px;color:#57606a;margin-top:4px}.side{width:260px;font-size:13px;max-height:var(--h,560px);overflow:auto}" +
+        ".side h2{font-size:15px;margin:0 0 6px}.side:empty{display:none}</style>" +
+        '<div class="wrap"><div class="main"><div class="bar" part="toolbar"></div>' +
+        '<div class="view" part="view"><canvas></canvas>' +
+        '<span class="ori a" title="anterior">A</span><span class="ori p" title="posterior">P</span>' +
+        '<span class="ori r" title="patient right">R</span><span class="ori l" title="patient left">L</span></div>' +
+        '<div class="status" aria-live="polite"></div></div>' +
+        '<aside class="side"><h2 class="title"></h2><slot name="short"></slot>' +
+        '<details><summary>Full instructions</summary><slot name="full"></slot></details></aside></div>');
+      this._canvas = this._root.querySelector("canvas");
+      this._view = this._root.querySelector(".view");
+      this._status = this._root.querySelector(".status");
+      this.tool = "brush";
+      this.size = 6;
+      this.opacity = 0.5;
+      this.maskVisible = true;
+      this.current = 1;
+      this.zoom = 1;
+      this.panX = 0;
+      this.panY = 0;
+      this._undo = [];
+      this._redo = [];
+      this.ready = false;
+    }
+
+    connectedCallback() {
+      if (this._started) { return; }
+      this._started = true;
+      var self = this;
+      whenParsed(function () {
+        Array.prototype.forEach.call(self.children, function (c) {
+          var tag = c.tagName.toLowerCase();
+          if (tag === "short-instructions") { c.setAttribute("slot", "short"); }
+          if (tag === "full-instructions") { c.setAttribute("slot", "full"); }
+        });
+        self._root.querySelector(".title").textContent = self.getAttribute("header") || "";
+        self._load().catch(function (e) { self._say("Could not load the image: " + e.message); });
+      });
+    }
+
+    _say(text) { this._status.textContent = text; }
+
+    _labels() {
+      var labels = [];
+      try { labels = JSON.parse(this.getAttribute("labels") || "[]"); } catch (e) { labels = []; }
+      var initial = {};
+      try { initial = JSON.parse(this.getAttribute("initial-value") || "{}"); } catch (e) { initial = {}; }
+      var mappings = initial.labelMappings || {};
+      labels = labels.map(function (l) { return typeof l === "string" ? l : l.label; });
+      return { labels: labels, initial: initial, colours: labels.map(function (l, i) {
+        return (mappings[l] && mappings[l].color) || SEG_PALETTE[i % SEG_PALETTE.length]; }) };
+    }
+
+    _image(src) {
+      return new Promise(function (resolve, reject) {
+        var img = new Image();
+        img.onload = function () { resolve(img); };
+        img.onerror = function () { reject(new Error(src)); };
+        img.src = src;
+      });
+    }
+
+    _pixels(img) {
+      var c = document.createElement("canvas");
+      c.width = img.naturalWidth;
+      c.height = img.naturalHeight;
+      var g = c.getContext("2d");
+      g.drawImage(img, 0, 0);
+      return g.getImageData(0, 0, c.width, c.height).data;
+    }
+
+    async _load() {
+      var spec = this._labels();
+      this.labelNames = spec.labels;
+      this.colours = spec.colours;
+      this.rgb = spec.colours.map(rgbOf);
+      var img = await this._image(this.getAttribute("src"));
+      var w = this.width = img.naturalWidth, h = this.height = img.naturalHeight;
+      var px = this._pixels(img);
+      this.grey = new Uint8Array(w * h);
+      for (var i = 0; i < w * h; i++) { this.grey[i] = Math.round((px[4 * i] + px[4 * i + 1] + px[4 * i + 2]) / 3); }
+      this.labelMap = new Uint8Array(w * h);
+      if (spec.initial.src) {
+        var init = this._pixels(await this._image(spec.initial.src));
+        var index = {};
+        this.rgb.forEach(function (c, k) { index[c.join(",")] = k + 1; });
+        for (var j = 0; j < w * h && 4 * j < init.length; j++) {
+          if (init[4 * j + 3] > 0) { this.labelMap[j] = index[init[4 * j] + "," + init[4 * j + 1] + "," + init[4 * j + 2]] || 0; }
+        }
+      }
+      this.initialMap = this.labelMap.slice();
+      this._autoWindow();
+      this._buildToolbar();
+      this._bind();
+      this._fit();
+      this.ready = true;
+      this._say("Ready: pick a class (1\u2013" + this.labelNames.length + "), paint with the brush (B), erase (E), fill (F).");
+      fire(this, "crowd-semantic-segmentation-ready", {});
+    }
+
+    _autoWindow() {
+      // Robust window: 0.5-99.5 percentile of the slice, as the review overlays use.
+      var sorted = Array.from(this.grey).sort(function (a, b) { return a - b; });
+      var lo = sorted[Math.floor(0.005 * (sorted.length - 1))], hi = sorted[Math.floor(0.995 * (sorted.length - 1))];
+      this.windowWidth = Math.max(8, hi - lo);
+      this.level = (hi + lo) / 2;
+    }
+
+    _buildToolbar() {
+      var self = this, bar = this._root.querySelector(".bar");
+      var html = this.labelNames.map(function (name, k) {
+        return '<button type="button" class="cls" data-class="' + (k + 1) + '" style="--c:' + self.colours[k] +
+          '" title="key ' + (k + 1) + '"><i></i>' + (k + 1) + " " + name.replace(/_/g, " ").replace(/</g, "&lt;") + "</button>";
+      }).join("") + '<span class="sep"></span>' +
+        '<button type="button" data-tool="brush" title="B">Brush</button>' +
+        '<button type="button" data-tool="eraser" title="E">Eraser</button>' +
+        '<button type="button" data-tool="fill" title="F">Fill</button>' +
+        '<label title="[ and ]">size <input type="range" name="size" min="1" max="40" value="' + this.size + '"></label>' +
+        '<span class="sep"></span><button type="button" data-act="undo" title="Ctrl+Z">Undo</button>' +
+        '<button type="button" data-act="redo" title="Ctrl+Y">Redo</button><span class="sep"></span>' +
+        '<label>opacity <input type="range" name="opacity" min="0" max="100" value="' + Math.round(this.opacity * 100) + '"></label>' +
+        '<button type="button" data-act="mask" title="M" aria-pressed="true">Mask</button><span class="sep"></span>' +
+        '<label>window <input type="range" name="window" min="8" max="255" value="' + Math.round(this.windowWidth) + '"></label>' +
+        '<label>level <input type="range" name="level" min="0" max="255" value="' + Math.round(this.level) + '"></label>' +
+        '<button type="button" data-act="wl" title="W">Auto W/L</button><span class="sep"></span>' +
+        '<button type="button" data-act="zoomin" title="+">+</button><button type="button" data-act="zoomout" title="-">\u2212</button>' +
+        '<button type="button" data-act="fit" title="0">Fit</button>';
+      bar.innerHTML = html;
+      bar.addEventListener("click", function (ev) {
+        var b = ev.target.closest("button");
+        if (!b) { return; }
+        if (b.dataset.class) { self.selectClass(+b.dataset.class); }
+        if (b.dataset.tool) { self.selectTool(b.dataset.tool); }
+        var act = b.dataset.act;
+        if (act === "undo") { self.undo(); } else if (act === "redo") { self.redo(); }
+        else if (act === "mask") { self.toggleMask(); } else if (act === "wl") { self._autoWindow(); self._syncBar(); self._render(); }
+        else if (act === "zoomin") { self.zoomBy(1.25); } else if (act === "zoomout") { self.zoomBy(0.8); }
+        else if (act === "fit") { self._fit(); }
+      });
+      bar.addEventListener("input", function (ev) {
+        var t = ev.target, v = +t.value;
+        if (t.name === "size") { self.size = v; }
+        if (t.name === "opacity") { self.opacity = v / 100; }
+        if (t.name === "window") { self.windowWidth = v; }
+        if (t.name === "level") { self.level = v; }
+        self._render();
+      });
+      this._syncBar();
+    }
+
+    _syncBar() {
+      var self = this, bar = this._root.querySelector(".bar");
+      Array.prototype.forEach.call(bar.querySelectorAll("button.cls"), function (b) {
+        b.setAttribute("aria-pressed", String(+b.dataset.class === self.current)); });
+      Array.prototype.forEach.call(bar.querySelectorAll("button[data-tool]"), function (b) {
+        b.setAttribute("aria-pressed", String(b.dataset.tool === self.tool)); });
+      bar.querySelector('[data-act="mask"]').setAttribute("aria-pressed", String(this.maskVisible));
+      bar.querySelector('[name="size"]').value = this.size;
+      bar.querySelector('[name="window"]').value = Math.round(this.windowWidth);
+      bar.querySelector('[name="level"]').value = Math.round(this.level);
+    }
+
+    selectClass(k) { if (k >= 1 && k <= this.labelNames.length) { this.current = k; if (this.tool === "eraser") { this.tool = "brush"; } this._syncBar(); } }
+    selectTool(t) { this.tool = t; this._syncBar(); }
+    toggleMask() { this.maskVisible = !this.maskVisible; this._syncBar(); this._render(); }
+
+    _fit() {
+      var vw = this._view.clientWidth || 800, vh = this._view.clientHeight || 560;
+      this.zoom = Math.min(vw / this.width, vh / this.height);
+      this.panX = (vw - this.width * this.zoom) / 2;
+      this.panY = (vh - this.height * this.zoom) / 2;
+      this._render();
+    }
+
+    zoomBy(f, cx, cy) {
+      var vw = this._view.clientWidth, vh = this._view.clientHeight;
+      cx = cx == null ? vw / 2 : cx; cy = cy == null ? vh / 2 : cy;
+      var z = Math.max(0.25, Math.min(40, this.zoom * f));
+      this.panX = cx - (cx - this.panX) * z / this.zoom;
+      this.panY = cy - (cy - this.panY) * z / this.zoom;
+      this.zoom = z;
+      this._render();
+    }
+
+    /** Image pixel under a point of the view (clientX/Y), or null outside the image. */
+    imagePoint(clientX, clientY) {
+      var r = this._view.getBoundingClientRect();
+      var x = Math.floor((clientX - r.left - this.panX) / this.zoom), y = Math.floor((clientY - r.top - this.panY) / this.zoom);
+      return { x: x, y: y, inside: x >= 0 && y >= 0 && x < this.width && y < this.height };
+    }
+
+    /** Client coordinates of the centre of image pixel (x, y): for tests and automation. */
+    clientPoint(x, y) {
+      var r = this._view.getBoundingClientRect();
+      return { x: r.left + this.panX + (x + 0.5) * this.zoom, y: r.top + this.panY + (y + 0.5) * this.zoom };
+    }
+
+    _snapshot() { this._undo.push(this.labelMap.slice()); if (this._undo.length > 100) { this._undo.shift(); } this._redo = []; }
+    undo() { if (this._undo.length) { this._redo.push(this.labelMap); this.labelMap = this._undo.pop(); this._render(); } }
+    redo() { if (this._redo.length) { this._undo.push(this.labelMap); this.labelMap = this._redo.pop(); this._render(); } }
+
+    _dab(x, y, value) {
+      var r = Math.max(0.5, this.size / 2), r2 = r * r, w = this.width, h = this.height;
+      for (var dy = Math.floor(-r); dy <= Math.ceil(r); dy++) {
+        for (var dx = Math.floor(-r); dx <= Math.ceil(r); dx++) {
+          var px = x + dx, py = y + dy;
+          if (px >= 0 && py >= 0 && px < w && py < h && dx * dx + dy * dy <= r2) { this.labelMap[py * w + px] = value; }
+        }
+      }
+    }
+
+    _line(a, b, value) {
+      var n = Math.max(Math.abs(b.x - a.x), Math.abs(b.y - a.y), 1);
+      for (var i = 0; i <= n; i++) { this._dab(Math.round(a.x + (b.x - a.x) * i / n), Math.round(a.y + (b.y - a.y) * i / n), value); }
+    }
+
+    fill(x, y, value) {
+      var w = this.width, h = this.height, map = this.labelMap, target = map[y * w + x];
+      if (target === value) { return; }
+      var stack = [y * w + x];
+      while (stack.length) {
+        var p = stack.pop();
+        if (map[p] !== target) { continue; }
+        map[p] = value;
+        var px = p % w, py = (p - px) / w;
+        if (px > 0) { stack.push(p - 1); } if (px < w - 1) { stack.push(p + 1); }
+        if (py > 0) { stack.push(p - w); } if (py < h - 1) { stack.push(p + w); }
+      }
+    }
+
+    _bind() {
+      var self = this, view = this._view, drag = null, space = false;
+      view.addEventListener("contextmenu", function (ev) { ev.preventDefault(); });
+      view.addEventListener("pointerdown", function (ev) {
+        view.setPointerCapture(ev.pointerId);
+        if (ev.button === 1 || space || ev.button === 2) { drag = { pan: true, x: ev.clientX, y: ev.clientY }; return; }
+        var p = self.imagePoint(ev.clientX, ev.clientY);
+        if (!p.inside) { return; }
+        self._snapshot();
+        if (self.tool === "fill") { self.fill(p.x, p.y, self.current); self._render(); return; }
+        drag = { pan: false, last: p, value: self.tool === "eraser" ? 0 : self.current };
+        self._dab(p.x, p.y, drag.value);
+        self._render();
+      });
+      view.addEventListener("pointermove", function (ev) {
+        var p = self.imagePoint(ev.clientX, ev.clientY);
+        if (p.inside) {
+          var v = self.labelMap[p.y * self.width + p.x];
+          self._say("x " + p.x + ", y " + p.y + " \u00b7 intensity " + self.grey[p.y * self.width + p.x] + " \u00b7 " +
+                    (v ? self.labelNames[v - 1].replace(/_/g, " ") : "background") + " \u00b7 " + self.tool + " " + self.size + " px");
+        }
+        if (!drag) { return; }
+        if (drag.pan) {
+          self.panX += ev.clientX - drag.x; self.panY += ev.clientY - drag.y; drag.x = ev.clientX; drag.y = ev.clientY;
+          self._render();
+        } else {
+          self._line(drag.last, p, drag.value); drag.last = p; self._render();
+        }
+      });
+      var end = function () { drag = null; };
+      view.addEventListener("pointerup", end);
+      view.addEventListener("pointercancel", end);
+      view.addEventListener("wheel", function (ev) {
+        ev.preventDefault();
+        var r = view.getBoundingClientRect();
+        self.zoomBy(ev.deltaY < 0 ? 1.15 : 1 / 1.15, ev.clientX - r.left, ev.clientY - r.top);
+      }, { passive: false });
+      document.addEventListener("keydown", function (ev) {
+        var t = ev.target;
+        if (t && t !== document.body && t !== self && /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName)) { return; }
+        var k = ev.key;
+        if ((ev.ctrlKey || ev.metaKey) && (k === "z" || k === "Z")) { ev.preventDefault(); if (ev.shiftKey) { self.redo(); } else { self.undo(); } return; }
+        if ((ev.ctrlKey || ev.metaKey) && (k === "y" || k === "Y")) { ev.preventDefault(); self.redo(); return; }
+        if (ev.ctrlKey || ev.metaKey || ev.altKey) { return; }
+        if (/^[1-9]$/.test(k)) { self.selectClass(+k); }
+        else if (k === "b" || k === "B") { self.selectTool("brush"); }
+        else if (k === "e" || k === "E") { self.selectTool("eraser"); }
+        else if (k === "f" || k === "F") { self.selectTool("fill"); }
+        else if (k === "[") { self.size = Math.max(1, self.size - 1); self._syncBar(); }
+        else if (k === "]") { self.size = Math.min(40, self.size + 1); self._syncBar(); }
+        else if (k === "m" || k === "M") { self.toggleMask(); }
+        else if (k === "w" || k === "W") { self._autoWindow(); self._syncBar(); self._render(); }
+        else if (k === "+" || k === "=") { self.zoomBy(1.25); } else if (k === "-") { self.zoomBy(0.8); }
+        else if (k === "0") { self._fit(); }
+        else if (k === " ") { space = true; ev.preventDefault(); return; }
+        else { return; }
+      });
+      document.addEventListener("keyup", function (ev) { if (ev.key === " ") { space = false; } });
+      window.addEventListener("resize", function () { self._render(); });
+    }
+
+    _render() {
+      if (!this.grey) { return; }
+      var w = this.width, h = this.height;
+      if (!this._frame) { this._frame = document.createElement("canvas"); this._frame.width = w; this._frame.height = h; }
+      var g = this._frame.getContext("2d"), img = g.createImageData(w, h), d = img.data;
+      var lo = this.level - this.windowWidth / 2, scale = 255 / this.windowWidth, a = this.maskVisible ? this.opacity : 0;
+      for (var i = 0; i < w * h; i++) {
+        var v = Math.max(0, Math.min(255, (this.grey[i] - lo) * scale)), r = v, gg = v, b = v, lab = this.labelMap[i];
+        if (lab && a > 0) { var c = this.rgb[lab - 1]; r = v + (c[0] - v) * a; gg = v + (c[1] - v) * a; b = v + (c[2] - v) * a; }
+        d[4 * i] = r; d[4 * i + 1] = gg; d[4 * i + 2] = b; d[4 * i + 3] = 255;
+      }
+      g.putImageData(img, 0, 0);
+      var cv = this._canvas, vw = this._view.clientWidth, vh = this._view.clientHeight;
+      if (cv.width !== vw || cv.height !== vh) { cv.width = vw; cv.height = vh; }
+      var ctx = cv.getContext("2d");
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.clearRect(0, 0, vw, vh);
+      ctx.imageSmoothingEnabled = false;
+      ctx.setTransform(this.zoom, 0, 0, this.zoom, this.panX, this.panY);
+      ctx.drawImage(this._frame, 0, 0);
+    }
+
+    /** The label map as an RGBA PNG in the label colours (background transparent), base64 without prefix. */
+    pngBase64() {
+      var c = document.createElement("canvas");
+      c.width = this.width; c.height = this.height;
+      var g = c.getContext("2d"), img = g.createImageData(this.width, this.height), d = img.data;
+      for (var i = 0; i < this.labelMap.length; i++) {
+        var lab = this.labelMap[i];
+        if (lab) { var col = this.rgb[lab - 1]; d[4 * i] = col[0]; d[4 * i + 1] = col[1]; d[4 * i + 2] = col[2]; d[4 * i + 3] = 255; }
+      }
+      g.putImageData(img, 0, 0);
+      return c.toDataURL("image/png").split(",", 2)[1];
+    }
+
+    get modified() {
+      for (var i = 0; i < this.labelMap.length; i++) { if (this.labelMap[i] !== this.initialMap[i]) { return true; } }
+      return false;
+    }
+
+    /** The element's output, as Ground Truth's crowd-semantic-segmentation submits it. */
+    get value() {
+      if (!this.ready) { return null; }
+      var mappings = {}, self = this;
+      this.labelNames.forEach(function (name, k) { mappings[name] = { color: self.colours[k] }; });
+      return { labeledImage: { pngImageData: this.pngBase64() }, labelMappings: mappings,
+               initialValueModified: this.modified, inputImageProperties: { height: this.height, width: this.width } };
+    }
+
+    validate() {
+      if (!this.ready) { this._say("The image is still loading."); return false; }
+      return true;
+    }
+  }
+
   customElements.define("crowd-form", CrowdForm);
   customElements.define("crowd-button", CrowdButton);
   customElements.define("crowd-card", CrowdCard);
@@ -639,4 +1029,5 @@
   customElements.define("crowd-text-area", CrowdTextArea);
   customElements.define("crowd-alert", CrowdAlert);
   customElements.define("crowd-instructions", CrowdInstructions);
+  customElements.define("crowd-semantic-segmentation", CrowdSemanticSegmentation);
 })();

@@ -1,0 +1,166 @@
+"""Adjust tasks: the slices whose masks a verify job rejected, each pre-loaded in an editor (ARCHITECTURE §6, §7).
+
+Chaining: the items a verify job rejected (`rejected_in_store` from the confirmation store, or
+`rejected_in_output_manifest` from a Ground Truth output manifest) are grouped by slice; every slice becomes one
+adjust task (`write_adjust_tasks`). Under the destination (the round's batch destination by default)::
+
+    images/<subject>/<slice:03d>.png         the plain slice (already there when verify batches were written)
+    labels/<subject>/<slice:03d>.png         the model's label map, grey values 0..3 (the consolidation's tie-breaker)
+    initial/<subject>/<slice:03d>.png        RGBA: each class in its colour, background transparent (editor start)
+    adjust/<source job>/<task_id>.json       the task object (contract.validate_adjust_task)
+    adjust/<source job>/manifest.jsonl       one {"source-ref": <task URI>} per task: the adjust job's manifest
+
+Which items count as rejected: those whose reviewers in that job rejected the mask, and the split ones (some
+accepted, some rejected), as the analysis counts a split as incorrect by default; a slice's ``classes_to_check``
+are the classes of its rejected items, and every class stays editable.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from qa_workflow import storage
+from qa_workflow.confirmations.records import Store
+from qa_workflow.contract import (
+    ACCEPT,
+    ADJUST,
+    REJECT,
+    REVIEW_CLASSES,
+    SegqaError,
+    label_mappings,
+    parse_item_id,
+    validate_adjust_task,
+)
+
+__all__ = ["AdjustTasks", "rejected_in_store", "rejected_in_output_manifest", "initial_overlay_png",
+           "adjust_task_keys", "plan_adjust_tasks", "write_adjust_tasks", "ADJUST_DIR", "ADJUST_MANIFEST"]
+
+ADJUST_DIR = "adjust"
+ADJUST_MANIFEST = "manifest.jsonl"
+
+
+@dataclass
+class AdjustTasks:
+    """What `write_adjust_tasks` wrote: the manifest, the task URIs and the slices they cover."""
+
+    manifest: str
+    task_uris: list[str]
+    slices: list[str]
+    items: int
+
+
+def rejected_in_store(store: Store, job: str) -> list[str]:
+    """Item ids the verify ``job`` rejected (or split on), sorted; from the votes in the store."""
+    decisions: dict[str, set[str]] = {}
+    for vote in store.iter_votes(job=job):
+        decisions.setdefault(vote.item_id, set()).add(vote.decision)
+    if not decisions:
+        raise SegqaError(f"{store.uri}: no votes of job {job!r}; is the job name right?")
+    return sorted(iid for iid, seen in decisions.items() if REJECT in seen)
+
+
+def rejected_in_output_manifest(uri: str, label_attribute_name: str) -> list[str]:
+    """Item ids a Ground Truth output manifest marks rejected or split (the verify consolidation's ``items``)."""
+    out: set[str] = set()
+    for lineno, line in enumerate(storage.read_text(uri).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            label = json.loads(line).get(label_attribute_name)
+        except (json.JSONDecodeError, AttributeError):
+            raise SegqaError(f"{uri}, line {lineno}: not a JSON object") from None
+        if not isinstance(label, dict) or not isinstance(label.get("items"), list):
+            raise SegqaError(f"{uri}, line {lineno}: no verify result under {label_attribute_name!r} "
+                             "(is --label-attribute-name the verify job's?)")
+        out.update(it["item_id"] for it in label["items"]
+                   if isinstance(it, dict) and it.get("decision") not in (ACCEPT, None))
+    return sorted(out)
+
+
+def adjust_task_keys(slice_id: str) -> dict[str, str]:
+    """Relative keys of one slice's adjust objects: {"image", "labels", "initial"}."""
+    return {"image": f"images/{slice_id}.png", "labels": f"labels/{slice_id}.png",
+            "initial": f"initial/{slice_id}.png"}
+
+
+def initial_overlay_png(labels: np.ndarray) -> bytes:
+    """The editor's starting mask: (H, W) class ids -> RGBA PNG, each class opaque in its colour, background
+    transparent (the editor sets the display opacity; the colours must be exactly the label mappings')."""
+    from PIL import Image
+
+    rgba = np.zeros((*labels.shape, 4), np.uint8)
+    for cls in REVIEW_CLASSES:
+        rgba[labels == cls.id] = [*(cls.rgb or (0, 0, 0)), 255]
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def plan_adjust_tasks(item_ids: Iterable[str], round_id: str, model_version: str, dest: str, source_job: str
+                      ) -> list[dict[str, Any]]:
+    """One adjust task per slice of ``item_ids``, ordered by slice; ``classes_to_check`` = the items' classes."""
+    by_slice: dict[str, list[str]] = {}
+    for iid in sorted(set(item_ids)):
+        by_slice.setdefault(parse_item_id(iid).slice_id, []).append(iid)
+    tasks = []
+    order = {c.name: c.id for c in REVIEW_CLASSES}
+    for slice_id, ids in sorted(by_slice.items()):
+        keys = adjust_task_keys(slice_id)
+        classes = sorted({parse_item_id(i).class_name for i in ids}, key=order.__getitem__)
+        task = {"task_id": f"{round_id}-adjust-{slice_id.replace('/', '-')}", "kind": ADJUST, "round": round_id,
+                "model_version": model_version, "slice_id": slice_id,
+                "image_uri": storage.join(dest, keys["image"]), "mask_uri": storage.join(dest, keys["labels"]),
+                "initial_overlay_uri": storage.join(dest, keys["initial"]), "label_mappings": label_mappings(),
+                "classes_to_check": classes, "item_ids": ids, "source_job": source_job}
+        tasks.append(validate_adjust_task(task, where=f"adjust task {task['task_id']}"))
+    return tasks
+
+
+def write_adjust_tasks(round_dir: str, item_ids: Iterable[str], source_job: str, dest: str | None = None
+                       ) -> AdjustTasks:
+    """Write the adjust tasks of ``item_ids`` (items of this round) and their manifest; returns what was written.
+
+    Images and label maps come from the round's prediction (``assignments.csv`` columns ``image`` and
+    ``pred_mask``). Objects already at the destination are not written again (their keys are deterministic).
+    """
+    from qa_workflow.rounds.batching import BATCHES_FILE, _decode_png
+    from qa_workflow.rounds.round_dir import read_assignments, read_round
+
+    ids = sorted(set(item_ids))
+    if not ids:
+        raise SegqaError(f"job {source_job}: no rejected items, so no adjust tasks")
+    meta = read_round(round_dir)
+    state_uri = storage.join(round_dir, BATCHES_FILE)
+    if dest is None:
+        dest = storage.read_json(state_uri)["dest"] if storage.exists(state_uri) else round_dir
+    dest = dest.rstrip("/")
+    rows = read_assignments(round_dir).set_index("item_id")
+    unknown = [i for i in ids if i not in rows.index]
+    if unknown:
+        raise SegqaError(f"{round_dir}/assignments.csv: item(s) not in this round: {', '.join(unknown[:5])}")
+    model_version = str(meta.get("inputs", {}).get("model_version") or "unknown")
+    safe_job = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in source_job) or "job"
+    tasks = plan_adjust_tasks(ids, str(meta["round"]), model_version, dest, source_job)
+    task_uris = []
+    for task in tasks:
+        row = rows.loc[task["item_ids"][0]]
+        keys = adjust_task_keys(task["slice_id"])
+        if not storage.exists(storage.join(dest, keys["image"])):
+            storage.write_bytes(storage.join(dest, keys["image"]), storage.read_bytes(row["image"]), "image/png")
+        if not storage.exists(task["mask_uri"]) or not storage.exists(task["initial_overlay_uri"]):
+            labels = _decode_png(storage.read_bytes(row["pred_mask"]), row["pred_mask"], "predicted mask")
+            storage.write_bytes(task["mask_uri"], storage.read_bytes(row["pred_mask"]), "image/png")
+            storage.write_bytes(task["initial_overlay_uri"], initial_overlay_png(labels), "image/png")
+        uri = storage.join(dest, ADJUST_DIR, safe_job, f"{task['task_id']}.json")
+        storage.write_json(uri, task)
+        task_uris.append(uri)
+    manifest = storage.join(dest, ADJUST_DIR, safe_job, ADJUST_MANIFEST)
+    storage.write_text(manifest, "".join(json.dumps({"source-ref": u}) + "\n" for u in task_uris),
+                       content_type="application/jsonl")
+    return AdjustTasks(manifest=manifest, task_uris=task_uris, slices=[t["slice_id"] for t in tasks], items=len(ids))
