@@ -36,6 +36,7 @@ conflicts with concurrent transactions (``TransactionConflict``) and throttling 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
@@ -110,13 +111,22 @@ class DynamoStore:
         self._client = client
         self._client_kwargs = {k: v for k, v in (("region_name", region), ("endpoint_url", endpoint_url)) if v}
         self.max_attempts = max_attempts
+        self._client_lock = threading.Lock()
+        self._client_ready = False
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            import boto3
+        # botocore builds a client's exception classes on the first use of `.exceptions`, without a lock: threads
+        # doing it at once can get different classes, and an `except client.exceptions.X` then misses the X another
+        # thread's call raised. Build the client and its exception classes once, under a lock.
+        if not self._client_ready:
+            with self._client_lock:
+                if self._client is None:
+                    import boto3
 
-            self._client = boto3.client("dynamodb", **self._client_kwargs)
+                    self._client = boto3.client("dynamodb", **self._client_kwargs)
+                _ = self._client.exceptions
+                self._client_ready = True
         return self._client
 
     def init(self) -> None:
