@@ -8,7 +8,7 @@ STAMP := $(VENV)/.segqa-installed
 PYTEST_ARGS ?=
 DEMO_ARGS ?= --quick
 
-.PHONY: venv demo lint test lambdas lock bench clean
+.PHONY: venv demo lint cfn-check test lambdas lock bench clean
 
 venv: $(STAMP)
 
@@ -28,9 +28,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# Lint and types first, then the tests. pytest exits 5 when it collected no tests: that is a failure here,
-# never a pass.
-test: lint
+# The template's lint and policy checks, offline: checkov gets no API key and downloads nothing
+# (suppressions are in the template, each with its reason).
+cfn-check: $(STAMP)
+	$(BIN)/cfn-lint --regions us-east-1 eu-west-1 -- cloudformation/template.yaml
+	env -u BC_API_KEY -u PRISMA_API_URL $(BIN)/checkov --file cloudformation/template.yaml --framework cloudformation \
+		--skip-download --compact --quiet
+
+# Lint, types and the template's checks first, then the tests. pytest exits 5 when it collected no tests: that
+# is a failure here, never a pass.
+test: lint cfn-check
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

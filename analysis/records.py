@@ -43,7 +43,7 @@ from qa_workflow.contract import (
 __all__ = [
     "SPLIT_POLICIES", "CONFIDENCE_SCALES", "STATUS_CONFIRMED", "STATUS_DISCONFIRMED", "STATUS_SPLIT",
     "ReviewRecords", "load_review_records", "parse_review_records", "review_records_from_frame",
-    "detect_confidence_scale", "item_outcomes", "class_order", "scale_top",
+    "detect_confidence_scale", "ambiguous_confidence_scale", "item_outcomes", "class_order", "scale_top",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,13 @@ class ReviewRecords:
 def scale_top(scale: str) -> float:
     """The top of a confidence scale: 1.0 for ``unit``, 100.0 for ``percent``."""
     return 100.0 if scale == "percent" else 1.0
+
+
+def ambiguous_confidence_scale(confidence: np.ndarray) -> bool:
+    """True when the values fit neither scale cleanly: some are above 1 (not unit) yet most are at most 1 (as
+    percentages, mostly under 1 % - what a stray 1.5 in a 0-1 file looks like)."""
+    above = int(np.count_nonzero(confidence > 1.0))
+    return 0 < above and above * 2 < confidence.size
 
 
 def detect_confidence_scale(confidence: np.ndarray) -> str:
@@ -211,6 +218,12 @@ def review_records_from_frame(frame: pd.DataFrame, *, source: str = "reviews", s
     _raise_rows(out, pd.Series(bad), source, "confidence",
                 "is out of range; expected a number in [0, 1] or [0, 100]")
     detected = scale == "auto"
+    if detected and ambiguous_confidence_scale(conf):
+        above = out.loc[conf > 1.0, "line"].tolist()
+        raise SegqaError(
+            f"{source}, {_lines_text(above, row_word)}: column confidence: the values fit neither scale cleanly: "
+            f"{len(above)} of {len(conf)} rows are above 1 (so not unit [0, 1]) while the rest are at most 1 "
+            "(implausible as percent [0, 100]); correct those rows or pass --confidence-scale unit|percent")
     scale = detect_confidence_scale(conf) if detected else scale
     if scale == "unit":
         _raise_rows(out, pd.Series(conf > 1.0), source, "confidence",

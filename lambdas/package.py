@@ -9,13 +9,16 @@ functions run on the Python standard library + the boto3 of the Lambda runtime.
 Zips are reproducible (fixed timestamps and permissions, sorted entries), so an unchanged function gives a
 byte-identical zip, and written atomically. After writing, each zip is imported in a fresh interpreter that
 sees only the standard library, boto3 (with its dependencies, as the Lambda runtime provides it) and the zip
-(``python -I -S``), which catches a handler that imports anything the zip does not carry.
+(``python -I -S``), which catches a handler that imports anything the zip does not carry. The check runs
+with ``--python`` (default: ``python3.12`` when installed, else this interpreter) and says which version it
+used, so a check on another version than the Lambda runtime (`LAMBDA_RUNTIME`) is never mistaken for one on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +29,8 @@ from qa_workflow.contract import SegqaError
 from qa_workflow.storage import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The Lambda runtime of every function (cloudformation/template.yaml; tests/cloud compares the two).
+LAMBDA_RUNTIME = "python3.12"
 LAMBDAS_DIR = ROOT / "lambdas"
 #: The only code the zips carry besides the handler (ARCHITECTURE §2): the contract, the storage layer and the
 #: whole `confirmations` package.
@@ -97,14 +102,39 @@ def check_import(zip_path: Path, python: str = sys.executable) -> None:
         raise SegqaError(f"{zip_path}: handler does not import from the zip alone: {last}")
 
 
-def build_all(out: Path, check: bool = True) -> list[Path]:
+def default_check_python() -> str:
+    """The runtime's interpreter when this machine has a working one, else the one running this (a pyenv shim
+    without that version installed is found on PATH but does not run)."""
+    found = shutil.which(LAMBDA_RUNTIME)
+    if found:
+        try:
+            if interpreter_runtime(found) == LAMBDA_RUNTIME:
+                return found
+        except SegqaError:
+            pass
+    return sys.executable
+
+
+def interpreter_runtime(python: str) -> str:
+    """``python3.12`` for a Python 3.12 interpreter; SegqaError when ``python`` does not run."""
+    try:
+        proc = subprocess.run([python, "-I", "-S", "-c", "import sys; print(*sys.version_info[:2], sep='.')"],
+                              capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        raise SegqaError(f"--python {python}: cannot run it ({exc.strerror})") from None
+    if proc.returncode != 0:
+        raise SegqaError(f"--python {python}: exited with {proc.returncode}")
+    return "python" + proc.stdout.strip()
+
+
+def build_all(out: Path, check: bool = True, python: str = sys.executable) -> list[Path]:
     """Write ``<out>/<function>.zip`` for every function; returns the paths."""
     written = []
     for fn in functions():
         path = Path(out) / f"{fn}.zip"
         atomic_write_bytes(path, build_zip(fn))
         if check:
-            check_import(path)
+            check_import(path, python)
         written.append(path)
     return written
 
@@ -113,14 +143,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lambdas.package", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="build/lambdas", help="output folder (default build/lambdas)")
     parser.add_argument("--no-check", action="store_true", help="skip the clean-interpreter import check")
+    parser.add_argument("--python", default=None,
+                        help=f"interpreter of the import check (default {LAMBDA_RUNTIME} if installed, else this one)")
     args = parser.parse_args(argv)
+    python = args.python or default_check_python()
     try:
-        paths = build_all(Path(args.out), check=not args.no_check)
+        checked = None if args.no_check else interpreter_runtime(python)
+        paths = build_all(Path(args.out), check=not args.no_check, python=python)
     except SegqaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for p in paths:
         print(f"{p}  ({p.stat().st_size:,} bytes)")
+    if checked:
+        note = "" if checked == LAMBDA_RUNTIME else (f"; note: {checked} differs from the Lambda runtime "
+                                                     f"{LAMBDA_RUNTIME}, pass --python /path/to/{LAMBDA_RUNTIME}")
+        print(f"import-checked with {checked} ({python}){note}")
     return 0
 
 

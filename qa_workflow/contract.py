@@ -260,6 +260,9 @@ BATCH_FIELDS = ("batch_id", "round", "model_version", "class_id", "class_name", 
 BATCH_ITEM_FIELDS = ("item_id", "slice_id", "class_name", "confidence", "overlay_uri", "image_uri", "mask_uri")
 
 
+_COLOR_RE = re.compile(r"#[0-9A-Fa-f]{6}")
+
+
 def validate_batch(batch: Any, where: str = "batch") -> dict[str, Any]:
     """Check a batch object against the contract and return it unchanged; raise ContractError otherwise.
 
@@ -277,6 +280,9 @@ def validate_batch(batch: Any, where: str = "batch") -> dict[str, Any]:
         raise ContractError(f"{where}: class_id {batch['class_id']!r} does not match class_name {cls.name} ({cls.id})")
     if not isinstance(batch["batch_id"], str) or not batch["batch_id"]:
         raise ContractError(f"{where}: batch_id must be a non-empty string")
+    if not isinstance(batch["color"], str) or not _COLOR_RE.fullmatch(batch["color"]):
+        # The colour goes into the review page's CSS: anything else could inject style.
+        raise ContractError(f"{where}: color must be #rrggbb, got {batch['color']!r}")
     items = batch["items"]
     if not isinstance(items, list) or not items:
         raise ContractError(f"{where}: items must be a non-empty list")

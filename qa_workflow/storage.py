@@ -240,6 +240,27 @@ def write_bytes(uri: str | os.PathLike[str], data: bytes, content_type: str | No
     return s
 
 
+def create_once(uri: str | os.PathLike[str], data: bytes, content_type: str | None = None) -> bool:
+    """Create the object unless it exists (S3: a conditional put, ``If-None-Match: *``); never replaces one.
+    Returns True when this call created it - a lock two processes cannot both take."""
+    s = os.fspath(uri)
+    if is_s3(s):
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3(s)
+        extra = {"ContentType": content_type} if content_type else {}
+        try:
+            _s3().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*", **extra)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+    path = local_path(s)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_create_bytes(path, data)
+
+
 def read_text(uri: str | os.PathLike[str]) -> str:
     data = read_bytes(uri)
     try:

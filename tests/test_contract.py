@@ -72,6 +72,17 @@ def test_validate_batch_accepts_contract_and_names_the_fault():
         c.validate_batch(b)
 
 
+def test_batch_color_must_be_rrggbb_since_it_goes_into_css():
+    for bad in ("red;}body{display:none", "#12345", "#1234567", "#ggg000", "", None, 0x1F77B4):
+        b = _batch()
+        b["color"] = bad
+        with pytest.raises(c.ContractError, match=r"color must be #rrggbb"):
+            c.validate_batch(b)
+    b = _batch()
+    b["color"] = "#A0b1C2"
+    assert c.validate_batch(b)["color"] == "#A0b1C2"
+
+
 def test_rounds_sort_by_their_number_then_text():
     ids = ["round-10", "round-9", "round-0007", "12", "3", "draft"]
     assert sorted(ids, key=c.round_sort_key) == ["draft", "3", "round-0007", "round-9", "round-10", "12"]

@@ -69,7 +69,11 @@ def register(app: typer.Typer) -> None:
                                                "it). Default segqa-review-<round folder>."),
         template: str | None = typer.Option(None, "--template", help="Liquid template (default "
                                                "templates/mask_review.liquid.html)."),
-        url_ttl: float = typer.Option(600, "--url-ttl", help="Seconds a signed image URL stays valid."),
+        url_ttl: float = typer.Option(600, "--url-ttl", help="Seconds a signed image URL stays valid at least "
+                                      "(links on a task page last until the task's time limit)."),
+        public_url: str | None = typer.Option(None, "--public-url", help="The origin browsers use, e.g. "
+                                              "https://review.example.org, when a reverse proxy forwards to this "
+                                              "port (docs/review-portal.md has an nginx example)."),
     ) -> None:
         """Serve a round's review job in the browser: same template, same Lambda handlers as Ground Truth."""
         import uvicorn
@@ -88,7 +92,7 @@ def register(app: typer.Typer) -> None:
         settings = PortalSettings(
             portal_dir=_portal_dir(portal_dir), round_uri=round_, store_uri=store, job_name=job_name,
             reviewers_per_object=reviewers_per_object, task_time_limit_s=task_time_limit,
-            task_lifetime_s=task_lifetime, url_ttl_s=url_ttl, template_uri=template)
+            task_lifetime_s=task_lifetime, url_ttl_s=url_ttl, template_uri=template, public_url=public_url)
         app = create_app(settings)
         service = app.state.service
         with make_progress(console, transient=True) as bar:

@@ -18,7 +18,8 @@ from qa_workflow.cli.console import console as _console
 from qa_workflow.cli.console import print_rejects, progress
 
 _ENV = {"role": "SEGQA_GT_ROLE_ARN", "workteam": "SEGQA_GT_WORKTEAM_ARN", "pre": "SEGQA_GT_PRE_LAMBDA_ARN",
-        "post": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN", "processing_role": "SEGQA_PROCESSING_ROLE_ARN"}
+        "post": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN", "processing_role": "SEGQA_PROCESSING_ROLE_ARN",
+        "prefix": "SEGQA_GT_JOB_PREFIX", "kms": "SEGQA_GT_KMS_KEY_ID"}
 
 
 def _sagemaker_client(region: str | None):
@@ -270,7 +271,9 @@ def register(app: typer.Typer) -> None:
         template: Path | None = typer.Option(None, "--template", help="Liquid template to upload "
                                       "(default templates/mask_review.liquid.html)."),
         template_s3_uri: str | None = typer.Option(None, "--template-s3-uri", help="Where to upload it."),
-        job_name: str | None = typer.Option(None, "--job-name", help="Default segqa-<round>-<hash>."),
+        job_name: str | None = typer.Option(None, "--job-name", help="Default <job-name-prefix>-<round>-<hash>."),
+        job_name_prefix: str = typer.Option("segqa", "--job-name-prefix", envvar=_ENV["prefix"],
+                                            help="The stack's <prefix>-<env>: its retrain rule reacts to these jobs."),
         label_attribute_name: str = typer.Option("segqa-review", "--label-attribute-name"),
         title: str | None = typer.Option(None, "--title"),
         description: str | None = typer.Option(None, "--description"),
@@ -279,9 +282,12 @@ def register(app: typer.Typer) -> None:
         task_time_limit: int = typer.Option(3600, "--task-time-limit", help="Seconds a reviewer has per batch."),
         task_lifetime: int = typer.Option(864000, "--task-lifetime", help="Seconds a batch stays available."),
         max_concurrent_tasks: int = typer.Option(1000, "--max-concurrent-tasks"),
-        kms_key_id: str | None = typer.Option(None, "--kms-key-id", help="KMS key for the output."),
+        kms_key_id: str | None = typer.Option(None, "--kms-key-id", envvar=_ENV["kms"],
+                                              help="KMS key for the output (the stack's DataKeyArn)."),
         sns_topic_arn: str | None = typer.Option(None, "--sns-topic-arn", help="Output notifications topic."),
         price_usd: float | None = typer.Option(None, "--price-usd", help="Per-task price (public workforce only)."),
+        allow_public_workforce: bool = typer.Option(False, "--allow-public-workforce",
+                                                    help="Allow the public Mechanical Turk crowd (refused otherwise)."),
         tag: list[str] | None = typer.Option(None, "--tag", help="KEY=VALUE (repeat)."),
         region: str | None = typer.Option(None, "--region", help="AWS region (default from the environment)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the CreateLabelingJob request and stop."),
@@ -322,7 +328,8 @@ def register(app: typer.Typer) -> None:
             description=description or defaults.description, keywords=tuple(keyword or defaults.keywords),
             workers_per_object=workers, task_time_limit_s=task_time_limit, task_lifetime_s=task_lifetime,
             max_concurrent_tasks=max_concurrent_tasks, kms_key_id=kms_key_id, sns_topic_arn=sns_topic_arn,
-            price_usd=price_usd, tags=tags)
+            price_usd=price_usd, tags=tags, job_name_prefix=job_name_prefix,
+            allow_public_workforce=allow_public_workforce)
         client = None if dry_run else _sagemaker_client(region)
         if kind == ADJUST:
             assert from_job is not None

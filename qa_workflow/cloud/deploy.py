@@ -22,6 +22,7 @@ Library code never prints: progress goes to the ``on_event`` callback.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,7 +53,8 @@ AUTO_PARAMETERS = ("CodeBucket", *LAMBDA_CODE_PARAMETERS.values(), TRAINING_SOUR
 OUTPUT_ENV = {"StoreUri": "SEGQA_STORE", "GroundTruthRoleArn": "SEGQA_GT_ROLE_ARN",
               "PreLabelingFunctionArn": "SEGQA_GT_PRE_LAMBDA_ARN",
               "PostLabelingFunctionArn": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN",
-              "ProcessingRoleArn": "SEGQA_PROCESSING_ROLE_ARN"}
+              "ProcessingRoleArn": "SEGQA_PROCESSING_ROLE_ARN",
+              "LabelingJobNamePrefix": "SEGQA_GT_JOB_PREFIX", "DataKeyOutput": "SEGQA_GT_KMS_KEY_ID"}
 TEMPLATE_BODY_LIMIT = 51_200  # bytes CloudFormation accepts inline; larger templates go through S3
 TERMINAL_OK = ("CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE")
 TERMINAL_FAILED = ("CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "UPDATE_ROLLBACK_COMPLETE",
@@ -201,6 +203,12 @@ def _stack_status(cfn: Any, stack_name: str) -> str | None:
     return stacks[0]["StackStatus"] if stacks else None
 
 
+def _ecr_account(image: str) -> str | None:
+    """``763104351884`` for ``763104351884.dkr.ecr.<region>.amazonaws.com/...``; None for other registries."""
+    m = re.match(r"^(\d{12})\.dkr\.ecr\.", image)
+    return m.group(1) if m else None
+
+
 def plan_deploy(session: Any, *, prefix: str = "segqa", environment: str = "dev", stack_name: str | None = None,
                 lambdas_dir: Path = DEFAULT_LAMBDAS_DIR, code_bucket: str | None = None,
                 overrides: Mapping[str, str] | None = None, template_path: Path = TEMPLATE_PATH,
@@ -227,7 +235,13 @@ def plan_deploy(session: Any, *, prefix: str = "segqa", environment: str = "dev"
     account = _account(session)
     bucket = code_bucket or code_bucket_name(prefix, environment, account or "<account-id>", region)
     instance_type = overrides.get("TrainingInstanceType") or str(declared["TrainingInstanceType"].get("Default"))
-    image = overrides.pop("TrainingImageUri", None) or sagemaker_launch.default_training_image(region, instance_type)
+    aws_image = sagemaker_launch.default_training_image(region, instance_type)
+    image = overrides.pop("TrainingImageUri", None) or aws_image
+    image_account = overrides.setdefault("TrainingImageAccount", _ecr_account(aws_image) or "")
+    if _ecr_account(image) not in (None, image_account, account):
+        raise SegqaError(f"training image {image}: account {_ecr_account(image)} - the training role pulls images "
+                         f"only from the AWS registry ({image_account}) and this account ({account or 'unknown'}); "
+                         "push the image to this account's ECR")
     parameters = {**fixed, **overrides, "CodeBucket": bucket, "TrainingImageUri": image,
                   TRAINING_SOURCE_PARAMETER: training.key,
                   **{LAMBDA_CODE_PARAMETERS[fn]: art.key for fn, art in lambdas.items()}}
@@ -304,10 +318,13 @@ def _exists(s3: Any, bucket: str, key: str) -> bool:
 
 def _parameters_for(plan: DeployPlan, cfn: Any) -> list[dict[str, Any]]:
     explicit = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(plan.parameters.items())]
-    if not plan.stack_status:
-        return explicit
-    current = cfn.describe_stacks(StackName=plan.stack_name)["Stacks"][0].get("Parameters", [])
     declared = template_parameters(plan.template_path)
+    if not plan.stack_status:
+        # A new stack gets every parameter spelled out (defaults included), so later updates keep exactly these
+        # values through UsePreviousValue (moto, unlike CloudFormation, otherwise sees a default as a change).
+        return explicit + [{"ParameterKey": k, "ParameterValue": str(spec["Default"])}
+                           for k, spec in sorted(declared.items()) if k not in plan.parameters and "Default" in spec]
+    current = cfn.describe_stacks(StackName=plan.stack_name)["Stacks"][0].get("Parameters", [])
     keep = [{"ParameterKey": p["ParameterKey"], "UsePreviousValue": True} for p in current
             if p["ParameterKey"] not in plan.parameters and p["ParameterKey"] in declared]
     return explicit + keep

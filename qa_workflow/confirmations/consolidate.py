@@ -413,7 +413,8 @@ def post_labeling(event: Any, store: Store, *, read_json: ReadJson = storage.rea
     """Post-labeling: record every valid vote once and return one consolidated entry per ``datasetObjectId``.
 
     A malformed event (no job, label attribute or payload URI) or an unreadable payload raises; a malformed
-    data object or annotation is logged and affects only itself (its entry carries ``error`` / ``problems``).
+    annotation is logged and affects only itself (its entry carries ``problems``); a data object whose batch
+    cannot be read is logged and left out of the response, so Ground Truth counts it failed.
     """
     job, label, payload_uri = _parse_post_event(event)
     ctx = {"job": job, "request_id": request_id}
@@ -446,10 +447,10 @@ def post_labeling(event: Any, store: Store, *, read_json: ReadJson = storage.rea
         try:
             batch = load_batch(entry["dataObject"], read_json, where=f"object {oid}: dataObject")
         except SegqaError as exc:
+            # No entry for it: Ground Truth then counts the object failed, never labeled (an entry, even one
+            # carrying an error, would put it in the output manifest as reviewed).
             log_json(logging.ERROR, "post_labeling.bad_batch", error=str(exc), **octx)
             totals["failed_objects"] += 1
-            response.append({"datasetObjectId": oid, "consolidatedAnnotation": {"content": {
-                label: {"job": job, "error": str(exc), "items": [], "workers": []}}}})
             continue
         if task_kind(batch) == ADJUST:
             prefix = corrections_prefix(data_object_uri(entry["dataObject"]), environ)

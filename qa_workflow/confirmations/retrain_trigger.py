@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ from qa_workflow.confirmations.store import open_store, store_uri_from_env
 from qa_workflow.contract import (
     ACCEPT,
     NETWORKS,
+    REVIEW_CLASSES,
     TRAINING_ENTRY_SCRIPT,
     TRAINING_JOB_NAME_RE,
     TRAINING_METRIC_DEFINITIONS,
@@ -55,6 +57,8 @@ ROUND_SCHEMA = "segqa.retrain-round/1"
 ACTIVE_STATUSES = ("InProgress", "Stopping")
 LABELING_JOB_DETAIL_TYPE = "SageMaker Ground Truth Labeling Job State Change"
 _ROUND_FILE_RE = re.compile(r"round-(\d{4,})\.json$")
+#: A round's claim older than this belongs to a run that died (the function's timeout is 2 minutes).
+CLAIM_STALE_S = 15 * 60
 
 
 def log_event(level: int, event: str, **fields: Any) -> None:
@@ -83,6 +87,7 @@ class TriggerConfig:
     model_output_uri: str
     region: str
     volume_gb: int = 30
+    kms_key_id: str | None = None  # encrypts the job output (the stack's data key)
     extra_hyperparameters: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -130,6 +135,7 @@ class TriggerConfig:
             model_output_uri=need("SEGQA_MODEL_OUTPUT_URI").rstrip("/") + "/",
             region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip() or need("AWS_REGION"),
             volume_gb=integer("SEGQA_TRAINING_VOLUME_GB", 30),
+            kms_key_id=(env.get("SEGQA_KMS_KEY_ID") or "").strip() or None,
             extra_hyperparameters={str(k): str(v) for k, v in extra.items()},
         )
         for name in ("training_source_uri", "train_data_uri", "validation_data_uri", "model_output_uri"):
@@ -230,7 +236,8 @@ def training_job_request(cfg: TriggerConfig, round_no: int, network: str, review
                              "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
                                                              "S3DataDistributionType": "FullyReplicated"}}}
                             for ch, uri in channels],
-        "OutputDataConfig": {"S3OutputPath": f"{cfg.model_output_uri}{network}/"},
+        "OutputDataConfig": {"S3OutputPath": f"{cfg.model_output_uri}{network}/",
+                             **({"KmsKeyId": cfg.kms_key_id} if cfg.kms_key_id else {})},
         "ResourceConfig": {"InstanceType": cfg.instance_type, "InstanceCount": cfg.instance_count,
                            "VolumeSizeInGB": cfg.volume_gb},
         "StoppingCondition": {"MaxRuntimeInSeconds": cfg.max_runtime_s},
@@ -253,10 +260,15 @@ def _plain(value: str) -> Any:
 
 
 class StoreSnapshot:
-    """The store's items read once (a DynamoDB scan), offering the `iter_items` the exports use."""
+    """The store's items read once, offering the `iter_items` the exports use."""
 
     def __init__(self, states: Any) -> None:
         self.states = list(states)
+
+    @classmethod
+    def read(cls, store: Any) -> StoreSnapshot:
+        """One index query per review class: the trigger's role may query, never scan the table."""
+        return cls(state for c in REVIEW_CLASSES for state in store.iter_items(class_name=c.name))
 
     def iter_items(self, class_name: str | None = None, round: str | int | None = None) -> Any:
         return iter([s for s in self.states if (class_name is None or s.item.class_name == class_name)
@@ -276,6 +288,26 @@ def outcomes_jsonl(store: Any) -> str:
                          "class_name": s.item.class_name, "mask_uri": s.item.mask_uri}, sort_keys=True)
              for s in store.iter_items() if s.outcome is not None]
     return "".join(line + "\n" for line in lines)
+
+
+def claim_round(reviews_prefix: str, request_id: str | None) -> bool:
+    """Take the round for this run (a create-only ``claim.json``), so that two overlapping runs never write one
+    round's retraining set over each other. A claim older than `CLAIM_STALE_S` (its run died before recording
+    the round) is taken over."""
+    uri = storage.join(reviews_prefix, "claim.json")
+    now = time.time()
+    mine = json.dumps({"request_id": request_id, "claimed_at": now}).encode()
+    if storage.create_once(uri, mine, "application/json"):
+        return True
+    try:
+        claimed_at = float(storage.read_json(uri).get("claimed_at", 0))
+    except (SegqaError, ValueError, TypeError, AttributeError):
+        claimed_at = 0.0
+    if now - claimed_at < CLAIM_STALE_S:
+        return False
+    log_event(logging.WARNING, "stale_claim_taken_over", claim=uri, claimed_at=claimed_at, request_id=request_id)
+    storage.write_bytes(uri, mine, "application/json")
+    return True
 
 
 def round_record_uri(cfg: TriggerConfig, round_no: int) -> str:
@@ -342,7 +374,7 @@ def run(event: Any, cfg: TriggerConfig, store: Any, sm: Any, request_id: str | N
             return {"action": "skipped", "reason": f"training round {last['round']} is still running",
                     "running": running, **base}
 
-    store = StoreSnapshot(store.iter_items())  # one read of the table serves the count and both exports
+    store = StoreSnapshot.read(store)  # one read of the items serves the count and both exports
     confirmed = count_confirmed(store)
     start, new, reason = decide(confirmed, last, cfg.min_new_confirmations, trigger.force)
     round_no = (int(last["round"]) + 1) if last else 1
@@ -353,6 +385,10 @@ def run(event: Any, cfg: TriggerConfig, store: Any, sm: Any, request_id: str | N
 
     # The channel is an S3 prefix: the trailing "/" keeps round-0001.json (next to the folder) out of it.
     reviews_prefix = storage.join(cfg.state_uri, f"round-{round_no:04d}") + "/"
+    if not claim_round(reviews_prefix, request_id):
+        summary["reason"] = f"training round {round_no} is being started by another run"
+        log_event(logging.INFO, "skipped", **summary)
+        return {"action": "skipped", **summary}
     rows, _ = export_review_records(store)
     storage.write_text(storage.join(reviews_prefix, "reviews.csv"), review_records_csv(rows), "text/csv")
     storage.write_text(storage.join(reviews_prefix, "outcomes.jsonl"), outcomes_jsonl(store), "application/x-ndjson")

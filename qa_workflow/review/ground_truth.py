@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 JOB_DIR = "job"
 DEFAULT_LABEL_ATTRIBUTE = "segqa-review"
+DEFAULT_JOB_NAME_PREFIX = "segqa"
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "templates" / "mask_review.liquid.html"
 ADJUST_LABEL_ATTRIBUTE = "segqa-adjust"
 ADJUST_TEMPLATE = Path(__file__).resolve().parents[2] / "templates" / "mask_adjust.liquid.html"
@@ -89,11 +90,12 @@ def _slug(text: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9]+", "-", text)).strip("-")
 
 
-def job_name_default(round_id: str, batches_fingerprint: str) -> str:
-    """``segqa-<round>-<8 hex of the batches' fingerprint>``, trimmed to 63 characters.
+def job_name_default(round_id: str, batches_fingerprint: str, prefix: str = DEFAULT_JOB_NAME_PREFIX) -> str:
+    """``<prefix>-<round>-<8 hex of the batches' fingerprint>``, trimmed to 63 characters.
 
-    Ground Truth job names are unique per account and region forever, so a new batch run gets a new name."""
-    head = f"segqa-{_slug(round_id) or 'round'}"[:54].rstrip("-")
+    Ground Truth job names are unique per account and region forever, so a new batch run gets a new name. The
+    prefix is the stack's ``<NamePrefix>-<Environment>`` (its labeling-job-completed rule matches on it)."""
+    head = f"{prefix}-{_slug(round_id) or 'round'}"[:54].rstrip("-")
     return check_job_name(f"{head}-{batches_fingerprint[:8]}")
 
 
@@ -124,6 +126,8 @@ class JobSettings:
     sns_topic_arn: str | None = None
     price_usd: float | None = None  # public workforce only
     tags: dict[str, str] = field(default_factory=dict)
+    job_name_prefix: str = DEFAULT_JOB_NAME_PREFIX
+    allow_public_workforce: bool = False  # MRI data goes to anonymous workers only when the operator says so
 
 
 def load_round_job_inputs(round_dir: str) -> dict[str, Any]:
@@ -171,7 +175,8 @@ def build_create_request(settings: JobSettings, round_inputs: dict[str, Any], te
     if not storage.is_s3(output):
         raise SegqaError(f"--output {output!r}: expected s3://bucket/prefix")
     name = check_job_name(settings.job_name or job_name_default(round_inputs["round"],
-                                                                round_inputs["batches_fingerprint"]))
+                                                                round_inputs["batches_fingerprint"],
+                                                                settings.job_name_prefix))
     label = check_label_attribute_name(settings.label_attribute_name)
     if not isinstance(settings.workers_per_object, int) or not 1 <= settings.workers_per_object <= 9:
         raise SegqaError(f"--workers must be 1..9 (Ground Truth's limit), got {settings.workers_per_object!r}")
@@ -241,11 +246,13 @@ def _bucket(uri: str) -> str | None:
 
 
 def check_request(request: dict[str, Any], batch_refs: list[str] | None = None,
-                  image_uris: list[str] | None = None) -> list[str]:
+                  image_uris: list[str] | None = None, allow_public_workforce: bool = False) -> list[str]:
     """Warnings for a CreateLabelingJob request: managed-policy naming (ARCHITECTURE §7), public workforce.
 
     The request itself is validated by `validate_against_service_model`; these are conventions whose breach
-    makes the job fail later (AccessDenied from the execution role) or leaks data.
+    makes the job fail later (AccessDenied from the execution role) or leaks data. The public Mechanical Turk
+    workforce is refused (SegqaError) unless ``allow_public_workforce``: it would show patient images to
+    anonymous workers.
     """
     warnings: list[str] = []
     human = request["HumanTaskConfig"]
@@ -274,6 +281,10 @@ def check_request(request: dict[str, Any], batch_refs: list[str] | None = None,
                             f"buckets whose names contain {', '.join(GT_BUCKET_MARKERS)} (or objects tagged "
                             "SageMaker); rename it or grant s3:GetObject/PutObject to the role yourself")
     if PUBLIC_WORKTEAM_MARK in human["WorkteamArn"]:
+        if not allow_public_workforce:
+            raise SegqaError(f"work team {human['WorkteamArn']} is the PUBLIC Mechanical Turk crowd: medical images "
+                             "would be shown to anonymous workers; use a private work team, or pass "
+                             "--allow-public-workforce if the data is cleared for public release")
         warnings.append("the work team is the PUBLIC Mechanical Turk crowd: medical images would be shown to "
                         "anonymous workers; use a private work team for patient data")
         if "PublicWorkforceTaskPrice" not in human:
@@ -367,7 +378,7 @@ def create_job(client: Any, round_dir: str, settings: JobSettings, dry_run: bool
     image_refs = []
     if inputs["batch_refs"] and storage.is_s3(inputs["dest"]):
         image_refs = [f"{inputs['dest'].rstrip('/')}/images/"]
-    warnings = check_request(request, inputs["batch_refs"], image_refs)
+    warnings = check_request(request, inputs["batch_refs"], image_refs, settings.allow_public_workforce)
     if dry_run:
         return request, warnings, None
 

@@ -189,6 +189,16 @@ def test_unit_scale_given_but_percent_values(tmp_path):
         parse_review_records((HEADER + "a1,csf,0.9,1,0\na2,csf,80,1,0\n").encode(), source="r.csv", scale="unit")
 
 
+def test_a_file_that_fits_neither_scale_cleanly_is_refused_naming_the_rows():
+    """One 1.5 among 0-1 values is a typo, not a percent file: refused, not silently read as percent."""
+    data = HEADER + "a1,csf,0.9,1,0\na2,csf,1.5,1,0\na3,csf,0.8,0,1\na4,csf,0.7,1,0\na5,csf,3,1,0\n"
+    with pytest.raises(SegqaError, match=r"r.csv, lines 3, 6: column confidence: .*neither.*--confidence-scale"):
+        parse_review_records(data.encode(), source="r.csv")
+    assert parse_review_records(data.encode(), source="r.csv", scale="percent").scale == "percent"  # when told
+    clean = HEADER + "a1,csf,90,1,0\na2,csf,0.5,1,0\na3,csf,55,0,1\n"
+    assert parse_review_records(clean.encode(), source="r.csv").scale == "percent"
+
+
 def test_percent_scale_with_small_values_and_a_header_with_spaces_and_optional_columns():
     data = (b"item_id, class_name ,confidence,confirm_count,disconfirm_count,round\n"
             b"x1,cat,0.5,1,0,1\nx2,dog,0.9,0,1,1\n")
@@ -220,7 +230,7 @@ def test_outputs_can_go_to_s3(s3_bucket, tmp_path):
 
 
 def test_report_for_a_tiny_input_says_review_everything(tmp_path):
-    path = _write(tmp_path, HEADER + "a1,csf,0.9,1,0\na2,csf,0.9,1,0\nb1,dog,55,0,1\n")  # percent scale
+    path = _write(tmp_path, HEADER + "a1,csf,90,1,0\na2,csf,90,1,0\nb1,dog,55,0,1\n")  # percent scale
     out = tmp_path / "out"
     assert main(["analyze", "--reviews", str(path), "--out", str(out)]) == 0
     doc = json.loads((out / "thresholds.json").read_text())

@@ -135,6 +135,10 @@ class _Session:
 
 
 def test_a_failed_create_is_reported_with_the_resources_reasons():
+    # A new stack gets every parameter spelled out, defaults included (read before the clock below starts).
+    parameters = [{"ParameterKey": "NamePrefix", "ParameterValue": "segqa"}] + [
+        {"ParameterKey": k, "ParameterValue": str(spec["Default"])}
+        for k, spec in sorted(deploy.template_parameters().items()) if k != "NamePrefix" and "Default" in spec]
     s3 = boto3.client("s3", region_name=REGION)
     cfn = boto3.client("cloudformation", region_name=REGION)
     art = deploy.Artifact("pre_labeling", "lambdas/pre_labeling-0123456789abcdef.zip", "0" * 64, 3, b"zip")
@@ -160,7 +164,7 @@ def test_a_failed_create_is_reported_with_the_resources_reasons():
         s3_stub.add_response("head_object", {}, {"Bucket": "code-b", "Key": art.key})
         cfn_stub.add_response("create_change_set", {"Id": "cs-1", "StackId": stack_id},
                               {"StackName": "segqa-dev", "ChangeSetName": ANY, "ChangeSetType": "CREATE",
-                               "Parameters": [{"ParameterKey": "NamePrefix", "ParameterValue": "segqa"}],
+                               "Parameters": parameters,
                                "Capabilities": ["CAPABILITY_IAM"], "Tags": [], "Description": "segqa deploy",
                                "TemplateBody": ANY})
         cfn_stub.add_response("describe_change_set", {"Status": "CREATE_COMPLETE", "Changes": [
@@ -226,3 +230,17 @@ def test_show_outputs_prints_the_exports_the_other_commands_read(capsys):
     assert trainer["role_arn"] == "arn:aws:iam::123456789012:role/tr"
     assert trainer["channels"]["train"] == "s3://segqa-dev-sagemaker-1-eu-west-1/retrain/dataset/train/"
     assert trainer["output_path"] == "s3://segqa-dev-sagemaker-1-eu-west-1/models/enet"
+
+
+def test_training_images_come_from_the_aws_registry_or_this_account(zips):
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        plan = deploy.plan_deploy(session, lambdas_dir=zips, lint=False)
+        aws_account = plan.parameters["TrainingImageUri"].split(".", 1)[0]
+        assert plan.parameters["TrainingImageAccount"] == aws_account
+        own = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/mine:1"
+        plan = deploy.plan_deploy(session, lambdas_dir=zips, overrides={"TrainingImageUri": own}, lint=False)
+        assert plan.parameters["TrainingImageAccount"] == aws_account
+        other = f"999999999999.dkr.ecr.{REGION}.amazonaws.com/theirs:1"
+        with pytest.raises(SegqaError, match="999999999999.*only from"):
+            deploy.plan_deploy(session, lambdas_dir=zips, overrides={"TrainingImageUri": other}, lint=False)

@@ -19,7 +19,7 @@ from qa_workflow.cloud import sagemaker as sagemaker_launch
 from qa_workflow.confirmations import retrain_trigger as trigger
 from qa_workflow.confirmations.dynamodb import create_table
 from qa_workflow.confirmations.store import ItemRecord, Vote, open_store
-from qa_workflow.contract import SegqaError
+from qa_workflow.contract import REVIEW_CLASSES, SegqaError
 
 REGION = "us-east-1"
 BUCKET = "segqa-test-sagemaker"
@@ -259,4 +259,32 @@ def test_one_invocation_reads_the_table_once(aws, expect_start):
     cfg = trigger.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
     expect_start(stub, cfg, 1, "unet")
     assert trigger.run({"source": "segqa.schedule"}, cfg, Counting(), sm)["action"] == "started"
-    assert len(calls) == 1  # count, reviews.csv and outcomes.jsonl come from one scan
+    # One query per review class (never a table scan, which the trigger's role may not do) serves the count,
+    # reviews.csv and outcomes.jsonl.
+    assert sorted(kwargs["class_name"] for _, kwargs in calls) == sorted(c.name for c in REVIEW_CLASSES)
+
+
+def test_a_second_run_never_overwrites_the_retraining_set_of_a_run_in_progress(aws, expect_start, monkeypatch):
+    """Two overlapping runs pick the same round number: the first claims it (a create-only object), the second
+    stops without touching reviews.csv / outcomes.jsonl; a claim left by a crashed run is taken over later."""
+    store, sm, stub = aws
+    vote(store, 4)
+    cfg = trigger.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
+    claim = f"s3://{BUCKET}/retrain/rounds/round-0001/claim.json"
+    assert storage.create_once(claim, b'{"request_id": "other", "claimed_at": 1000.0}')
+    monkeypatch.setattr(trigger.time, "time", lambda: 1000.0 + 60)
+    out = trigger.run({"source": "segqa.schedule"}, cfg, store, sm, request_id="second")
+    assert out["action"] == "skipped" and "another run" in out["reason"]
+    assert not storage.exists(f"s3://{BUCKET}/retrain/rounds/round-0001/reviews.csv")
+    assert not storage.create_once(claim, b"{}")  # create-only: the first claim stays
+
+    monkeypatch.setattr(trigger.time, "time", lambda: 1000.0 + trigger.CLAIM_STALE_S + 1)
+    expect_start(stub, cfg, 1, "unet")
+    assert trigger.run({"source": "segqa.schedule"}, cfg, store, sm, request_id="later")["action"] == "started"
+    assert storage.exists(f"s3://{BUCKET}/retrain/rounds/round-0001/reviews.csv")
+
+
+def test_create_once_creates_local_files_once(tmp_path):
+    path = str(tmp_path / "claim.json")
+    assert storage.create_once(path, b"first") and not storage.create_once(path, b"second")
+    assert storage.read_bytes(path) == b"first"

@@ -112,3 +112,16 @@ def test_check_import_allows_boto3_and_catches_anything_else(tmp_path):
         zf.writestr("handler.py", "import numpy\n\ndef lambda_handler(event, context):\n    return 1\n")
     with pytest.raises(SegqaError, match="does not import from the zip alone.*numpy"):
         package.check_import(bad)
+
+
+def test_the_import_check_names_its_interpreter_and_a_runtime_mismatch(tmp_path, capsys):
+    """The zips target the stack's runtime; the check says which Python it imported them with."""
+    assert package.LAMBDA_RUNTIME == "python3.12"
+    assert package.interpreter_runtime(sys.executable) == f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    assert package.main(["--out", str(tmp_path), "--python", sys.executable]) == 0
+    out = capsys.readouterr().out
+    checked = package.interpreter_runtime(sys.executable)
+    assert f"import-checked with {checked}" in out
+    assert ("differs from the Lambda runtime python3.12" in out) == (checked != "python3.12")
+    assert package.main(["--out", str(tmp_path), "--python", str(tmp_path / "no-python")]) == 2
+    assert "no-python" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from qa_workflow.review.ground_truth import (
     create_adjust_job,
     create_job,
     describe_job,
+    job_name_default,
     summarize_status,
     sync_job,
     validate_against_service_model,
@@ -159,13 +160,31 @@ def test_managed_policy_conventions_are_warned_about():
                     pre_lambda_arn=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:pre-label",
                     consolidation_lambda_arn=POST, output_s3="s3://my-output/gt")
     request = build_create_request(s, ROUND_INPUTS, "s3://my-output/t.html")
-    warnings = check_request(request, [f"{ROUND_INPUTS['dest']}/batches/b.json"])
+    warnings = check_request(request, [f"{ROUND_INPUTS['dest']}/batches/b.json"], allow_public_workforce=True)
     text = "\n".join(warnings)
     assert "pre-label" in text and "SageMaker" in text
     assert "segqa-dev-SageMaker-PostLabeling" not in text
     assert "'my-data'" in text and "'my-output'" in text
-    assert "PUBLIC" in text and "--price-usd" in text
+    assert "--price-usd" in text
     validate_against_service_model("CreateLabelingJob", request)  # legal, only unwise
+
+
+def test_a_public_workforce_is_refused_unless_the_operator_allows_it():
+    public = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:workteam/public-crowd/default"
+    s = JobSettings(role_arn=ROLE, workteam_arn=public, pre_lambda_arn=PRE, consolidation_lambda_arn=POST,
+                    output_s3="s3://my-data-sagemaker/gt", price_usd=0.12)
+    request = build_create_request(s, ROUND_INPUTS, "s3://my-data-sagemaker/t.html")
+    with pytest.raises(SegqaError, match="PUBLIC.*--allow-public-workforce"):
+        check_request(request)
+    assert any("PUBLIC" in w for w in check_request(request, allow_public_workforce=True))
+
+
+def test_job_names_start_with_the_stacks_prefix_so_its_completion_rule_sees_them():
+    assert job_name_default("r01", "ab" * 32) == "segqa-r01-abababab"
+    assert job_name_default("r01", "ab" * 32, prefix="segqa-dev") == "segqa-dev-r01-abababab"
+    s = JobSettings(role_arn=ROLE, workteam_arn=TEAM, pre_lambda_arn=PRE, consolidation_lambda_arn=POST,
+                    job_name_prefix="segqa-prod")
+    assert build_create_request(s, ROUND_INPUTS, "s3://my-data/t.html")["LabelingJobName"].startswith("segqa-prod-r01-")
 
 
 def test_name_rules():

@@ -106,6 +106,8 @@ def test_reviewer_reviews_a_batch_in_the_browser(browser, live_portal, tmp_path)
     page.wait_for_function("() => [...document.querySelectorAll('img.segqa-img')]"
                            ".every(i => i.complete && i.naturalWidth > 0)")
     assert "Review gray matter masks" in page.inner_text("main")
+    # The minimum viewing time per card has its own test (test_template_browser); here the script moves fast.
+    page.eval_on_selector("#segqa-root", "e => e.setAttribute('data-min-view-ms', '0')")
 
     # Reject two items with a reason: item 0 with the mouse, item 1 with the keyboard (R, then 2 = over-segmented).
     cards.nth(0).locator("button.reject").click()

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from qa_workflow.confirmations.store import clear_store_cache, open_store
+from qa_workflow.contract import SegqaError
 from qa_workflow.review.portal.app import create_app
 from qa_workflow.review.portal.service import PortalSettings, open_portal_db
 
@@ -154,9 +155,10 @@ def test_signed_image_url_expires_and_is_bound_to_one_file_and_reviewer(portal, 
     assert portal["client"]("bob").get(urls[0]).status_code == 403
     assert portal["client"]().get(urls[0]).status_code == 401
 
-    portal["clock"].advance(300 + 61)  # past url_ttl_s, but the task (600 s) still runs: the image stays
+    # The links live as long as the task (600 s here), not just --url-ttl (300 s): a slow reviewer keeps them.
+    portal["clock"].advance(300 + 61)
     assert alice.get(urls[0]).status_code == 200
-    portal["clock"].advance(300)  # past the task's time limit (rounded up to the minute)
+    portal["clock"].advance(300)  # past the task's end (rounded up to the minute)
     expired = alice.get(urls[0])
     assert expired.status_code == 403 and "expired" in expired.text
 
@@ -420,3 +422,114 @@ def test_a_broken_template_stops_serve_at_start(tmp_path, make_round):
         service.start()
     assert not service.started
     service.stop()
+
+
+# -- bad input (issue 16) ----------------------------------------------------------------------------------------
+
+SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options", "cache-control")
+
+
+def test_decisions_sent_as_a_json_array_keep_the_home_page_working(portal, decisions_form, take_task, submit):
+    alice = portal["client"]("alice")
+    aid, _ = take_task(alice)
+    form = decisions_form(portal["round"].batches[0])
+    form["decisions"] = json.loads(form["decisions"])  # the array itself, not the string holding it
+    assert submit(alice, aid, form).json()["status"] == "recorded"
+    home = alice.get("/")
+    assert home.status_code == 200 and "You have reviewed" in home.text
+
+
+@pytest.mark.parametrize("path", ["/tasks/99999999999999999999", "/tasks/-99999999999999999999",
+                                  "/operator/objects/99999999999999999999"])
+def test_ids_beyond_sqlites_range_are_not_found_with_security_headers(portal, path):
+    olga = portal["client"]("olga")
+    resp = olga.get(path)
+    assert resp.status_code == 404
+    assert all(h in resp.headers for h in SECURITY_HEADERS)
+    post = olga.post("/tasks/99999999999999999999/release", data={})
+    assert post.status_code in (403, 404) and all(h in post.headers for h in SECURITY_HEADERS)
+
+
+def test_an_unexpected_error_still_carries_the_security_headers(portal, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(portal["service"].db, "session", boom)
+    resp = TestClient(portal["app"], raise_server_exceptions=False).get("/")
+    assert resp.status_code == 500 and all(h in resp.headers for h in SECURITY_HEADERS)
+    assert "bug" not in resp.text
+
+
+def test_logout_is_a_csrf_checked_post_that_ends_the_server_session(portal, csrf_of):
+    alice = portal["client"]("alice")
+    forged = alice.post("/logout", data={"csrf_token": "forged"}, headers={"origin": str(alice.base_url)})
+    assert forged.status_code == 403
+    assert "You have reviewed" in alice.get("/").text  # still signed in: a forged post ends nothing
+    cookie = alice.cookies.get("segqa_session")
+    ok = alice.post("/logout", data={"csrf_token": csrf_of(alice.get("/").text)},
+                    headers={"origin": str(alice.base_url)}, follow_redirects=False)
+    assert ok.status_code == 303 and ok.headers["location"] == "/login"
+    stale = portal["client"]()
+    stale.cookies.set("segqa_session", cookie)
+    assert stale.get("/", follow_redirects=False).headers["location"] == "/login"  # the server forgot it
+    assert alice.get("/logout").status_code == 405
+
+
+def test_bodies_are_read_as_a_stream_and_dropped_at_the_cap():
+    """A chunked body (no Content-Length) is never read whole: reading stops at the first chunk past the cap."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from qa_workflow.review.portal import web
+
+    sent = []
+
+    async def receive():
+        sent.append(1)
+        return {"type": "http.request", "body": b"x" * 65_536, "more_body": len(sent) < 1000}  # 64 MB in all
+
+    request = Request({"type": "http", "method": "POST", "path": "/login", "headers": [(b"host", b"t")]}, receive)
+    assert asyncio.run(web.read_body(request, web.MAX_FORM_BYTES)) is None
+    assert len(sent) == 1
+    assert asyncio.run(web.read_form(Request({"type": "http", "method": "POST", "path": "/", "headers": []},
+                                             receive))) is None
+    assert len(sent) == 2
+
+
+def test_a_large_chunked_post_is_refused_on_every_endpoint(portal, take_task):
+    alice = portal["client"]("alice")
+    aid, _ = take_task(alice)
+
+    def chunks():
+        for _ in range(40):
+            yield b"a" * 65_536
+
+    for path in ("/login", "/logout", "/tasks/next", f"/tasks/{aid}/release", f"/tasks/{aid}/submit"):
+        resp = alice.post(path, content=chunks(), headers={"origin": str(alice.base_url),
+                                                           "content-type": "application/x-www-form-urlencoded"})
+        assert resp.status_code in (403, 413), (path, resp.status_code)
+
+
+def test_behind_a_proxy_the_origin_is_checked_against_the_public_url(tmp_path, fake_clock, make_round, csrf_of):
+    """A reverse proxy rewrites Host; with --public-url the browser's Origin is compared with that URL instead."""
+    rnd = make_round(tmp_path, n_batches=1, n_items=2, with_truth=False)
+    db = open_portal_db(tmp_path / "portal")
+    token = db.add_reviewer("alice", is_operator=False, link_ttl_s=3600, now=fake_clock())
+    db.close()
+    settings = PortalSettings(portal_dir=tmp_path / "portal", round_uri=str(rnd.root),
+                              store_uri=f"sqlite:///{tmp_path}/s.sqlite", clock=fake_clock,
+                              public_url="https://review.example.org/")
+    with TestClient(create_app(settings), base_url="https://127.0.0.1:8080") as client:
+        page = client.get(f"/login?token={token}")
+        form = {"token": token, "csrf_token": csrf_of(page.text)}
+        # The proxy's upstream Host is what the app sees; the browser says it is on the public origin.
+        refused = client.post("/login", data=form, headers={"origin": "https://127.0.0.1:8080"})
+        assert refused.status_code == 403
+        ok = client.post("/login", data=form, headers={"origin": "https://review.example.org"},
+                         follow_redirects=False)
+        assert ok.status_code == 303 and "secure" in ok.headers["set-cookie"].lower()
+    clear_store_cache()
+    for bad in ("review.example.org", "ftp://x", "https://x/path", "https://"):
+        with pytest.raises(SegqaError, match="--public-url"):
+            PortalSettings(portal_dir=tmp_path / "p2", round_uri=str(rnd.root), public_url=bad)

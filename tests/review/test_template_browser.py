@@ -48,9 +48,14 @@ def page():
             browser.close()
 
 
+def _no_minimum_view(page):
+    page.eval_on_selector("#segqa-root", "e => e.setAttribute('data-min-view-ms', '0')")
+
+
 def test_keyboard_review_refuses_incomplete_submission_then_submits_every_decision(page, make_batch):
     batch = make_batch("r1-gm-0042", "gray_matter", n=12)
     page.set_content(render_task(MASK_REVIEW_TEMPLATE.read_text(), batch, grant_read_access=_signer))
+    _no_minimum_view(page)
     ids = [it["item_id"] for it in batch["items"]]
     field = lambda: json.loads(page.eval_on_selector("#segqa-decisions", "e => e.value"))  # noqa: E731
 
@@ -108,3 +113,44 @@ def test_arrow_keys_move_by_grid_rows(page, make_batch):
     page.keyboard.press("ArrowUp")
     page.keyboard.press("ArrowLeft")  # already at the first card: stays
     assert page.evaluate("() => Number(document.activeElement.getAttribute('data-index'))") == 0
+
+
+def test_holding_a_cannot_accept_unseen_masks_nor_reaccept_decided_ones(page, make_batch):
+    """Each card must be shown for data-min-view-ms before it can be decided; once every card is decided, A
+    changes nothing (a held key used to wrap around and turn rejects into accepts)."""
+    batch = make_batch("r1-gm-0043", "gray_matter", n=6)
+    page.set_content(render_task(MASK_REVIEW_TEMPLATE.read_text(), batch, grant_read_access=_signer))
+    assert int(page.get_attribute("#segqa-root", "data-min-view-ms")) > 0  # on by default
+    page.eval_on_selector("#segqa-root", "e => e.setAttribute('data-min-view-ms', '3000')")
+    field = lambda: json.loads(page.eval_on_selector("#segqa-decisions", "e => e.value"))  # noqa: E731
+    page.wait_for_timeout(3100)
+    for _ in range(20):  # held A: key repeats every ~30 ms
+        page.keyboard.press("a")
+    assert len(field()) == 1  # the first card only; the next ones were not shown long enough
+    assert "at least" in page.inner_text("#segqa-alert")
+
+    _no_minimum_view(page)
+    ids = [it["item_id"] for it in batch["items"]]
+    page.click(f'[data-item-id="{ids[3]}"] button.reject')
+    for iid in ids:
+        if iid != ids[3]:
+            page.click(f'[data-item-id="{iid}"] button.accept')
+    page.focus(f'[data-item-id="{ids[3]}"]')
+    page.keyboard.press("a")  # everything is decided: A must not silently turn the reject into an accept
+    assert {d["item_id"]: d["decision"] for d in field()}[ids[3]] == "reject"
+    assert "Every mask is decided" in page.inner_text("#segqa-alert")
+    page.click(f'[data-item-id="{ids[3]}"] button.accept')  # a deliberate change is still possible
+    assert {d["item_id"]: d["decision"] for d in field()}[ids[3]] == "accept"
+
+
+def test_an_expired_image_link_shows_a_message_not_a_broken_image(page, make_batch):
+    batch = make_batch("r1-gm-0044", "gray_matter", n=2)
+
+    def expired_images(uri):  # the image-only links have expired (the portal answers 403)
+        return "http://portal.invalid/assets/expired" if uri.endswith(batch["items"][0]["image_uri"]) else _signer(uri)
+
+    page.set_content(render_task(MASK_REVIEW_TEMPLATE.read_text(), batch, grant_read_access=expired_images))
+    card = f'[data-item-id="{batch["items"][0]["item_id"]}"]'
+    page.keyboard.press("m")  # image only
+    page.wait_for_selector(f"{card}.is-image-failed", timeout=5000)
+    assert "expired" in page.inner_text(f"{card} .segqa-view") and "reload" in page.inner_text(f"{card} .segqa-view")

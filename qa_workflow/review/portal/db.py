@@ -118,6 +118,15 @@ CREATE TABLE IF NOT EXISTS assets (digest TEXT PRIMARY KEY, uri TEXT NOT NULL);
 """
 
 
+
+#: SQLite INTEGER bounds; a larger Python int makes sqlite3 raise OverflowError instead of finding nothing.
+SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1
+
+
+def in_sqlite_range(n: int) -> bool:
+    return SQLITE_INT_MIN <= n <= SQLITE_INT_MAX
+
+
 @dataclass(frozen=True)
 class JobConfig:
     name: str
@@ -387,6 +396,8 @@ class PortalDB:
                  len(items) if isinstance(items, list) else None, status, error, now))
 
     def object_row(self, job_id: int, object_id: int) -> sqlite3.Row | None:
+        if not in_sqlite_range(object_id):  # an id from a URL: nothing that large exists
+            return None
         return self.conn().execute("SELECT * FROM objects WHERE job_id = ? AND object_id = ?",
                                    (job_id, object_id)).fetchone()
 
@@ -428,6 +439,8 @@ class PortalDB:
             return _assignment(row)
 
     def assignment(self, assignment_id: int) -> Assignment | None:
+        if not in_sqlite_range(assignment_id):  # an id from a URL: nothing that large exists
+            return None
         row = self.conn().execute("SELECT * FROM assignments WHERE id = ?", (assignment_id,)).fetchone()
         return None if row is None else _assignment(row)
 

@@ -12,9 +12,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from qa_workflow.contract import ContractError, parse_decisions
 from qa_workflow.review.portal import auth, signing
 from qa_workflow.review.portal.service import AnswerRejected
-from qa_workflow.review.portal.web import MAX_JSON_BYTES, PortalWeb, csrf_ok, read_form, same_origin, secure, to_login
+from qa_workflow.review.portal.web import (
+    MAX_JSON_BYTES,
+    PortalWeb,
+    csrf_ok,
+    read_body,
+    read_form,
+    same_origin,
+    secure,
+    to_login,
+)
 
 log = logging.getLogger("segqa.portal")
 
@@ -77,10 +87,12 @@ def reviewer_router(web: PortalWeb) -> APIRouter:
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        session = await run_in_threadpool(web.session_of, request)
-        form = await read_form(request)
-        if session is not None and csrf_ok(request, session, form):
-            await run_in_threadpool(service.db.logout, request.cookies.get(auth.SESSION_COOKIE, ""))
+        # A forged post (another site's form) must not sign anyone out: only a CSRF-checked one ends the
+        # server session, and only then is the cookie dropped.
+        checked = await web.signed_in_form(request)
+        if isinstance(checked, Response):
+            return checked
+        await run_in_threadpool(service.db.logout, request.cookies.get(auth.SESSION_COOKIE, ""))
         response = to_login()
         response.delete_cookie(auth.SESSION_COOKIE, path="/")
         return response
@@ -136,10 +148,8 @@ def reviewer_router(web: PortalWeb) -> APIRouter:
             return JSONResponse({"detail": "not signed in"}, status_code=401)
         if not csrf_ok(request, session):
             return JSONResponse({"detail": "CSRF check failed; reload the page"}, status_code=403)
-        if int(request.headers.get("content-length") or 0) > MAX_JSON_BYTES:
-            return JSONResponse({"detail": "answer too large"}, status_code=413)
-        body = await request.body()
-        if len(body) > MAX_JSON_BYTES:
+        body = await read_body(request, MAX_JSON_BYTES)
+        if body is None:
             return JSONResponse({"detail": "answer too large"}, status_code=413)
         try:
             answer = json.loads(body)
@@ -192,10 +202,11 @@ def reviewer_router(web: PortalWeb) -> APIRouter:
 
 
 def _recent_entry(response: sqlite3.Row) -> dict[str, Any]:
-    """One of the reviewer's recent answers, summarised for the home page (an unreadable answer counts empty)."""
+    """One of the reviewer's recent answers, summarised for the home page (an unreadable answer counts empty).
+    The field is read by the contract's one parser, whichever form (array or string holding it) was sent."""
     try:
-        decisions = json.loads(json.loads(response["content"]).get("decisions", "[]"))
-    except (ValueError, AttributeError):
+        decisions = [d.to_json() for d in parse_decisions(json.loads(response["content"]).get("decisions", "[]"))]
+    except (ValueError, AttributeError, ContractError):
         decisions = []
     return {"batch_id": response["batch_id"], "class_name": response["class_name"],
             "accepted": sum(1 for d in decisions if d.get("decision") == "accept"),

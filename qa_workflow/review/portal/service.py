@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from qa_workflow import storage
 from qa_workflow.confirmations.adjust import seconds_on_task
@@ -73,9 +74,16 @@ class PortalSettings:
     sweep_interval_s: float = 2.0
     consolidate_in_background: bool = True
     clock: Callable[[], float] = field(default=time.time)
+    public_url: str | None = None  # scheme://host[:port] browsers use (behind a reverse proxy)
 
     def __post_init__(self) -> None:
         self.portal_dir = Path(self.portal_dir)
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
+                    or parts.query or parts.fragment:
+                raise SegqaError(f"--public-url must be the origin browsers use, e.g. https://review.example.org "
+                                 f"(scheme and host, no path); got {self.public_url!r}")
         if not 1 <= int(self.reviewers_per_object) <= 50:
             raise SegqaError(f"--reviewers-per-object must be between 1 and 50, got {self.reviewers_per_object}")
         if self.task_time_limit_s < 30:
@@ -277,14 +285,12 @@ class ReviewService:
         assert row is not None, "an assignment always refers to an object of its job"
         return json.loads(row["task_input"])
 
-    def grant_for(self, reviewer: Reviewer, assignment: Assignment | None = None) -> AssetGrants:
-        """A ``grant_read_access`` for one page view: URI -> ``/assets/<signed token>``. With the assignment the
-        links live as long as the task does (a reviewer who zooms in after 20 minutes still sees the image),
-        and never shorter than ``url_ttl_s``."""
+    def grant_for(self, reviewer: Reviewer, until: float | None = None) -> AssetGrants:
+        """A ``grant_read_access`` for one page view: URI -> ``/assets/<signed token>``, valid for ``url_ttl_s``
+        or until ``until`` (the task's end), whichever is later: a reviewer who takes the whole time limit
+        still sees the images. Each page view signs anew."""
         now = self.clock()
-        ttl = self.settings.url_ttl_s
-        if assignment is not None:
-            ttl = max(ttl, assignment.expires_at - now)
+        ttl = max(self.settings.url_ttl_s, (until or now) - now)
         return AssetGrants(self, reviewer.id, now, ttl)
 
     def _remember(self, new: dict[str, str]) -> None:
@@ -297,7 +303,7 @@ class ReviewService:
         """The task's HTML: the job's Liquid template rendered with the pre-labeling handler's taskInput."""
         from qa_workflow.review import templates as templating
 
-        grant = self.grant_for(reviewer, assignment)
+        grant = self.grant_for(reviewer, until=assignment.expires_at)
         html = templating.render_task(self.template_text, self.task_input(assignment), grant_read_access=grant,
                                       template_name=os.path.basename(self.template_uri))
         grant.flush()
@@ -448,9 +454,8 @@ class AssetGrants:
     """The portal's ``grant_read_access`` for one page view: signs each URI for one reviewer, and remembers
     (``flush``) which asset digest stands for which URI, so that ``/assets/<token>`` can be resolved later."""
 
-    def __init__(self, service: ReviewService, reviewer_id: int, now: float, ttl_s: float | None = None) -> None:
-        self._service, self._reviewer_id, self._now = service, reviewer_id, now
-        self._ttl_s = service.settings.url_ttl_s if ttl_s is None else ttl_s
+    def __init__(self, service: ReviewService, reviewer_id: int, now: float, ttl_s: float) -> None:
+        self._service, self._reviewer_id, self._now, self._ttl_s = service, reviewer_id, now, ttl_s
         self._new: dict[str, str] = {}
 
     def __call__(self, uri: str) -> str:

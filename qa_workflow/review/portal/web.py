@@ -65,21 +65,49 @@ class SecurityHeaders:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            # Starlette's own 500 page is sent outside every middleware, without these headers: send ours first
+            # (no details), then let the error propagate to be logged.
+            if not started:
+                await tracking_send({"type": "http.response.start", "status": 500,
+                                     "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+                await tracking_send({"type": "http.response.body", "body": b"Internal server error"})
+            raise
 
 
 def to_login() -> RedirectResponse:
     return RedirectResponse("/login", status_code=303)
 
 
+def _public_origin(request: Request) -> str | None:
+    """``scheme://host[:port]`` of ``--public-url`` (the address browsers use behind a reverse proxy), if set."""
+    public_url = request.app.state.service.settings.public_url
+    return None if public_url is None else public_url.rstrip("/")
+
+
 def secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    public = _public_origin(request)
+    return (public or str(request.url)).startswith("https:")
 
 
 def same_origin(request: Request) -> bool:
+    """The browser's Origin is this portal's: the configured public origin when there is one (a proxy rewrites
+    Host), else the Host header."""
     origin = request.headers.get("origin")
     if origin is None:  # same-origin GET-initiated form posts from older browsers carry none
         return True
+    public = _public_origin(request)
+    if public is not None:
+        return origin.rstrip("/") == public
     return urlparse(origin).netloc == request.headers.get("host", "")
 
 
@@ -88,12 +116,26 @@ def csrf_ok(request: Request, session: Session, form: dict[str, str] | None = No
     return same_origin(request) and auth.tokens_match(session.csrf_token, given)
 
 
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to exceed ``limit`` bytes. Read as a stream, so a
+    chunked body (no Content-Length) is dropped at the first chunk past the limit, never held whole."""
+    try:
+        if int(request.headers.get("content-length") or 0) > limit:
+            return None
+    except ValueError:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 async def read_form(request: Request) -> dict[str, str] | None:
     """The urlencoded form of a small POST, or None when it is too large or not a form."""
-    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-        return None
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
+    body = await read_body(request, MAX_FORM_BYTES)
+    if body is None:
         return None
     try:
         parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
