@@ -35,7 +35,7 @@ def _png(uri):
 def test_rejected_items_of_a_job_become_one_task_per_slice(batched_round, tmp_path):
     round_dir, dest = batched_round
     reviewed = read_assignments(round_dir)
-    reviewed = reviewed[reviewed["assignment"] == "review"].sort_values("item_id")
+    reviewed = reviewed[reviewed["assignment"] == "verify"].sort_values("item_id")
     store = open_store(f"sqlite:///{tmp_path}/s.db")
     votes, items = [], []
     for k, row in enumerate(reviewed.itertuples()):
@@ -91,7 +91,7 @@ def test_segqa_batch_writes_adjust_tasks_for_a_verify_jobs_rejections(batched_ro
     from qa_workflow.cli import main
 
     round_dir, dest = batched_round
-    row = read_assignments(round_dir).query("assignment == 'review'").iloc[0]
+    row = read_assignments(round_dir).query("assignment == 'verify'").iloc[0]
     store_uri = f"sqlite:///{tmp_path}/s.db"
     item = ItemRecord(row.item_id, row.class_name, float(row.confidence), "r03")
     open_store(store_uri).record_votes([(item, Vote("verify-9", row.item_id, "w1", "reject"))])
