@@ -57,7 +57,8 @@ def test_dry_run_without_credentials_prints_the_plan_and_touches_nothing(zips, m
     assert keys["post_labeling"] == f"lambdas/post_labeling-{hashlib.sha256(zip_bytes).hexdigest()[:16]}.zip"
     assert plan["parameters"]["PostLabelingCodeKey"] == keys["post_labeling"]
     assert plan["parameters"]["TrainingSourceKey"] == keys["training source"]
-    assert plan["then"] == ["upload templates/mask_review.liquid.html to the stack's data bucket"]
+    assert plan["then"] == [f"upload templates/{name} to the stack's data bucket"
+                            for name in ("mask_adjust.liquid.html", "mask_review.liquid.html")]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -89,14 +90,15 @@ def test_create_then_no_op_then_update_keeps_earlier_parameters(zips):
         events = []
         result = deploy.execute_deploy(plan, session, on_event=lambda k, p: events.append((k, p)), poll_s=0)
         assert result.outcome == "created" and len(result.uploaded) == 4
-        assert [k for k, _ in events].count("upload") == 5  # 4 code objects + the review template
+        assert [k for k, _ in events].count("upload") == 6  # 4 code objects + the verify and adjust templates
         assert any(k == "event" and p.status == "CREATE_COMPLETE" for k, p in events)
         s3 = session.client("s3")
         for art in plan.artifacts:
             assert s3.get_object(Bucket=plan.code_bucket, Key=art.key)["Body"].read() == art.data
         data_bucket = f"segqa-dev-sagemaker-123456789012-{REGION}"
-        template = s3.get_object(Bucket=data_bucket, Key="templates/mask_review.liquid.html")["Body"].read()
-        assert template == Path(deploy.REVIEW_TEMPLATES_DIR, "mask_review.liquid.html").read_bytes()
+        for name in ("mask_review.liquid.html", "mask_adjust.liquid.html"):
+            template = s3.get_object(Bucket=data_bucket, Key=f"templates/{name}")["Body"].read()
+            assert template == Path(deploy.REVIEW_TEMPLATES_DIR, name).read_bytes()
         block = s3.get_public_access_block(Bucket=plan.code_bucket)["PublicAccessBlockConfiguration"]
         assert all(block.values())
 
