@@ -94,13 +94,14 @@ def fix_onnx_for_runtime(model: Any) -> dict[str, int]:
 
 
 def onnx_session(path: str | os.PathLike[str], threads: int | None = None):
-    """An ONNX Runtime CPU session; ``threads`` sets intra-op threads (None: the runtime's default)."""
+    """An ONNX Runtime CPU session; ``threads`` sets intra-op threads (None: `training.threads.threads`)."""
     import onnxruntime as ort
 
+    from training.threads import threads as default_threads
+
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = int(threads or default_threads())
+    opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # warnings about the graph are not the user's business
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 

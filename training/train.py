@@ -50,6 +50,10 @@ if __package__ in (None, ""):  # run as a script (SageMaker): make `training` an
     _here = Path(__file__).resolve().parent
     sys.path.insert(0, str(_here.parent))
 
+from training.threads import CpuMeter, configure_threads  # before mxnet: it sizes its pool once
+
+THREADS = configure_threads()
+
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
@@ -140,6 +144,8 @@ class TrainEvent:
     best_epoch: int | None = None
     best_mean_dice: float | None = None
     images_per_s: float | None = None
+    cores_busy: float | None = None  # process CPU time / wall time of the epoch's training steps
+    threads: int | None = None  # OpenMP threads of this process (start event)
     elapsed_s: float = 0.0
     message: str = ""
 
@@ -375,7 +381,8 @@ class _Run:
         aug = AugmentConfig()
         total = dice_sum = ce_sum = 0.0
         seen = 0
-        start = time.perf_counter()
+        meter = CpuMeter()
+        start = meter.wall0
         for step, idx in enumerate(batches, start=1):
             imgs = self.train.images[idx].astype(np.float32) / 255.0
             masks = self.train.masks[idx]
@@ -403,10 +410,12 @@ class _Run:
                       elapsed_s=time.perf_counter() - t0, best_epoch=self.best_epoch,
                       best_mean_dice=self.best_score if self.best_epoch else None)
         seconds = time.perf_counter() - start
+        cores_busy = meter.cores_busy()
         n = max(len(batches), 1)
         entry: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": total / n, "train_dice_loss": dice_sum / n,
                                  "train_ce": ce_sum / n, "train_images": seen, "train_seconds": round(seconds, 3),
-                                 "images_per_s": round(seen / seconds, 3) if seconds > 0 else None}
+                                 "images_per_s": round(seen / seconds, 3) if seconds > 0 else None,
+                                 "cores_busy": cores_busy}
         entry.update(self.validate())
         return entry
 
@@ -479,7 +488,7 @@ class _Run:
                 "seed": cfg.seed, "augment": cfg.augment, "init_from": cfg.init_from, "kvstore": cfg.kvstore,
                 "contexts": [str(c) for c in self.ctx], "started_at": self.started_at,
                 "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "host": socket.gethostname(), "mxnet": mx.__version__},
+                "host": socket.gethostname(), "mxnet": mx.__version__, "threads": THREADS},
             "metrics": {"val": None if best is None else {
                 "epoch": best["epoch"], "dice": best["val_dice"], "mean_foreground_dice": best["val_mean_fg_dice"]}},
             "params_file": modelcard.BEST_PARAMS,
@@ -512,7 +521,8 @@ def train_model(config: TrainConfig) -> Path:
         run.out.mkdir(parents=True, exist_ok=True)
         modelcard.write_json_atomic(run.out / modelcard.CONFIG_FILE, cfg.to_json())
     t0 = time.perf_counter()
-    run.emit(kind="start", epoch=run.start_epoch + 1, steps=0, message=run.version)
+    log.info("training %s on %s with %d OpenMP thread(s)", cfg.network, ",".join(str(c) for c in run.ctx), THREADS)
+    run.emit(kind="start", epoch=run.start_epoch + 1, steps=0, message=run.version, threads=THREADS)
     stopped = ""
     for epoch in range(run.start_epoch, cfg.epochs):
         entry = run.run_epoch(epoch, t0)
@@ -522,7 +532,7 @@ def train_model(config: TrainConfig) -> Path:
         run.emit(kind="epoch", epoch=epoch + 1, loss=entry["train_loss"], lr=entry["lr"],
                  val_dice=entry["val_dice"], val_mean_dice=entry["val_mean_fg_dice"], best_epoch=run.best_epoch,
                  best_mean_dice=run.best_score if run.best_epoch else None, images_per_s=entry["images_per_s"],
-                 elapsed_s=time.perf_counter() - t0)
+                 cores_busy=entry["cores_busy"], elapsed_s=time.perf_counter() - t0)
         if cfg.time_budget_s is not None and time.perf_counter() - t0 >= cfg.time_budget_s and epoch + 1 < cfg.epochs:
             stopped = f"time budget of {cfg.time_budget_s:g} s reached after epoch {epoch + 1}"
             break
@@ -627,8 +637,9 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, ar
 def _log_progress(event: TrainEvent) -> None:
     # one line per epoch in a key=value form that SageMaker metric definitions can match
     if event.kind == "epoch":
-        log.info("epoch=%d train_loss=%.5f val_mean_fg_dice=%s lr=%.3e images_per_s=%s", event.epoch, event.loss,
-                 "nan" if event.val_mean_dice is None else f"{event.val_mean_dice:.5f}", event.lr, event.images_per_s)
+        log.info("epoch=%d train_loss=%.5f val_mean_fg_dice=%s lr=%.3e images_per_s=%s cores_busy=%s", event.epoch,
+                 event.loss, "nan" if event.val_mean_dice is None else f"{event.val_mean_dice:.5f}", event.lr,
+                 event.images_per_s, event.cores_busy)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,10 @@ from __future__ import annotations
 import logging
 import sys
 
+from training.threads import configure_threads
+
+configure_threads()  # before any command imports mxnet: it sizes its OpenMP pool once, at load
+
 import typer
 
 from qa_workflow import __version__
