@@ -161,11 +161,13 @@ class Predictor:
 
 
 def _build_from_card(card: dict[str, Any], mc_dropout: bool = False) -> SegmentationNet:
+    # Inference only: MXNet's own PReLU op is right in the forward pass (its fault is the training gradient),
+    # and it exports as one ONNX PRelu node.
     arch = card["architecture"]
     try:
         return build_network(card["network"], width=float(arch.get("width", 1.0)),
                              num_classes=int(arch.get("num_classes", 4)), in_channels=int(arch.get("in_channels", 1)),
-                             mc_dropout=mc_dropout, dropout=arch.get("dropout"))
+                             mc_dropout=mc_dropout, dropout=arch.get("dropout"), prelu="native")
     except (TypeError, ValueError) as exc:
         raise SegqaError(f"model card: architecture {arch!r} does not describe a valid {card['network']} "
                          f"({exc})") from None
