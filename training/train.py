@@ -66,7 +66,8 @@ from training.losses import class_weights_from_labels, parse_class_weights, segm
 from training.metrics import confusion_matrix, dice_from_confusion, mean_foreground_dice
 from training.nets import NETWORKS, build_network, load_params
 
-__all__ = ["TrainConfig", "TrainEvent", "train_model", "main", "KVSTORES", "lr_at_epoch"]
+__all__ = ["TrainConfig", "TrainEvent", "train_model", "main", "KVSTORES", "lr_at_epoch", "val_slice_cap",
+           "strided_subset"]
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,8 @@ class TrainConfig:
     """Everything a training run depends on. Defaults suit the atlas cohort on a CPU.
 
     Budget knobs: ``max_slices`` (train on a seeded subset of the train split), ``max_batches_per_epoch``,
-    ``max_val_slices`` and ``time_budget_s`` (stop after the first epoch that ends past it).
+    ``max_val_slices`` (None: `val_slice_cap`, about a tenth of an epoch's training images, evenly strided
+    over the val split) and ``time_budget_s`` (stop after the first epoch that ends past it).
     ``class_weights``: None/"auto" = inverse frequency of the training labels, or 4 numbers.
     ``init_from``: a model folder whose weights start this run (warm start; same network and width).
     ``progress``: called with a `TrainEvent` at start, after every batch and every epoch, and at the end.
@@ -170,6 +172,28 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), 0x5E6A])
 
 
+#: Validation may cost about this share of an epoch: slices validated per training image of the epoch.
+VAL_SHARE = 0.1
+#: Fewer validation slices than this make the per-epoch Dice too noisy to choose the best epoch by.
+MIN_VAL_SLICES = 16
+
+
+def val_slice_cap(train_images_per_epoch: int, val_slices: int, given: int | None = None) -> int:
+    """How many val slices to validate on per epoch: ``given`` if set, else VAL_SHARE of the epoch's training
+    images (at least MIN_VAL_SLICES); never more than the split has. Prediction of a slice costs less than
+    a training step on it, so this keeps validation under VAL_SHARE of the epoch."""
+    cap = given if given is not None else max(MIN_VAL_SLICES, math.ceil(VAL_SHARE * train_images_per_epoch))
+    return min(int(cap), int(val_slices))
+
+
+def strided_subset(n: int, k: int) -> np.ndarray:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when k >= n): every subject and depth of a
+    val split ordered by subject and slice is represented, and the choice is the same every epoch."""
+    if k >= n:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(int))
+
+
 def _dropout_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2 ** 31 - 1)
 
@@ -241,9 +265,12 @@ class _Split:
     ids: list[str]
 
 
-def _load_split(root: str, split: str, limit: int | None, seed: int) -> _Split:
+def _load_split(root: str, split: str, limit: int | None, seed: int, strided: bool = False) -> _Split:
+    """The split's slices; with ``limit``, a seeded random subset (or `strided_subset` when ``strided``)."""
     records = read_index(root, [split])
-    if limit is not None and len(records) > limit:
+    if strided and limit is not None:
+        records = [records[i] for i in strided_subset(len(records), limit)]
+    elif limit is not None and len(records) > limit:
         keep = np.sort(np.random.default_rng([int(seed), 0xDA7A]).choice(len(records), size=limit, replace=False))
         records = [records[i] for i in keep]
     images, masks = load_slices(root, records, masks=True)
@@ -294,7 +321,12 @@ class _Run:
         if not (self.train.masks != IGNORE_LABEL).any():
             raise SegqaError(f"{cfg.data_dir}: every training mask pixel is 255 (ignore); nothing to learn from")
         val_root = cfg.val_dir or cfg.data_dir
-        self.val = _load_split(val_root, "val", cfg.max_val_slices, cfg.seed)
+        per_epoch = len(self.train.images)
+        if cfg.max_batches_per_epoch:
+            per_epoch = min(per_epoch, cfg.max_batches_per_epoch * cfg.batch_size)
+        n_val = len(read_index(val_root, ["val"]))
+        self.val = _load_split(val_root, "val", val_slice_cap(per_epoch, n_val, cfg.max_val_slices), cfg.seed,
+                               strided=True)
         if len(self.val.images) == 0:
             log.warning("%s has no val split: the last epoch is kept as the best", val_root)
         pix = self.train.images.astype(np.float64) / 255.0
@@ -417,6 +449,8 @@ class _Run:
                                  "images_per_s": round(seen / seconds, 3) if seconds > 0 else None,
                                  "cores_busy": cores_busy}
         entry.update(self.validate())
+        if entry.get("val_seconds") is not None and seconds > 0:
+            entry["val_share"] = round(entry["val_seconds"] / (seconds + entry["val_seconds"]), 3)
         return entry
 
     def validate(self) -> dict[str, Any]:
@@ -424,10 +458,14 @@ class _Run:
             return {"val_dice": None, "val_mean_fg_dice": None}
         start = time.perf_counter()
         cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
-        bs = max(1, self.cfg.val_batch_size)
+        bs = max(1, min(self.cfg.val_batch_size, len(self.val.images)))
         for i in range(0, len(self.val.images), bs):
-            x = modelcard.normalize(self.val.images[i:i + bs], self.mean, self.std)
-            pred = self.net(nd.array(x, ctx=self.ctx[0])).argmax(axis=1).asnumpy().astype(np.uint8)
+            images = self.val.images[i:i + bs]
+            n = len(images)
+            if n < bs:  # pad to a full batch: one input shape, so the static graph is not re-planned each epoch
+                images = np.concatenate([images, np.repeat(images[-1:], bs - n, axis=0)])
+            x = modelcard.normalize(images, self.mean, self.std)
+            pred = self.net(nd.array(x, ctx=self.ctx[0])).argmax(axis=1).asnumpy().astype(np.uint8)[:n]
             cm += confusion_matrix(pred, self.val.masks[i:i + bs])
         dice = dice_from_confusion(cm)
         return {"val_dice": {c.name: _finite(d) for c, d in zip(TISSUE_CLASSES, dice)},
