@@ -55,10 +55,10 @@ class PReLU(nn.HybridBlock):
 
     Same parameter name and shape as ``gluon.nn.PReLU``, so checkpoints load either way. Computed as
     ``relu(x) - relu(-x) * alpha`` ("mul", the default). MXNet 1.9.1's own op ("native", ``LeakyReLU``)
-    has two faults in training: in a hybridized graph its slope gradient comes out multiplied by the slope
-    (a quarter at initialisation; tests/training/test_prelu.py checks against float64 finite differences),
-    and its backward costs about as much as the rest of an ENet step (measured side by side in
-    benchmarks/b3_speed.py: the whole ENet step takes ~1.7x the CPU time with it).
+    is wrong in training: in a hybridized graph its slope gradient comes out multiplied by the slope (a
+    quarter at initialisation; tests/training/test_prelu.py checks against float64 finite differences). Its
+    backward is also slow (a generic broadcast reduction); with this formulation an ENet step took ~15 % less
+    CPU time (benchmarks/b3_speed.py, side by side).
     """
 
     def __init__(self, channels: int, formulation: str = "mul", **kwargs: Any) -> None:
