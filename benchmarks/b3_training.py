@@ -175,12 +175,10 @@ def write_markdown() -> None:
     rows = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("b3_*.json"))
             if f.stem in ("b3_unet", "b3_enet")]
     lines = ["# B3 — training throughput and held-out Dice on the atlas cohort", ""]
-    speed = RESULTS / "b3_speed.md"
-    if speed.is_file():
-        lines += [speed.read_text().strip(), ""]
-    gpu = RESULTS / "b3_gpu.md"
-    if gpu.is_file():
-        lines += [gpu.read_text().strip(), ""]
+    for name in ("b3_status.md", "b3_speed.md", "b3_gpu.md"):  # written by hand / b3_speed.py / gpu_train.py
+        part = RESULTS / name
+        if part.is_file():
+            lines += [part.read_text().strip(), ""]
     for r in rows:
         d = r["test_pooled_dice"]
         hd = r["test_hd95_mm_mean"]
