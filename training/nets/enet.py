@@ -57,8 +57,8 @@ class PReLU(nn.HybridBlock):
     ``relu(x) - relu(-x) * alpha`` ("mul", the default). MXNet 1.9.1's own op ("native", ``LeakyReLU``)
     is wrong in training: in a hybridized graph its slope gradient comes out multiplied by the slope (a
     quarter at initialisation; tests/training/test_prelu.py checks against float64 finite differences). Its
-    backward is also slow (a generic broadcast reduction); with this formulation an ENet step took ~15 % less
-    CPU time (benchmarks/b3_speed.py, side by side).
+    backward is also slow (a generic broadcast reduction), but replacing it did not make the ENet step
+    faster with two threads (benchmarks/b3_speed.py, side by side).
     """
 
     def __init__(self, channels: int, formulation: str = "mul", **kwargs: Any) -> None:
