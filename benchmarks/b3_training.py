@@ -8,8 +8,11 @@ Trains on the cohort's ``train`` split (its labeled seed set), selects the epoch
 the ``test`` subjects (never seen in training or selection). The wall-clock budget covers training and
 per-epoch validation: a short probe measures images/s, the number of epochs is chosen to fit the budget
 (the cosine schedule then runs to its end), and ``time_budget_s`` stops training if the machine slows down.
-Process CPU time is reported next to wall time because the machine is shared. Results:
-benchmarks/results/B3.md (all networks run so far) and b3_<network>.json.
+Process CPU time is reported next to wall time ("cores busy" = CPU / wall) because the machine is shared;
+the OpenMP thread count is `training.threads` (``SEGQA_THREADS=1`` when other jobs load the cores: with
+more threads than free cores, OpenMP's barriers make a step several times slower). Throughput per network
+and width, side by side in one process, and the ratio to the machine's matmul rate: b3_speed.py. Results:
+benchmarks/results/B3.md (all networks run so far, and the speed table) and b3_<network>.json.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ def main(argv=None) -> int:
     p.add_argument("--budget-min", type=float, default=15.0, help="wall-clock budget for training + validation")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=None, help="default: training.train.DEFAULT_LR")
-    p.add_argument("--max-val-slices", type=int, default=32, help="validation slices per epoch (evenly spread)")
+    p.add_argument("--max-val-slices", type=int, default=None,
+                   help="validation slices per epoch, evenly strided (default: training.train.val_slice_cap)")
     p.add_argument("--max-test-slices", type=int, default=None, help="default: the whole test split")
     p.add_argument("--epochs", type=int, default=None, help="skip the probe and train this many epochs")
     p.add_argument("--seed", type=int, default=0)
@@ -70,15 +74,17 @@ def main(argv=None) -> int:
     from qa_workflow.contract import SegqaError
     from training.dataset import read_index
     from training.evaluate import evaluate_model
+    from training.threads import threads
     from training.train import TrainConfig, train_model
 
     try:
         n_train = len(read_index(args.data, ["train"]))
+        n_val = len(read_index(args.data, ["val"]))
         n_test_subjects = len({r.subject for r in read_index(args.data, ["test"])})
     except SegqaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from training.train import DEFAULT_LR
+    from training.train import DEFAULT_LR, val_slice_cap
 
     lr = args.lr or DEFAULT_LR[args.network]
     budget_s = args.budget_min * 60
@@ -88,7 +94,7 @@ def main(argv=None) -> int:
     if args.epochs is None:
         probe_ips = _probe_images_per_s(args.data, args.network, args.batch_size, 3, 1.0)
         # per epoch: the train split plus validation (inference is ~3x cheaper per image than a training step)
-        epoch_s = n_train / probe_ips + args.max_val_slices / (3 * probe_ips)
+        epoch_s = n_train / probe_ips + val_slice_cap(n_train, n_val, args.max_val_slices) / (3 * probe_ips)
         epochs = max(1, int((budget_s - (time.perf_counter() - wall0)) * 0.9 // epoch_s))
     else:
         epochs = args.epochs
@@ -133,7 +139,10 @@ def main(argv=None) -> int:
         "epochs_planned": epochs, "epochs_run": len(epochs_run), "best_epoch": metrics["best_epoch"],
         "probe_images_per_s": probe_ips, "train_images_per_s_median": sorted(ips)[len(ips) // 2] if ips else None,
         "wall_s_train_incl_probe_and_val": round(train_wall + (train_start - wall0), 1),
-        "cpu_s_train": round(train_cpu, 1), "wall_s_test_eval": round(eval_wall, 1),
+        "cpu_s_train": round(train_cpu, 1), "wall_s_test_eval": round(eval_wall, 1), "threads": threads(),
+        "cores_busy_train": round(train_cpu / (train_wall + (train_start - wall0)), 2),
+        "val_slices_per_epoch": report_val_slices(model),
+        "val_share_median": _median([e.get("val_share") for e in epochs_run]),
         "val_history": [{"epoch": e["epoch"], "val_mean_fg_dice": e["val_mean_fg_dice"]} for e in epochs_run],
         "test_pooled_dice": report["pooled"]["dice"],
         "test_mean_fg_dice_pooled": report["pooled"]["mean_foreground_dice"],
@@ -152,9 +161,24 @@ def main(argv=None) -> int:
     return 0
 
 
+def _median(values):
+    values = sorted(v for v in values if v is not None)
+    return values[len(values) // 2] if values else None
+
+
+def report_val_slices(model) -> int | None:
+    card = json.loads((Path(model) / "model_card.json").read_text())
+    return card["training"].get("val_slices")
+
+
 def write_markdown() -> None:
-    rows = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("b3_*.json"))]
+    rows = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("b3_*.json"))
+            if f.stem in ("b3_unet", "b3_enet")]
     lines = ["# B3 — training throughput and held-out Dice on the atlas cohort", ""]
+    for name in ("b3_status.md", "b3_speed.md", "b3_gpu.md"):  # written by hand / b3_speed.py / gpu_train.py
+        part = RESULTS / name
+        if part.is_file():
+            lines += [part.read_text().strip(), ""]
     for r in rows:
         d = r["test_pooled_dice"]
         hd = r["test_hd95_mm_mean"]
@@ -167,7 +191,10 @@ def write_markdown() -> None:
                   f"(process); {r['epochs_run']} epochs of {r['train_slices']} slices (batch {r['batch_size']}, "
                   f"Adam lr {r['lr']:g}, cosine), best epoch {r['best_epoch']}",
                   f"- training throughput: {r['train_images_per_s_median']:.2f} images/s (median over epochs; "
-                  "augmentation included)",
+                  "augmentation included)" + (f"; {r['threads']} OpenMP thread(s), {r['cores_busy_train']} cores busy; "
+                                              f"validation on {r['val_slices_per_epoch']} slices, median "
+                                              f"{100 * (r['val_share_median'] or 0):.0f} % of an epoch"
+                                              if "threads" in r else ""),
                   f"- held-out test: {r['test_subjects']} subjects, {r['test_slices']} slices; mean foreground Dice "
                   f"**{r['test_mean_fg_dice_pooled']:.4f}** pooled, {r['test_subject_mean_fg_dice']:.4f} mean over "
                   f"subjects; target {r['target_mean_fg_dice']:.2f}: {ok}", "",

@@ -5,3 +5,9 @@ Deployed as the SageMaker training `source_dir` (with its own requirements.txt):
 numpy, scipy, pillow, mxnet and the shared contract/storage modules only. The importers and the atlas cohort
 (nibabel, nilearn) run on the operator's machine, not in the training container.
 """
+
+# Size the OpenMP/BLAS pools from the cores this process may use before any submodule loads MXNet, which
+# reads OMP_NUM_THREADS once, at load (see training/threads.py).
+from training.threads import configure_threads as _configure_threads
+
+_configure_threads()

@@ -184,13 +184,15 @@ class Predictor:
 
 
 def onnx_session(path: str | os.PathLike[str], threads: int | None = None):
-    """An ONNX Runtime CPU session; ``threads`` sets intra-op threads (None: the runtime's default)."""
+    """An ONNX Runtime CPU session; ``threads`` sets intra-op threads (None: `training.threads.threads`, the
+    cores this process may use)."""
     import onnxruntime as ort
 
+    from training.threads import threads as default_threads
+
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = int(threads or default_threads())
+    opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # warnings about the graph are not the user's business
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
@@ -244,11 +246,13 @@ class OnnxPredictor:
 
 
 def _build_from_card(card: dict[str, Any], mc_dropout: bool = False) -> SegmentationNet:
+    # Inference only: MXNet's own PReLU op is right in the forward pass (its fault is the training gradient),
+    # and it exports as one ONNX PRelu node.
     arch = card["architecture"]
     try:
         return build_network(card["network"], width=float(arch.get("width", 1.0)),
                              num_classes=int(arch.get("num_classes", 4)), in_channels=int(arch.get("in_channels", 1)),
-                             mc_dropout=mc_dropout, dropout=arch.get("dropout"))
+                             mc_dropout=mc_dropout, dropout=arch.get("dropout"), prelu="native")
     except (TypeError, ValueError) as exc:
         raise SegqaError(f"model card: architecture {arch!r} does not describe a valid {card['network']} "
                          f"({exc})") from None

@@ -52,6 +52,10 @@ if __package__ in (None, ""):  # run as a script (SageMaker): make `training` an
     _here = Path(__file__).resolve().parent
     sys.path.insert(0, str(_here.parent))
 
+from training.threads import CpuMeter, configure_threads  # before mxnet: it sizes its pool once
+
+THREADS = configure_threads()
+
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
@@ -65,7 +69,8 @@ from training.losses import class_weights_from_labels, parse_class_weights, segm
 from training.metrics import confusion_matrix, dice_from_confusion, mean_foreground_dice
 from training.nets import NETWORKS, build_network, load_params
 
-__all__ = ["TrainConfig", "TrainEvent", "train_model", "main", "KVSTORES", "lr_at_epoch"]
+__all__ = ["TrainConfig", "TrainEvent", "train_model", "main", "KVSTORES", "lr_at_epoch", "val_slice_cap",
+           "strided_subset"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +88,8 @@ class TrainConfig:
     """Everything a training run depends on. Defaults suit the atlas cohort on a CPU.
 
     Budget knobs: ``max_slices`` (train on a seeded subset of the train split), ``max_batches_per_epoch``,
-    ``max_val_slices`` and ``time_budget_s`` (stop after the first epoch that ends past it).
+    ``max_val_slices`` (None: `val_slice_cap`, about a tenth of an epoch's training images, evenly strided
+    over the val split) and ``time_budget_s`` (stop after the first epoch that ends past it).
     ``class_weights``: None/"auto" = inverse frequency of the training labels, or 4 numbers.
     ``init_from``: a model folder whose weights start this run (warm start; same network and width).
     ``progress``: called with a `TrainEvent` at start, after every batch and every epoch, and at the end.
@@ -143,6 +149,8 @@ class TrainEvent:
     best_epoch: int | None = None
     best_mean_dice: float | None = None
     images_per_s: float | None = None
+    cores_busy: float | None = None  # process CPU time / wall time of the epoch's training steps
+    threads: int | None = None  # OpenMP threads of this process (start event)
     elapsed_s: float = 0.0
     message: str = ""
 
@@ -166,6 +174,28 @@ def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     """The generator for data order and augmentation of one epoch (independent of earlier epochs)."""
     return np.random.default_rng([int(seed), int(epoch), 0x5E6A])
+
+
+#: Validation may cost about this share of an epoch: slices validated per training image of the epoch.
+VAL_SHARE = 0.1
+#: Fewer validation slices than this make the per-epoch Dice too noisy to choose the best epoch by.
+MIN_VAL_SLICES = 16
+
+
+def val_slice_cap(train_images_per_epoch: int, val_slices: int, given: int | None = None) -> int:
+    """How many val slices to validate on per epoch: ``given`` if set, else VAL_SHARE of the epoch's training
+    images (at least MIN_VAL_SLICES); never more than the split has. Prediction of a slice costs less than
+    a training step on it, so this keeps validation under VAL_SHARE of the epoch."""
+    cap = given if given is not None else max(MIN_VAL_SLICES, math.ceil(VAL_SHARE * train_images_per_epoch))
+    return min(int(cap), int(val_slices))
+
+
+def strided_subset(n: int, k: int) -> np.ndarray:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when k >= n): every subject and depth of a
+    val split ordered by subject and slice is represented, and the choice is the same every epoch."""
+    if k >= n:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(int))
 
 
 def _dropout_seed(seed: int, epoch: int) -> int:
@@ -240,9 +270,12 @@ class _Split:
     ids: list[str]
 
 
-def _load_split(root: str, split: str, limit: int | None, seed: int) -> _Split:
+def _load_split(root: str, split: str, limit: int | None, seed: int, strided: bool = False) -> _Split:
+    """The split's slices; with ``limit``, a seeded random subset (or `strided_subset` when ``strided``)."""
     records = read_index(root, [split])
-    if limit is not None and len(records) > limit:
+    if strided and limit is not None:
+        records = [records[i] for i in strided_subset(len(records), limit)]
+    elif limit is not None and len(records) > limit:
         keep = np.sort(np.random.default_rng([int(seed), 0xDA7A]).choice(len(records), size=limit, replace=False))
         records = [records[i] for i in keep]
     images, masks = load_slices(root, records, masks=True)
@@ -293,7 +326,12 @@ class _Run:
         if not (self.train.masks != IGNORE_LABEL).any():
             raise SegqaError(f"{cfg.data_dir}: every training mask pixel is 255 (ignore); nothing to learn from")
         val_root = cfg.val_dir or cfg.data_dir
-        self.val = _load_split(val_root, "val", cfg.max_val_slices, cfg.seed)
+        per_epoch = len(self.train.images)
+        if cfg.max_batches_per_epoch:
+            per_epoch = min(per_epoch, cfg.max_batches_per_epoch * cfg.batch_size)
+        n_val = len(read_index(val_root, ["val"]))
+        self.val = _load_split(val_root, "val", val_slice_cap(per_epoch, n_val, cfg.max_val_slices), cfg.seed,
+                               strided=True)
         if len(self.val.images) == 0:
             log.warning("%s has no val split: the last epoch is kept as the best", val_root)
         pix = self.train.images.astype(np.float64) / 255.0
@@ -380,7 +418,8 @@ class _Run:
         aug = AugmentConfig()
         total = dice_sum = ce_sum = 0.0
         seen = 0
-        start = time.perf_counter()
+        meter = CpuMeter()
+        start = meter.wall0
         for step, idx in enumerate(batches, start=1):
             imgs = self.train.images[idx].astype(np.float32) / 255.0
             masks = self.train.masks[idx]
@@ -408,11 +447,15 @@ class _Run:
                       elapsed_s=time.perf_counter() - t0, best_epoch=self.best_epoch,
                       best_mean_dice=self.best_score if self.best_epoch else None)
         seconds = time.perf_counter() - start
+        cores_busy = meter.cores_busy()
         n = max(len(batches), 1)
         entry: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": total / n, "train_dice_loss": dice_sum / n,
                                  "train_ce": ce_sum / n, "train_images": seen, "train_seconds": round(seconds, 3),
-                                 "images_per_s": round(seen / seconds, 3) if seconds > 0 else None}
+                                 "images_per_s": round(seen / seconds, 3) if seconds > 0 else None,
+                                 "cores_busy": cores_busy}
         entry.update(self.validate())
+        if entry.get("val_seconds") is not None and seconds > 0:
+            entry["val_share"] = round(entry["val_seconds"] / (seconds + entry["val_seconds"]), 3)
         return entry
 
     def validate(self) -> dict[str, Any]:
@@ -420,10 +463,14 @@ class _Run:
             return {"val_dice": None, "val_mean_fg_dice": None}
         start = time.perf_counter()
         cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
-        bs = max(1, self.cfg.val_batch_size)
+        bs = max(1, min(self.cfg.val_batch_size, len(self.val.images)))
         for i in range(0, len(self.val.images), bs):
-            x = modelcard.normalize(self.val.images[i:i + bs], self.mean, self.std)
-            pred = self.net(nd.array(x, ctx=self.ctx[0])).argmax(axis=1).asnumpy().astype(np.uint8)
+            images = self.val.images[i:i + bs]
+            n = len(images)
+            if n < bs:  # pad to a full batch: one input shape, so the static graph is not re-planned each epoch
+                images = np.concatenate([images, np.repeat(images[-1:], bs - n, axis=0)])
+            x = modelcard.normalize(images, self.mean, self.std)
+            pred = self.net(nd.array(x, ctx=self.ctx[0])).argmax(axis=1).asnumpy().astype(np.uint8)[:n]
             cm += confusion_matrix(pred, self.val.masks[i:i + bs])
         dice = dice_from_confusion(cm)
         return {"val_dice": {c.name: _finite(d) for c, d in zip(TISSUE_CLASSES, dice, strict=True)},
@@ -485,7 +532,7 @@ class _Run:
                 "seed": cfg.seed, "augment": cfg.augment, "init_from": cfg.init_from, "kvstore": cfg.kvstore,
                 "contexts": [str(c) for c in self.ctx], "started_at": self.started_at,
                 "updated_at": utc_now_iso(),
-                "host": socket.gethostname(), "mxnet": mx.__version__},
+                "host": socket.gethostname(), "mxnet": mx.__version__, "threads": THREADS},
             "metrics": {"val": None if best is None else {
                 "epoch": best["epoch"], "dice": best["val_dice"], "mean_foreground_dice": best["val_mean_fg_dice"]}},
             "params_file": modelcard.BEST_PARAMS,
@@ -512,7 +559,8 @@ def train_model(config: TrainConfig) -> Path:
         run.out.mkdir(parents=True, exist_ok=True)
         modelcard.write_json_atomic(run.out / modelcard.CONFIG_FILE, cfg.to_json())
     t0 = time.perf_counter()
-    run.emit(kind="start", epoch=run.start_epoch + 1, steps=0, message=run.version)
+    log.info("training %s on %s with %d OpenMP thread(s)", cfg.network, ",".join(str(c) for c in run.ctx), THREADS)
+    run.emit(kind="start", epoch=run.start_epoch + 1, steps=0, message=run.version, threads=THREADS)
     stopped = ""
     for epoch in range(run.start_epoch, cfg.epochs):
         entry = run.run_epoch(epoch, t0)
@@ -522,7 +570,7 @@ def train_model(config: TrainConfig) -> Path:
         run.emit(kind="epoch", epoch=epoch + 1, loss=entry["train_loss"], lr=entry["lr"],
                  val_dice=entry["val_dice"], val_mean_dice=entry["val_mean_fg_dice"], best_epoch=run.best_epoch,
                  best_mean_dice=run.best_score if run.best_epoch else None, images_per_s=entry["images_per_s"],
-                 elapsed_s=time.perf_counter() - t0)
+                 cores_busy=entry["cores_busy"], elapsed_s=time.perf_counter() - t0)
         if cfg.time_budget_s is not None and time.perf_counter() - t0 >= cfg.time_budget_s and epoch + 1 < cfg.epochs:
             stopped = f"time budget of {cfg.time_budget_s:g} s reached after epoch {epoch + 1}"
             break
@@ -627,8 +675,9 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, ar
 def _log_progress(event: TrainEvent) -> None:
     # one line per epoch in a key=value form that SageMaker metric definitions can match
     if event.kind == "epoch":
-        log.info("epoch=%d train_loss=%.5f val_mean_fg_dice=%s lr=%.3e images_per_s=%s", event.epoch, event.loss,
-                 "nan" if event.val_mean_dice is None else f"{event.val_mean_dice:.5f}", event.lr, event.images_per_s)
+        log.info("epoch=%d train_loss=%.5f val_mean_fg_dice=%s lr=%.3e images_per_s=%s cores_busy=%s", event.epoch,
+                 event.loss, "nan" if event.val_mean_dice is None else f"{event.val_mean_dice:.5f}", event.lr,
+                 event.images_per_s, event.cores_busy)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,10 @@ import importlib
 import logging
 import sys
 
+from training.threads import configure_threads
+
+configure_threads()  # before any command imports mxnet: it sizes its OpenMP pool once, at load
+
 import typer
 
 from qa_workflow import __version__

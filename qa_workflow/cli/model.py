@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
             if ev.kind == "start":  # the bar starts once data and options are checked: errors stay one line
                 progress.start()
                 state["started"] = True
-                console.print(f"training {network} {ev.message} -> {out} (epochs {ev.epoch}..{ev.epochs})")
+                console.print(f"training {network} {ev.message} -> {out} (epochs {ev.epoch}..{ev.epochs}, "
+                              f"{ev.threads} threads)")
             elif ev.kind == "batch":
                 if ev.epoch not in tasks:
                     tasks[ev.epoch] = progress.add_task(f"epoch {ev.epoch}/{ev.epochs}", total=ev.steps, info="")
@@ -66,7 +67,8 @@ def register(app: typer.Typer) -> None:
                 dice = ev.val_dice or {}
                 per = " ".join(f"{k}={_fmt(v)}" for k, v in dice.items() if k != "background")
                 info = (f"loss {ev.loss:.4f}  val mean Dice {_fmt(ev.val_mean_dice)} ({per})  "
-                        f"best {_fmt(ev.best_mean_dice)} @ {ev.best_epoch}  {ev.images_per_s or 0:.1f} img/s")
+                        f"best {_fmt(ev.best_mean_dice)} @ {ev.best_epoch}  {ev.images_per_s or 0:.1f} img/s, "
+                        f"{ev.cores_busy or 0:.1f} cores busy")
                 if ev.epoch in tasks:
                     progress.remove_task(tasks.pop(ev.epoch))
                 progress.console.print(f"epoch {ev.epoch}/{ev.epochs}  {info}")

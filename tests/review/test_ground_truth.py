@@ -263,7 +263,7 @@ def test_a_verify_job_chains_to_an_adjust_job_with_its_own_label_attribute(s3_ro
 
     round_dir, dest, review_template = s3_round
     verify = create_job(None, round_dir, settings(review_template, job_name="segqa-r01-verify"), dry_run=True)[0]
-    reviewed = read_assignments(round_dir).query("assignment == 'review'").sort_values("item_id").head(3)
+    reviewed = read_assignments(round_dir).query("assignment == 'verify'").sort_values("item_id").head(3)
     store_uri = f"sqlite:///{tmp_path}/votes.db"
     store = open_store(store_uri)
     store.record_votes([(ItemRecord(r.item_id, r.class_name, 0.5, "r01"), Vote("segqa-r01-verify", r.item_id, "w1", d))

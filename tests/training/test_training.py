@@ -81,7 +81,9 @@ def test_predictor_and_mc_dropout(enet_model, dataset):
     p1 = pred.predict_proba(images, batch_size=2)
     assert p1.shape == (3, 4, 176, 208) and p1.dtype == np.float32
     np.testing.assert_allclose(p1.sum(1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(p1, pred.predict_proba(images))  # deterministic in eval mode
+    np.testing.assert_array_equal(p1, pred.predict_proba(images, batch_size=2))  # deterministic in eval mode
+    # another batch size may change float rounding once oneDNN runs on several threads (issue #14), no more
+    np.testing.assert_allclose(p1, pred.predict_proba(images), rtol=0, atol=1e-4)
     mc = pred.predict_mc(images, samples=4, seed=1)
     assert mc.mean.shape == p1.shape and mc.entropy.shape == mc.mutual_info.shape == (3, 176, 208)
     assert mc.mutual_info.max() > 0 and mc.mutual_info.min() >= 0  # dropout makes the passes disagree

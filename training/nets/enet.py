@@ -38,7 +38,7 @@ from mxnet.gluon import nn
 
 from training.nets.blocks import SegmentationNet, SpatialDropout
 
-__all__ = ["ENet", "InitialBlock", "Bottleneck"]
+__all__ = ["ENet", "InitialBlock", "Bottleneck", "PReLU", "PRELU_FORMULATIONS"]
 
 INITIAL_FILTERS = 13
 STAGE_CHANNELS = (16, 64, 128)
@@ -46,10 +46,40 @@ STAGE_CHANNELS = (16, 64, 128)
 DROPOUT_RATES = (0.01, 0.1)
 
 
-def _activation(kind: str, channels: int) -> nn.HybridBlock:
+#: How `PReLU` computes (see its docstring); "native" is MXNet's LeakyReLU op, kept for comparison.
+PRELU_FORMULATIONS = ("mul", "native")
+
+
+class PReLU(nn.HybridBlock):
+    """Per-channel PReLU ``y = max(x, 0) + alpha * min(x, 0)``; parameter ``alpha`` (C,), initial 0.25.
+
+    Same parameter name and shape as ``gluon.nn.PReLU``, so checkpoints load either way. Computed as
+    ``relu(x) - relu(-x) * alpha`` ("mul", the default). MXNet 1.9.1's own op ("native", ``LeakyReLU``)
+    is wrong in training: in a hybridized graph its slope gradient comes out multiplied by the slope (a
+    quarter at initialisation; tests/training/test_prelu.py checks against float64 finite differences). Its
+    backward is also slow (a generic broadcast reduction), but replacing it did not make the ENet step
+    faster with two threads (benchmarks/b3_speed.py, side by side).
+    """
+
+    def __init__(self, channels: int, formulation: str = "mul", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if formulation not in PRELU_FORMULATIONS:
+            raise ValueError(f"unknown PReLU formulation {formulation!r}")
+        self.channels = int(channels)
+        self.formulation = formulation
+        with self.name_scope():
+            self.alpha = self.params.get("alpha", shape=(self.channels,), init=init.Constant(0.25))
+
+    def hybrid_forward(self, F, x, alpha):  # noqa: N803
+        if self.formulation == "native":
+            return F.LeakyReLU(x, gamma=alpha, act_type="prelu", name="fwd")
+        return F.relu(x) - F.broadcast_mul(F.relu(-x), F.reshape(alpha, shape=(1, -1, 1, 1)))
+
+
+def _activation(kind: str, channels: int, prelu: str = "mul") -> nn.HybridBlock:
     """PReLU with one slope per channel (initial slope 0.25, as in the paper's Torch code) or ReLU."""
     if kind == "prelu":
-        return nn.PReLU(alpha_initializer=init.Constant(0.25), in_channels=channels)
+        return PReLU(channels, formulation=prelu)
     return nn.Activation("relu")
 
 
@@ -59,13 +89,13 @@ class InitialBlock(nn.HybridBlock):
     (N, C_in, H, W) -> (N, filters + C_in, H/2, W/2).
     """
 
-    def __init__(self, filters: int, in_channels: int, **kwargs: Any) -> None:
+    def __init__(self, filters: int, in_channels: int, prelu: str = "mul", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         with self.name_scope():
             self.conv = nn.Conv2D(filters, 3, strides=2, padding=1, use_bias=False)
             self.pool = nn.MaxPool2D(pool_size=2, strides=2)
             self.bn = nn.BatchNorm()
-            self.act = _activation("prelu", filters + in_channels)
+            self.act = _activation("prelu", filters + in_channels, prelu)
 
     def hybrid_forward(self, F, x):
         return self.act(self.bn(F.concat(self.conv(x), self.pool(x), dim=1)))
@@ -79,7 +109,7 @@ class Bottleneck(nn.HybridBlock):
 
     def __init__(self, in_channels: int, out_channels: int, kind: str = "regular", dilation: int = 1,
                  dropout: float = 0.1, activation: str = "prelu", mc_dropout: bool = False,
-                 **kwargs: Any) -> None:
+                 prelu: str = "mul", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if kind not in ("regular", "dilated", "asymmetric", "downsample", "upsample"):
             raise ValueError(f"unknown bottleneck kind {kind!r}")
@@ -95,7 +125,7 @@ class Bottleneck(nn.HybridBlock):
                     ext.add(nn.Conv2D(internal, 2, strides=2, use_bias=False))
                 else:
                     ext.add(nn.Conv2D(internal, 1, use_bias=False))
-                ext.add(nn.BatchNorm(), _activation(activation, internal))
+                ext.add(nn.BatchNorm(), _activation(activation, internal, prelu))
                 if kind == "asymmetric":
                     ext.add(nn.Conv2D(internal, (5, 1), padding=(2, 0), use_bias=False),
                             nn.Conv2D(internal, (1, 5), padding=(0, 2), use_bias=False))
@@ -103,7 +133,7 @@ class Bottleneck(nn.HybridBlock):
                     ext.add(nn.Conv2DTranspose(internal, 3, strides=2, padding=1, output_padding=1, use_bias=False))
                 else:
                     ext.add(nn.Conv2D(internal, 3, padding=dilation, dilation=dilation, use_bias=False))
-                ext.add(nn.BatchNorm(), _activation(activation, internal),
+                ext.add(nn.BatchNorm(), _activation(activation, internal, prelu),
                         nn.Conv2D(out_channels, 1, use_bias=False), nn.BatchNorm(),
                         SpatialDropout(dropout, always=mc_dropout))
             self.ext = ext
@@ -115,15 +145,20 @@ class Bottleneck(nn.HybridBlock):
                     self.shortcut.add(nn.Conv2D(out_channels, 1, use_bias=False), nn.BatchNorm())
             else:
                 self.shortcut = None
-            self.out_act = _activation(activation, out_channels)
+            self.out_act = _activation(activation, out_channels, prelu)
 
     def hybrid_forward(self, F, x):
         ext = self.ext(x)
         if self.kind == "downsample":
             main = self.shortcut(x)
-            if self.pad_channels:  # zero channels up to out_channels (shape taken from ext: works symbolically)
-                zeros = F.slice_axis(F.zeros_like(ext), axis=1, begin=0, end=self.pad_channels)
-                main = F.concat(main, zeros, dim=1)
+            if self.pad_channels:  # zero channels up to out_channels
+                # Padded as (N, H, W, C) because `pad` only pads trailing axes. A concat with zeros (the
+                # obvious way) crashes oneDNN's backward in stage 2 ("could not construct a sub-memory") once
+                # the activations before it are oneDNN ops (ReLU, this module's PReLU formulations).
+                main = F.transpose(main, axes=(0, 2, 3, 1))
+                main = F.pad(main, mode="constant", constant_value=0,
+                             pad_width=(0, 0, 0, 0, 0, 0, 0, self.pad_channels))
+                main = F.transpose(main, axes=(0, 3, 1, 2))
         elif self.kind == "upsample":
             main = F.UpSampling(self.shortcut(x), scale=2, sample_type="nearest", num_args=1)
         else:
@@ -138,7 +173,7 @@ class ENet(SegmentationNet):
     divisor = 8
 
     def __init__(self, in_channels: int = 1, num_classes: int = 4, width: float = 1.0, mc_dropout: bool = False,
-                 dropout: tuple[float, float] = DROPOUT_RATES, **kwargs: Any) -> None:
+                 dropout: tuple[float, float] = DROPOUT_RATES, prelu: str = "mul", **kwargs: Any) -> None:
         kwargs.setdefault("prefix", "enet_")
         super().__init__(in_channels, num_classes, width, mc_dropout, **kwargs)
         w = lambda c: max(1, int(round(c * width)))  # noqa: E731
@@ -154,19 +189,19 @@ class ENet(SegmentationNet):
             seq = nn.HybridSequential(prefix=prefix)
             with seq.name_scope():
                 if downsample:
-                    seq.add(Bottleneck(c1, c2, "downsample", dropout=p2, mc_dropout=mc))
+                    seq.add(Bottleneck(c1, c2, "downsample", dropout=p2, mc_dropout=mc, prelu=prelu))
                 for kind, d in (("regular", 1), ("dilated", 2), ("asymmetric", 1), ("dilated", 4),
                                 ("regular", 1), ("dilated", 8), ("asymmetric", 1), ("dilated", 16)):
-                    seq.add(Bottleneck(c2, c2, kind, dilation=d, dropout=p2, mc_dropout=mc))
+                    seq.add(Bottleneck(c2, c2, kind, dilation=d, dropout=p2, mc_dropout=mc, prelu=prelu))
             return seq
 
         with self.name_scope():
-            self.initial = InitialBlock(w(INITIAL_FILTERS), in_channels, prefix="init_")
+            self.initial = InitialBlock(w(INITIAL_FILTERS), in_channels, prelu=prelu, prefix="init_")
             self.stage1 = nn.HybridSequential(prefix="s1_")
             with self.stage1.name_scope():
-                self.stage1.add(Bottleneck(c0, c1, "downsample", dropout=p1, mc_dropout=mc))
+                self.stage1.add(Bottleneck(c0, c1, "downsample", dropout=p1, mc_dropout=mc, prelu=prelu))
                 for _ in range(4):
-                    self.stage1.add(Bottleneck(c1, c1, "regular", dropout=p1, mc_dropout=mc))
+                    self.stage1.add(Bottleneck(c1, c1, "regular", dropout=p1, mc_dropout=mc, prelu=prelu))
             self.stage2 = stage23("s2_", downsample=True)
             self.stage3 = stage23("s3_", downsample=False)
             self.stage4 = nn.HybridSequential(prefix="s4_")

@@ -27,18 +27,21 @@ __all__ = ["NETWORKS", "build_network", "load_params", "count_parameters"]
 
 
 def build_network(network: str, width: float = 1.0, num_classes: int = NUM_CLASSES, in_channels: int = 1,
-                  mc_dropout: bool = False, dropout: Any = None) -> SegmentationNet:
+                  mc_dropout: bool = False, dropout: Any = None, prelu: str = "mul") -> SegmentationNet:
     """A fresh, uninitialised U-Net or ENet; ``mc_dropout`` keeps spatial dropout on at inference.
 
     ``dropout`` overrides the spatial-dropout rate(s): a number for the U-Net, (stage 1, later) for the ENet;
-    None keeps the defaults (U-Net 0.1; ENet 0.01 and 0.1 as in the paper).
+    None keeps the defaults (U-Net 0.1; ENet 0.01 and 0.1 as in the paper). ``prelu``: how the ENet computes
+    its PReLUs (`training.nets.enet.PReLU`; "mul" for training, "native" is fine for inference only); the
+    parameters are the same either way.
     """
     name = str(network).lower()
     extra: dict[str, Any] = {} if dropout is None else {"dropout": dropout if name == "unet" else tuple(dropout)}
     if name == "unet":
         return UNet(in_channels=in_channels, num_classes=num_classes, width=width, mc_dropout=mc_dropout, **extra)
     if name == "enet":
-        return ENet(in_channels=in_channels, num_classes=num_classes, width=width, mc_dropout=mc_dropout, **extra)
+        return ENet(in_channels=in_channels, num_classes=num_classes, width=width, mc_dropout=mc_dropout,
+                    prelu=prelu, **extra)
     raise SegqaError(f"unknown network {network!r}; expected one of {', '.join(NETWORKS)}")
 
 

@@ -1,0 +1,88 @@
+"""ENet gradients (PReLU slopes included) against float64 central differences, imperative and hybridized.
+
+With MXNet 1.9.1's own PReLU (``LeakyReLU(act_type="prelu")``) the hybridized slope gradients come out
+multiplied by the slopes (exactly a quarter at initialisation) while the imperative ones are right; the
+network's `training.nets.enet.PReLU` is right in both modes. The slopes are drawn in [-0.3, 0.6] so that a
+gradient scaled by the slope cannot pass.
+"""
+
+from __future__ import annotations
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, nd
+
+from training.nets import build_network
+
+SHAPE = (2, 1, 16, 16)
+#: Parameters checked: the first PReLU slopes of the encoder (several kinds of block) and a convolution.
+CHECKED = ("enet_init_prelu0_alpha", "enet_s1_bottleneck0_ext_prelu0_alpha", "enet_s1_bottleneck0_prelu0_alpha",
+           "enet_s1_bottleneck1_ext_prelu1_alpha", "enet_s2_bottleneck0_ext_prelu0_alpha",
+           "enet_init_conv0_weight")
+
+
+def _net(hybridize: bool):
+    mx.random.seed(3)
+    net = build_network("enet", width=0.125, dropout=(0.0, 0.0))
+    net.initialize(mx.init.Xavier())
+    net(nd.zeros((1, *SHAPE[1:])))
+    net.cast("float64")
+    rng = np.random.default_rng(1)
+    for name, p in net.collect_params().items():  # slopes away from 0.25 and of both signs
+        if name.endswith("alpha"):
+            p.set_data(nd.array(rng.uniform(-0.3, 0.6, size=p.shape), dtype="float64"))
+    if hybridize:
+        net.hybridize(static_alloc=True)
+    return net
+
+
+@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
+def test_gradients_match_central_differences_in_float64(hybridize):
+    net = _net(hybridize)
+    x = nd.array(np.random.default_rng(0).normal(size=SHAPE), dtype="float64")
+
+    def loss():
+        return (net(x) ** 2).mean()
+
+    with autograd.record():  # training mode: BatchNorm on batch statistics, dropout rates are 0
+        value = loss()
+    value.backward()
+    params = net.collect_params()
+    eps = 1e-7  # the loss is piecewise smooth (ReLU, max-pool): a kink lies within 1e-5 of some slopes
+    for name in CHECKED:
+        p = params[name]
+        base = p.data().asnumpy()
+        grad = p.grad().asnumpy().ravel()
+        for i in range(min(3, base.size)):
+            sides = []
+            for step in (eps, -eps):
+                moved = base.copy().ravel()
+                moved[i] += step
+                p.set_data(nd.array(moved.reshape(base.shape), dtype="float64"))
+                with autograd.train_mode():
+                    sides.append(loss().asscalar())
+            p.set_data(nd.array(base, dtype="float64"))
+            numeric = (sides[0] - sides[1]) / (2 * eps)
+            assert grad[i] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (name, i)
+
+
+def test_training_and_inference_formulations_compute_the_same_network():
+    """Training builds the ENet with the "mul" PReLU, inference and export with MXNet's op; same weights,
+    same logits."""
+    from training.nets.enet import ENet
+
+    x = nd.array(np.random.default_rng(2).normal(size=(2, 1, 32, 48)))
+    mx.random.seed(0)
+    train_net = ENet(width=0.25, prelu="mul")
+    train_net.initialize(mx.init.Xavier())
+    train_net(x)
+    infer_net = ENet(width=0.25, prelu="native")
+    infer_net.initialize()
+    infer_net(x)
+    for (_, a), (_, b) in zip(sorted(train_net.collect_params().items()), sorted(infer_net.collect_params().items()),
+                                  strict=True):
+        b.set_data(a.data())
+    for net in (train_net, infer_net):
+        net.hybridize(static_alloc=True)
+    np.testing.assert_allclose(train_net(x).asnumpy(), infer_net(x).asnumpy(), rtol=1e-4, atol=1e-5)
