@@ -150,6 +150,18 @@ def load_round_job_inputs(round_dir: str) -> dict[str, Any]:
             "dest": state["dest"], "manifest": manifest, "batch_refs": refs, "items": state.get("items")}
 
 
+def _job_output_and_template(settings: JobSettings, inputs: dict[str, Any], kind: str) -> tuple[str, str, bytes]:
+    """The job's output prefix, the S3 URI its UI template goes to, and the template (``kind`` names the template
+    in the error when its file is missing)."""
+    template_path = Path(settings.template_path)
+    try:
+        template = template_path.read_bytes()
+    except OSError:
+        raise SegqaError(f"{template_path}: {kind} template not found (pass --template)") from None
+    output = settings.output_s3 or f"{inputs['dest'].rstrip('/')}/gt-output"
+    return output, _template_s3_uri(settings, output, template), template
+
+
 def _template_s3_uri(settings: JobSettings, output: str, template: bytes) -> str:
     if settings.template_s3_uri:
         return settings.template_s3_uri
@@ -366,13 +378,7 @@ def create_job(client: Any, round_dir: str, settings: JobSettings, dry_run: bool
     is created again (a re-run is safe) and its stored response is returned.
     """
     inputs = load_round_job_inputs(round_dir)
-    template_path = Path(settings.template_path)
-    try:
-        template = template_path.read_bytes()
-    except OSError:
-        raise SegqaError(f"{template_path}: review template not found (pass --template)") from None
-    output = settings.output_s3 or f"{inputs['dest'].rstrip('/')}/gt-output"
-    template_uri = _template_s3_uri(settings, output, template)
+    output, template_uri, template = _job_output_and_template(settings, inputs, "review")
     request = build_create_request(settings, inputs, template_uri)
     validate_against_service_model("CreateLabelingJob", request)
     image_refs = []
@@ -441,13 +447,7 @@ def create_adjust_job(client: Any, round_dir: str, settings: JobSettings, from_j
         if verify_label == settings.label_attribute_name:
             raise SegqaError(f"--label-attribute-name {verify_label!r} is the verify job's; the adjust job needs "
                              "its own (default segqa-adjust)")
-    template_path = Path(settings.template_path)
-    try:
-        template = template_path.read_bytes()
-    except OSError:
-        raise SegqaError(f"{template_path}: adjust template not found (pass --template)") from None
-    output = settings.output_s3 or f"{inputs['dest'].rstrip('/')}/gt-output"
-    template_uri = _template_s3_uri(settings, output, template)
+    output, template_uri, template = _job_output_and_template(settings, inputs, "adjust")
     adjust_inputs = {**inputs, "manifest": tasks.manifest, "batch_refs": tasks.task_uris,
                      "batches_fingerprint": fingerprint, "items": tasks.items}
     request = build_create_request(settings, adjust_inputs, template_uri)
