@@ -31,7 +31,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # the tiny dataset of --dry-run (tests/_model_data.py)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -122,9 +121,11 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="segqa-gpu-"))
     if args.dry_run:
-        from _model_data import write_dataset
+        from training.cohort import CohortParams, build_cohort
 
-        args.data, args.context, args.seconds = str(write_dataset(work / "data")), "cpu", 2.0
+        # A tiny atlas cohort (4 subjects, one per split, 4 slices each): the same data path as a real run.
+        data = build_cohort(work / "data", 4, seed=0, params=CohortParams(n_slices=4), workers=1)
+        args.data, args.context, args.seconds = str(data), "cpu", 2.0
         args.batch_size, args.width = 4, 0.125
     if not args.data:
         p.error("--data is required (or --dry-run)")
