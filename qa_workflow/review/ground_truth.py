@@ -388,7 +388,17 @@ def create_job(client: Any, round_dir: str, settings: JobSettings, dry_run: bool
     if dry_run:
         return request, warnings, None
 
-    job_file = _job_uri(round_dir, "job.json")
+    extra = {"ManifestS3Uri": request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]}
+    return _create_job_once(client, round_dir, "job", request, warnings, template_uri, template, extra)
+
+
+def _create_job_once(client: Any, round_dir: str, name: str, request: dict[str, Any], warnings: list[str],
+                     template_uri: str, template: bytes, extra: dict[str, Any]
+                     ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """Create the labeling job unless ``ROUND_DIR/job/<name>.json`` already records one of this name (a re-run
+    is safe): upload the UI template if missing, keep the request (``<name>-request.json``, ``request.json`` for
+    the verify job), create the job, record it. Returns (request, warnings, record)."""
+    job_file = _job_uri(round_dir, f"{name}.json")
     if storage.exists(job_file):
         recorded = storage.read_json(job_file)
         if recorded.get("LabelingJobName") == request["LabelingJobName"]:
@@ -396,13 +406,11 @@ def create_job(client: Any, round_dir: str, settings: JobSettings, dry_run: bool
                                         f"({recorded.get('LabelingJobArn')}); nothing done"], recorded
     if not storage.exists(template_uri):
         storage.write_bytes(template_uri, template, "text/html; charset=utf-8")
-    storage.write_json(_job_uri(round_dir, "request.json"), request)
+    storage.write_json(_job_uri(round_dir, "request.json" if name == "job" else f"{name}-request.json"), request)
     response = client.create_labeling_job(**request)
     record = {"LabelingJobName": request["LabelingJobName"], "LabelingJobArn": response["LabelingJobArn"],
               "LabelAttributeName": request["LabelAttributeName"],
-              "S3OutputPath": request["OutputConfig"]["S3OutputPath"],
-              "ManifestS3Uri": request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"],
-              "created_at": utc_now_iso()}
+              "S3OutputPath": request["OutputConfig"]["S3OutputPath"], **extra, "created_at": utc_now_iso()}
     storage.write_json(job_file, record)
     return request, warnings, record
 
@@ -458,22 +466,10 @@ def create_adjust_job(client: Any, round_dir: str, settings: JobSettings, from_j
     warnings = check_request(request, tasks.task_uris, image_refs)
     if dry_run:
         return request, warnings, None
-    job_file = _job_uri(round_dir, f"adjust-{from_job}.json")
-    if storage.exists(job_file):
-        recorded = storage.read_json(job_file)
-        if recorded.get("LabelingJobName") == request["LabelingJobName"]:
-            return request, warnings + [f"job {recorded['LabelingJobName']} was already created "
-                                        f"({recorded.get('LabelingJobArn')}); nothing done"], recorded
-    if not storage.exists(template_uri):
-        storage.write_bytes(template_uri, template, "text/html; charset=utf-8")
-    storage.write_json(_job_uri(round_dir, f"adjust-{from_job}-request.json"), request)
-    response = client.create_labeling_job(**request)
-    record = {"LabelingJobName": request["LabelingJobName"], "LabelingJobArn": response["LabelingJobArn"],
-              "LabelAttributeName": request["LabelAttributeName"], "kind": "adjust", "from_job": from_job,
-              "S3OutputPath": request["OutputConfig"]["S3OutputPath"], "ManifestS3Uri": tasks.manifest,
-              "slices": len(tasks.task_uris), "items": tasks.items, "created_at": utc_now_iso()}
-    storage.write_json(job_file, record)
-    return request, warnings, record
+    extra = {"kind": "adjust", "from_job": from_job, "ManifestS3Uri": tasks.manifest,
+             "slices": len(tasks.task_uris), "items": tasks.items}
+    return _create_job_once(client, round_dir, f"adjust-{from_job}", request, warnings, template_uri, template,
+                            extra)
 
 
 def sagemaker_client(region: str | None = None) -> Any:
