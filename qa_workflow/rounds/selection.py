@@ -166,13 +166,19 @@ def parse_thresholds(obj: Any, where: str = "thresholds") -> Thresholds:
 
 def load_thresholds(uri: str) -> Thresholds:
     """Read and check a thresholds.json (local path, file:// or s3://)."""
+    obj, digest = _json_and_digest(uri)
+    t = parse_thresholds(obj, str(uri))
+    return Thresholds(t.classes, t.reasons, str(uri), digest, t.method, t.warnings)
+
+
+def _json_and_digest(uri: str) -> tuple[Any, str]:
+    """A JSON file's content and the sha256 of its bytes (what a round records as the input's version)."""
     data = storage.read_bytes(uri)
     try:
         obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SegqaError(f"{uri}: not valid JSON ({exc})") from None
-    t = parse_thresholds(obj, str(uri))
-    return Thresholds(t.classes, t.reasons, str(uri), hashlib.sha256(data).hexdigest(), t.method, t.warnings)
+    return obj, hashlib.sha256(data).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ calibration
@@ -232,13 +238,9 @@ def parse_calibration(obj: Any, where: str = "calibration") -> Calibration:
 
 def load_calibration(uri: str) -> Calibration:
     """Read and check a calibration.json (local path, file:// or s3://)."""
-    data = storage.read_bytes(uri)
-    try:
-        obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SegqaError(f"{uri}: not valid JSON ({exc})") from None
+    obj, digest = _json_and_digest(uri)
     cal = parse_calibration(obj, str(uri))
-    return Calibration(cal.curves, str(uri), hashlib.sha256(data).hexdigest())
+    return Calibration(cal.curves, str(uri), digest)
 
 
 # ------------------------------------------------------------------------------------------ the policy
