@@ -382,6 +382,35 @@ def test_an_answer_to_a_task_never_shown_is_refused(timed_portal, csrf_of, decis
     assert service.db.responses(service.job_id) == []
 
 
+def test_after_a_restart_a_task_counts_from_when_it_was_handed_out(tmp_path, fake_clock, make_round,
+                                                                   decisions_form):
+    from qa_workflow.review.portal.service import ReviewService, TooSoon
+
+    rnd = make_round(tmp_path, n_batches=1, n_items=5, with_truth=False)
+    db = open_portal_db(tmp_path / "portal")
+    db.add_reviewer("ann", is_operator=False, link_ttl_s=60, now=fake_clock())
+    db.close()
+    settings = dict(portal_dir=tmp_path / "portal", round_uri=str(rnd.root), store_uri=f"sqlite:///{tmp_path}/s.db",
+                    reviewers_per_object=1, clock=fake_clock, consolidate_in_background=False)
+    first = ReviewService(PortalSettings(**settings))
+    first.start()
+    (ann,) = first.db.reviewers()
+    task = first.next_task(ann)
+    first.render(ann, task, "n")
+    first.stop()
+    fake_clock.advance(1)
+    restarted = ReviewService(PortalSettings(**settings))
+    restarted.start()
+    try:
+        with pytest.raises(TooSoon, match="submitted 1.0 s after the task was shown; its 5 masks need at least 3 s"):
+            restarted.submit(ann, task, decisions_form(rnd.batches[0]))
+        fake_clock.advance(2)
+        assert restarted.submit(ann, task, decisions_form(rnd.batches[0])).status == "recorded"
+    finally:
+        restarted.stop()
+        clear_store_cache()
+
+
 # -- operator ------------------------------------------------------------------------------------------------
 
 def test_operator_page_progress_and_exports(portal, decisions_form, take_task, submit):

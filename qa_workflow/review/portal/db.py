@@ -115,10 +115,6 @@ CREATE TABLE IF NOT EXISTS responses (
 );
 CREATE INDEX IF NOT EXISTS responses_object ON responses (job_id, object_id);
 CREATE TABLE IF NOT EXISTS assets (digest TEXT PRIMARY KEY, uri TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS task_views (
-    assignment_id INTEGER PRIMARY KEY REFERENCES assignments(id),
-    served_at REAL NOT NULL
-);
 """
 
 
@@ -447,19 +443,6 @@ class PortalDB:
             return None
         row = self.conn().execute("SELECT * FROM assignments WHERE id = ?", (assignment_id,)).fetchone()
         return None if row is None else _assignment(row)
-
-    def mark_served(self, assignment_id: int, now: float) -> None:
-        """The task page of this assignment was just served (each view counts from its own load, as the
-        template's minimum viewing time does)."""
-        with self.write() as conn:
-            conn.execute("INSERT INTO task_views (assignment_id, served_at) VALUES (?, ?) ON CONFLICT (assignment_id) "
-                         "DO UPDATE SET served_at = excluded.served_at", (assignment_id, now))
-
-    def served_at(self, assignment_id: int) -> float | None:
-        """When this assignment's task page was last served, or None (never)."""
-        row = self.conn().execute("SELECT served_at FROM task_views WHERE assignment_id = ?",
-                                  (assignment_id,)).fetchone()
-        return None if row is None else float(row[0])
 
     def submit(self, assignment: Assignment, worker_id: str, content: str, now: float) -> SubmitOutcome:
         """Record one worker response for an assignment, in one transaction with the assignment's and (when it

@@ -183,6 +183,12 @@ class ReviewService:
         self._retry_after: dict[int, float] = {}
         self._consolidate_lock = threading.Lock()
         self._env_before: str | None = None
+        # When each active task's page was last served (assignment id -> time), for `check_viewing_time`. Kept in
+        # memory, so a page view stays a read (no write transaction and fsync each). After a restart an unknown
+        # task counts from when it was handed out (its page cannot have been served sooner).
+        self._served: dict[int, float] = {}
+        self._served_lock = threading.Lock()
+        self._started_at = float("inf")  # set by `start`
 
     # -- set-up ------------------------------------------------------------------------------------------
 
@@ -226,6 +232,7 @@ class ReviewService:
         self._env_before = os.environ.get("SEGQA_STORE")
         os.environ["SEGQA_STORE"] = self.store_uri  # what the Lambdas' environment would carry
         now = self.clock()
+        self._started_at = now
         job_id = self.db.ensure_job(self.job_cfg, now)
         self.register_objects(job_id, on_object)
         self._check_template(job_id)
@@ -327,7 +334,8 @@ class ReviewService:
         html = templating.render_task(self.template_text, self.task_input(assignment), grant_read_access=grant,
                                       template_name=os.path.basename(self.template_uri))
         grant.flush()
-        self.db.mark_served(assignment.id, self.clock())
+        with self._served_lock:
+            self._served[assignment.id] = self.clock()
         return html.replace(self._nonce_mark, nonce)
 
     def asset(self, token: str, reviewer: Reviewer) -> tuple[bytes, str, int]:
@@ -363,6 +371,8 @@ class ReviewService:
         if len(content.encode("utf-8")) > MAX_ANSWER_BYTES:
             raise AnswerRejected(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
         outcome = self.db.submit(assignment, reviewer.worker_id, content, self.clock())
+        with self._served_lock:  # no answer to this assignment is checked again
+            self._served.pop(assignment.id, None)
         if outcome.object_ready:
             self._wake.set()
         return outcome
@@ -376,10 +386,12 @@ class ReviewService:
         needed = cards * self.min_view_ms / 1000
         if needed <= 0:
             return
-        served = self.db.served_at(assignment.id)
-        if served is None:
+        with self._served_lock:
+            served = self._served.get(assignment.id)
+        if served is None and assignment.assigned_at >= self._started_at:
             raise TooSoon("this task's page was never shown to you: open the task, look at each mask, then submit",
                           needed)
+        served = assignment.assigned_at if served is None else served  # handed out before this process started
         elapsed = max(0.0, self.clock() - served)
         if elapsed < needed:
             wait = needed - elapsed
