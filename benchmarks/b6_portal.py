@@ -234,7 +234,8 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = Server(["review", "serve", "--round", str(work / "round"), "--portal-dir", str(pdir), "--store", store_uri,
-                     "--reviewers-per-object", str(REVIEWERS_PER_OBJECT)], port, work / "server.log")
+                     "--reviewers-per-object", str(REVIEWERS_PER_OBJECT), "--min-view-ms", "0"], port,
+                    work / "server.log")  # scripted reviewers answer at once: no minimum viewing time
     startup_s = server.start()
     base = f"http://127.0.0.1:{port}"
     try:

@@ -74,6 +74,11 @@ def register(app: typer.Typer) -> None:
         public_url: str | None = typer.Option(None, "--public-url", help="The origin browsers use, e.g. "
                                               "https://review.example.org, when a reverse proxy forwards to this "
                                               "port (docs/review-portal.md has an nginx example)."),
+        min_view_ms: int | None = typer.Option(None, "--min-view-ms", min=0, max=60_000,
+                                               help="Milliseconds each mask must be shown before it can be "
+                                               "decided (0: off). Sets the template's data-min-view-ms, which the "
+                                               "page enforces per card and the server per task (cards x this, "
+                                               "from the page's load). Default: the template's (600)."),
     ) -> None:
         """Serve a round's review job in the browser: same template, same Lambda handlers as Ground Truth."""
         import uvicorn
@@ -92,7 +97,8 @@ def register(app: typer.Typer) -> None:
         settings = PortalSettings(
             portal_dir=_portal_dir(portal_dir), round_uri=round_, store_uri=store, job_name=job_name,
             reviewers_per_object=reviewers_per_object, task_time_limit_s=task_time_limit,
-            task_lifetime_s=task_lifetime, url_ttl_s=url_ttl, template_uri=template, public_url=public_url)
+            task_lifetime_s=task_lifetime, url_ttl_s=url_ttl, template_uri=template, public_url=public_url,
+            min_view_ms=min_view_ms)
         app = create_app(settings)
         service = app.state.service
         with make_progress(console, transient=True) as bar:

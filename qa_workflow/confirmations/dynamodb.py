@@ -11,12 +11,15 @@ correction              ``SLICE#<job>#<slice_id>``              ``CORRECTION#<wo
 consolidated mask       ``SLICE#<job>#<slice_id>``              ``MASK``
 ======================  =====================================  ==================================
 
-Votes live in their item's partition, so one Query returns an item with its votes. Two sparse global
-secondary indexes, projected ALL and written only on item records, serve the per-class and per-round views:
+Votes live in their item's partition, so one Query returns an item with its votes. Three sparse global
+secondary indexes, projected ALL and keyed on attributes only item records carry, serve the per-class, per-round
+and changed-since views:
 
 - ``by_class``: ``gsi1pk = CLASS#<class_name>``, ``gsi1sk = ROUND#<round>#<item_id>``
   (all items of a class; ``begins_with(gsi1sk, "ROUND#3#")`` narrows to one round);
-- ``by_round``: ``gsi2pk = ROUND#<round>``, ``gsi2sk = CLASS#<class_name>#<item_id>``.
+- ``by_round``: ``gsi2pk = ROUND#<round>``, ``gsi2sk = CLASS#<class_name>#<item_id>``;
+- ``by_class_updated``: ``gsi1pk``, ``updated_at`` (the items of a class changed at or after a time: what the
+  retrain trigger reads since its last round; consolidated masks carry ``updated_at`` but no ``gsi1pk``).
 
 Item records hold ``meta`` (a map: item_id, class_name, confidence, round, model_version, subject, slice_id,
 batch_id, mask_uri, created_at; written once), ``confirm_count`` and ``disconfirm_count`` (numbers, absent = 0),
@@ -54,12 +57,14 @@ from qa_workflow.confirmations.records import (
 )
 from qa_workflow.contract import ACCEPT, SegqaError, parse_item_id, round_sort_key, utc_now_iso
 
-__all__ = ["DynamoStore", "create_table", "GSI_BY_CLASS", "GSI_BY_ROUND", "DYNAMO_VOTES_PER_TRANSACTION"]
+__all__ = ["DynamoStore", "create_table", "GSI_BY_CLASS", "GSI_BY_ROUND", "GSI_BY_CLASS_UPDATED",
+           "DYNAMO_VOTES_PER_TRANSACTION"]
 
 #: Votes (each a Put + an Update) per TransactWriteItems call; DynamoDB allows 100 actions.
 DYNAMO_VOTES_PER_TRANSACTION = 50
 GSI_BY_CLASS = "by_class"
 GSI_BY_ROUND = "by_round"
+GSI_BY_CLASS_UPDATED = "by_class_updated"
 
 
 def _item_pk(rnd: str, item_id: str) -> str:
@@ -79,7 +84,7 @@ def create_table(table: str, client: Any = None, wait: bool = True) -> None:
     import boto3
 
     client = client or boto3.client("dynamodb")
-    strings = ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk")
+    strings = ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "updated_at")
     try:
         client.create_table(
             TableName=table,
@@ -93,6 +98,9 @@ def create_table(table: str, client: Any = None, wait: bool = True) -> None:
                 {"IndexName": GSI_BY_ROUND, "Projection": {"ProjectionType": "ALL"},
                  "KeySchema": [{"AttributeName": "gsi2pk", "KeyType": "HASH"},
                                {"AttributeName": "gsi2sk", "KeyType": "RANGE"}]},
+                {"IndexName": GSI_BY_CLASS_UPDATED, "Projection": {"ProjectionType": "ALL"},
+                 "KeySchema": [{"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                               {"AttributeName": "updated_at", "KeyType": "RANGE"}]},
             ],
         )
     except client.exceptions.ResourceInUseException:
@@ -302,8 +310,14 @@ class DynamoStore:
                       if s.item.item_id == item_id]
         return max(candidates, key=lambda s: round_sort_key(s.item.round)) if candidates else None
 
-    def iter_items(self, class_name: str | None = None, round: str | int | None = None) -> Iterator[ItemState]:
-        if class_name is not None:
+    def iter_items(self, class_name: str | None = None, round: str | int | None = None, *,
+                   updated_since: str | None = None) -> Iterator[ItemState]:
+        if class_name is not None and updated_since is not None and round is None:
+            rows = self._paginate("query", IndexName=GSI_BY_CLASS_UPDATED,
+                                  KeyConditionExpression="gsi1pk = :p AND updated_at >= :t",
+                                  ExpressionAttributeValues={":p": {"S": f"CLASS#{class_name}"},
+                                                             ":t": {"S": updated_since}})
+        elif class_name is not None:
             kwargs: dict[str, Any] = {"IndexName": GSI_BY_CLASS, "KeyConditionExpression": "gsi1pk = :p",
                                       "ExpressionAttributeValues": {":p": {"S": f"CLASS#{class_name}"}}}
             if round is not None:
@@ -317,6 +331,8 @@ class DynamoStore:
             rows = self._paginate("scan", FilterExpression="sk = :i",
                                   ExpressionAttributeValues={":i": {"S": "ITEM"}}, ConsistentRead=True)
         states = [self._state(a) for a in rows]
+        if updated_since is not None:
+            states = [s for s in states if s.updated_at >= updated_since]
         states.sort(key=lambda s: (round_sort_key(s.item.round), s.item.item_id))
         yield from states
 

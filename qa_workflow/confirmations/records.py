@@ -162,8 +162,10 @@ class Store(Protocol):
     def get_item(self, item_id: str, round: str | int | None = None) -> ItemState | None:
         """The item (latest round when ``round`` is None), or None."""
 
-    def iter_items(self, class_name: str | None = None, round: str | int | None = None) -> Iterator[ItemState]:
-        """Items, optionally of one class and/or round, ordered by (round, item_id)."""
+    def iter_items(self, class_name: str | None = None, round: str | int | None = None, *,
+                   updated_since: str | None = None) -> Iterator[ItemState]:
+        """Items, optionally of one class and/or round, ordered by (round, item_id). ``updated_since`` (an ISO 8601
+        UTC time as the store writes ``updated_at``) keeps the items whose counts changed at or after it."""
 
     def iter_votes(self, item_id: str | None = None, round: str | int | None = None,
                    job: str | None = None) -> Iterator[Vote]:

@@ -4,18 +4,22 @@ Invoked by EventBridge Scheduler (``{"source": "segqa.schedule"}``), by the Even
 ``SageMaker Ground Truth Labeling Job State Change`` (acts on ``LabelingJobStatus = Completed`` only), or by
 hand (``{"force": true}`` skips the minimum). Each invocation:
 
-1. counts the *confirmed* review items in the store (``SEGQA_STORE``): items whose reviewers all accepted
-   (a split counts as not confirmed, as in the analysis);
-2. reads the last training round's record under ``SEGQA_RETRAIN_STATE_URI`` (``round-NNNN.json``); if that
-   round's jobs are still running it stops; if fewer than ``SEGQA_MIN_NEW_CONFIRMATIONS`` items were
-   confirmed since that round it stops;
+1. reads the last training round's record under ``SEGQA_RETRAIN_STATE_URI`` (``round-NNNN.json``); if that
+   round's jobs are still running it stops;
+2. counts the *confirmed* review items in the store (``SEGQA_STORE``): items whose reviewers all accepted
+   (a split counts as not confirmed, as in the analysis). It reads only the items changed since the last
+   round's read (its ``items_read_at`` less `READ_OVERLAP_S`, one ``by_class_updated`` index query per class)
+   and merges them into that round's ``outcomes.jsonl`` (the later read of an item wins); before the first
+   round it reads every item. If fewer than ``SEGQA_MIN_NEW_CONFIRMATIONS`` items were confirmed since that
+   round it stops;
 3. otherwise writes what it decided on under ``round-NNNN/``: ``reviews.csv`` (the review-record CSV of the
    analysis) and ``outcomes.jsonl`` (per reviewed item and round: outcome and the predicted mask's URI, the
-   input of `qa_workflow.loop.retraining.build_retraining_set`), and starts one ``CreateTrainingJob`` per network
+   input of `qa_workflow.loop.retraining.build_retraining_set`, with the item's counts for the next run), and
+   starts one ``CreateTrainingJob`` per network
    in ``SEGQA_NETWORKS`` with the MXNet image ``SEGQA_TRAINING_IMAGE`` in script mode: ``sagemaker_program`` =
    the source bundle's entry script, ``sagemaker_submit_directory`` = ``SEGQA_TRAINING_SOURCE``, channels
    ``train`` / ``validation`` (segqa dataset folders) and ``reviews``;
-4. records the round (``round-NNNN.json``).
+4. records the round (``round-NNNN.json``, with ``items_read_at`` and ``outcomes_uri`` for the next run).
 
 Idempotent: the job names are deterministic (``<SEGQA_JOB_PREFIX>-r<NNNN>-<network>``); a job that already
 exists with this deployment's state URI counts as started (a retried or concurrent invocation), and the round
@@ -34,10 +38,12 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from qa_workflow import storage
 from qa_workflow.confirmations.export import export_review_records, review_records_csv
+from qa_workflow.confirmations.records import ItemRecord, ItemState
 from qa_workflow.confirmations.store import open_store, store_uri_from_env
 from qa_workflow.contract import (
     ACCEPT,
@@ -47,6 +53,8 @@ from qa_workflow.contract import (
     TRAINING_JOB_NAME_RE,
     TRAINING_METRIC_DEFINITIONS,
     SegqaError,
+    round_sort_key,
+    utc_iso,
     utc_now_iso,
 )
 
@@ -259,16 +267,37 @@ def _plain(value: str) -> Any:
 # State and store
 
 
+#: How long before the previous round's read the next run starts reading again. A vote's ``updated_at`` is its
+#: writer's clock when the transaction began, and the index lags the table: a transaction retried past the read,
+#: a skewed clock or a slow index would otherwise hide a change forever. Re-reading an item is harmless (its
+#: current state replaces the previous one), missing one is not.
+READ_OVERLAP_S = 15 * 60
+#: What one line of ``outcomes.jsonl`` carries: the outcome rows `build_retraining_set` takes, plus what the next
+#: run needs to rebuild the item without reading it again (the review-record columns and ``updated_at``).
+OUTCOME_FIELDS = ("item_id", "round", "outcome", "class_name", "mask_uri", "confidence", "confirm_count",
+                  "disconfirm_count", "model_version", "subject", "slice_id", "batch_id", "updated_at")
+
+
 class StoreSnapshot:
-    """The store's items read once, offering the `iter_items` the exports use."""
+    """The store's reviewed items as one run sees them, offering the `iter_items` the exports use."""
 
     def __init__(self, states: Any) -> None:
         self.states = list(states)
 
     @classmethod
-    def read(cls, store: Any) -> StoreSnapshot:
-        """One index query per review class: the trigger's role may query, never scan the table."""
-        return cls(state for c in REVIEW_CLASSES for state in store.iter_items(class_name=c.name))
+    def read(cls, store: Any, updated_since: str | None = None) -> StoreSnapshot:
+        """One index query per review class (the trigger's role may query, never scan the table); with
+        ``updated_since``, only the items changed at or after it (the ``by_class_updated`` index)."""
+        if updated_since is None:
+            return cls(state for c in REVIEW_CLASSES for state in store.iter_items(class_name=c.name))
+        return cls(state for c in REVIEW_CLASSES
+                   for state in store.iter_items(class_name=c.name, updated_since=updated_since))
+
+    def merged_into(self, previous: StoreSnapshot) -> StoreSnapshot:
+        """``previous`` with this snapshot's items replacing theirs (key: round and item id; the later read wins)."""
+        by_key = {(s.item.round, s.item.item_id): s for s in previous.states}
+        by_key.update({(s.item.round, s.item.item_id): s for s in self.states})
+        return StoreSnapshot(sorted(by_key.values(), key=lambda s: (round_sort_key(s.item.round), s.item.item_id)))
 
     def iter_items(self, class_name: str | None = None, round: str | int | None = None) -> Any:
         return iter([s for s in self.states if (class_name is None or s.item.class_name == class_name)
@@ -280,14 +309,73 @@ def count_confirmed(store: Any) -> int:
     return sum(1 for state in store.iter_items() if state.outcome == ACCEPT)
 
 
+def outcome_row(state: ItemState) -> dict[str, Any]:
+    """One line of ``outcomes.jsonl`` (`OUTCOME_FIELDS`)."""
+    it = state.item
+    return {"item_id": it.item_id, "round": it.round, "outcome": state.outcome, "class_name": it.class_name,
+            "mask_uri": it.mask_uri, "confidence": it.confidence, "confirm_count": state.confirm_count,
+            "disconfirm_count": state.disconfirm_count, "model_version": it.model_version, "subject": it.subject,
+            "slice_id": it.slice_id, "batch_id": it.batch_id, "updated_at": state.updated_at}
+
+
+def state_from_outcome_row(row: Any) -> ItemState:
+    """The item a previous run wrote as one line of ``outcomes.jsonl`` (ValueError when it is not one)."""
+    if not isinstance(row, dict) or set(OUTCOME_FIELDS) - set(row):
+        raise ValueError(f"expected an object with {', '.join(OUTCOME_FIELDS)}")
+    counts = (row["confirm_count"], row["disconfirm_count"])
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        raise ValueError("confirm_count and disconfirm_count must be integers >= 0")
+    item = ItemRecord(item_id=str(row["item_id"]), class_name=str(row["class_name"]),
+                      confidence=float(row["confidence"]), round=str(row["round"]),
+                      model_version=str(row["model_version"]), subject=str(row["subject"]),
+                      slice_id=str(row["slice_id"]), batch_id=str(row["batch_id"]), mask_uri=str(row["mask_uri"]))
+    return ItemState(item=item, confirm_count=counts[0], disconfirm_count=counts[1],
+                     updated_at=str(row["updated_at"]))
+
+
 def outcomes_jsonl(store: Any) -> str:
-    """One JSON line per reviewed item and round: ``item_id``, ``round``, ``outcome`` (accept | reject | split),
-    ``class_name``, ``mask_uri`` - the rows `qa_workflow.loop.retraining.build_retraining_set` takes as outcomes, with
-    the predicted mask each decision was about."""
-    lines = [json.dumps({"item_id": s.item.item_id, "round": s.item.round, "outcome": s.outcome,
-                         "class_name": s.item.class_name, "mask_uri": s.item.mask_uri}, sort_keys=True)
-             for s in store.iter_items() if s.outcome is not None]
+    """One JSON line per reviewed item and round (`OUTCOME_FIELDS`): ``item_id``, ``round``, ``outcome`` (accept |
+    reject | split), ``class_name``, ``mask_uri`` - the rows `qa_workflow.loop.retraining.build_retraining_set`
+    takes as outcomes, with the predicted mask each decision was about - and the item's counts and metadata, from
+    which the next run rebuilds it."""
+    lines = [json.dumps(outcome_row(s), sort_keys=True) for s in store.iter_items() if s.outcome is not None]
     return "".join(line + "\n" for line in lines)
+
+
+def read_outcomes(uri: str) -> StoreSnapshot:
+    """The items a previous run wrote to ``outcomes.jsonl`` (SegqaError naming the file and line otherwise)."""
+    states = []
+    for n, line in enumerate(storage.read_text(uri).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            states.append(state_from_outcome_row(json.loads(line)))
+        except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+            raise SegqaError(f"{uri}, line {n}: not an outcome row ({exc})") from None
+    return StoreSnapshot(states)
+
+
+def _iso_minus(moment: str, seconds: float) -> str:
+    return utc_iso(datetime.fromisoformat(moment.replace("Z", "+00:00")) - timedelta(seconds=seconds),
+                   "milliseconds")
+
+
+def read_reviewed_items(store: Any, last: Mapping[str, Any] | None) -> tuple[StoreSnapshot, dict[str, Any]]:
+    """The reviewed items as of now and how they were read: since the last round's read (its ``items_read_at``
+    less `READ_OVERLAP_S`) merged into that round's ``outcomes.jsonl``, or every item (before the first round, or
+    when the last round's record or outcomes cannot serve: an older record, a missing or damaged file)."""
+    previous = None
+    since = None
+    if last and last.get("items_read_at") and last.get("outcomes_uri"):
+        try:
+            since = _iso_minus(str(last["items_read_at"]), READ_OVERLAP_S)
+            previous = read_outcomes(str(last["outcomes_uri"]))
+        except (SegqaError, ValueError) as exc:
+            log_event(logging.WARNING, "full_read", round=last.get("round"), reason=str(exc))
+            previous, since = None, None
+    changed = StoreSnapshot.read(store, updated_since=since)
+    info = {"read": "full" if previous is None else "since", "read_since": since, "items_read": len(changed.states)}
+    return (changed if previous is None else changed.merged_into(previous)), info
 
 
 def claim_round(reviews_prefix: str, request_id: str | None) -> bool:
@@ -374,11 +462,15 @@ def run(event: Any, cfg: TriggerConfig, store: Any, sm: Any, request_id: str | N
             return {"action": "skipped", "reason": f"training round {last['round']} is still running",
                     "running": running, **base}
 
-    store = StoreSnapshot.read(store)  # one read of the items serves the count and both exports
+    # Taken before the queries: the next round reads from here (less the overlap), so nothing written while this
+    # run reads is missed. One read of the items serves the count and both exports.
+    read_at = utc_now_iso("milliseconds")
+    store, read = read_reviewed_items(store, last)
     confirmed = count_confirmed(store)
     start, new, reason = decide(confirmed, last, cfg.min_new_confirmations, trigger.force)
     round_no = (int(last["round"]) + 1) if last else 1
-    summary = {**base, "round": round_no, "confirmed_total": confirmed, "new_confirmations": new, "reason": reason}
+    summary = {**base, "round": round_no, "confirmed_total": confirmed, "new_confirmations": new, "reason": reason,
+               **read}
     if not start:
         log_event(logging.INFO, "skipped", **summary)
         return {"action": "skipped", **summary}
@@ -391,7 +483,8 @@ def run(event: Any, cfg: TriggerConfig, store: Any, sm: Any, request_id: str | N
         return {"action": "skipped", **summary}
     rows, _ = export_review_records(store)
     storage.write_text(storage.join(reviews_prefix, "reviews.csv"), review_records_csv(rows), "text/csv")
-    storage.write_text(storage.join(reviews_prefix, "outcomes.jsonl"), outcomes_jsonl(store), "application/x-ndjson")
+    outcomes_uri = storage.join(reviews_prefix, "outcomes.jsonl")
+    storage.write_text(outcomes_uri, outcomes_jsonl(store), "application/x-ndjson")
     jobs, outcomes = {}, {}
     for network in cfg.networks:
         request = training_job_request(cfg, round_no, network, reviews_prefix)
@@ -401,6 +494,7 @@ def run(event: Any, cfg: TriggerConfig, store: Any, sm: Any, request_id: str | N
                   **summary)
     record = {"schema": ROUND_SCHEMA, "round": round_no, "confirmed_total": confirmed, "new_confirmations": new,
               "jobs": jobs, "reviews_uri": storage.join(reviews_prefix, "reviews.csv"),
+              "outcomes_uri": outcomes_uri, "items_read_at": read_at,
               "started_at": utc_now_iso(), "trigger": trigger.kind,
               "labeling_job": trigger.labeling_job, "image": cfg.training_image,
               "source": cfg.training_source_uri}

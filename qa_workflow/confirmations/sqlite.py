@@ -221,8 +221,12 @@ class SqliteStore:
                 return None
         return self._state(row, self._reviewers(row["round"], row["item_id"]))
 
-    def iter_items(self, class_name: str | None = None, round: str | int | None = None) -> Iterator[ItemState]:
+    def iter_items(self, class_name: str | None = None, round: str | int | None = None, *,
+                   updated_since: str | None = None) -> Iterator[ItemState]:
         where, args = [], []
+        if updated_since is not None:
+            where.append("updated_at >= ?")
+            args.append(updated_since)
         if class_name is not None:
             where.append("class_name = ?")
             args.append(class_name)

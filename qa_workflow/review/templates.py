@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from liquid.exceptions import LiquidError
 from qa_workflow.contract import SegqaError
 
 __all__ = ["render_task", "render_task_file", "default_grant_read_access", "TEMPLATES_DIR",
-           "MASK_REVIEW_TEMPLATE", "MASK_ADJUST_TEMPLATE", "GrantReadAccess", "template_for"]
+           "MASK_REVIEW_TEMPLATE", "MASK_ADJUST_TEMPLATE", "GrantReadAccess", "template_for", "MIN_VIEW_ATTRIBUTE",
+           "min_view_ms", "with_min_view_ms"]
 
 #: ``grant_read_access``: object URI (s3://, file://, path, https://) -> URL a browser may GET.
 GrantReadAccess = Callable[[str], str]
@@ -39,6 +41,36 @@ GrantReadAccess = Callable[[str], str]
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 MASK_REVIEW_TEMPLATE = TEMPLATES_DIR / "mask_review.liquid.html"
 MASK_ADJUST_TEMPLATE = TEMPLATES_DIR / "mask_adjust.liquid.html"
+
+
+#: The review template's minimum viewing time per card, in milliseconds (0 turns it off): the one setting the
+#: page's script and the portal's server-side check both read (`min_view_ms`, `with_min_view_ms`).
+MIN_VIEW_ATTRIBUTE = "data-min-view-ms"
+_MIN_VIEW_RE = re.compile(r'(\bdata-min-view-ms\s*=\s*")([^"]*)(")')
+
+
+def min_view_ms(template_text: str, name: str = "template") -> int:
+    """The template's ``data-min-view-ms`` (milliseconds a card must be shown before it can be decided);
+    0 when the template has none (e.g. the adjust editor). SegqaError naming the template when it is not a whole
+    number >= 0 or is given more than once."""
+    found = _MIN_VIEW_RE.findall(template_text)
+    if not found:
+        return 0
+    values = {v.strip() for _, v, _ in found}
+    if len(values) != 1 or not next(iter(values)).isdigit():
+        raise SegqaError(f"{name}: {MIN_VIEW_ATTRIBUTE} must be one whole number of milliseconds >= 0, got "
+                         f"{', '.join(sorted(repr(v) for v in values))}")
+    return int(next(iter(values)))
+
+
+def with_min_view_ms(template_text: str, ms: int, name: str = "template") -> str:
+    """The template with its ``data-min-view-ms`` set to ``ms`` (a template without one cannot take it)."""
+    if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+        raise SegqaError(f"minimum viewing time must be a whole number of milliseconds >= 0, got {ms!r}")
+    if not _MIN_VIEW_RE.search(template_text):
+        raise SegqaError(f"{name}: has no {MIN_VIEW_ATTRIBUTE} attribute, so a minimum viewing time cannot be set "
+                         "for it")
+    return _MIN_VIEW_RE.sub(lambda m: f"{m.group(1)}{ms}{m.group(3)}", template_text)
 
 
 def template_for(task_input: Mapping[str, Any]) -> Path:

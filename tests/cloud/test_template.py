@@ -179,7 +179,7 @@ def test_stack_creates_in_moto_and_the_trigger_accepts_its_environment():
 
         table = boto3.client("dynamodb", region_name=REGION).describe_table(
             TableName=outputs["ConfirmationTableName"])["Table"]
-        assert {g["IndexName"] for g in table["GlobalSecondaryIndexes"]} == {"by_class", "by_round"}
+        assert {g["IndexName"] for g in table["GlobalSecondaryIndexes"]} == {"by_class", "by_round", "by_class_updated"}
         assert outputs["StoreUri"] == f"dynamodb://{table['TableName']}"
 
         lam = boto3.client("lambda", region_name=REGION)

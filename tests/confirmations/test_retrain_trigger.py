@@ -18,6 +18,7 @@ from qa_workflow import storage
 from qa_workflow.cloud import sagemaker as sagemaker_launch
 from qa_workflow.confirmations import retrain_trigger as trigger
 from qa_workflow.confirmations.dynamodb import create_table
+from qa_workflow.confirmations.export import export_review_records, review_records_csv
 from qa_workflow.confirmations.store import ItemRecord, Vote, open_store
 from qa_workflow.contract import REVIEW_CLASSES, SegqaError
 
@@ -282,6 +283,135 @@ def test_a_second_run_never_overwrites_the_retraining_set_of_a_run_in_progress(a
     expect_start(stub, cfg, 1, "unet")
     assert trigger.run({"source": "segqa.schedule"}, cfg, store, sm, request_id="later")["action"] == "started"
     assert storage.exists(f"s3://{BUCKET}/retrain/rounds/round-0001/reviews.csv")
+
+
+def _clock(monkeypatch):
+    """Set the store's clock (``updated_at`` of the votes) and the trigger's (its read time) by hand."""
+    from qa_workflow.confirmations import dynamodb as dynamo_engine
+
+    def at(store_time: str, trigger_time: str) -> None:
+        monkeypatch.setattr(dynamo_engine, "utc_now_iso", lambda timespec="seconds": store_time)
+        monkeypatch.setattr(trigger, "utc_now_iso", lambda timespec="seconds": trigger_time)
+
+    return at
+
+
+def _spy(store):
+    """Items each DynamoDB Query of the store's client returned, and the Scans it made."""
+    seen = {"query_items": 0, "queries": 0, "scans": 0}
+
+    def after_query(parsed, **_):
+        seen["queries"] += 1
+        seen["query_items"] += len(parsed.get("Items", []))
+
+    def before_scan(**_):
+        seen["scans"] += 1
+
+    store.client.meta.events.register("after-call.dynamodb.Query", after_query)
+    store.client.meta.events.register("before-call.dynamodb.Scan", before_scan)
+    return seen
+
+
+def _round_files(round_no: int) -> tuple[list[dict], str]:
+    folder = f"s3://{BUCKET}/retrain/rounds/round-{round_no:04d}/"
+    outcomes = [json.loads(line) for line in storage.read_text(folder + "outcomes.jsonl").splitlines()]
+    return outcomes, storage.read_text(folder + "reviews.csv")
+
+
+def _completed(stub, round_no: int, networks=("unet",)) -> None:
+    for net in networks:
+        name = f"segqa-dev-r{round_no:04d}-{net}"
+        stub.add_response("describe_training_job", describe(name, "Completed"), {"TrainingJobName": name})
+
+
+def test_a_second_run_reads_only_what_changed_and_writes_what_a_full_read_would(aws, expect_start, monkeypatch):
+    store, sm, stub = aws
+    at = _clock(monkeypatch)
+    cfg = trigger.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
+    at("2026-03-01T08:00:00.000Z", "2026-03-01T09:00:00.000Z")
+    vote(store, 6)
+    vote(store, 2, decision="reject", start=50)
+    spy = _spy(store)
+    expect_start(stub, cfg, 1, "unet")
+    first = trigger.run({"source": "segqa.schedule"}, cfg, store, sm)
+    assert first["action"] == "started" and first["read"] == "full" and first["items_read"] == 8
+    assert spy["query_items"] == 8 and spy["scans"] == 0
+    record = trigger.latest_round(cfg.state_uri)
+    assert record["items_read_at"] == "2026-03-01T09:00:00.000Z"
+    assert record["outcomes_uri"] == f"s3://{BUCKET}/retrain/rounds/round-0001/outcomes.jsonl"
+
+    # An hour later: 3 new confirmations, one confirmed item disputed (accept -> split), one in a new round.
+    at("2026-03-01T10:00:00.000Z", "2026-03-01T11:00:00.000Z")
+    vote(store, 3, start=20)
+    vote(store, 1, decision="reject", job="segqa-r1-csf-b", start=0)
+    vote(store, 1, round="2", job="segqa-r2-csf", start=0)
+    spy.update(query_items=0, queries=0)
+    _completed(stub, 1)
+    expect_start(stub, cfg, 2, "unet")
+    second = trigger.run({"source": "segqa.schedule"}, cfg, store, sm)
+    assert second["action"] == "started" and second["read"] == "since"
+    assert second["read_since"] == "2026-03-01T08:45:00.000Z"  # the first run's read less the overlap
+    assert second["items_read"] == spy["query_items"] == 5 and spy["scans"] == 0
+    assert spy["queries"] == len(REVIEW_CLASSES)
+    assert second["confirmed_total"] == 6 + 3 - 1 + 1 and second["new_confirmations"] == 3
+
+    # The merged files are exactly what a full read of the store gives.
+    full = trigger.StoreSnapshot.read(store)
+    outcomes, reviews = _round_files(2)
+    assert outcomes == [json.loads(line) for line in trigger.outcomes_jsonl(full).splitlines()]
+    assert reviews == review_records_csv(export_review_records(full)[0])
+    disputed = [o for o in outcomes if o["item_id"] == "sub-000/040/csf"]
+    assert [(o["round"], o["outcome"]) for o in disputed] == [("1", "split"), ("2", "accept")]
+    assert len(outcomes) == 8 + 3 + 1
+
+
+def test_a_run_with_nothing_new_reads_nothing_and_starts_nothing(aws, expect_start, monkeypatch):
+    store, sm, stub = aws
+    at = _clock(monkeypatch)
+    cfg = trigger.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
+    at("2026-03-01T08:00:00.000Z", "2026-03-01T09:00:00.000Z")
+    vote(store, 4)
+    expect_start(stub, cfg, 1, "unet")
+    assert trigger.run({"source": "segqa.schedule"}, cfg, store, sm)["action"] == "started"
+    at("2026-03-01T10:00:00.000Z", "2026-03-01T11:00:00.000Z")
+    spy = _spy(store)
+    _completed(stub, 1)
+    out = trigger.run({"source": "segqa.schedule"}, cfg, store, sm)
+    assert out["action"] == "skipped" and out["new_confirmations"] == 0 and out["confirmed_total"] == 4
+    assert out["items_read"] == spy["query_items"] == 0 and spy["scans"] == 0
+    assert trigger.latest_round(cfg.state_uri)["round"] == 1
+    assert not storage.exists(f"s3://{BUCKET}/retrain/rounds/round-0002/claim.json")
+
+
+def test_a_damaged_previous_outcomes_file_falls_back_to_a_full_read(aws, expect_start, monkeypatch):
+    store, sm, stub = aws
+    at = _clock(monkeypatch)
+    cfg = trigger.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
+    at("2026-03-01T08:00:00.000Z", "2026-03-01T09:00:00.000Z")
+    vote(store, 4)
+    expect_start(stub, cfg, 1, "unet")
+    trigger.run({"source": "segqa.schedule"}, cfg, store, sm)
+    storage.write_text(f"s3://{BUCKET}/retrain/rounds/round-0001/outcomes.jsonl", '{"item_id": "x"}\n')
+    at("2026-03-01T10:00:00.000Z", "2026-03-01T11:00:00.000Z")
+    vote(store, 3, start=20)
+    _completed(stub, 1)
+    expect_start(stub, cfg, 2, "unet")
+    out = trigger.run({"source": "segqa.schedule"}, cfg, store, sm)
+    assert out["read"] == "full" and out["items_read"] == 7 and out["new_confirmations"] == 3
+    outcomes, _ = _round_files(2)
+    assert len(outcomes) == 7
+
+
+def test_outcome_rows_round_trip():
+    item = ItemRecord(item_id="sub-001/040/csf", class_name="csf", confidence=0.25, round="3",
+                      model_version="unet-v2", subject="sub-001", slice_id="sub-001/040", batch_id="b-3",
+                      mask_uri="s3://x/040.png")
+    state = trigger.ItemState(item=item, confirm_count=2, disconfirm_count=1, updated_at="2026-03-01T08:00:00.000Z")
+    row = json.loads(json.dumps(trigger.outcome_row(state)))
+    assert row["outcome"] == "split" and set(row) == set(trigger.OUTCOME_FIELDS)
+    assert trigger.state_from_outcome_row(row) == state
+    with pytest.raises(ValueError, match="integers"):
+        trigger.state_from_outcome_row({**row, "confirm_count": -1})
 
 
 def test_create_once_creates_local_files_once(tmp_path):

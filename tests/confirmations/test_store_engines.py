@@ -182,7 +182,8 @@ def test_dynamodb_key_schema_and_indexes(aws):
     desc = ddb.describe_table(TableName="segqa-schema")["Table"]
     assert {k["AttributeName"]: k["KeyType"] for k in desc["KeySchema"]} == {"pk": "HASH", "sk": "RANGE"}
     indexes = {i["IndexName"]: {k["AttributeName"] for k in i["KeySchema"]} for i in desc["GlobalSecondaryIndexes"]}
-    assert indexes == {"by_class": {"gsi1pk", "gsi1sk"}, "by_round": {"gsi2pk", "gsi2sk"}}
+    assert indexes == {"by_class": {"gsi1pk", "gsi1sk"}, "by_round": {"gsi2pk", "gsi2sk"},
+                       "by_class_updated": {"gsi1pk", "updated_at"}}
     st = open_store("dynamodb://segqa-schema", client=ddb)
     it = _item(7, "gray_matter", rnd="3")
     st.record_votes([(it, _vote(it, "w9"))])
@@ -259,3 +260,30 @@ def test_an_sqlite_store_from_before_corrections_gains_vote_seconds(tmp_path):
     it = _item()
     st.record_votes([(it, _vote(it, "w1", seconds=2.0))])
     assert [v.seconds for v in st.iter_votes()] == [2.0]
+
+
+def test_items_changed_since_a_time(store, monkeypatch):
+    """``updated_since`` keeps the items whose counts changed at or after a time (DynamoDB: the
+    ``by_class_updated`` index), whatever round they belong to."""
+    import qa_workflow.confirmations.dynamodb as dynamo_engine
+    import qa_workflow.confirmations.sqlite as sqlite_engine
+
+    def at(moment: str) -> None:
+        for engine in (dynamo_engine, sqlite_engine):
+            monkeypatch.setattr(engine, "utc_now_iso", lambda timespec="seconds": moment)
+
+    old, touched, gm = _item(1), _item(2), _item(3, "gray_matter")
+    at("2026-01-01T00:00:00.000Z")
+    store.record_votes([(old, _vote(old, "w1")), (touched, _vote(touched, "w1")), (gm, _vote(gm, "w1"))])
+    at("2026-01-01T01:00:00.000Z")
+    new = _item(4, rnd="2")
+    store.record_votes([(touched, _vote(touched, "w2", "reject")), (new, _vote(new, "w1"))])
+
+    changed = list(store.iter_items(class_name="csf", updated_since="2026-01-01T00:30:00.000Z"))
+    assert [(s.item.item_id, s.item.round, s.outcome) for s in changed] == [
+        ("sub-001/002/csf", "1", "split"), ("sub-001/004/csf", "2", "accept")]
+    assert changed[0].updated_at == "2026-01-01T01:00:00.000Z"
+    assert len(list(store.iter_items(class_name="csf", updated_since="2026-01-01T00:00:00.000Z"))) == 3  # inclusive
+    assert list(store.iter_items(class_name="gray_matter", updated_since="2026-01-01T00:30:00.000Z")) == []
+    assert [s.item.item_id for s in store.iter_items(updated_since="2026-01-01T00:30:00.000Z", round=1)] == [
+        "sub-001/002/csf"]

@@ -48,8 +48,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def live_portal(tmp_path, capsys, make_round):
-    """A round, a reviewer added with `segqa review add-reviewer`, and the portal on a loopback port."""
+def live_portal(request, tmp_path, capsys, make_round):
+    """A round, a reviewer added with `segqa review add-reviewer`, and the portal on a loopback port; its minimum
+    viewing time per card is 0 unless the test passes another (``indirect=True``)."""
     import uvicorn
 
     from qa_workflow.cli import main
@@ -64,7 +65,8 @@ def live_portal(tmp_path, capsys, make_round):
     link = re.search(r"(http://\S+/login\?token=\S+)", capsys.readouterr().out).group(1)
     store_uri = f"sqlite:///{tmp_path}/store.sqlite"
     app = create_app(PortalSettings(portal_dir=pdir, round_uri=str(rnd.root), store_uri=store_uri,
-                                    reviewers_per_object=1, sweep_interval_s=0.2))
+                                    reviewers_per_object=1, sweep_interval_s=0.2,
+                                    min_view_ms=getattr(request, "param", 0)))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -155,6 +157,35 @@ def test_reviewer_reviews_a_batch_in_the_browser(browser, live_portal, tmp_path)
     assert votes[ids[1]].comment == "spills into <b>CSF</b>"
     assert {v.worker_id for v in votes.values()} == {"private.local.rita"}
     assert not errors, errors
+    page.close()
+
+
+@pytest.mark.parametrize("live_portal", [2000], indirect=True)
+def test_the_server_refuses_an_answer_sooner_than_the_minimum_viewing_time(browser, live_portal, tmp_path):
+    """The page's script asks for the minimum per card; with the script's check turned off (any client that skips
+    it), the server still refuses an answer that came sooner than cards x minimum after the page was served, and
+    the page says why."""
+    base, service = live_portal["base"], live_portal["service"]
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(live_portal["link"])
+    page.wait_for_function("document.activeElement && document.activeElement.matches('button[type=submit]')")
+    page.keyboard.press("Enter")
+    page.wait_for_url(base + "/")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r".*/tasks/\d+$"))
+    assert page.get_attribute("#segqa-root", "data-min-view-ms") == "2000"  # the server's setting, on the page
+    page.eval_on_selector("#segqa-root", "e => e.setAttribute('data-min-view-ms', '0')")
+    cards = page.locator(".segqa-item[data-item-id]")
+    for i in range(cards.count()):
+        cards.nth(i).locator("button.accept").click()
+    page.locator('crowd-button[form-action="submit"]').click()
+    status = page.locator("crowd-form").locator("div.status.error")
+    status.wait_for(state="visible")
+    text = status.inner_text()
+    assert text.startswith("Not submitted: submitted ") and "its 6 masks need at least 12 s (2 s each)" in text
+    assert "Nothing was recorded" in text and re.search(r"/tasks/\d+$", page.url)
+    assert service.db.responses(service.job_id) == []
+    page.screenshot(path=str(tmp_path / "task-too-soon.png"), full_page=True)
     page.close()
 
 

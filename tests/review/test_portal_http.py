@@ -19,7 +19,18 @@ from qa_workflow.review.portal.service import PortalSettings, open_portal_db
 
 @pytest.fixture
 def portal(tmp_path, fake_clock, login, make_round):
-    """A running portal over a 3-batch round (4 items each), 2 reviewers per batch, a settable clock."""
+    """A running portal over a 3-batch round (4 items each), 2 reviewers per batch, a settable clock that does
+    not move by itself (so no minimum viewing time: the timed_portal tests cover it)."""
+    yield from _portal(tmp_path, fake_clock, login, make_round, min_view_ms=0)
+
+
+@pytest.fixture
+def timed_portal(tmp_path, fake_clock, login, make_round):
+    """The same portal with the review template's own minimum viewing time per card."""
+    yield from _portal(tmp_path, fake_clock, login, make_round)
+
+
+def _portal(tmp_path, fake_clock, login, make_round, **more):
     rnd = make_round(tmp_path, n_batches=3, n_items=4, with_truth=False)
     clock = fake_clock
     pdir = tmp_path / "portal"
@@ -30,7 +41,7 @@ def portal(tmp_path, fake_clock, login, make_round):
     store_uri = f"sqlite:///{tmp_path}/store.sqlite"
     settings = PortalSettings(portal_dir=pdir, round_uri=str(rnd.root), store_uri=store_uri,
                               reviewers_per_object=2, task_time_limit_s=600, url_ttl_s=300, clock=clock,
-                              sweep_interval_s=0.2)
+                              sweep_interval_s=0.2, **more)
     app = create_app(settings)
     clients = []
 
@@ -308,6 +319,98 @@ def test_repeated_submit_changes_nothing(portal, csrf_of, decisions_form, take_t
     assert _votes(portal["store_uri"]) == before and set(before.values()) == {(2, 0)}
 
 
+# -- minimum viewing time ------------------------------------------------------------------------------------
+
+def test_the_minimum_viewing_time_is_the_templates_setting(timed_portal, tmp_path):
+    from qa_workflow.review import templates
+
+    service = timed_portal["service"]
+    text = templates.MASK_REVIEW_TEMPLATE.read_text()
+    assert service.min_view_ms == templates.min_view_ms(text) == 600  # one definition: the template's attribute
+    assert 'data-min-view-ms="0"' in templates.with_min_view_ms(text, 0)
+    with pytest.raises(SegqaError, match="data-min-view-ms"):
+        templates.with_min_view_ms(templates.MASK_ADJUST_TEMPLATE.read_text(), 500, "adjust")
+    assert templates.min_view_ms("<div>no cards</div>") == 0
+    with pytest.raises(SegqaError, match="whole number"):
+        templates.min_view_ms('<div data-min-view-ms="0.5s">')
+
+
+def test_an_answer_sooner_than_cards_times_the_minimum_is_refused(timed_portal, csrf_of, decisions_form, take_task,
+                                                                   submit):
+    service, rnd, clock = timed_portal["service"], timed_portal["round"], timed_portal["clock"]
+    alice = timed_portal["client"]("alice")
+    aid, html = take_task(alice)  # the task page was served now
+    assert 'data-min-view-ms="600"' in html
+    batch = next(b for b in rnd.batches if f'data-batch-id="{b["batch_id"]}"' in html)
+    form = decisions_form(batch)
+    csrf = csrf_of(html)
+    clock.advance(2.3)  # 4 cards x 0.6 s = 2.4 s
+    resp = submit(alice, aid, form, csrf=csrf)
+    assert resp.status_code == 422 and resp.json()["reason"] == "too_soon"
+    assert "its 4 masks need at least 2.4 s (0.6 s each)" in resp.json()["detail"]
+    assert resp.headers["retry-after"] == "1" and resp.json()["wait_s"] == 0.1
+    assert service.db.assignment(aid).status == "active" and service.db.responses(service.job_id) == []
+    # A reload starts the count again, as the page's script does.
+    assert alice.get(f"/tasks/{aid}").status_code == 200
+    clock.advance(2.3)
+    assert submit(alice, aid, form, csrf=csrf).status_code == 422
+    # An answer that decides a card twice (e.g. a late re-accept) is refused, whatever the timing.
+    clock.advance(0.2)
+    twice = {**form, "decisions": json.dumps([*json.loads(form["decisions"]),
+                                              {"item_id": batch["items"][0]["item_id"], "decision": "accept"}])}
+    resp = submit(alice, aid, twice, csrf=csrf)
+    assert resp.status_code == 422 and "decided twice" in resp.json()["detail"]
+    assert submit(alice, aid, form, csrf=csrf).json()["status"] == "recorded"
+    # Once recorded, a second answer (at once, with other decisions) changes nothing, and says so.
+    other = decisions_form(batch, reject={batch["items"][0]["item_id"]: ("other", None)})
+    again = submit(alice, aid, other, csrf=csrf)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    assert json.loads(json.loads(service.db.response_content(aid))["decisions"]) == json.loads(form["decisions"])
+
+
+def test_an_answer_to_a_task_never_shown_is_refused(timed_portal, csrf_of, decisions_form, submit):
+    service, clock = timed_portal["service"], timed_portal["clock"]
+    alice = timed_portal["client"]("alice")
+    home = alice.get("/")
+    resp = alice.post("/tasks/next", data={"csrf_token": csrf_of(home.text)}, follow_redirects=False,
+                      headers={"origin": str(alice.base_url)})
+    aid = int(resp.headers["location"].rsplit("/", 1)[1])  # taken, but its page never loaded
+    clock.advance(60)
+    batch = timed_portal["round"].batches[service.db.assignment(aid).object_id]
+    resp = submit(alice, aid, decisions_form(batch), csrf=csrf_of(home.text))
+    assert resp.status_code == 422 and "never shown to you" in resp.json()["detail"]
+    assert service.db.responses(service.job_id) == []
+
+
+def test_after_a_restart_a_task_counts_from_when_it_was_handed_out(tmp_path, fake_clock, make_round,
+                                                                   decisions_form):
+    from qa_workflow.review.portal.service import ReviewService, TooSoon
+
+    rnd = make_round(tmp_path, n_batches=1, n_items=5, with_truth=False)
+    db = open_portal_db(tmp_path / "portal")
+    db.add_reviewer("ann", is_operator=False, link_ttl_s=60, now=fake_clock())
+    db.close()
+    settings = dict(portal_dir=tmp_path / "portal", round_uri=str(rnd.root), store_uri=f"sqlite:///{tmp_path}/s.db",
+                    reviewers_per_object=1, clock=fake_clock, consolidate_in_background=False)
+    first = ReviewService(PortalSettings(**settings))
+    first.start()
+    (ann,) = first.db.reviewers()
+    task = first.next_task(ann)
+    first.render(ann, task, "n")
+    first.stop()
+    fake_clock.advance(1)
+    restarted = ReviewService(PortalSettings(**settings))
+    restarted.start()
+    try:
+        with pytest.raises(TooSoon, match="submitted 1.0 s after the task was shown; its 5 masks need at least 3 s"):
+            restarted.submit(ann, task, decisions_form(rnd.batches[0]))
+        fake_clock.advance(2)
+        assert restarted.submit(ann, task, decisions_form(rnd.batches[0])).status == "recorded"
+    finally:
+        restarted.stop()
+        clear_store_cache()
+
+
 # -- operator ------------------------------------------------------------------------------------------------
 
 def test_operator_page_progress_and_exports(portal, decisions_form, take_task, submit):
@@ -388,7 +491,8 @@ def test_invalid_batch_fails_its_object_only_and_lifetime_end_consolidates_what_
     store_uri = f"sqlite:///{tmp_path}/store.sqlite"
     service = ReviewService(PortalSettings(portal_dir=tmp_path / "portal", round_uri=str(rnd.root),
                                            store_uri=store_uri, reviewers_per_object=3, task_time_limit_s=60,
-                                           task_lifetime_s=3600, clock=clock, consolidate_in_background=False))
+                                           task_lifetime_s=3600, clock=clock, consolidate_in_background=False,
+                                           min_view_ms=0))
     service.start()
     try:
         progress = service.progress()

@@ -22,7 +22,8 @@ def test_review_round_in_browser_returns_when_the_round_is_reviewed(tmp_path, cs
     said: list[str] = []
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(review_round_in_browser(
-        rnd.root, store_uri, port=port, open_browser=False, poll_s=0.1, echo=said.append)))
+        rnd.root, store_uri, port=port, open_browser=False, poll_s=0.1, echo=said.append,
+        min_view_ms=0)))  # answers at once (the minimum viewing time: tests/review/test_portal_http.py)
     worker.start()
     try:
         for _ in range(600):

@@ -118,7 +118,7 @@ def test_kill9_and_restart_lose_nothing_and_double_count_nothing(tmp_path, csrf_
         tokens[name] = db.add_reviewer(name, is_operator=name == "ops", link_ttl_s=3600, now=time.time())
         db.close()
     server = Server(["review", "serve", "--round", str(rnd.root), "--portal-dir", str(pdir), "--store", store_uri,
-                     "--reviewers-per-object", "2"], port, tmp_path / "server.log")
+                     "--reviewers-per-object", "2", "--min-view-ms", "0"], port, tmp_path / "server.log")
     try:
         server.start()
         ann, ben, ops = (Reviewer(base, tokens[n], csrf_of) for n in ("ann", "ben", "ops"))
@@ -165,7 +165,7 @@ def test_consolidation_interrupted_after_the_handler_is_redone_exactly_once(tmp_
         db.add_reviewer(name, is_operator=False, link_ttl_s=3600, now=time.time())
     db.close()
     settings = dict(portal_dir=pdir, round_uri=str(rnd.root), store_uri=store_uri, reviewers_per_object=2,
-                    consolidate_in_background=False)
+                    consolidate_in_background=False, min_view_ms=0)
     service = ReviewService(PortalSettings(**settings))
     service.start()
     for reviewer in service.db.reviewers():

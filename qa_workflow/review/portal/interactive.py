@@ -31,11 +31,13 @@ def _check_port_free(host: str, port: int) -> None:
 def review_round_in_browser(round_path: str | os.PathLike[str], store_uri: str, *, reviewer: str = "you",
                             reviewers_per_object: int = 1, host: str = "127.0.0.1", port: int | None = None,
                             portal_dir: str | os.PathLike[str] | None = None, open_browser: bool = True,
-                            poll_s: float = 1.0, echo: Callable[[str], Any] = print) -> dict[str, Any]:
+                            poll_s: float = 1.0, echo: Callable[[str], Any] = print,
+                            min_view_ms: int | None = None) -> dict[str, Any]:
     """Serve ``round_path`` until all its batches are reviewed; returns the job's final progress.
 
     ``port`` defaults to ``$SEGQA_PORTAL_PORT`` or 8080; the portal's state goes to ``portal_dir`` (default: a
-    ``portal`` folder next to the round folder). Ctrl+C stops the server and propagates.
+    ``portal`` folder next to the round folder); ``min_view_ms`` overrides the template's minimum viewing time per
+    card. Ctrl+C stops the server and propagates.
     """
     import uvicorn
 
@@ -47,7 +49,8 @@ def review_round_in_browser(round_path: str | os.PathLike[str], store_uri: str, 
     round_path = Path(round_path)
     pdir = Path(portal_dir) if portal_dir is not None else round_path.parent / "portal"
     app = create_app(PortalSettings(portal_dir=pdir, round_uri=str(round_path), store_uri=store_uri,
-                                    reviewers_per_object=reviewers_per_object, sweep_interval_s=0.5))
+                                    reviewers_per_object=reviewers_per_object, sweep_interval_s=0.5,
+                                    min_view_ms=min_view_ms))
     service = app.state.service
     service.start()
     now = time.time()

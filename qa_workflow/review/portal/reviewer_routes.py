@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import sqlite3
 from typing import Any
@@ -14,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from qa_workflow.contract import ContractError, parse_decisions
 from qa_workflow.review.portal import auth, signing
-from qa_workflow.review.portal.service import AnswerRejected
+from qa_workflow.review.portal.service import AnswerRejected, TooSoon
 from qa_workflow.review.portal.web import (
     MAX_JSON_BYTES,
     PortalWeb,
@@ -160,6 +161,9 @@ def reviewer_router(web: PortalWeb) -> APIRouter:
             return JSONResponse({"detail": "no such task"}, status_code=404)
         try:
             outcome = await run_in_threadpool(service.submit, session.reviewer, assignment, answer)
+        except TooSoon as exc:  # the page shows the detail ("Not submitted: ..."); the reviewer may try again
+            return JSONResponse({"detail": str(exc), "reason": "too_soon", "wait_s": round(exc.wait_s, 1)},
+                                status_code=422, headers={"Retry-After": str(max(1, math.ceil(exc.wait_s)))})
         except AnswerRejected as exc:
             return JSONResponse({"detail": str(exc)}, status_code=422)
         if outcome.status == "recorded":

@@ -25,7 +25,8 @@ from qa_workflow.contract import ContractError, SegqaError, parse_decisions, utc
 from qa_workflow.review.portal import labeling, signing
 from qa_workflow.review.portal.db import Assignment, JobConfig, PortalDB, Reviewer, SubmitOutcome
 
-__all__ = ["PortalSettings", "ReviewService", "default_portal_dir", "default_store_uri", "AnswerRejected"]
+__all__ = ["PortalSettings", "ReviewService", "default_portal_dir", "default_store_uri", "AnswerRejected",
+           "TooSoon"]
 
 log = logging.getLogger("segqa.portal")
 
@@ -58,6 +59,14 @@ class AnswerRejected(SegqaError):
     """A submitted answer that does not fit its task (the HTTP layer answers 422 with this message)."""
 
 
+class TooSoon(AnswerRejected):
+    """An answer that came sooner after its task page was served than the minimum viewing time of its cards."""
+
+    def __init__(self, message: str, wait_s: float) -> None:
+        super().__init__(message)
+        self.wait_s = wait_s
+
+
 @dataclass
 class PortalSettings:
     portal_dir: Path
@@ -75,6 +84,8 @@ class PortalSettings:
     consolidate_in_background: bool = True
     clock: Callable[[], float] = field(default=time.time)
     public_url: str | None = None  # scheme://host[:port] browsers use (behind a reverse proxy)
+    #: Milliseconds each card must be shown (the template's data-min-view-ms, rewritten); None: the template's own.
+    min_view_ms: int | None = None
 
     def __post_init__(self) -> None:
         self.portal_dir = Path(self.portal_dir)
@@ -90,6 +101,8 @@ class PortalSettings:
             raise SegqaError(f"--task-time-limit must be at least 30 seconds, got {self.task_time_limit_s:g}")
         if self.task_lifetime_s < self.task_time_limit_s:
             raise SegqaError("--task-lifetime must be at least the task time limit")
+        if self.min_view_ms is not None and not 0 <= self.min_view_ms <= 60_000:
+            raise SegqaError(f"--min-view-ms must be between 0 and 60000 milliseconds, got {self.min_view_ms}")
 
 
 def _load_key(portal_dir: Path) -> bytes:
@@ -152,7 +165,14 @@ class ReviewService:
             label_attribute_name=settings.label_attribute_name)
         template_uri = settings.template_uri or str(self._default_template())
         self.template_uri = template_uri
-        self.template_text = self._prepare_template(storage.read_text(template_uri))
+        from qa_workflow.review import templates as templating
+
+        text = storage.read_text(template_uri)
+        if settings.min_view_ms is not None:
+            text = templating.with_min_view_ms(text, int(settings.min_view_ms), template_uri)
+        #: What the page's script enforces per card, and `check_viewing_time` per task: one setting.
+        self.min_view_ms = templating.min_view_ms(text, template_uri)
+        self.template_text = self._prepare_template(text)
         self.job_dir = self.portal_dir / "jobs" / self.job_cfg.name
         self.job_id: int = -1
         self._known_assets: set[str] = set()
@@ -163,6 +183,12 @@ class ReviewService:
         self._retry_after: dict[int, float] = {}
         self._consolidate_lock = threading.Lock()
         self._env_before: str | None = None
+        # When each active task's page was last served (assignment id -> time), for `check_viewing_time`. Kept in
+        # memory, so a page view stays a read (no write transaction and fsync each). After a restart an unknown
+        # task counts from when it was handed out (its page cannot have been served sooner).
+        self._served: dict[int, float] = {}
+        self._served_lock = threading.Lock()
+        self._started_at = float("inf")  # set by `start`
 
     # -- set-up ------------------------------------------------------------------------------------------
 
@@ -206,6 +232,7 @@ class ReviewService:
         self._env_before = os.environ.get("SEGQA_STORE")
         os.environ["SEGQA_STORE"] = self.store_uri  # what the Lambdas' environment would carry
         now = self.clock()
+        self._started_at = now
         job_id = self.db.ensure_job(self.job_cfg, now)
         self.register_objects(job_id, on_object)
         self._check_template(job_id)
@@ -307,6 +334,8 @@ class ReviewService:
         html = templating.render_task(self.template_text, self.task_input(assignment), grant_read_access=grant,
                                       template_name=os.path.basename(self.template_uri))
         grant.flush()
+        with self._served_lock:
+            self._served[assignment.id] = self.clock()
         return html.replace(self._nonce_mark, nonce)
 
     def asset(self, token: str, reviewer: Reviewer) -> tuple[bytes, str, int]:
@@ -330,7 +359,10 @@ class ReviewService:
 
     def submit(self, reviewer: Reviewer, assignment: Assignment, answer: Any) -> SubmitOutcome:
         """Validate and durably record one answer; wake the consolidator when the object is complete."""
-        validate_answer(self.task_input(assignment), answer)
+        task_input = self.task_input(assignment)
+        validate_answer(task_input, answer)
+        if assignment.status == "active":  # an answer already recorded is a duplicate whatever its timing
+            self.check_viewing_time(assignment, task_input)
         if seconds_on_task(answer.get("seconds")) is None:
             # Time on task, measured by the portal: from handing out the task to this submit. A template that
             # measures it itself (the adjust editor leaves out time the tab was hidden) is believed instead.
@@ -339,9 +371,33 @@ class ReviewService:
         if len(content.encode("utf-8")) > MAX_ANSWER_BYTES:
             raise AnswerRejected(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
         outcome = self.db.submit(assignment, reviewer.worker_id, content, self.clock())
+        with self._served_lock:  # no answer to this assignment is checked again
+            self._served.pop(assignment.id, None)
         if outcome.object_ready:
             self._wake.set()
         return outcome
+
+    def check_viewing_time(self, assignment: Assignment, task_input: dict[str, Any]) -> None:
+        """Refuse (TooSoon) an answer that comes sooner after the task page was last served than the task's cards
+        times the minimum viewing time (`min_view_ms`, the template's ``data-min-view-ms``): the template's
+        script asks for it per card, this holds whatever sent the answer."""
+        items = task_input.get("items")
+        cards = len(items) if isinstance(items, list) else 0
+        needed = cards * self.min_view_ms / 1000
+        if needed <= 0:
+            return
+        with self._served_lock:
+            served = self._served.get(assignment.id)
+        if served is None and assignment.assigned_at >= self._started_at:
+            raise TooSoon("this task's page was never shown to you: open the task, look at each mask, then submit",
+                          needed)
+        served = assignment.assigned_at if served is None else served  # handed out before this process started
+        elapsed = max(0.0, self.clock() - served)
+        if elapsed < needed:
+            wait = needed - elapsed
+            raise TooSoon(f"submitted {elapsed:.1f} s after the task was shown; its {cards} masks need at least "
+                          f"{needed:g} s ({self.min_view_ms / 1000:g} s each). Look at each mask, then submit again "
+                          f"in {wait:.1f} s. Nothing was recorded.", wait)
 
     def release(self, assignment: Assignment) -> bool:
         return self.db.release(assignment, self.clock())
