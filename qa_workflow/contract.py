@@ -11,6 +11,7 @@ What lives here:
 - the review-record CSV columns (store export / analysis input);
 - the thresholds.json schema name;
 - round ordering (`round_sort_key`) and the UTC timestamps the project writes (`utc_now_iso`);
+- the orientation people review slices in (`to_display` / `from_display`);
 - network names and what the SageMaker launcher and the retrain-trigger Lambda both tell SageMaker;
 - the user-facing error type `SegqaError`.
 """
@@ -27,7 +28,8 @@ from typing import Any, cast
 __all__ = [
     "SegqaError", "ContractError", "TissueClass", "TISSUE_CLASSES", "CLASS_BY_NAME", "CLASS_BY_ID",
     "REVIEW_CLASSES", "NUM_CLASSES", "IGNORE_LABEL", "BACKGROUND", "CSF", "GRAY_MATTER", "WHITE_MATTER",
-    "tissue_class", "format_item_id", "parse_item_id", "ItemId", "format_slice_id",
+    "tissue_class", "to_display", "from_display", "STORED_ORIENTATION", "DISPLAY_ORIENTATION",
+    "format_item_id", "parse_item_id", "ItemId", "format_slice_id",
     "DECISIONS", "ACCEPT", "REJECT", "SPLIT", "REJECT_REASONS", "Decision", "parse_decisions", "decisions_array",
     "BATCH_FIELDS", "BATCH_ITEM_FIELDS", "validate_batch", "DEFAULT_BATCH_SIZE",
     "VERIFY", "ADJUST", "TASK_KINDS", "ADJUST_TASK_FIELDS", "task_kind", "validate_adjust_task", "validate_task",
@@ -87,6 +89,24 @@ IGNORE_LABEL = 255
 #: Slice geometry of the on-disk dataset (H x W), ARCHITECTURE §4.
 IMAGE_HEIGHT = 176
 IMAGE_WIDTH = 208
+
+#: How a stored slice lies (docs/data.md, "Orientation"): rows run the patient's left -> right, columns
+#: posterior -> anterior (the T88 layout; NIfTI imports are brought to RAS first). The head lies on its side.
+STORED_ORIENTATION = "rows left->right, columns posterior->anterior"
+#: How every PNG a person reviews is written (image, label map, masks, overlays, the editor's start and answer):
+#: radiological, anterior up, the patient's left on the viewer's right; 208 rows x 176 columns.
+DISPLAY_ORIENTATION = "radiological: rows anterior->posterior, columns right->left (patient)"
+
+
+def to_display(stored: Any) -> Any:
+    """A stored slice (H, W[, C]) as people review it: display[r, c] = stored[H-1-c, W-1-r] (the transpose about
+    the anti-diagonal), so anterior is up and the patient's left is on the viewer's right. A numpy view."""
+    return stored.swapaxes(0, 1)[::-1, ::-1]
+
+
+def from_display(shown: Any) -> Any:
+    """The inverse of `to_display` (the same anti-transpose: applying it twice gives the stored slice back)."""
+    return shown.swapaxes(0, 1)[::-1, ::-1]
 
 #: The segmentation networks, by the names commands, model cards, jobs and the registry use.
 NETWORKS: tuple[str, ...] = ("unet", "enet")

@@ -135,8 +135,12 @@ def training_artifact() -> Artifact:
 
 
 def review_template_files(directory: Path = REVIEW_TEMPLATES_DIR) -> dict[str, bytes]:
-    """``{"templates/<name>.liquid.html": bytes}`` for the review templates in the source tree."""
-    return {f"templates/{p.name}": p.read_bytes() for p in sorted(Path(directory).glob("*.liquid.html"))}
+    """``{"templates/<name>.liquid.html": bytes}`` for the review templates in the source tree, includes expanded
+    (`review.templates.expand_includes`: Ground Truth gets one self-contained file)."""
+    from qa_workflow.review.templates import expand_includes
+
+    return {f"templates/{p.name}": expand_includes(p.read_text(encoding="utf-8")).encode("utf-8")
+            for p in sorted(Path(directory).glob("*.liquid.html"))}
 
 
 def code_bucket_name(prefix: str, environment: str, account: str, region: str) -> str:

@@ -39,6 +39,7 @@ from qa_workflow.contract import (
     NETWORKS,
     REVIEW_CLASSES,
     SegqaError,
+    from_display,
     parse_item_id,
     round_number,
     round_sort_key,
@@ -217,11 +218,16 @@ def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, A
                                  f"of {data_dir}")
             slice_id = f"{plan.subject}/{plan.slice_index:03d}"
             if plan.corrected_mask_uri:
-                labels = _png_from(plan.corrected_mask_uri)
+                # Corrections are drawn in the display orientation (contract.to_display); back to the stored layout.
+                labels = np.ascontiguousarray(from_display(_png_from(plan.corrected_mask_uri)))
                 if labels.max(initial=0) > REVIEW_CLASSES[-1].id:
                     raise SegqaError(f"{plan.corrected_mask_uri}: a corrected label map holds values 0..3 only")
-                writer.add(plan.subject, plan.slice_index, load_png(data_dir / pool_rec.image), labels, "train",
-                           pool_rec.site)
+                image = load_png(data_dir / pool_rec.image)
+                if labels.shape != image.shape:
+                    raise SegqaError(f"{plan.corrected_mask_uri}: the corrected label map is {labels.shape[1]} rows x "
+                                     f"{labels.shape[0]} columns; the slice as reviewed (display orientation) is "
+                                     f"{image.shape[1]} x {image.shape[0]}")
+                writer.add(plan.subject, plan.slice_index, image, labels, "train", pool_rec.site)
                 summary.pool_slices += 1
                 summary.corrected_slices += 1
                 summary.labelled_pixels += int(labels.size)

@@ -33,6 +33,7 @@ from typing import Any
 
 from qa_workflow import storage
 from qa_workflow.contract import SegqaError, utc_now_iso
+from qa_workflow.review.templates import expand_includes
 
 __all__ = [
     "JobSettings", "build_create_request", "check_request", "validate_against_service_model", "create_job",
@@ -155,8 +156,8 @@ def _job_output_and_template(settings: JobSettings, inputs: dict[str, Any], kind
     in the error when its file is missing)."""
     template_path = Path(settings.template_path)
     try:
-        template = template_path.read_bytes()
-    except OSError:
+        template = expand_includes(template_path.read_text(encoding="utf-8")).encode("utf-8")
+    except (OSError, UnicodeDecodeError):
         raise SegqaError(f"{template_path}: {kind} template not found (pass --template)") from None
     output = settings.output_s3 or f"{inputs['dest'].rstrip('/')}/gt-output"
     return output, _template_s3_uri(settings, output, template), template

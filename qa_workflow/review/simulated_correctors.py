@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from qa_workflow import storage
-from qa_workflow.contract import CLASS_BY_NAME, CostModel, SegqaError, utc_now_iso
+from qa_workflow.contract import CLASS_BY_NAME, CostModel, SegqaError, to_display, utc_now_iso
 from qa_workflow.review.portal import labeling
 
 __all__ = ["COST_MODEL", "DEFAULT_BOUNDARY_NOISE", "boundary_noise", "segmentation_answer",
@@ -118,7 +118,8 @@ def simulate_adjust(manifest_uri: str, truth: Callable[[str], np.ndarray], *, st
                     cost: CostModel = COST_MODEL, objects_per_invocation: int = 10) -> AdjustSimulation:
     """Correct every adjust task of a manifest with ``correctors`` simulated correctors, through the handlers.
 
-    ``truth(slice_id)`` gives the slice's true label map (H, W). A task whose consolidation fails is listed in
+    ``truth(slice_id)`` gives the slice's true label map (H, W) as stored; it is compared with the task's label
+    PNG in the display orientation (`contract.to_display`). A task whose consolidation fails is listed in
     ``failed_objects``, as Ground Truth would leave it unlabelled.
     """
     if not 1 <= correctors <= 9:
@@ -150,7 +151,7 @@ def simulate_adjust(manifest_uri: str, truth: Callable[[str], np.ndarray], *, st
             except SegqaError as exc:
                 result.failed_objects.append((json.dumps(data_object), str(exc)))
                 continue
-            true = truth(task["slice_id"])
+            true = to_display(truth(task["slice_id"]))  # the task's PNGs are in the display orientation
             model = _label_png(task["mask_uri"])
             if true.shape != model.shape:
                 raise SegqaError(f"{task['mask_uri']}: the model's mask is {model.shape[1]}x{model.shape[0]}, the "

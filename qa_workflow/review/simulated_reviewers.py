@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from qa_workflow import storage
-from qa_workflow.contract import ACCEPT, REJECT, SegqaError, parse_item_id, tissue_class, utc_now_iso
+from qa_workflow.contract import ACCEPT, REJECT, SegqaError, parse_item_id, tissue_class, to_display, utc_now_iso
 from qa_workflow.review.portal import labeling
 from qa_workflow.review.simulated_correctors import COST_MODEL
 
@@ -254,7 +254,8 @@ def simulate_round(round_uri: str, truth_dir: str | Path, *, store_uri: str, rev
             for item in batch["items"]:
                 iid = item["item_id"]
                 pred = _predicted_mask(item["mask_uri"])
-                true = truth(parse_item_id(iid).slice_id, item["class_name"])
+                # the batch's masks are in the display orientation (contract.to_display); the truth is as stored
+                true = to_display(truth(parse_item_id(iid).slice_id, item["class_name"]))
                 if pred.shape != true.shape:
                     raise SegqaError(f"{item['mask_uri']}: mask is {pred.shape[1]}x{pred.shape[0]}, the truth "
                                      f"slice {parse_item_id(iid).slice_id} is {true.shape[1]}x{true.shape[0]}")

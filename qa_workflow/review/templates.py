@@ -8,7 +8,10 @@ template behaves the same everywhere (ARCHITECTURE §7):
 - the Ground Truth filters: ``grant_read_access`` (turns an object URI into a URL the worker's browser may GET;
   pluggable: Ground Truth presigns S3 URIs, the local portal passes its own signer), ``to_json``, ``escape``,
   ``escape_once`` and ``skip_autoescape``;
-- the template sees the pre-labeling Lambda's ``taskInput`` as ``task.input``.
+- the template sees the pre-labeling Lambda's ``taskInput`` as ``task.input``;
+- ``<script data-segqa-include="NAME.js"></script>`` is replaced by the portal's ``static/NAME.js`` inline
+  (`expand_includes`): Ground Truth serves only the template, so shared browser code (window/level, one
+  definition with the portal's editor) travels inside it; job creation, deployment and the portal all expand.
 
 Escaping rules, as in Ground Truth: ``{{ x }}`` is escaped; ``{{ x | escape }}`` is escaped exactly once (autoescape
 adds no second escape; ``| escape | escape`` does escape twice, as in Liquid, and ``escape_once`` never re-escapes
@@ -31,14 +34,39 @@ from liquid.exceptions import LiquidError
 
 from qa_workflow.contract import SegqaError
 
-__all__ = ["render_task", "render_task_file", "default_grant_read_access", "TEMPLATES_DIR",
-           "MASK_REVIEW_TEMPLATE", "MASK_ADJUST_TEMPLATE", "GrantReadAccess", "template_for", "MIN_VIEW_ATTRIBUTE",
-           "min_view_ms", "with_min_view_ms"]
+__all__ = ["render_task", "render_task_file", "expand_includes", "read_template", "STATIC_DIR",
+           "default_grant_read_access", "TEMPLATES_DIR", "MASK_REVIEW_TEMPLATE", "MASK_ADJUST_TEMPLATE",
+           "GrantReadAccess", "template_for", "MIN_VIEW_ATTRIBUTE", "min_view_ms", "with_min_view_ms"]
 
 #: ``grant_read_access``: object URI (s3://, file://, path, https://) -> URL a browser may GET.
 GrantReadAccess = Callable[[str], str]
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+#: Browser code shared by the templates and the portal (``static/window-level.js``).
+STATIC_DIR = Path(__file__).resolve().parent / "portal" / "static"
+_INCLUDE_RE = re.compile(r'<script data-segqa-include="([A-Za-z0-9_-]+\.js)"></script>')
+
+
+def expand_includes(text: str) -> str:
+    """The template with every ``<script data-segqa-include="NAME.js"></script>`` replaced by that file of
+    `STATIC_DIR` inline; text without includes is returned unchanged (expanding twice changes nothing)."""
+
+    def inline(match: re.Match[str]) -> str:
+        path = STATIC_DIR / match.group(1)
+        try:
+            code = path.read_text(encoding="utf-8")
+        except OSError:
+            raise SegqaError(f"template include {match.group(1)!r}: no such file {path}") from None
+        return f"<script>/* {match.group(1)} (segqa include) */\n{code}</script>"
+
+    return _INCLUDE_RE.sub(inline, text)
+
+
+def read_template(path: str | os.PathLike[str]) -> str:
+    """A template file's text with its includes expanded (what Ground Truth and the portal get)."""
+    from qa_workflow import storage
+
+    return expand_includes(storage.read_text(path))
 MASK_REVIEW_TEMPLATE = TEMPLATES_DIR / "mask_review.liquid.html"
 MASK_ADJUST_TEMPLATE = TEMPLATES_DIR / "mask_adjust.liquid.html"
 
@@ -134,7 +162,7 @@ def render_task(template_text: str, task_input: Mapping[str, Any], *,
     """
     env = _environment(grant_read_access or default_grant_read_access)
     try:
-        template = env.from_string(template_text, name=template_name)
+        template = env.from_string(expand_includes(template_text), name=template_name)
         return template.render(task={"input": dict(task_input)})
     except LiquidError as exc:
         raise SegqaError(f"{template_name}: Liquid error: {exc}") from None
@@ -143,7 +171,5 @@ def render_task(template_text: str, task_input: Mapping[str, Any], *,
 def render_task_file(path: str | os.PathLike[str], task_input: Mapping[str, Any], *,
                      grant_read_access: GrantReadAccess | None = None) -> str:
     """`render_task` on a template file (local path, ``file://`` or ``s3://``)."""
-    from qa_workflow import storage
-
-    text = storage.read_text(path)
+    text = read_template(path)
     return render_task(text, task_input, grant_read_access=grant_read_access, template_name=os.fspath(path))

@@ -10,6 +10,11 @@ adjust task (`write_adjust_tasks`). Under the destination (the round's batch des
     adjust/<source job>/<task_id>.json       the task object (contract.validate_adjust_task)
     adjust/<source job>/manifest.jsonl       one {"source-ref": <task URI>} per task: the adjust job's manifest
 
+The three PNGs are in the display orientation (`contract.to_display`, as the verify objects): the editor, Ground
+Truth's and the portal's, shows them anterior up, and every worker's answer comes back in that orientation, so
+the consolidated label map does too; `contract.from_display` turns it back into the stored (model's) layout
+where a correction enters the training set (`loop.retraining`).
+
 Which items count as rejected: those whose reviewers in that job rejected the mask, and the split ones (some
 accepted, some rejected), as the analysis counts a split as incorrect by default; a slice's ``classes_to_check``
 are the classes of its rejected items, and every class stays editable.
@@ -35,6 +40,7 @@ from qa_workflow.contract import (
     SegqaError,
     label_mappings,
     parse_item_id,
+    to_display,
     validate_adjust_task,
 )
 
@@ -130,6 +136,7 @@ def write_adjust_tasks(round_dir: str, item_ids: Iterable[str], source_job: str,
     ``pred_mask``). Objects already at the destination are not written again (their keys are deterministic).
     """
     from qa_workflow.rounds.batching import BATCHES_FILE, _decode_png
+    from qa_workflow.rounds.predict import encode_png
     from qa_workflow.rounds.round_dir import read_assignments, read_round
 
     ids = sorted(set(item_ids))
@@ -152,10 +159,11 @@ def write_adjust_tasks(round_dir: str, item_ids: Iterable[str], source_job: str,
         row = rows.loc[task["item_ids"][0]]
         keys = adjust_task_keys(task["slice_id"])
         if not storage.exists(storage.join(dest, keys["image"])):
-            storage.write_bytes(storage.join(dest, keys["image"]), storage.read_bytes(row["image"]), "image/png")
+            image = _decode_png(storage.read_bytes(row["image"]), row["image"], "image")
+            storage.write_bytes(storage.join(dest, keys["image"]), encode_png(to_display(image)), "image/png")
         if not storage.exists(task["mask_uri"]) or not storage.exists(task["initial_overlay_uri"]):
-            labels = _decode_png(storage.read_bytes(row["pred_mask"]), row["pred_mask"], "predicted mask")
-            storage.write_bytes(task["mask_uri"], storage.read_bytes(row["pred_mask"]), "image/png")
+            labels = to_display(_decode_png(storage.read_bytes(row["pred_mask"]), row["pred_mask"], "predicted mask"))
+            storage.write_bytes(task["mask_uri"], encode_png(labels), "image/png")
             storage.write_bytes(task["initial_overlay_uri"], initial_overlay_png(labels), "image/png")
         uri = storage.join(dest, ADJUST_DIR, safe_job, f"{task['task_id']}.json")
         storage.write_json(uri, task)

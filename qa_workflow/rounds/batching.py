@@ -4,10 +4,14 @@ Every verified item of the round (route ``verify``, ``audit`` or ``random_arm``;
 before routing) gets three objects
 under the destination (a local folder or ``s3://bucket/prefix``)::
 
-    images/<subject>/<slice:03d>.png              the plain slice (a copy of the dataset PNG)
+    images/<subject>/<slice:03d>.png              the plain slice
     masks/<subject>/<slice:03d>/<class_name>.png  the predicted mask of that class: 0 = not the class, 255 = class
     overlays/<subject>/<slice:03d>/<class_name>.png  plain slice | slice with fill + contour
                                                      (qa_workflow.rounds.overlays)
+
+Every one of them is written in the display orientation (`contract.to_display`: radiological, anterior up, the
+patient's left on the viewer's right; 208 rows x 176 columns), so Ground Truth, the portal and any image viewer
+show what a radiologist expects without rotating anything; stored slices lie on their side (docs/data.md).
 
 Items are grouped into batches of one class (default 25, in ``review_rank`` order, so the most uncertain
 batches come first and audit items sit blind among the others), written as ``batches/<batch_id>.json`` and
@@ -44,6 +48,7 @@ from qa_workflow.contract import (
     SegqaError,
     format_slice_id,
     tissue_class,
+    to_display,
     utc_now_iso,
     validate_batch,
 )
@@ -65,7 +70,7 @@ REVIEWED_ASSIGNMENTS = ("verify", "audit", "random_arm")
 #: the correction tasks, ARCHITECTURE §6) is counted in ``BatchResult.not_batched`` and left to its own writer.
 _NO_WORK = ("skip", "auto_accept")
 #: Bump when the rendering or the object layout changes, so resumed runs do not mix old and new objects.
-_LAYOUT_VERSION = 1
+_LAYOUT_VERSION = 2  # 2: objects in the display orientation
 
 
 @dataclass
@@ -181,11 +186,11 @@ def _render_slice(rows: list[Any], dest: str, up: _Uploader, scale: int) -> list
     if not any(todo.values()):
         return []
     try:
-        image_bytes = storage.read_bytes(first.image)
-        image = _decode_png(image_bytes, first.image, "image")
+        image = _decode_png(storage.read_bytes(first.image), first.image, "image")
         labels = _decode_png(storage.read_bytes(first.pred_mask), first.pred_mask, "predicted mask")
         if labels.shape != image.shape:
             raise SegqaError(f"{first.pred_mask}: predicted mask {labels.shape} does not match image {image.shape}")
+        image, labels = to_display(image), to_display(labels)
     except SegqaError as exc:
         return [Reject("batch", str(exc), str(r.subject), int(r.slice), r.item_id) for r in rows]
     for r in rows:
@@ -193,7 +198,7 @@ def _render_slice(rows: list[Any], dest: str, up: _Uploader, scale: int) -> list
         cls = tissue_class(r.class_name)
         mask = labels == cls.id
         if "image" in t:  # one image per slice: `needed` hands its URI to one class only
-            up.put(t["image"], image_bytes, "image/png")
+            up.put(t["image"], encode_png(image), "image/png")
         if "mask" in t:
             up.put(t["mask"], encode_png(mask.astype(np.uint8) * 255), "image/png")
         if "overlay" in t:

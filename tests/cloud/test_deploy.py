@@ -18,6 +18,7 @@ from lambdas import package
 from qa_workflow.cli import main
 from qa_workflow.cloud import deploy
 from qa_workflow.contract import SegqaError
+from qa_workflow.review.templates import expand_includes
 
 REGION = "eu-west-1"
 # moto warns about the two resource types it does not model (docs/aws.md lists them).
@@ -98,7 +99,11 @@ def test_create_then_no_op_then_update_keeps_earlier_parameters(zips):
         data_bucket = f"segqa-dev-sagemaker-123456789012-{REGION}"
         for name in ("mask_review.liquid.html", "mask_adjust.liquid.html"):
             template = s3.get_object(Bucket=data_bucket, Key=f"templates/{name}")["Body"].read()
-            assert template == Path(deploy.REVIEW_TEMPLATES_DIR, name).read_bytes()
+            source = Path(deploy.REVIEW_TEMPLATES_DIR, name).read_text(encoding="utf-8")
+            assert template.decode("utf-8") == expand_includes(source)  # self-contained: shared JS inlined
+            assert b"data-segqa-include" not in template
+        assert b"segqaWindowLevel" in s3.get_object(Bucket=data_bucket,
+                                                    Key="templates/mask_review.liquid.html")["Body"].read()
         block = s3.get_public_access_block(Bucket=plan.code_bucket)["PublicAccessBlockConfiguration"]
         assert all(block.values())
 

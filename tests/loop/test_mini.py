@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from qa_workflow.confirmations.store import open_store
-from qa_workflow.contract import IGNORE_LABEL
+from qa_workflow.contract import IGNORE_LABEL, from_display
 from qa_workflow.loop.demo import LoopConfig, run_loop
 from training.dataset import read_index
 
@@ -109,8 +109,8 @@ def test_rejected_slices_are_corrected_and_train_as_full_labels(loop):
     by_slice = {f"{r.subject}/{r.slice:03d}": r for r in read_index(tset) if r.split == "train"}
     for row in rows:
         labels = np.asarray(Image.open(tset / by_slice[row["slice_id"]].mask))
-        corrected = np.asarray(Image.open(row["mask_uri"]))
-        assert np.array_equal(labels, corrected) and not (labels == IGNORE_LABEL).any()
+        corrected = np.asarray(Image.open(row["mask_uri"]))  # drawn in the display orientation
+        assert np.array_equal(labels, from_display(corrected)) and not (labels == IGNORE_LABEL).any()
 
 
 def test_registry_records_the_promotion_decision(loop):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qa_workflow.contract import IGNORE_LABEL
+from qa_workflow.contract import IGNORE_LABEL, to_display
 from qa_workflow.loop.retraining import confirmed_label_map, plan_slices
 
 
@@ -85,7 +85,7 @@ def test_build_retraining_set_uses_a_corrected_slice_without_ignore_pixels(tmp_p
         Image.fromarray(predicted).save(pred / "masks" / "sub-001" / f"{k:03d}.png")
     corrected = truth[2].copy()
     corrected[0, 0] = 3
-    Image.fromarray(corrected).save(tmp_path / "corrected.png")
+    Image.fromarray(np.ascontiguousarray(to_display(corrected))).save(tmp_path / "corrected.png")  # as drawn
     outcomes = [_o("sub-001/002/csf", "round-01", "reject"), _o("sub-001/002/gray_matter", "round-01", "accept"),
                 _o("sub-001/003/csf", "round-01", "reject"), _o("sub-001/003/gray_matter", "round-01", "accept")]
     corrections = [{"slice_id": "sub-001/002", "round": "round-01", "job": "adj",
@@ -95,7 +95,10 @@ def test_build_retraining_set_uses_a_corrected_slice_without_ignore_pixels(tmp_p
     assert (out.pool_slices, out.corrected_slices) == (2, 1)
     assert out.sources == {"sub-001/002": "corrected", "sub-001/003": "confirmed"}
     written = {(r.slice, r.split): load_png(tmp_path / "set" / r.mask, "mask") for r in read_index(tmp_path / "set")}
-    assert np.array_equal(written[(2, "train")], corrected)  # the person's label map, every class, no ignore
+    # the person's label map back in the stored layout, pixel for pixel: every class, no ignore
+    assert np.array_equal(written[(2, "train")], corrected)
+    images = {(r.slice, r.split): load_png(tmp_path / "set" / r.image) for r in read_index(tmp_path / "set")}
+    assert np.array_equal(images[(2, "train")], load_png(data / "images" / "sub-001" / "002.png"))  # its own image
     assert (written[(3, "train")] == IGNORE_LABEL).any()  # the confirmed-only slice still ignores what was rejected
     for r in read_index(tmp_path / "set"):  # every slice, corrected ones included, trains on its own image
         assert np.array_equal(load_png(tmp_path / "set" / r.image), images[r.slice]), r

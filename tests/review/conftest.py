@@ -2,9 +2,10 @@
 
 `make_round` writes small, real review rounds in the layout of docs/review-work.md: ``manifest.jsonl`` (one
 ``{"source-ref"}`` per batch), ``batches/<batch_id>.json`` (ARCHITECTURE §6, checked with contract.validate_batch),
-``images/``, binary predicted masks ``masks/<subject>/<slice>/<class>.png`` (0/255) and ``overlays/``; and, for the
-simulator, a truth dataset (``index.csv`` + label maps 0..3) where the predicted mask equals the truth for "good"
-items and is badly wrong for "bad" ones, so the simulated reviewers' expected answers are known.
+``images/``, binary predicted masks ``masks/<subject>/<slice>/<class>.png`` (0/255) and ``overlays/``, all in the
+display orientation (`contract.to_display`); and, for the simulator, a truth dataset (``index.csv`` + label maps
+0..3, as stored) where the predicted mask equals the truth for "good" items and is badly wrong for "bad" ones, so
+the simulated reviewers' expected answers are known.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qa_workflow.contract import CLASS_BY_NAME, validate_batch
+from qa_workflow.contract import CLASS_BY_NAME, to_display, validate_batch
 
 H, W = 176, 208
 
@@ -75,10 +76,12 @@ def _make_round(root: Path, n_batches: int = 2, n_items: int = 5, class_name: st
             pred_region = _disc(20, 20, 12) if bad else truth_region
             (rnd.bad_items if bad else rnd.good_items).add(iid)
             image = np.where(truth_region, 200, 60).astype(np.uint8)
-            img_uri = _png(rdir / "images" / subject / f"{s:03d}.png", image)
-            mask_uri = _png(rdir / "masks" / subject / f"{s:03d}" / f"{class_name}.png", pred_region * 255)
-            overlay = np.stack([image] * 3, axis=-1)
-            overlay[pred_region] = (0.5 * overlay[pred_region] + 0.5 * np.array(cls.rgb)).astype(np.uint8)
+            # the round's objects are in the display orientation, as `segqa batch` writes them; truth is stored
+            shown, shown_pred = to_display(image), to_display(pred_region)
+            img_uri = _png(rdir / "images" / subject / f"{s:03d}.png", shown)
+            mask_uri = _png(rdir / "masks" / subject / f"{s:03d}" / f"{class_name}.png", shown_pred * 255)
+            overlay = np.stack([shown] * 3, axis=-1)
+            overlay[shown_pred] = (0.5 * overlay[shown_pred] + 0.5 * np.array(cls.rgb)).astype(np.uint8)
             if image_size is not None:
                 overlay = np.asarray(Image.fromarray(overlay).resize(image_size))
             ov_uri = _png(rdir / "overlays" / subject / f"{s:03d}" / f"{class_name}.png", overlay)

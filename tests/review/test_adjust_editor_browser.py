@@ -162,3 +162,70 @@ def test_a_corrector_paints_erases_undoes_and_submits(adjust_portal, tmp_path):
     stored = np.asarray(Image.open(io.BytesIO(Path(mask.mask_uri).read_bytes())))
     assert np.array_equal(stored, expected)  # the stored label map is exactly what was painted
     assert np.array_equal(stored != model, changed)
+
+
+def test_window_level_in_the_editor_follows_the_formula_and_never_touches_the_label_map(adjust_portal):
+    base, model = adjust_portal["base"], adjust_portal["model"]
+    _, image = _model_and_image()
+    editor = "document.querySelector('crowd-semantic-segmentation')"
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(adjust_portal["link"])
+        page.wait_for_function("document.activeElement && document.activeElement.matches('button[type=submit]')")
+        page.keyboard.press("Enter")
+        page.wait_for_url(base + "/")
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r".*/tasks/\d+$"))
+        page.wait_for_function(f"{editor}.ready === true")
+        page.keyboard.press("m")  # mask off: the frame is the windowed grey image alone
+
+        def frame() -> np.ndarray:
+            px = page.evaluate(f"""(() => {{ const f = {editor}._frame;
+                return Array.from(f.getContext('2d').getImageData(0, 0, f.width, f.height).data); }})()""")
+            return np.array(px, np.uint8).reshape(H, W, 4)[..., 0].astype(int)
+
+        def expected(state: dict) -> np.ndarray:
+            w, lvl = float(state["window"]), float(state["level"])
+            return np.clip((image.astype(np.float64) - (lvl - w / 2)) / w * 255, 0, 255)
+
+        auto = page.evaluate(f"{editor}.windowLevel")
+        assert np.abs(frame() - expected(auto)).max() <= 1
+        # Right-button drag over the image: +60 px right (wider window), 30 px down (lower level); paints nothing.
+        pt = page.evaluate(f"{editor}.clientPoint(100, 88)")
+        page.mouse.move(pt["x"], pt["y"])
+        page.mouse.down(button="right")
+        page.mouse.move(pt["x"] + 60, pt["y"] + 30, steps=5)
+        page.mouse.up(button="right")
+        state = page.evaluate(f"{editor}.windowLevel")
+        assert state == pytest.approx({"window": auto["window"] + 60, "level": auto["level"] - 30})
+        assert np.abs(frame() - expected(state)).max() <= 1
+        shown = page.evaluate(f"{editor}.shadowRoot.querySelector('output.wl').textContent")
+        assert shown == f"W {int(np.floor(state['window'] + 0.5))} / L {int(np.floor(state['level'] + 0.5))}"
+        page.evaluate(f"{editor}.shadowRoot.querySelector('[data-preset=full]').click()")
+        assert page.evaluate(f"{editor}.windowLevel") == {"window": 256, "level": 128}
+        assert np.abs(frame() - image.astype(float) * 255 / 256).max() <= 1
+        assert bytes(page.evaluate(f"Array.from({editor}.labelMap)")) == model.tobytes()  # W/L painted nothing
+        # One dab of gray matter, then submit under this window: the label map holds the dab and nothing else.
+        page.keyboard.press("2")
+        page.keyboard.press("b")
+        page.evaluate(f"{editor}.size = 1")
+        dab = page.evaluate(f"{editor}.clientPoint(30, 88)")
+        page.mouse.click(dab["x"], dab["y"])
+        page.locator('crowd-button[form-action="submit"]').click()
+        page.wait_for_url(base + "/?notice=recorded")
+        assert not errors, errors
+        browser.close()
+
+    assert adjust_portal["service"].wait_idle(20)
+    st = open_store(adjust_portal["store_uri"], create=False)
+    try:
+        (mask,) = list(st.iter_consolidated_masks())
+    finally:
+        st.close()
+    stored = np.asarray(Image.open(io.BytesIO(Path(mask.mask_uri).read_bytes())))
+    want = model.copy()
+    want[88, 30] = 2
+    assert np.array_equal(stored, want)  # the label map, whatever the window/level

@@ -12,6 +12,7 @@ from PIL import Image
 from qa_workflow import storage
 from qa_workflow.confirmations.export import export_corrections
 from qa_workflow.confirmations.store import clear_store_cache, open_store
+from qa_workflow.contract import to_display
 from qa_workflow.review.simulated_correctors import COST_MODEL, boundary_noise, simulate_adjust
 from qa_workflow.review.simulated_reviewers import load_truth_labels, simulate_round
 from qa_workflow.rounds.adjusting import rejected_in_store, write_adjust_tasks
@@ -65,6 +66,6 @@ def test_rejected_masks_are_corrected_through_the_handlers(tmp_path, intensity_p
     for row in rows:
         assert row["seconds"] == COST_MODEL.adjust_s and row["modified"] is True
         corrected = np.asarray(Image.open(io.BytesIO(storage.read_bytes(row["mask_uri"]))))
-        true = truth(row["slice_id"])
+        true = to_display(truth(row["slice_id"]))  # corrections are drawn in the display orientation
         boundary_share = (corrected != true).mean()
         assert boundary_share < 0.05  # the truth, up to boundary noise

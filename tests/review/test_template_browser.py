@@ -1,17 +1,21 @@
 """The review template's own JavaScript in Debian's Chromium (Playwright), offline.
 
 The review template's own JavaScript in Debian's Chromium (Playwright): keyboard, decisions field, refusal to
-submit while any card is undecided. Offline, so crowd-html-elements.js does not load; the template's script works
-on plain DOM events and needs none of it (the `submit` event is dispatched on <crowd-form> as Ground Truth does)."""
+submit while any card is undecided, window/level on the canvas pixels. Offline, so crowd-html-elements.js does not
+load; the template's script works on plain DOM events and needs none of it (the `submit` event is dispatched on
+<crowd-form> as Ground Truth does)."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from qa_workflow.review.templates import MASK_REVIEW_TEMPLATE, render_task
 
@@ -67,10 +71,11 @@ def test_keyboard_review_refuses_incomplete_submission_then_submits_every_decisi
     page.keyboard.press("r")
     page.keyboard.press("2")  # reason 2 of the rejected card
     page.keyboard.press("ArrowRight")
+    page.wait_for_function("document.querySelectorAll('[data-canvas=ready]').length === 12")  # drawn from pixels
     page.keyboard.press("m")  # show the slice without the mask
-    assert page.get_attribute(f'[data-item-id="{ids[2]}"] img', "src").endswith(batch["items"][2]["image_uri"])
+    assert page.get_attribute(f'[data-item-id="{ids[2]}"]', "data-view") == "image"
     page.keyboard.press("m")
-    assert page.get_attribute(f'[data-item-id="{ids[2]}"] img', "src").endswith(batch["items"][2]["overlay_uri"])
+    assert page.get_attribute(f'[data-item-id="{ids[2]}"]', "data-view") == "mask"
     assert field() == [{"item_id": ids[0], "decision": "accept"},
                        {"item_id": ids[1], "decision": "reject", "reason": "over_segmented"}]
 
@@ -154,3 +159,72 @@ def test_an_expired_image_link_shows_a_message_not_a_broken_image(page, make_bat
     page.keyboard.press("m")  # image only
     page.wait_for_selector(f"{card}.is-image-failed", timeout=5000)
     assert "expired" in page.inner_text(f"{card} .segqa-view") and "reload" in page.inner_text(f"{card} .segqa-view")
+
+
+def _data_png(array: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array, np.uint8)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _expected(grey: np.ndarray, state: dict) -> np.ndarray:
+    """out = clamp((v - (L - W/2)) / W * 255), the window/level formula."""
+    w, lvl = float(state["window"]), float(state["level"])
+    return np.clip((grey.astype(np.float64) - (lvl - w / 2)) / w * 255, 0, 255)
+
+
+def _canvas_rgb(page, card: str) -> np.ndarray:
+    data = page.eval_on_selector(f"{card} canvas", """c => ({w: c.width, h: c.height,
+        px: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)})""")
+    return np.array(data["px"], np.uint8).reshape(data["h"], data["w"], 4)[..., :3].astype(int)
+
+
+def test_window_level_maps_the_grey_values_by_the_formula_on_every_card(page, make_batch):
+    batch = make_batch("r1-gm-0045", "gray_matter", n=2)
+    h, w = 208, 176  # a slice in the display orientation
+    grey = ((np.arange(h)[:, None] + 2 * np.arange(w)[None, :]) % 256).astype(np.uint8)  # every value 0..255
+    mask = np.zeros((h, w), np.uint8)
+    mask[60:120, 40:100] = 255
+    uris = {it["image_uri"]: _data_png(grey) for it in batch["items"]}
+    uris.update({it["mask_uri"]: _data_png(mask) for it in batch["items"]})
+    page.set_content(render_task(MASK_REVIEW_TEMPLATE.read_text(), batch,
+                                 grant_read_access=lambda u: uris.get(u, _signer(u))))
+    page.wait_for_function("document.querySelectorAll('[data-canvas=ready]').length === 2")
+    card = f'[data-item-id="{batch["items"][0]["item_id"]}"]'
+    auto = json.loads(page.get_attribute(card, "data-wl"))
+    rgb = _canvas_rgb(page, card)
+    assert rgb.shape == (h, 2 * w + 6, 3)
+    assert np.abs(rgb[:, :w, 0] - _expected(grey, auto)).max() <= 1  # the plain panel: auto window
+
+    # Right-button drag on the slice: right widens the window, up raises the level, for every card.
+    box = page.locator(f"{card} canvas").bounding_box()
+    x0, y0 = box["x"] + box["width"] / 4, box["y"] + box["height"] / 2
+    page.mouse.move(x0, y0)
+    page.mouse.down(button="right")
+    page.mouse.move(x0 + 40, y0 - 25, steps=4)
+    page.mouse.up(button="right")
+    state = json.loads(page.get_attribute(card, "data-wl"))
+    assert state == pytest.approx({"window": auto["window"] + 40, "level": auto["level"] + 25})
+    js_round = lambda v: int(np.floor(v + 0.5))  # noqa: E731 - Math.round
+    assert page.inner_text("#segqa-wl-value") == f"W {js_round(state['window'])} / L {js_round(state['level'])}"
+    assert page.inner_text(f"{card} .segqa-wlv") == page.inner_text("#segqa-wl-value")
+    for item in batch["items"]:
+        other = f'[data-item-id="{item["item_id"]}"]'
+        rgb = _canvas_rgb(page, other)
+        plain, masked = rgb[:, :w], rgb[:, w + 6:]
+        assert np.abs(plain[..., 0] - _expected(grey, state)).max() <= 1
+        assert (plain[..., 0] == plain[..., 1]).all() and (plain[..., 1] == plain[..., 2]).all()  # grey stays grey
+        outside = mask == 0
+        assert np.array_equal(masked[outside], plain[outside])  # the mask panel differs only under the mask
+        inner = np.zeros_like(outside)
+        inner[61:119, 41:99] = True  # inside the mask, off its contour: grey blended 35 % toward the class colour
+        colour = np.array([int(batch["color"][i:i + 2], 16) for i in (1, 3, 5)])
+        blend = _expected(grey, state)[..., None] * 0.65 + colour * 0.35
+        assert np.abs(masked[inner] - blend[inner]).max() <= 1.5
+    page.click('[data-wl-preset="full"]')
+    assert json.loads(page.get_attribute(card, "data-wl")) == {"window": 256, "level": 128}
+    assert np.abs(_canvas_rgb(page, card)[:, :w, 0] - grey.astype(float) * 255 / 256).max() <= 1
+    page.focus(card)
+    page.keyboard.press("w")  # back to each slice's own window
+    assert json.loads(page.get_attribute(card, "data-wl")) == auto
+    assert page.inner_text("#segqa-wl-value") == "auto (per slice)"

@@ -125,3 +125,15 @@ def test_default_grant_read_access(s3_bucket, tmp_path):
 def test_liquid_errors_name_the_template():
     with pytest.raises(SegqaError, match="mine.html: Liquid error"):
         render_task("{% for x in %}", {}, template_name="mine.html")
+
+
+def test_shared_browser_code_is_inlined_once_and_unknown_includes_fail_by_name():
+    from qa_workflow.review.templates import STATIC_DIR, expand_includes
+
+    text = MASK_REVIEW_TEMPLATE.read_text()
+    assert '<script data-segqa-include="window-level.js"></script>' in text
+    expanded = expand_includes(text)
+    assert "data-segqa-include" not in expanded and expand_includes(expanded) == expanded
+    assert expanded.count((STATIC_DIR / "window-level.js").read_text()) == 1  # the one definition, verbatim
+    with pytest.raises(SegqaError, match="nothing.js"):
+        expand_includes('<script data-segqa-include="nothing.js"></script>')

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qa_workflow import storage
-from qa_workflow.contract import validate_batch
+from qa_workflow.contract import to_display, validate_batch
 from qa_workflow.rounds.batching import read_manifest, write_batches
 from qa_workflow.rounds.predict import run_predictions
 from qa_workflow.rounds.round_dir import read_assignments, select_round
@@ -44,11 +44,11 @@ def check_batches(round_dir, dest, batch_size):
     assert sorted(i["item_id"] for i in items) == sorted(reviewed["item_id"])
     for it in items[:5]:
         mask = load_png(it["mask_uri"])
-        labels = load_png(storage.join(str(round_dir).rsplit("/round/", 1)[0], "pred/masks",
-                                       it["slice_id"] + ".png"))
+        labels = to_display(load_png(storage.join(str(round_dir).rsplit("/round/", 1)[0], "pred/masks",
+                                                  it["slice_id"] + ".png")))  # reviewed PNGs: display
         cls = {"csf": 1, "gray_matter": 2, "white_matter": 3}[it["class_name"]]
         assert set(np.unique(mask)) <= {0, 255} and ((mask == 255) == (labels == cls)).all()
-        assert load_png(it["image_uri"]).shape == (176, 208)
+        assert load_png(it["image_uri"]).shape == (208, 176)  # anterior up: 208 rows
         assert len(storage.read_bytes(it["overlay_uri"])) <= 60_000
     return refs, items
 

@@ -216,8 +216,10 @@ class ReviewService:
         (the page head loads /static/crowd-elements.js), so that tag goes. Every <script> of the template
         gets a per-process marker that becomes the response's CSP nonce: scripts injected through data
         (which autoescape already prevents) would not carry it and would not run."""
+        from qa_workflow.review.templates import expand_includes
+
         self._nonce_mark = "segqa-nonce-" + secrets.token_hex(16)
-        text = _CROWD_SCRIPT_RE.sub("", text)
+        text = _CROWD_SCRIPT_RE.sub("", expand_includes(text))
         return _SCRIPT_OPEN_RE.sub(f'<script nonce="{self._nonce_mark}"', text)
 
     @property

@@ -644,8 +644,10 @@
    *                   "initialValueModified": bool, "inputImageProperties": {"height", "width"}}
    * Tools: brush (B) and eraser (E) with a size ([ and ]), fill of a closed region (F), undo (Ctrl+Z) and
    * redo (Ctrl+Y, Ctrl+Shift+Z), mask opacity and on/off (M), zoom (+, -, 0 = fit; wheel) and pan
-   * (Space or middle button + drag), window/level (sliders; W resets). The image is shown as stored, which in
-   * segqa is radiological orientation (anterior up, the patient's left on the viewer's right): the edges say so.
+   * (Space or middle button + drag), window/level (right-button drag, sliders, presets; W resets; the shared
+   * static/window-level.js, one definition with the verify screen). The image is shown as it is stored at the
+   * task's URI: `segqa batch` writes every reviewed PNG in radiological orientation (anterior up, the patient's
+   * left on the viewer's right; contract.to_display), and the edges say so.
    */
   var SEG_PALETTE = ["#2ca02c", "#1f77b4", "#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"];
 
@@ -668,7 +670,7 @@
         ".bar button.cls[aria-pressed=true]{background:var(--c);border-color:#1b1f23;color:#fff;text-shadow:0 0 2px #000}" +
         ".bar i{display:inline-block;width:11px;height:11px;border-radius:2px;background:var(--c);margin-right:4px;" +
         "border:1px solid rgba(0,0,0,.4);vertical-align:-1px}.bar label{display:inline-flex;gap:4px;align-items:center}" +
-        ".bar input[type=range]{width:80px}.sep{width:1px;height:22px;background:#d0d7de}" +
+        ".bar output.wl{font:12px monospace;min-width:104px;color:#1b1f23}.bar input[type=range]{width:80px}.sep{width:1px;height:22px;background:#d0d7de}" +
         ".view{position:relative;background:#000;border-radius:6px;overflow:hidden;height:var(--h,560px);cursor:crosshair;" +
         "touch-action:none;user-select:none}.view canvas{position:absolute;left:0;top:0}" +
         ".ori{position:absolute;color:#ffd33d;font:bold 14px monospace;text-shadow:0 0 3px #000;pointer-events:none}" +
@@ -752,8 +754,7 @@
       var img = await this._image(this.getAttribute("src"));
       var w = this.width = img.naturalWidth, h = this.height = img.naturalHeight;
       var px = this._pixels(img);
-      this.grey = new Uint8Array(w * h);
-      for (var i = 0; i < w * h; i++) { this.grey[i] = Math.round((px[4 * i] + px[4 * i + 1] + px[4 * i + 2]) / 3); }
+      this.grey = window.segqaWindowLevel.greyOf(px);
       this.labelMap = new Uint8Array(w * h);
       if (spec.initial.src) {
         var init = this._pixels(await this._image(spec.initial.src));
@@ -764,8 +765,8 @@
         }
       }
       this.initialMap = this.labelMap.slice();
-      this._autoWindow();
       this._buildToolbar();
+      this._autoWindow();
       this._bind();
       this._fit();
       this.ready = true;
@@ -773,13 +774,19 @@
       fire(this, "crowd-semantic-segmentation-ready", {});
     }
 
-    _autoWindow() {
-      // Robust window: 0.5-99.5 percentile of the slice, as the review overlays use.
-      var sorted = Array.from(this.grey).sort(function (a, b) { return a - b; });
-      var lo = sorted[Math.floor(0.005 * (sorted.length - 1))], hi = sorted[Math.floor(0.995 * (sorted.length - 1))];
-      this.windowWidth = Math.max(8, hi - lo);
-      this.level = (hi + lo) / 2;
+    _autoWindow() { this.setWindowLevel(window.segqaWindowLevel.autoWindow(this.grey)); }
+
+    /** Window/level {window, level} (window-level.js): redraws, and shows the values. */
+    setWindowLevel(state) {
+      var s = window.segqaWindowLevel.clamp(state);
+      this.windowWidth = s.window;
+      this.level = s.level;
+      this._lut = window.segqaWindowLevel.lut(s);
+      if (this._root.querySelector('[name="window"]')) { this._syncBar(); }
+      this._render();
     }
+
+    get windowLevel() { return { window: this.windowWidth, level: this.level }; }
 
     _buildToolbar() {
       var self = this, bar = this._root.querySelector(".bar");
@@ -795,9 +802,11 @@
         '<button type="button" data-act="redo" title="Ctrl+Y">Redo</button><span class="sep"></span>' +
         '<label>opacity <input type="range" name="opacity" min="0" max="100" value="' + Math.round(this.opacity * 100) + '"></label>' +
         '<button type="button" data-act="mask" title="M" aria-pressed="true">Mask</button><span class="sep"></span>' +
-        '<label>window <input type="range" name="window" min="8" max="255" value="' + Math.round(this.windowWidth) + '"></label>' +
-        '<label>level <input type="range" name="level" min="0" max="255" value="' + Math.round(this.level) + '"></label>' +
-        '<button type="button" data-act="wl" title="W">Auto W/L</button><span class="sep"></span>' +
+        '<label title="right-drag left/right">window <input type="range" name="window" min="1" max="512" value="256"></label>' +
+        '<label title="right-drag up/down">level <input type="range" name="level" min="-128" max="383" value="128"></label>' +
+        '<output class="wl" name="wl"></output>' +
+        '<button type="button" data-preset="auto" title="W">Auto</button><button type="button" data-preset="full">Full</button>' +
+        '<button type="button" data-preset="contrast">Contrast</button><span class="sep"></span>' +
         '<button type="button" data-act="zoomin" title="+">+</button><button type="button" data-act="zoomout" title="-">\u2212</button>' +
         '<button type="button" data-act="fit" title="0">Fit</button>';
       bar.innerHTML = html;
@@ -808,7 +817,8 @@
         if (b.dataset.tool) { self.selectTool(b.dataset.tool); }
         var act = b.dataset.act;
         if (act === "undo") { self.undo(); } else if (act === "redo") { self.redo(); }
-        else if (act === "mask") { self.toggleMask(); } else if (act === "wl") { self._autoWindow(); self._syncBar(); self._render(); }
+        else if (act === "mask") { self.toggleMask(); }
+        if (b.dataset.preset) { self.setWindowLevel(window.segqaWindowLevel.preset(b.dataset.preset, self.grey)); }
         else if (act === "zoomin") { self.zoomBy(1.25); } else if (act === "zoomout") { self.zoomBy(0.8); }
         else if (act === "fit") { self._fit(); }
       });
@@ -816,8 +826,10 @@
         var t = ev.target, v = +t.value;
         if (t.name === "size") { self.size = v; }
         if (t.name === "opacity") { self.opacity = v / 100; }
-        if (t.name === "window") { self.windowWidth = v; }
-        if (t.name === "level") { self.level = v; }
+        if (t.name === "window" || t.name === "level") {
+          self.setWindowLevel({ window: t.name === "window" ? v : self.windowWidth, level: t.name === "level" ? v : self.level });
+          return;
+        }
         self._render();
       });
       this._syncBar();
@@ -833,6 +845,7 @@
       bar.querySelector('[name="size"]').value = this.size;
       bar.querySelector('[name="window"]').value = Math.round(this.windowWidth);
       bar.querySelector('[name="level"]').value = Math.round(this.level);
+      bar.querySelector('[name="wl"]').textContent = window.segqaWindowLevel.label(this.windowLevel);
     }
 
     selectClass(k) { if (k >= 1 && k <= this.labelNames.length) { this.current = k; if (this.tool === "eraser") { this.tool = "brush"; } this._syncBar(); } }
@@ -905,10 +918,11 @@
 
     _bind() {
       var self = this, view = this._view, drag = null, space = false;
-      view.addEventListener("contextmenu", function (ev) { ev.preventDefault(); });
+      window.segqaWindowLevel.attachDrag(view, function () { return self.windowLevel; },
+                                         function (s) { self.setWindowLevel(s); });
       view.addEventListener("pointerdown", function (ev) {
         view.setPointerCapture(ev.pointerId);
-        if (ev.button === 1 || space || ev.button === 2) { drag = { pan: true, x: ev.clientX, y: ev.clientY }; return; }
+        if (ev.button === 1 || space) { drag = { pan: true, x: ev.clientX, y: ev.clientY }; return; }
         var p = self.imagePoint(ev.clientX, ev.clientY);
         if (!p.inside) { return; }
         self._snapshot();
@@ -954,7 +968,7 @@
         else if (k === "[") { self.size = Math.max(1, self.size - 1); self._syncBar(); }
         else if (k === "]") { self.size = Math.min(40, self.size + 1); self._syncBar(); }
         else if (k === "m" || k === "M") { self.toggleMask(); }
-        else if (k === "w" || k === "W") { self._autoWindow(); self._syncBar(); self._render(); }
+        else if (k === "w" || k === "W") { self._autoWindow(); }
         else if (k === "+" || k === "=") { self.zoomBy(1.25); } else if (k === "-") { self.zoomBy(0.8); }
         else if (k === "0") { self._fit(); }
         else if (k === " ") { space = true; ev.preventDefault(); return; }
@@ -969,9 +983,9 @@
       var w = this.width, h = this.height;
       if (!this._frame) { this._frame = document.createElement("canvas"); this._frame.width = w; this._frame.height = h; }
       var g = this._frame.getContext("2d"), img = g.createImageData(w, h), d = img.data;
-      var lo = this.level - this.windowWidth / 2, scale = 255 / this.windowWidth, a = this.maskVisible ? this.opacity : 0;
+      var table = this._lut || window.segqaWindowLevel.lut(this.windowLevel), a = this.maskVisible ? this.opacity : 0;
       for (var i = 0; i < w * h; i++) {
-        var v = Math.max(0, Math.min(255, (this.grey[i] - lo) * scale)), r = v, gg = v, b = v, lab = this.labelMap[i];
+        var v = table[this.grey[i]], r = v, gg = v, b = v, lab = this.labelMap[i];
         if (lab && a > 0) { var c = this.rgb[lab - 1]; r = v + (c[0] - v) * a; gg = v + (c[1] - v) * a; b = v + (c[2] - v) * a; }
         d[4 * i] = r; d[4 * i + 1] = gg; d[4 * i + 2] = b; d[4 * i + 3] = 255;
       }
