@@ -10,10 +10,16 @@ the simulated reviewers' expected answers are known.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import json
 import re
-from collections.abc import Callable
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from qa_workflow.confirmations.store import clear_store_cache
 from qa_workflow.contract import CLASS_BY_NAME, to_display, validate_batch
 
 H, W = 176, 208
@@ -177,6 +184,63 @@ def _take_task(client) -> tuple[int, str]:
     return int(location.rsplit("/", 1)[1]), page.text
 
 
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _serve_portal(tmp_path: Path, capsys: pytest.CaptureFixture[str], reviewer: str, round_uri: str | Path,
+                  **settings) -> Iterator[dict]:
+    """The portal on a loopback port in this process (uvicorn in a thread), for a real browser.
+
+    One reviewer is added with `segqa review add-reviewer` (its one-time link read from the command's output); the
+    store is ``tmp_path/store.sqlite``; one answer per object and a 0.2 s sweep unless ``settings`` (more
+    `PortalSettings` fields) say otherwise. Yields ``{"base", "link", "store_uri", "service"}``; stops the server
+    and clears the store cache on the way out.
+    """
+    import uvicorn
+
+    from qa_workflow.cli import main
+    from qa_workflow.review.portal.app import create_app
+    from qa_workflow.review.portal.service import PortalSettings
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    pdir = tmp_path / "portal"
+    assert main(["review", "add-reviewer", reviewer, "--portal-dir", str(pdir), "--url", base]) == 0
+    found = re.search(r"(http://\S+/login\?token=\S+)", capsys.readouterr().out)
+    assert found, "add-reviewer printed no login link"
+    store_uri = f"sqlite:///{tmp_path}/store.sqlite"
+    app = create_app(PortalSettings(portal_dir=pdir, round_uri=str(round_uri), store_uri=store_uri,
+                                    **{"reviewers_per_object": 1, "sweep_interval_s": 0.2, **settings}))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "portal did not start"
+        time.sleep(0.05)
+    try:
+        yield {"base": base, "link": found.group(1), "store_uri": store_uri, "service": app.state.service}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        clear_store_cache()
+
+
+def _browser_sign_in(page, link: str, base: str) -> None:
+    """Open a one-time login link in a Playwright page and sign in with the keyboard (the Sign in button has
+    the focus; Enter); returns on the home page."""
+    page.goto(link)
+    # autofocus is applied by the browser after load, asynchronously: wait for it before typing
+    page.wait_for_function("document.activeElement && document.activeElement.matches('button[type=submit]')")
+    page.keyboard.press("Enter")
+    page.wait_for_url(base + "/")
+
+
 @pytest.fixture(scope="session")
 def make_round() -> Callable[..., Round]:
     """Factory: ``make_round(root, n_batches=2, n_items=5, ...)`` -> `Round` (see `_make_round`)."""
@@ -211,3 +275,22 @@ def take_task() -> Callable:
 def fake_clock() -> FakeClock:
     """A settable clock for the portal, starting at a fixed instant."""
     return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """``free_port()``: a TCP port on 127.0.0.1 that nothing listens on now."""
+    return _free_port
+
+
+@pytest.fixture
+def serve_portal(tmp_path, capsys) -> Callable[..., contextlib.AbstractContextManager[dict]]:
+    """``with serve_portal(reviewer, round_uri, **settings) as live:`` the portal on a loopback port (see
+    `_serve_portal`)."""
+    return functools.partial(_serve_portal, tmp_path, capsys)
+
+
+@pytest.fixture(scope="session")
+def browser_sign_in() -> Callable[[object, str, str], None]:
+    """``browser_sign_in(page, link, base)``: sign a Playwright page in with a one-time link."""
+    return _browser_sign_in

@@ -8,16 +8,13 @@ import io
 import json
 import os
 import re
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from qa_workflow.confirmations.store import clear_store_cache, open_store
+from qa_workflow.confirmations.store import open_store
 from qa_workflow.contract import label_mappings, validate_adjust_task
 from qa_workflow.rounds.adjusting import initial_overlay_png
 
@@ -44,13 +41,7 @@ def _model_and_image() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture
-def adjust_portal(tmp_path, capsys):
-    import uvicorn
-
-    from qa_workflow.cli import main
-    from qa_workflow.review.portal.app import create_app
-    from qa_workflow.review.portal.service import PortalSettings
-
+def adjust_portal(tmp_path, serve_portal):
     model, image = _model_and_image()
     root = tmp_path / "adjust"
     (root / "images").mkdir(parents=True)
@@ -64,32 +55,11 @@ def adjust_portal(tmp_path, capsys):
         "classes_to_check": ["white_matter"], "item_ids": ["sub-001/010/white_matter"]})
     (root / "task.json").write_text(json.dumps(task))
     (root / "manifest.jsonl").write_text(json.dumps({"source-ref": str(root / "task.json")}) + "\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    pdir = tmp_path / "portal"
-    assert main(["review", "add-reviewer", "cora", "--portal-dir", str(pdir), "--url", base]) == 0
-    link = re.search(r"(http://\S+/login\?token=\S+)", capsys.readouterr().out).group(1)
-    store_uri = f"sqlite:///{tmp_path}/store.sqlite"
-    app = create_app(PortalSettings(portal_dir=pdir, round_uri=str(root), store_uri=store_uri,
-                                    reviewers_per_object=1, sweep_interval_s=0.2, job_name="segqa-adjust-test"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "portal did not start"
-        time.sleep(0.05)
-    try:
-        yield {"base": base, "link": link, "store_uri": store_uri, "service": app.state.service, "model": model}
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        clear_store_cache()
+    with serve_portal("cora", root, job_name="segqa-adjust-test") as live:
+        yield {**live, "model": model}
 
 
-def test_a_corrector_paints_erases_undoes_and_submits(adjust_portal, tmp_path):
+def test_a_corrector_paints_erases_undoes_and_submits(adjust_portal, browser_sign_in, tmp_path):
     base, model = adjust_portal["base"], adjust_portal["model"]
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
@@ -97,10 +67,7 @@ def test_a_corrector_paints_erases_undoes_and_submits(adjust_portal, tmp_path):
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.goto(adjust_portal["link"])
-        page.wait_for_function("document.activeElement && document.activeElement.matches('button[type=submit]')")
-        page.keyboard.press("Enter")
-        page.wait_for_url(base + "/")
+        browser_sign_in(page, adjust_portal["link"], base)
         page.keyboard.press("Enter")
         page.wait_for_url(re.compile(r".*/tasks/\d+$"))
         page.wait_for_function("document.querySelector('crowd-semantic-segmentation').ready === true")
@@ -164,7 +131,8 @@ def test_a_corrector_paints_erases_undoes_and_submits(adjust_portal, tmp_path):
     assert np.array_equal(stored != model, changed)
 
 
-def test_window_level_in_the_editor_follows_the_formula_and_never_touches_the_label_map(adjust_portal):
+def test_window_level_in_the_editor_follows_the_formula_and_never_touches_the_label_map(adjust_portal,
+                                                                                      browser_sign_in):
     base, model = adjust_portal["base"], adjust_portal["model"]
     _, image = _model_and_image()
     editor = "document.querySelector('crowd-semantic-segmentation')"
@@ -173,10 +141,7 @@ def test_window_level_in_the_editor_follows_the_formula_and_never_touches_the_la
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(adjust_portal["link"])
-        page.wait_for_function("document.activeElement && document.activeElement.matches('button[type=submit]')")
-        page.keyboard.press("Enter")
-        page.wait_for_url(base + "/")
+        browser_sign_in(page, adjust_portal["link"], base)
         page.keyboard.press("Enter")
         page.wait_for_url(re.compile(r".*/tasks/\d+$"))
         page.wait_for_function(f"{editor}.ready === true")

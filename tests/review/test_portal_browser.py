@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from qa_workflow.confirmations.store import clear_store_cache, open_store
+from qa_workflow.confirmations.store import open_store
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.browser
@@ -41,48 +38,16 @@ def browser():
             b.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def live_portal(request, tmp_path, capsys, make_round):
+def live_portal(request, tmp_path, make_round, serve_portal):
     """A round, a reviewer added with `segqa review add-reviewer`, and the portal on a loopback port; its minimum
     viewing time per card is 0 unless the test passes another (``indirect=True``)."""
-    import uvicorn
-
-    from qa_workflow.cli import main
-    from qa_workflow.review.portal.app import create_app
-    from qa_workflow.review.portal.service import PortalSettings
-
     rnd = make_round(tmp_path, n_batches=2, n_items=6, with_truth=False)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    pdir = tmp_path / "portal"
-    assert main(["review", "add-reviewer", "rita", "--portal-dir", str(pdir), "--url", base]) == 0
-    link = re.search(r"(http://\S+/login\?token=\S+)", capsys.readouterr().out).group(1)
-    store_uri = f"sqlite:///{tmp_path}/store.sqlite"
-    app = create_app(PortalSettings(portal_dir=pdir, round_uri=str(rnd.root), store_uri=store_uri,
-                                    reviewers_per_object=1, sweep_interval_s=0.2,
-                                    min_view_ms=getattr(request, "param", 0)))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "portal did not start"
-        time.sleep(0.05)
-    try:
-        yield {"base": base, "link": link, "round": rnd, "store_uri": store_uri, "service": app.state.service}
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        clear_store_cache()
+    with serve_portal("rita", rnd.root, min_view_ms=getattr(request, "param", 0)) as live:
+        yield {**live, "round": rnd}
 
 
-def test_reviewer_reviews_a_batch_in_the_browser(browser, live_portal, tmp_path):
+def test_reviewer_reviews_a_batch_in_the_browser(browser, live_portal, browser_sign_in, tmp_path):
     base, rnd = live_portal["base"], live_portal["round"]
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     errors: list[str] = []
@@ -90,11 +55,7 @@ def test_reviewer_reviews_a_batch_in_the_browser(browser, live_portal, tmp_path)
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
 
     # Sign in with the one-time link: the Sign in button has the focus, Enter signs in.
-    page.goto(live_portal["link"])
-    # autofocus is applied by the browser after load, asynchronously: wait for it before typing
-    page.wait_for_function("document.activeElement && document.activeElement.matches('button[type=submit]')")
-    page.keyboard.press("Enter")
-    page.wait_for_url(base + "/")
+    browser_sign_in(page, live_portal["link"], base)
     assert "You have reviewed 0 of 2 batches" in page.inner_text("main")
 
     # Enter starts the next batch.
@@ -161,16 +122,14 @@ def test_reviewer_reviews_a_batch_in_the_browser(browser, live_portal, tmp_path)
 
 
 @pytest.mark.parametrize("live_portal", [2000], indirect=True)
-def test_the_server_refuses_an_answer_sooner_than_the_minimum_viewing_time(browser, live_portal, tmp_path):
+def test_the_server_refuses_an_answer_sooner_than_the_minimum_viewing_time(browser, live_portal, browser_sign_in,
+                                                                          tmp_path):
     """The page's script asks for the minimum per card; with the script's check turned off (any client that skips
     it), the server still refuses an answer that came sooner than cards x minimum after the page was served, and
     the page says why."""
     base, service = live_portal["base"], live_portal["service"]
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    page.goto(live_portal["link"])
-    page.wait_for_function("document.activeElement && document.activeElement.matches('button[type=submit]')")
-    page.keyboard.press("Enter")
-    page.wait_for_url(base + "/")
+    browser_sign_in(page, live_portal["link"], base)
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r".*/tasks/\d+$"))
     assert page.get_attribute("#segqa-root", "data-min-view-ms") == "2000"  # the server's setting, on the page

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,12 +21,6 @@ from qa_workflow.confirmations.store import clear_store_cache, open_store
 from qa_workflow.review.portal.service import PortalSettings, ReviewService, open_portal_db
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -107,10 +100,10 @@ def _wait_complete(operator: Reviewer, n: int, timeout_s: float = 30) -> dict:
 
 
 def test_kill9_and_restart_lose_nothing_and_double_count_nothing(tmp_path, csrf_of, decisions_form,
-                                                                 make_round):
+                                                                 make_round, free_port):
     rnd = make_round(tmp_path, n_batches=2, n_items=4, with_truth=False)
     pdir, store_uri = tmp_path / "portal", f"sqlite:///{tmp_path}/store.sqlite"
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     tokens = {}
     for name in ("ann", "ben", "ops"):
