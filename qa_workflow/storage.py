@@ -62,6 +62,15 @@ def split_s3(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+
+def require_s3(field: str, uri: str, service: str = "SageMaker", expected: str = "s3://bucket/prefix") -> str:
+    """``uri`` itself when it is a well-formed S3 URI; otherwise a SegqaError naming ``field`` and saying that
+    ``service`` reads and writes S3 only (``expected`` shows the form)."""
+    if not is_s3(uri):
+        raise SegqaError(f"{field}: {service} reads and writes S3; expected {expected}, got {uri!r}")
+    split_s3(uri)
+    return uri
+
 def local_path(uri: str | os.PathLike[str]) -> Path:
     """The local path for a plain path or a ``file://`` URI; raises for other schemes."""
     s = os.fspath(uri)

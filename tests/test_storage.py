@@ -46,6 +46,15 @@ def test_errors_name_the_file(tmp_path):
         storage.read_bytes("ftp://x/y")
 
 
+
+def test_require_s3_names_the_field_and_the_service():
+    assert storage.require_s3("--data", "s3://b/p/") == "s3://b/p/"
+    with pytest.raises(SegqaError, match=r"^--data: SageMaker Processing reads and writes S3; expected "
+                                         r"s3://bucket/prefix, got '/local/data'$"):
+        storage.require_s3("--data", "/local/data", "SageMaker Processing")
+    with pytest.raises(SegqaError, match="invalid S3 URI"):
+        storage.require_s3("train", "s3:///no-bucket")
+
 def test_s3_round_trip(s3_bucket):
     uri = f"s3://{s3_bucket}/rounds/r1/batch.json"
     storage.write_json(uri, {"batch_id": "b"})

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from qa_workflow import storage
+from qa_workflow.cloud.sagemaker import require_instance_type, require_role_arn
 from qa_workflow.contract import SegqaError
 
 __all__ = [
@@ -88,19 +89,13 @@ class ShardedPrediction:
 
     def validate(self) -> ShardedPrediction:
         for name in ("model_uri", "data_uri", "out_uri"):
-            value = getattr(self, name)
-            if not storage.is_s3(value):
-                raise SegqaError(f"--{name.removesuffix('_uri')}: SageMaker Processing reads and writes S3; "
-                                 f"expected s3://bucket/prefix, got {value!r}")
-            storage.split_s3(value)
-        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/.+", self.role_arn or ""):
-            raise SegqaError(f"--role: expected an IAM role ARN (arn:aws:iam::<account>:role/<name>), got "
-                             f"{self.role_arn!r}; `segqa deploy --show-outputs` prints the stack's ProcessingRoleArn")
+            storage.require_s3(f"--{name.removesuffix('_uri')}", getattr(self, name), "SageMaker Processing")
+        require_role_arn("--role", self.role_arn,
+                         "`segqa deploy --show-outputs` prints the stack's ProcessingRoleArn")
         if not self.image_uri:
             raise SegqaError("--image: a processing image URI is required (build docker/processing/Dockerfile; "
                              "see docs/aws.md)")
-        if not re.fullmatch(r"ml\.[a-z0-9]+\.[a-z0-9]+", self.instance_type):
-            raise SegqaError(f"--instance-type: expected e.g. ml.c5.xlarge, got {self.instance_type!r}")
+        require_instance_type("--instance-type", self.instance_type, "ml.c5.xlarge")
         if self.shards < 1:
             raise SegqaError(f"--shards must be at least 1, got {self.shards}")
         if not 1 <= self.instances_per_job <= MAX_INSTANCES_PER_JOB:

@@ -263,6 +263,19 @@ def parse_hyperparameters(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+
+def require_role_arn(field: str, value: str | None, hint: str) -> None:
+    """A SegqaError naming ``field`` unless ``value`` is an IAM role ARN; ``hint`` says where to find one."""
+    if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/.+", value or ""):
+        raise SegqaError(f"{field}: expected an IAM role ARN (arn:aws:iam::<account>:role/<name>), got "
+                         f"{value!r}; {hint}")
+
+
+def require_instance_type(field: str, value: str, example: str) -> None:
+    """A SegqaError naming ``field`` unless ``value`` is a SageMaker instance type (``ml.<family>.<size>``)."""
+    if not re.fullmatch(r"ml\.[a-z0-9]+\.[a-z0-9]+", value):
+        raise SegqaError(f"{field}: expected e.g. {example}, got {value!r}")
+
 @dataclass(frozen=True)
 class TrainingLaunch:
     """Everything one SageMaker training job of one network needs (no AWS calls here)."""
@@ -288,18 +301,11 @@ class TrainingLaunch:
             raise SegqaError(f"network must be one of {', '.join(NETWORKS)}, got {self.network!r}")
         for name in ("train_uri", "output_uri") + (("validation_uri",) if self.validation_uri else ()) \
                 + (("checkpoint_uri",) if self.checkpoint_uri else ()):
-            value = getattr(self, name)
-            if not storage.is_s3(value):
-                raise SegqaError(f"{name.replace('_uri', '')}: SageMaker reads and writes S3; "
-                                 f"expected s3://bucket/prefix, got {value!r}")
-            storage.split_s3(value)
-        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/.+", self.role_arn or ""):
-            raise SegqaError(f"role: expected an IAM role ARN (arn:aws:iam::<account>:role/<name>), got "
-                             f"{self.role_arn!r}; `segqa deploy` prints the stack's TrainingRoleArn")
+            storage.require_s3(name.replace("_uri", ""), getattr(self, name))
+        require_role_arn("role", self.role_arn, "`segqa deploy` prints the stack's TrainingRoleArn")
         if not self.image_uri:
             raise SegqaError("image: a training image URI is required")
-        if not re.fullmatch(r"ml\.[a-z0-9]+\.[a-z0-9]+", self.instance_type):
-            raise SegqaError(f"instance type: expected e.g. ml.g4dn.xlarge, got {self.instance_type!r}")
+        require_instance_type("instance type", self.instance_type, "ml.g4dn.xlarge")
         if not 1 <= int(self.instance_count) <= 64:
             raise SegqaError(f"instance count must be 1..64, got {self.instance_count}")
         if not 600 <= int(self.max_runtime_s) <= 28 * 24 * 3600:

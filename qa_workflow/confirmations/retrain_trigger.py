@@ -148,10 +148,8 @@ class TriggerConfig:
         )
         for name in ("training_source_uri", "train_data_uri", "validation_data_uri", "model_output_uri"):
             value = getattr(cfg, name)
-            if value is not None and not storage.is_s3(value):
-                raise SegqaError(f"{name}: SageMaker reads and writes S3; expected s3://bucket/key, got {value!r}")
             if value is not None:
-                storage.split_s3(value)
+                storage.require_s3(name, value, expected="s3://bucket/key")
         if cfg.min_new_confirmations < 1 or cfg.instance_count < 1:
             raise SegqaError("SEGQA_MIN_NEW_CONFIRMATIONS and SEGQA_TRAINING_INSTANCE_COUNT must be at least 1")
         training_job_name(cfg.job_prefix, 1, "unet")  # fails early on a prefix SageMaker would refuse
