@@ -47,6 +47,8 @@ class InputError(Exception):
     """An input that cannot be segmented; the message names the file and what was expected."""
 
 
+# A copy of training.dataset.scale_to_uint8, kept on purpose: this script runs alone on the Greengrass core
+# device, which has no segqa checkout to import from. tests/training/test_greengrass.py keeps the two equal.
 def scale_to_uint8(volume, percentiles=SCALE_PERCENTILES):
     """A volume's intensities to 8 bit: the percentiles of all voxels map to 0 and 255 (one scale per volume)."""
     vol = np.asarray(volume, dtype=np.float32)

@@ -324,6 +324,19 @@ def _completed(stub, round_no: int, networks=("unet",)) -> None:
         stub.add_response("describe_training_job", describe(name, "Completed"), {"TrainingJobName": name})
 
 
+def _first_round_started(aws, expect_start, monkeypatch, confirmations: int = 4):
+    """Round 1 of a unet-only trigger started at 09:00 over ``confirmations`` confirmed items voted at 08:00;
+    returns (store, sagemaker client, stub, clock setter, config)."""
+    store, sm, stub = aws
+    at = _clock(monkeypatch)
+    cfg = trigger.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
+    at("2026-03-01T08:00:00.000Z", "2026-03-01T09:00:00.000Z")
+    vote(store, confirmations)
+    expect_start(stub, cfg, 1, "unet")
+    assert trigger.run({"source": "segqa.schedule"}, cfg, store, sm)["action"] == "started"
+    return store, sm, stub, at, cfg
+
+
 def test_a_second_run_reads_only_what_changed_and_writes_what_a_full_read_would(aws, expect_start, monkeypatch):
     store, sm, stub = aws
     at = _clock(monkeypatch)
@@ -366,13 +379,7 @@ def test_a_second_run_reads_only_what_changed_and_writes_what_a_full_read_would(
 
 
 def test_a_run_with_nothing_new_reads_nothing_and_starts_nothing(aws, expect_start, monkeypatch):
-    store, sm, stub = aws
-    at = _clock(monkeypatch)
-    cfg = trigger.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
-    at("2026-03-01T08:00:00.000Z", "2026-03-01T09:00:00.000Z")
-    vote(store, 4)
-    expect_start(stub, cfg, 1, "unet")
-    assert trigger.run({"source": "segqa.schedule"}, cfg, store, sm)["action"] == "started"
+    store, sm, stub, at, cfg = _first_round_started(aws, expect_start, monkeypatch)
     at("2026-03-01T10:00:00.000Z", "2026-03-01T11:00:00.000Z")
     spy = _spy(store)
     _completed(stub, 1)
@@ -384,13 +391,7 @@ def test_a_run_with_nothing_new_reads_nothing_and_starts_nothing(aws, expect_sta
 
 
 def test_a_damaged_previous_outcomes_file_falls_back_to_a_full_read(aws, expect_start, monkeypatch):
-    store, sm, stub = aws
-    at = _clock(monkeypatch)
-    cfg = trigger.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
-    at("2026-03-01T08:00:00.000Z", "2026-03-01T09:00:00.000Z")
-    vote(store, 4)
-    expect_start(stub, cfg, 1, "unet")
-    trigger.run({"source": "segqa.schedule"}, cfg, store, sm)
+    store, sm, stub, at, cfg = _first_round_started(aws, expect_start, monkeypatch)
     storage.write_text(f"s3://{BUCKET}/retrain/rounds/round-0001/outcomes.jsonl", '{"item_id": "x"}\n')
     at("2026-03-01T10:00:00.000Z", "2026-03-01T11:00:00.000Z")
     vote(store, 3, start=20)
