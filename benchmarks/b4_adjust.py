@@ -24,7 +24,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
@@ -32,10 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from b4_post_labeling import timed  # noqa: E402  (B4's other half; benchmarks/ is on sys.path)
 from PIL import Image  # noqa: E402
 
 from lambdas.post_labeling.handler import lambda_handler  # noqa: E402
 from qa_workflow.confirmations import store as store_mod  # noqa: E402
+from qa_workflow.confirmations.consolidate import annotation_entry, post_labeling_event  # noqa: E402
 from qa_workflow.contract import label_mappings  # noqa: E402
 
 JOB_ARN = "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/segqa-b4-adjust"
@@ -80,8 +81,8 @@ def make_payload(root: Path, n_objects: int, n_workers: int, seed: int = 0) -> s
             answer = {"labeledImage": {"pngImageData": base64.b64encode(_png(rgba, "RGBA")).decode()},
                       "labelMappings": mappings, "initialValueModified": True,
                       "inputImageProperties": {"height": H, "width": W}}
-            content = json.dumps({"correctedMask": answer, "seconds": "60"})
-            annotations.append({"workerId": f"private.us-east-1.worker{w}", "annotationData": {"content": content}})
+            form = {"correctedMask": answer, "seconds": "60"}
+            annotations.append(annotation_entry(f"private.us-east-1.worker{w}", form))
         payload.append({"datasetObjectId": str(o), "dataObject": {"s3Uri": str(tpath)}, "annotations": annotations})
     ppath = root / "payload.json"
     ppath.write_text(json.dumps(payload))
@@ -89,15 +90,7 @@ def make_payload(root: Path, n_objects: int, n_workers: int, seed: int = 0) -> s
 
 
 def event(payload_uri: str) -> dict:
-    return {"version": "2018-10-16", "labelingJobArn": JOB_ARN, "labelCategories": None,
-            "labelAttributeName": "segqa-adjust", "roleArn": "arn:aws:iam::111122223333:role/SageMakerGT",
-            "payload": {"s3Uri": payload_uri}}
-
-
-def timed(fn) -> tuple[float, float]:
-    c, t = time.process_time(), time.perf_counter()
-    fn()
-    return time.perf_counter() - t, time.process_time() - c
+    return post_labeling_event(JOB_ARN, payload_uri, "segqa-adjust", "arn:aws:iam::111122223333:role/SageMakerGT")
 
 
 def main() -> int:

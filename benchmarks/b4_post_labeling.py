@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from lambdas.post_labeling.handler import lambda_handler  # noqa: E402
 from qa_workflow.confirmations import store as store_mod  # noqa: E402
+from qa_workflow.confirmations.consolidate import annotation_entry, post_labeling_event  # noqa: E402
 from qa_workflow.confirmations.dynamodb import create_table  # noqa: E402
 
 REASONS = ["under_segmented", "over_segmented", "wrong_tissue", "image_artifact", "other"]
@@ -72,9 +73,9 @@ def make_payload(root: Path, n_objects: int, n_items: int, n_workers: int, seed:
                 else:
                     decisions.append({"item_id": it["item_id"], "decision": "reject", "reason": rng.choice(REASONS)})
             rng.shuffle(decisions)
-            content = json.dumps({"decisions": json.dumps(decisions), "batch_id": batch["batch_id"],
-                                  "submitted_at": "2025-01-01T00:00:00.000Z"})
-            annotations.append({"workerId": f"private.us-east-1.worker{w}", "annotationData": {"content": content}})
+            form = {"decisions": json.dumps(decisions), "batch_id": batch["batch_id"],
+                    "submitted_at": "2025-01-01T00:00:00.000Z"}
+            annotations.append(annotation_entry(f"private.us-east-1.worker{w}", form))
         payload.append({"datasetObjectId": str(o), "dataObject": {"s3Uri": str(bpath)}, "annotations": annotations})
     ppath = root / "payload.json"
     ppath.write_text(json.dumps(payload))
@@ -82,9 +83,7 @@ def make_payload(root: Path, n_objects: int, n_items: int, n_workers: int, seed:
 
 
 def event(payload_uri: str) -> dict:
-    return {"version": "2018-10-16", "labelingJobArn": JOB_ARN, "labelCategories": None,
-            "labelAttributeName": "segqa-review", "roleArn": "arn:aws:iam::111122223333:role/SageMakerGT",
-            "payload": {"s3Uri": payload_uri}}
+    return post_labeling_event(JOB_ARN, payload_uri, "segqa-review", "arn:aws:iam::111122223333:role/SageMakerGT")
 
 
 def patch_moto_transaction_backup() -> None:
@@ -138,6 +137,7 @@ class CountingClient:
 
 
 def timed(fn) -> tuple[float, float]:
+    """(wall-clock s, CPU s of this process) of one call of ``fn``; b4_adjust.py uses it too."""
     c, t = time.process_time(), time.perf_counter()
     fn()
     return time.perf_counter() - t, time.process_time() - c
