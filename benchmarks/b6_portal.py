@@ -61,13 +61,26 @@ from qa_workflow.review.portal.service import open_portal_db  # noqa: E402
 REVIEWERS_PER_OBJECT = 3
 
 
+
+def write_manifest(folder: Path, subfolder: str, id_field: str, objects: list[dict]) -> list[dict]:
+    """Each object as ``folder/subfolder/<its id_field>.json`` and ``folder/manifest.jsonl`` with one
+    ``{"source-ref"}`` line per object, in order; returns ``objects``."""
+    lines = []
+    for obj in objects:
+        path = folder / subfolder / f"{obj[id_field]}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj))
+        lines.append(json.dumps({"source-ref": str(path)}))
+    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return objects
+
 def build_round(folder: Path, n_batches: int, n_items: int) -> list[dict]:
     cls = CLASS_BY_NAME["white_matter"]
     overlay = folder / "overlays" / "shared.png"
     overlay.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (176, 416, 3), dtype=np.uint8)).save(overlay)
-    batches, lines = [], []
+    batches = []
     for b in range(n_batches):
         subject = f"sub-{b:04d}"
         items = [{"item_id": f"{subject}/{s:03d}/{cls.name}", "slice_id": f"{subject}/{s:03d}", "class_name": cls.name,
@@ -75,13 +88,8 @@ def build_round(folder: Path, n_batches: int, n_items: int) -> list[dict]:
                   "mask_uri": str(overlay)} for s in range(n_items)]
         batch = validate_batch({"batch_id": f"b6-{cls.name}-{b:04d}", "round": "b6", "model_version": "bench",
                                 "class_id": cls.id, "class_name": cls.name, "color": cls.color, "items": items})
-        path = folder / "batches" / f"{batch['batch_id']}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(batch))
         batches.append(batch)
-        lines.append(json.dumps({"source-ref": str(path)}))
-    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    return batches
+    return write_manifest(folder, "batches", "batch_id", batches)
 
 
 ADJUST_H, ADJUST_W = 208, 176  # a slice in the display orientation
@@ -105,7 +113,7 @@ def build_adjust_round(folder: Path, n_tasks: int) -> list[dict]:
     Image.fromarray(image).save(folder / "image.png")
     Image.fromarray(labels).save(folder / "labels.png")
     (folder / "initial.png").write_bytes(initial_overlay_png(labels))
-    tasks, lines = [], []
+    tasks = []
     for t in range(n_tasks):
         slice_id = f"sub-{t // 100:04d}/{t % 100:03d}"
         task = validate_adjust_task({
@@ -113,13 +121,8 @@ def build_adjust_round(folder: Path, n_tasks: int) -> list[dict]:
             "slice_id": slice_id, "image_uri": str(folder / "image.png"), "mask_uri": str(folder / "labels.png"),
             "initial_overlay_uri": str(folder / "initial.png"), "label_mappings": label_mappings(),
             "classes_to_check": ["white_matter"], "item_ids": [f"{slice_id}/white_matter"], "source_job": "b6"})
-        path = folder / "tasks" / f"{task['task_id']}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(task))
         tasks.append(task)
-        lines.append(json.dumps({"source-ref": str(path)}))
-    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    return tasks
+    return write_manifest(folder, "tasks", "task_id", tasks)
 
 
 def correction_form(task: dict, rng: random.Random) -> dict:
