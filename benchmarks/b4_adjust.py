@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from b4_post_labeling import timed  # noqa: E402  (B4's other half; benchmarks/ is on sys.path)
+from b4_post_labeling import GT_ROLE_ARN, timed, write_payload  # noqa: E402  (B4's other half)
 from PIL import Image  # noqa: E402
 
 from lambdas.post_labeling.handler import lambda_handler  # noqa: E402
@@ -83,14 +83,12 @@ def make_payload(root: Path, n_objects: int, n_workers: int, seed: int = 0) -> s
                       "inputImageProperties": {"height": H, "width": W}}
             form = {"correctedMask": answer, "seconds": "60"}
             annotations.append(annotation_entry(f"private.us-east-1.worker{w}", form))
-        payload.append({"datasetObjectId": str(o), "dataObject": {"s3Uri": str(tpath)}, "annotations": annotations})
-    ppath = root / "payload.json"
-    ppath.write_text(json.dumps(payload))
-    return str(ppath)
+        payload.append((tpath, annotations))
+    return write_payload(root, payload)
 
 
 def event(payload_uri: str) -> dict:
-    return post_labeling_event(JOB_ARN, payload_uri, "segqa-adjust", "arn:aws:iam::111122223333:role/SageMakerGT")
+    return post_labeling_event(JOB_ARN, payload_uri, "segqa-adjust", GT_ROLE_ARN)
 
 
 def main() -> int:

@@ -45,6 +45,7 @@ from qa_workflow.confirmations.dynamodb import create_table  # noqa: E402
 
 REASONS = ["under_segmented", "over_segmented", "wrong_tissue", "image_artifact", "other"]
 JOB_ARN = "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/segqa-b4"
+GT_ROLE_ARN = "arn:aws:iam::111122223333:role/SageMakerGT"
 
 
 def make_payload(root: Path, n_objects: int, n_items: int, n_workers: int, seed: int = 0) -> str:
@@ -76,14 +77,22 @@ def make_payload(root: Path, n_objects: int, n_items: int, n_workers: int, seed:
             form = {"decisions": json.dumps(decisions), "batch_id": batch["batch_id"],
                     "submitted_at": "2025-01-01T00:00:00.000Z"}
             annotations.append(annotation_entry(f"private.us-east-1.worker{w}", form))
-        payload.append({"datasetObjectId": str(o), "dataObject": {"s3Uri": str(bpath)}, "annotations": annotations})
+        payload.append((bpath, annotations))
+    return write_payload(root, payload)
+
+
+def write_payload(root: Path, objects: list[tuple[Path, list[dict]]]) -> str:
+    """``root/payload.json``, the post-labeling payload: one data object per (object file, annotations), with
+    ``datasetObjectId`` its position; returns its path. b4_adjust.py uses it too."""
+    payload = [{"datasetObjectId": str(o), "dataObject": {"s3Uri": str(path)}, "annotations": annotations}
+               for o, (path, annotations) in enumerate(objects)]
     ppath = root / "payload.json"
     ppath.write_text(json.dumps(payload))
     return str(ppath)
 
 
 def event(payload_uri: str) -> dict:
-    return post_labeling_event(JOB_ARN, payload_uri, "segqa-review", "arn:aws:iam::111122223333:role/SageMakerGT")
+    return post_labeling_event(JOB_ARN, payload_uri, "segqa-review", GT_ROLE_ARN)
 
 
 def patch_moto_transaction_backup() -> None:
