@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from b4_post_labeling import GT_ROLE_ARN, timed, write_payload  # noqa: E402  (B4's other half)
+from b4_post_labeling import ADJUST_MARKS, GT_ROLE_ARN, timed, write_payload  # noqa: E402  (B4's other half)
 from PIL import Image  # noqa: E402
 
 from lambdas.post_labeling.handler import lambda_handler  # noqa: E402
@@ -41,7 +41,7 @@ from qa_workflow.contract import label_mappings  # noqa: E402
 
 JOB_ARN = "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/segqa-b4-adjust"
 H, W = 176, 208
-MARK_START, MARK_END = "<!-- b4-adjust -->", "<!-- /b4-adjust -->"
+MARK_START, MARK_END = ADJUST_MARKS
 
 
 def _png(array: np.ndarray, mode: str) -> bytes:

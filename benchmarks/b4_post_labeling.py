@@ -46,6 +46,8 @@ from qa_workflow.confirmations.dynamodb import create_table  # noqa: E402
 REASONS = ["under_segmented", "over_segmented", "wrong_tissue", "image_artifact", "other"]
 JOB_ARN = "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/segqa-b4"
 GT_ROLE_ARN = "arn:aws:iam::111122223333:role/SageMakerGT"
+#: The adjust half of B4 (b4_adjust.py) lives between these marks in the same result file.
+ADJUST_MARKS = ("<!-- b4-adjust -->", "<!-- /b4-adjust -->")
 
 
 def make_payload(root: Path, n_objects: int, n_items: int, n_workers: int, seed: int = 0) -> str:
@@ -255,8 +257,13 @@ count above times the round-trip latency (plus DynamoDB's own transaction time),
 """
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        old = out.read_text() if out.is_file() else ""
+        start, end = ADJUST_MARKS
+        if start in old and end in old:  # keep the adjust section that b4_adjust.py wrote into the same file
+            text = text.rstrip("\n") + "\n\n" + start + old.split(start, 1)[1].split(end, 1)[0] + end + "\n"
+        out.write_text(text)
     return 0
 
 
