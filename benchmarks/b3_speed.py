@@ -9,10 +9,14 @@ GFLOP/s it achieves as a share of the machine's dense matmul rate measured in th
 ``nd.dot``). FLOPs of a step: 3x the forward convolutions' multiply-adds x 2 (backward = two convolutions of
 the same size); other layers are not counted, so the figure is a lower bound of the work done.
 
-Variants: the U-Net at widths 1, 0.5, 0.25; the ENet as trained now (PReLU as relu(x) - relu(-x)*alpha) and
-as before issue #14 (MXNet's PReLU op, zero channels by concat in the downsampling bottleneck). The step is
-the real one: Dice + cross-entropy loss, Adam, random slices and labels (speed does not depend on content).
-Writes benchmarks/results/b3_speed.json and b3_speed.md (included in B3.md by b3_training.write_markdown).
+Variants: the U-Net at widths 1, 0.5, 0.25; the ENet as trained now (PReLU slopes as a depthwise 1x1
+convolution, loss on pixel-major views), "enet mul" (PReLU as relu(x) - relu(-x)*alpha, the NCHW loss: the
+ENet of 2026-12-01, 4.1 images/s) and "enet before #14" (MXNet's PReLU op, zero channels by concat in the
+downsampling bottleneck, the NCHW loss). A variant name ending in " nchw-loss" uses the loss as it was before
+#14 (`_nchw_loss`, same value and gradient). The step is the real one: Dice + cross-entropy loss, Adam, random
+slices and labels (speed does not depend on content). ``--profile VARIANT`` prints mx.profiler's per-operator
+table of 3 steps of that variant instead.
+Writes benchmarks/results/b3_speed[TAG].json and .md (all included in B3.md by b3_training.write_markdown).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,8 +105,26 @@ class _ConcatPadBottleneck(enet.Bottleneck):
     hybrid_forward = _concat_pad_forward
 
 
+def _nchw_loss(logits, labels, weights, dice_weight, ce_weight, smooth=1.0):
+    """`segmentation_loss` as it was before issue #14: reductions along NCHW's middle axes (slow in MXNet 1.9)."""
+    valid = (labels != 255).astype("float32")
+    onehot = nd.one_hot(labels * valid, logits.shape[1]).transpose((0, 3, 1, 2)) * valid.expand_dims(1)
+    log_proba = nd.log_softmax(logits, axis=1)
+    pixel_weight = nd.sum(onehot * weights.reshape((1, -1, 1, 1)), axis=1)
+    ce = nd.sum(pixel_weight * -nd.sum(onehot * log_proba, axis=1)) / nd.maximum(nd.sum(pixel_weight), 1e-6)
+    p = nd.exp(log_proba) * valid.expand_dims(1)
+    inter = nd.sum(p * onehot, axis=(0, 2, 3))
+    dice = (2 * inter + smooth) / (nd.sum(p, axis=(0, 2, 3)) + nd.sum(onehot, axis=(0, 2, 3)) + smooth)
+    return dice_weight * nd.sum(weights * (1 - dice)) / nd.sum(weights) + ce_weight * ce, {}
+
+
+def loss_fn(variant: str):
+    old = variant.endswith(" nchw-loss") or variant.startswith("enet before") or variant == "enet mul"
+    return _nchw_loss if old else segmentation_loss
+
+
 def build(variant: str) -> gluon.HybridBlock:
-    network, _, rest = variant.partition(" ")
+    network, _, rest = variant.removesuffix(" nchw-loss").partition(" ")
     if network == "unet":
         return build_network("unet", width=float(rest.split("=")[1]))
     if rest == "before #14":  # MXNet's PReLU op and the concat: the ENet as it was
@@ -110,6 +134,8 @@ def build(variant: str) -> gluon.HybridBlock:
             return build_network("enet", prelu="native")
         finally:
             enet.Bottleneck = current
+    if rest == "mul":
+        return build_network("enet", prelu="mul")
     return build_network("enet")
 
 
@@ -117,8 +143,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--variants", default="enet before #14,enet,unet width=1,unet width=0.5,unet width=0.25")
+    p.add_argument("--variants", default="enet before #14,enet mul,enet,unet width=1 nchw-loss,unet width=1,"
+                                         "unet width=0.5,unet width=0.25")
+    p.add_argument("--tag", default="", help="suffix of the result files (b3_speed<TAG>.json/.md)")
+    p.add_argument("--profile", metavar="VARIANT", help="print mx.profiler's operator table for VARIANT and stop")
     args = p.parse_args(argv)
+    if args.profile:
+        args.variants = args.profile
     bs = args.batch_size
     variants = [v.strip() for v in args.variants.split(",")]
     load_start = [round(v, 2) for v in os.getloadavg()]
@@ -134,11 +165,11 @@ def main(argv=None) -> int:
         flops = 3 * conv_forward_flops(net, bs)
         net.hybridize(static_alloc=True)
         trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 1e-4})
-        runs[v] = {"net": net, "trainer": trainer, "flops": flops, "steps": []}
+        runs[v] = {"net": net, "trainer": trainer, "flops": flops, "steps": [], "loss": loss_fn(v)}
 
     def step(run):
         with autograd.record():
-            loss, _ = segmentation_loss(run["net"](x), y, weights, 0.5, 0.5)
+            loss, _ = run["loss"](run["net"](x), y, weights, 0.5, 0.5)
         loss.backward()
         run["trainer"].step(bs)
         nd.waitall()  # backward and update run asynchronously: without this they would bill the next variant
@@ -146,6 +177,8 @@ def main(argv=None) -> int:
     for run in runs.values():  # warm-up: graph planning and first allocations
         step(run)
         step(run)
+    if args.profile:
+        return profile(step, runs[variants[0]])
     peak = matmul_gflops()
     for _ in range(args.rounds):
         for run in runs.values():
@@ -165,14 +198,27 @@ def main(argv=None) -> int:
                      "gflop_per_step": round(run["flops"] / 1e9, 2), "gflops": round(gflops, 1),
                      "share_of_matmul": round(gflops / peak, 3)})
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "command": "python benchmarks/b3_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": "python benchmarks/b3_speed.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
               "machine": f"{os.cpu_count()}-core dev machine, no GPU ({platform.machine()}), shared with other jobs",
               "threads": THREADS, "batch_size": bs, "rounds": args.rounds, "matmul_gflops": round(peak, 1),
               "load_avg_start": load_start, "load_avg_end": [round(v, 2) for v in os.getloadavg()], "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "b3_speed.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "b3_speed.md").write_text(markdown(result))
+    (RESULTS / f"b3_speed{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"b3_speed{args.tag}.md").write_text(markdown(result))
     print(markdown(result))
+    return 0
+
+
+def profile(step, run, steps: int = 3) -> int:
+    """mx.profiler's aggregate table (operators by total time) for ``steps`` training steps."""
+    mx.profiler.set_config(profile_all=True, aggregate_stats=True,
+                           filename=os.path.join(tempfile.gettempdir(), "b3_profile.json"))
+    mx.profiler.set_state("run")
+    for _ in range(steps):
+        step(run)
+    mx.profiler.set_state("stop")
+    table = mx.profiler.dumps(reset=True, format="table", sort_by="total", ascending=False)
+    print(table[table.find("operator"):])
     return 0
 
 

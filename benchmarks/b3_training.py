@@ -175,7 +175,8 @@ def write_markdown() -> None:
     rows = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("b3_*.json"))
             if f.stem in ("b3_unet", "b3_enet")]
     lines = ["# B3 — training throughput and held-out Dice on the atlas cohort", ""]
-    for name in ("b3_status.md", "b3_speed.md", "b3_gpu.md"):  # written by hand / b3_speed.py / gpu_train.py
+    speed = sorted(p.name for p in RESULTS.glob("b3_speed*.md"))
+    for name in ("b3_status.md", *speed, "b3_gpu.md"):  # written by hand / b3_speed.py / gpu_train.py
         part = RESULTS / name
         if part.is_file():
             lines += [part.read_text().strip(), ""]

@@ -2,7 +2,8 @@
 
 With MXNet 1.9.1's own PReLU (``LeakyReLU(act_type="prelu")``) the hybridized slope gradients come out
 multiplied by the slopes (exactly a quarter at initialisation) while the imperative ones are right; the
-network's `training.nets.enet.PReLU` is right in both modes. The slopes are drawn in [-0.3, 0.6] so that a
+network's `training.nets.enet.PReLU` is right in both modes, in its training formulation ("conv", a depthwise
+1x1 convolution for the slopes) and the one before it ("mul"). The slopes are drawn in [-0.3, 0.6] so that a
 gradient scaled by the slope cannot pass.
 """
 
@@ -22,9 +23,9 @@ CHECKED = ("enet_init_prelu0_alpha", "enet_s1_bottleneck0_ext_prelu0_alpha", "en
            "enet_init_conv0_weight")
 
 
-def _net(hybridize: bool):
+def _net(hybridize: bool, prelu: str):
     mx.random.seed(3)
-    net = build_network("enet", width=0.125, dropout=(0.0, 0.0))
+    net = build_network("enet", width=0.125, dropout=(0.0, 0.0), prelu=prelu)
     net.initialize(mx.init.Xavier())
     net(nd.zeros((1, *SHAPE[1:])))
     net.cast("float64")
@@ -37,9 +38,10 @@ def _net(hybridize: bool):
     return net
 
 
+@pytest.mark.parametrize("prelu", ["conv", "mul"])
 @pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
-def test_gradients_match_central_differences_in_float64(hybridize):
-    net = _net(hybridize)
+def test_gradients_match_central_differences_in_float64(hybridize, prelu):
+    net = _net(hybridize, prelu)
     x = nd.array(np.random.default_rng(0).normal(size=SHAPE), dtype="float64")
 
     def loss():
@@ -67,14 +69,15 @@ def test_gradients_match_central_differences_in_float64(hybridize):
             assert grad[i] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (name, i)
 
 
-def test_training_and_inference_formulations_compute_the_same_network():
-    """Training builds the ENet with the "mul" PReLU, inference and export with MXNet's op; same weights,
-    same logits."""
+@pytest.mark.parametrize("prelu", ["conv", "mul"])
+def test_training_and_inference_formulations_compute_the_same_network(prelu):
+    """Training builds the ENet with the "conv" PReLU ("mul" before), inference and export with MXNet's op;
+    same weights, same logits."""
     from training.nets.enet import ENet
 
     x = nd.array(np.random.default_rng(2).normal(size=(2, 1, 32, 48)))
     mx.random.seed(0)
-    train_net = ENet(width=0.25, prelu="mul")
+    train_net = ENet(width=0.25, prelu=prelu)
     train_net.initialize(mx.init.Xavier())
     train_net(x)
     infer_net = ENet(width=0.25, prelu="native")

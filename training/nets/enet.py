@@ -46,22 +46,28 @@ STAGE_CHANNELS = (16, 64, 128)
 DROPOUT_RATES = (0.01, 0.1)
 
 
-#: How `PReLU` computes (see its docstring); "native" is MXNet's LeakyReLU op, kept for comparison.
-PRELU_FORMULATIONS = ("mul", "native")
+#: How `PReLU` computes (see its docstring). "conv" trains; "native" (MXNet's LeakyReLU op) is what inference and
+#: the ONNX export build; "mul" is the training form before the speed-up, kept for the side-by-side benchmark.
+PRELU_FORMULATIONS = ("conv", "mul", "native")
 
 
 class PReLU(nn.HybridBlock):
     """Per-channel PReLU ``y = max(x, 0) + alpha * min(x, 0)``; parameter ``alpha`` (C,), initial 0.25.
 
-    Same parameter name and shape as ``gluon.nn.PReLU``, so checkpoints load either way. Computed as
-    ``relu(x) - relu(-x) * alpha`` ("mul", the default). MXNet 1.9.1's own op ("native", ``LeakyReLU``)
-    is wrong in training: in a hybridized graph its slope gradient comes out multiplied by the slope (a
-    quarter at initialisation; tests/training/test_prelu.py checks against float64 finite differences). Its
-    backward is also slow (a generic broadcast reduction), but replacing it did not make the ENet step
-    faster with two threads (benchmarks/b3_speed.py, side by side).
+    Same parameter name and shape as ``gluon.nn.PReLU``, so checkpoints load with any formulation:
+
+    - "conv" (training's default): ``relu(x) + conv1x1_depthwise(min(x, 0), alpha)``. The slope gradient is the
+      per-channel sum of ``min(x, 0) * dy`` over batch and pixels; as a depthwise 1x1 convolution oneDNN
+      computes it (weight gradient), instead of MXNet's generic broadcast reduction. ~1.9x faster ENet step.
+    - "mul": ``relu(x) - relu(-x) * alpha`` (broadcast multiply). Its slope gradient goes through MXNet's
+      broadcast-reduce kernel, which took ~45 % of the ENet training step (mx.profiler).
+    - "native": MXNet 1.9.1's ``LeakyReLU(act_type="prelu")``: one ONNX ``PRelu`` node, so inference and export
+      use it; wrong in training (a hybridized graph multiplies the slope gradient by the slope, a quarter at
+      initialisation; tests/training/test_prelu.py checks every formulation against float64 finite differences)
+      and as slow as "mul".
     """
 
-    def __init__(self, channels: int, formulation: str = "mul", **kwargs: Any) -> None:
+    def __init__(self, channels: int, formulation: str = "conv", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if formulation not in PRELU_FORMULATIONS:
             raise ValueError(f"unknown PReLU formulation {formulation!r}")
@@ -73,10 +79,14 @@ class PReLU(nn.HybridBlock):
     def hybrid_forward(self, F, x, alpha):  # noqa: N803
         if self.formulation == "native":
             return F.LeakyReLU(x, gamma=alpha, act_type="prelu", name="fwd")
-        return F.relu(x) - F.broadcast_mul(F.relu(-x), F.reshape(alpha, shape=(1, -1, 1, 1)))
+        if self.formulation == "mul":
+            return F.relu(x) - F.broadcast_mul(F.relu(-x), F.reshape(alpha, shape=(1, -1, 1, 1)))
+        negative = F.Convolution(F.minimum(x, 0.0), F.reshape(alpha, shape=(-1, 1, 1, 1)), kernel=(1, 1),
+                                 num_filter=self.channels, num_group=self.channels, no_bias=True, name="slope")
+        return F.relu(x) + negative
 
 
-def _activation(kind: str, channels: int, prelu: str = "mul") -> nn.HybridBlock:
+def _activation(kind: str, channels: int, prelu: str = "conv") -> nn.HybridBlock:
     """PReLU with one slope per channel (initial slope 0.25, as in the paper's Torch code) or ReLU."""
     if kind == "prelu":
         return PReLU(channels, formulation=prelu)
@@ -89,7 +99,7 @@ class InitialBlock(nn.HybridBlock):
     (N, C_in, H, W) -> (N, filters + C_in, H/2, W/2).
     """
 
-    def __init__(self, filters: int, in_channels: int, prelu: str = "mul", **kwargs: Any) -> None:
+    def __init__(self, filters: int, in_channels: int, prelu: str = "conv", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         with self.name_scope():
             self.conv = nn.Conv2D(filters, 3, strides=2, padding=1, use_bias=False)
@@ -109,7 +119,7 @@ class Bottleneck(nn.HybridBlock):
 
     def __init__(self, in_channels: int, out_channels: int, kind: str = "regular", dilation: int = 1,
                  dropout: float = 0.1, activation: str = "prelu", mc_dropout: bool = False,
-                 prelu: str = "mul", **kwargs: Any) -> None:
+                 prelu: str = "conv", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if kind not in ("regular", "dilated", "asymmetric", "downsample", "upsample"):
             raise ValueError(f"unknown bottleneck kind {kind!r}")
@@ -173,7 +183,7 @@ class ENet(SegmentationNet):
     divisor = 8
 
     def __init__(self, in_channels: int = 1, num_classes: int = 4, width: float = 1.0, mc_dropout: bool = False,
-                 dropout: tuple[float, float] = DROPOUT_RATES, prelu: str = "mul", **kwargs: Any) -> None:
+                 dropout: tuple[float, float] = DROPOUT_RATES, prelu: str = "conv", **kwargs: Any) -> None:
         kwargs.setdefault("prefix", "enet_")
         super().__init__(in_channels, num_classes, width, mc_dropout, **kwargs)
         w = lambda c: max(1, int(round(c * width)))  # noqa: E731
