@@ -31,7 +31,7 @@ _TEMPLATE = """<!doctype html>
   table-layout:auto}
  th,td{border:1px solid #d0d7de;padding:.2rem .3rem;text-align:right} th{background:#f6f8fa;font-weight:600;
   vertical-align:bottom}
- td:first-child,th:first-child{text-align:left}
+ td:first-child,th:first-child{text-align:left} td{white-space:nowrap}
  .yes{color:#1a7f37;font-weight:600} .no{color:#9a6700}
  .chip{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.3em;vertical-align:-1px}
  .thumbs img{height:150px;margin:.2rem;border:1px solid #d0d7de} .note{color:#57606a;font-size:.9rem}
@@ -86,7 +86,7 @@ scratch = drawing every slice put before a person from nothing (240 s each), and
 {% for n in networks %}{% for c in classes %}<td>{{ fmt(initial[n].get(c.name)) }}</td>{% endfor -%}
 <td>{{ fmt(initial[n].get('mean_foreground')) }}</td>{% for site in sites if site_dice_any -%}
 <td>{{ fmt(initial_sites.get(n, {}).get(site, {}).get('mean_foreground')) }}</td>{%- endfor %}{% endfor %}
-<td class="note">train split only</td><td></td></tr>
+<td class="note">train split</td><td></td></tr>
 {% for r in rounds %}
 <tr><td>{{ r.round }}</td>
 {% for n in networks %}{% for c in classes %}<td>{{ fmt(r.dice[n].get(c.name)) }}</td>{% endfor -%}
