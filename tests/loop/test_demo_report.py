@@ -69,3 +69,22 @@ def test_round_table_has_one_line_per_round_with_sites(tmp_path):
     assert "U-Net B" in text and "ENet A" in text
     row = next(line for line in text.splitlines() if "round-02" in line)  # 20 auto-accepted + 1 audited of them
     assert "12/8" in row and "21 (1/0)" in row and "—/0.93/—" in row and "0.612" in row and "49.0 min" in row
+
+
+def test_corrected_slices_and_voted_items_of_earlier_rounds_are_not_routed_again(tmp_path):
+    from qa_workflow.confirmations.records import Correction, ItemRecord, Vote
+    from qa_workflow.confirmations.store import open_store
+    from qa_workflow.loop.demo import reviewed_item_ids
+
+    uri = f"sqlite:///{tmp_path}/s.db"
+    store = open_store(uri)
+    voted = ItemRecord("sub-001/004/csf", "csf", 0.5, "round-01", slice_id="sub-001/004")
+    store.record_votes([(voted, Vote("verify-1", voted.item_id, "w1", "reject"))])
+    store.record_corrections([
+        Correction("segqa-sim-adjust-routed-round-01", "sub-002/010", "c1", "round-01", "m.png", True, 60.0),
+        Correction("segqa-sim-adjust-routed-round-02", "sub-003/011", "c1", "round-02", "n.png", True, 60.0)])
+    store.close()
+    before_2 = reviewed_item_ids(uri, before_round="round-02")
+    assert before_2 == {"sub-001/004/csf", "sub-002/010/csf", "sub-002/010/gray_matter", "sub-002/010/white_matter"}
+    assert reviewed_item_ids(uri, before_round="round-01") == set()
+    assert "sub-003/011/white_matter" in reviewed_item_ids(uri)
