@@ -288,12 +288,17 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
                              verify_min=cfg.verify_min, seed=cfg.seed * 1000 + r)
     selected = select_round(str(pred_dir), str(round_path), policy, thresholds=thresholds, round_id=rid,
                             exclude=reviewed_item_ids(ws.store_uri, before_round=rid))
-    _emit(progress, "batch", round=rid)
-    batched = write_batches(str(round_path))
-    _emit(progress, "review", round=rid)
-    routed_slices = len(batched.adjust["slices"]) if batched.adjust else 0
+    work = sum(selected.counts.get(a, {}).get("total", 0) for a in ("verify", "adjust", "audit", "random_arm"))
+    batched = None
+    if work:  # a pool with nothing left to review goes straight on to analysis and retraining
+        _emit(progress, "batch", round=rid)
+        batched = write_batches(str(round_path))
+        _emit(progress, "review", round=rid)
+    routed_slices = len(batched.adjust["slices"]) if batched is not None and batched.adjust else 0
     chained_slices = 0
-    if review is not None:
+    if batched is None:
+        pass
+    elif review is not None:
         review(round_path, ws.store_uri)
     else:
         from qa_workflow.review.simulated_correctors import simulate_adjust
