@@ -25,36 +25,40 @@ def _fmt(v: Any) -> str:
 
 
 
-def _seconds(value: float) -> str:
-    """Human time as people read it: 75 s, 12.5 min, 3.1 h."""
-    if value < 120:
-        return f"{value:.0f} s"
-    if value < 2 * 3600:
-        return f"{value / 60:.1f} min"
-    return f"{value / 3600:.1f} h"
-
-
-def _round_table(summaries, initial, networks):
+def _round_table(summaries, initial, networks, initial_sites=None, sites=()):
     from rich.table import Table
 
     from qa_workflow.contract import NETWORK_LABELS
+    from qa_workflow.loop.demo_report import human_time, running_cost
 
-    t = Table(title="segqa demo — one row per round; human time verify / adjust against drawing the same slices "
-                    "from scratch; Dice of each champion on the held-out test subjects")
-    for col in ("round", "verified", "auto-acc.", "accepted", "corrected", "human verify / adjust", "scratch"):
+    initial_sites = initial_sites or {}
+    shown_sites = [s for s in sites if any(s in initial_sites.get(n, {}) for n in networks)
+                   or any(s in r.site_dice.get(n, {}) for r in summaries for n in networks)]
+    t = Table(title="segqa demo — per round: human time verify / adjust, running cost against drawing the same "
+                    "slices from scratch, auto-accepted masks (audited/rejected), thresholds after the round, and "
+                    "each champion's mean test Dice, all and per site")
+    for col in ("round", "verified", "adjust routed/chained", "auto-acc. (audit/rej.)", "human verify / adjust",
+                "so far: human / scratch", "thresholds CSF/GM/WM"):
         t.add_column(col, justify="right")
-    keys = ("csf", "gray_matter", "white_matter", "mean_foreground")
     for n in networks:
-        for c in ("CSF", "GM", "WM", "mean"):
-            t.add_column(f"{NETWORK_LABELS.get(n, n)} {c}", justify="right")
+        for site in ("all", *shown_sites):
+            t.add_column(f"{NETWORK_LABELS.get(n, n)} {site}", justify="right")
     t.add_column("promoted")
-    t.add_row("initial", "", "", "", "", "", "", *[_fmt(initial.get(n, {}).get(k)) for n in networks for k in keys],
-              "")
-    for s in summaries:
-        acc = "—" if math.isnan(s.acceptance_rate) else f"{s.accepted_items} ({100 * s.acceptance_rate:.0f} %)"
-        human = f"{_seconds(s.verify_seconds)} / {_seconds(s.adjust_seconds)}"
-        t.add_row(s.round, str(s.reviewed), str(s.auto_accepted), acc, str(s.corrected_slices), human,
-                  _seconds(s.scratch_seconds), *[_fmt(s.dice.get(n, {}).get(k)) for n in networks for k in keys],
+
+    def dice(pooled, by_site, n):
+        return [_fmt(pooled.get(n, {}).get("mean_foreground"))] + [
+            _fmt(by_site.get(n, {}).get(site, {}).get("mean_foreground")) for site in shown_sites]
+
+    t.add_row("initial", "", "", "", "", "", "", *[v for n in networks for v in dice(initial, initial_sites, n)], "")
+    for s, (human, scratch) in zip(summaries, running_cost(summaries), strict=True):
+        audit = f"{s.audit}/{s.audit_errors}" if s.audit else "0"
+        thr = "/".join("—" if s.thresholds.get(c) is None else f"{s.thresholds[c]:.2f}"
+                       for c in ("csf", "gray_matter", "white_matter"))
+        t.add_row(s.round, str(s.reviewed), f"{s.routed_adjust_slices}/{s.chained_adjust_slices}",
+                  f"{s.auto_accepted + s.audit} ({audit})",
+                  f"{human_time(s.verify_seconds)} / {human_time(s.adjust_seconds)}",
+                  f"{human_time(human)} / {human_time(scratch)}", thr,
+                  *[v for n in networks for v in dice(s.dice, s.site_dice, n)],
                   ", ".join(NETWORK_LABELS.get(n, n) for n, p in s.promoted.items() if p) or "none")
     return t
 
@@ -67,7 +71,11 @@ def register(app: typer.Typer) -> None:
         workspace: Path = typer.Option(Path("demo"), "--workspace", "-w", help="Folder for everything the demo makes."),
         seed: int = typer.Option(0, "--seed", help="Seed of the cohort, selection and simulated reviewers."),
         subjects: int | None = typer.Option(None, "--subjects", min=4, help="Cohort size (default by preset)."),
-        budget: int | None = typer.Option(None, "--budget", min=1, help="Masks sent to review per round."),
+        budget_seconds: float | None = typer.Option(None, "--budget-seconds", min=0,
+                                                    help="Human seconds of review work per round (default by "
+                                                         "preset: 60 verify-equivalents, 1980 s, with --quick)."),
+        budget: int | None = typer.Option(None, "--budget", min=1, help="Also at most this many verify + adjust "
+                                          "masks per round."),
         strategy: str = typer.Option("uncertainty", "--strategy", help="uncertainty (active) or random."),
         interactive: bool = typer.Option(False, "--interactive",
                                          help="Review in the local portal yourself instead of simulated reviewers."),
@@ -86,7 +94,7 @@ def register(app: typer.Typer) -> None:
 
             shutil.rmtree(workspace)
         cfg = LoopConfig.preset(quick, workspace=str(workspace), rounds=rounds, seed=seed, subjects=subjects,
-                                budget=budget, strategy=strategy)
+                                budget=budget, budget_seconds=budget_seconds, strategy=strategy)
         review = None
         if interactive:
             from qa_workflow.review.portal.interactive import review_round_in_browser
@@ -100,13 +108,16 @@ def register(app: typer.Typer) -> None:
             def on_step(step: str, info: dict[str, Any]) -> None:
                 if step == "round-done":
                     s = info["summary"]
-                    progress.console.print(f"[bold]{s.round}[/] reviewed {s.reviewed}, auto-accepted "
-                                           f"{s.auto_accepted}, accepted {s.accepted_items}, promoted "
-                                           f"{', '.join(n for n, p in s.promoted.items() if p) or 'none'}")
+                    progress.console.print(f"{s.round}: verified {s.reviewed}, accepted {s.accepted_items}, "
+                                           f"corrected {s.corrected_slices} slices, auto-accepted "
+                                           f"{s.auto_accepted + s.audit}, promoted "
+                                           f"{', '.join(n for n, p in s.promoted.items() if p) or 'none'}",
+                                           markup=False)
                     return
                 text = {"cohort": "synthesising the atlas cohort", "initial": "training the initial {network}",
                         "predict": "{round}: predicting the pool", "select": "{round}: selecting review work",
                         "batch": "{round}: overlays and batches", "review": "{round}: reviewers at work",
+                        "correct": "{round}: correctors at work (routed and rejected slices)",
                         "analyze": "{round}: threshold analysis",
                         "retrain": "{round}: retraining U-Net and ENet"}.get(step, step)
                 bar.label = text.format(**info)
@@ -115,8 +126,9 @@ def register(app: typer.Typer) -> None:
             summaries = run_loop(cfg, progress=on_step, train_progress=bar, review=review)
         import json
 
-        initial = json.loads((workspace / "demo.json").read_text()).get("initial_dice", {})
-        console.print(_round_table(summaries, initial, cfg.networks))
+        record = json.loads((workspace / "demo.json").read_text())
+        console.print(_round_table(summaries, record.get("initial_dice", {}), cfg.networks,
+                                   record.get("initial_site_dice", {}), cfg.sites))
         console.print(f"\nreport: {workspace / 'report.html'}  (opens offline)")
         last = workspace / "rounds" / summaries[-1].round / "round"
         console.print("\nReview for real:  segqa review add-reviewer alice  &&  "

@@ -223,8 +223,9 @@ def register(app: typer.Typer) -> None:
         store: str | None = typer.Option(None, "--store", help="With --adjust-from-job: the store holding its "
                                          "votes (default $SEGQA_STORE)."),
     ) -> None:
-        """Render overlays, write batch JSONs and manifest.jsonl; resumes an interrupted upload. With
-        --adjust-from-job, also the adjust tasks of the slices that verify job rejected (adjust/<job>/)."""
+        """Render overlays, write batch JSONs and manifest.jsonl, and the adjust tasks of the items routed to
+        adjust (adjust/routed/); resumes an interrupted upload. With --adjust-from-job, also the adjust tasks of
+        the slices that verify job rejected (adjust/<job>/)."""
         from qa_workflow.rounds.batching import BATCH_REJECTS_FILE, write_batches
 
         console = _console()
@@ -242,8 +243,11 @@ def register(app: typer.Typer) -> None:
             console.print(f"{len(result.batches)} batches, {result.items} items -> {result.dest} "
                           f"({result.uploaded} objects written, {result.skipped_existing} already there)")
         console.print(f"manifest: {result.manifest}")
+        if result.adjust:
+            console.print(f"{len(result.adjust['tasks'])} adjust tasks ({result.adjust['items']} items routed to "
+                          f"adjust, one task per slice) -> {result.adjust['manifest']}")
         for route, count in result.not_batched.items():
-            console.print(f"{count} {route} item(s) are not verify work and were left out of the batches")
+            console.print(f"{count} {route} item(s) have no kind of review work and were left out")
         print_rejects(console, result.rejects, f"{round_dir}/{BATCH_REJECTS_FILE}")
         if adjust_from_job:
             from qa_workflow.confirmations.store import open_store, store_uri_from_env
@@ -292,9 +296,9 @@ def register(app: typer.Typer) -> None:
         region: str | None = typer.Option(None, "--region", help="AWS region (default from the environment)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the CreateLabelingJob request and stop."),
         kind: str = typer.Option("verify", "--kind", help="verify (the round's batches) or adjust (the slices "
-                                 "a verify job rejected, see --from-job)."),
+                                 "routed to adjust, or with --from-job the slices a verify job rejected)."),
         from_job: str | None = typer.Option(None, "--from-job", help="With --kind adjust: the verify job whose "
-                                            "rejected items become adjust tasks."),
+                                            "rejected items become adjust tasks (default: the routed ones)."),
         store: str | None = typer.Option(None, "--store", help="With --from-job: the store holding its votes "
                                          "(default $SEGQA_STORE), unless --from-manifest is given."),
         from_manifest: str | None = typer.Option(None, "--from-manifest", help="With --from-job: the verify job's "
@@ -304,16 +308,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create the round's Ground Truth custom labeling job (or print its request with --dry-run).
 
-        With --kind adjust --from-job JOB: the items JOB rejected become adjust tasks (one slice each) and a
-        second job with its own label attribute (default segqa-adjust) and the adjust template."""
+        With --kind adjust: the items 'segqa select' routed to adjust (one task per slice) become a job with its
+        own label attribute (default segqa-adjust) and the adjust template; with --from-job JOB, the items JOB
+        rejected instead (the chained job)."""
         from qa_workflow.cli.options import key_values
         from qa_workflow.contract import ADJUST, TASK_KINDS, SegqaError
         from qa_workflow.review.ground_truth import DEFAULT_TEMPLATE, JobSettings, create_adjust_job, create_job
 
         if kind not in TASK_KINDS:
             raise SegqaError(f"--kind must be one of {', '.join(TASK_KINDS)}, got {kind!r}")
-        if (kind == ADJUST) != bool(from_job):
-            raise SegqaError("--from-job goes with --kind adjust (and --kind adjust needs --from-job)")
+        if from_job and kind != ADJUST:
+            raise SegqaError("--from-job goes with --kind adjust")
 
         console = _console()
         tags = key_values(tag or [], "--tag")
@@ -331,7 +336,17 @@ def register(app: typer.Typer) -> None:
             price_usd=price_usd, tags=tags, job_name_prefix=job_name_prefix,
             allow_public_workforce=allow_public_workforce)
         client = None if dry_run else _sagemaker_client(region)
-        if kind == ADJUST:
+        if kind == ADJUST and not from_job:
+            from qa_workflow.rounds.adjusting import routed_adjust_items
+            from qa_workflow.rounds.round_dir import read_assignments
+
+            routed = routed_adjust_items(read_assignments(round_dir))
+            if not routed:
+                raise SegqaError(f"{round_dir}: no items routed to adjust; for the slices a verify job rejected, "
+                                 "give --from-job")
+            console.print(f"{len(routed)} items routed to adjust")
+            request, warnings, record = create_adjust_job(client, round_dir, settings, None, routed, dry_run=dry_run)
+        elif kind == ADJUST:
             assert from_job is not None
             if from_manifest:
                 from qa_workflow.rounds.adjusting import rejected_in_output_manifest

@@ -20,11 +20,16 @@ Workspace layout (default ``demo/``)::
     demo.json                     configuration and all round summaries
 
 Every step is a library call of the part that owns it (cohort, train, predict, select, batch, simulated
-reviewers through the real Lambda handlers, the verify job chained to an adjust job for the masks they rejected
-with simulated correctors, store export, analyze, retrain, promote, export): the demo adds the order and the
-bookkeeping, nothing else. Human seconds per round are summed from the store (every vote and correction carries
-its seconds, from the cost model in simulation) and set against drawing the same slices from scratch.
-Re-running continues: finished steps are detected by their outputs and skipped.
+reviewers through the real Lambda handlers, simulated correctors for the slices routed to adjust and, chained to
+the verify job, for the masks it rejected, store export, analyze, retrain, promote, export): the demo adds the
+order and the bookkeeping, nothing else. Human seconds per round are summed from the store (every vote and
+correction carries its seconds, from the cost model in simulation) and set against drawing the same slices from
+scratch. Re-running continues: finished steps are detected by their outputs and skipped.
+
+Two sites (ARCHITECTURE §4): the cohort has sites A and B; the initial models learn from the ``train`` split
+(site A only), pool, val and test hold both, and every round reports the champions' test Dice per site. The
+round's work is routed under a budget of human seconds (`LoopConfig.budget_seconds`, §5): a quick round gets
+about 60 verify-equivalents (`verify_equivalents`).
 """
 
 from __future__ import annotations
@@ -32,18 +37,26 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qa_workflow import storage
-from qa_workflow.contract import ACCEPT, NETWORKS, SegqaError, round_sort_key
+from qa_workflow.contract import ACCEPT, NETWORKS, REVIEW_CLASSES, CostModel, SegqaError, round_sort_key
 from qa_workflow.loop.registry import Registry
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, dict[str, Any]], None]
+
+
+def verify_equivalents(masks: int, costs: CostModel | None = None, p_accept: float = 0.5) -> float:
+    """Human seconds worth ``masks`` verified masks with their expected chained correction, as the router
+    charges them (`SelectionPolicy`: verify_s + (1 − p) · adjust_s) at even odds of acceptance: 60 → 1980 s
+    with the default cost model (3 s + 0.5 · 60 s each). The demo's per-round budget is stated in these."""
+    c = costs if costs is not None else CostModel()
+    return float(masks) * (c.verify_s + (1.0 - p_accept) * c.adjust_s)
 
 
 @dataclass
@@ -53,7 +66,10 @@ class LoopConfig:
     subjects: int = 10
     slices: int = 40
     seed: int = 0
-    budget: int = 90  # review items per round (audit and random-arm items come on top)
+    budget_seconds: float | None = verify_equivalents(90)  # human seconds of review work per round (routing §5)
+    budget: int | None = None  # optional cap on verify + adjust masks per round (audit and random arm on top)
+    verify_min: float = 0.5  # calibrated P(accept) from which a mask is verified; below it, adjusted directly
+    sites: tuple[str, ...] = ("A", "B")  # acquisition sites; the first is the labelled train split's
     per_subject_cap: int | None = None
     strategy: str = "uncertainty"  # or "random" (the B7 baseline)
     random_arm: int = 0
@@ -81,13 +97,13 @@ class LoopConfig:
         # Widths and epochs measured on the 2-core CPU (docs/loop.md): U-Net width 0.25 trains at ~15 images/s,
         # ENet width 0.5 at ~9; lr 0.005 reaches test Dice ~0.80 (U-Net) from 48 labelled slices in 30 epochs.
         if quick:
-            base: dict[str, Any] = dict(subjects=8, slices=24, budget=60,
+            base: dict[str, Any] = dict(subjects=8, slices=24, budget_seconds=verify_equivalents(60),
                                         initial_train={"unet": dict(epochs=30, width=0.25, batch_size=8, lr=0.005),
                                                        "enet": dict(epochs=30, width=0.5, batch_size=4, lr=0.005)},
                                         retrain={"unet": dict(epochs=5, batch_size=8, lr=0.002),
                                                  "enet": dict(epochs=5, batch_size=4, lr=0.002)})
         else:
-            base = dict(subjects=12, slices=40, budget=120,
+            base = dict(subjects=12, slices=40, budget_seconds=verify_equivalents(120),
                         initial_train={"unet": dict(epochs=30, width=0.5, batch_size=8, lr=0.005),
                                        "enet": dict(epochs=40, width=0.5, batch_size=4, lr=0.005)},
                         retrain={"unet": dict(epochs=6, batch_size=8, lr=0.002),
@@ -118,6 +134,13 @@ class RoundSummary:
     adjust_seconds: float = 0.0  # human seconds on corrections of this round
     scratch_seconds: float = 0.0  # drawing the round's reviewed slices from scratch (cost model), for comparison
     training_corrected_slices: int = 0  # corrected slices in the retraining set after this round (all rounds)
+    routed_adjust_slices: int = 0  # slices routing sent straight to correction (adjust tasks without a verify step)
+    chained_adjust_slices: int = 0  # slices corrected because the verify job rejected a mask of theirs
+    audit_errors: int = 0  # audited auto-accepted masks the reviewers rejected (the audit route's result)
+    budget_seconds: float | None = None  # the round's human-seconds budget
+    planned_seconds: float = 0.0  # what routing expected the round's work to cost (its expected_seconds)
+    thresholds_used: dict[str, float | None] = field(default_factory=dict)  # what this round's routing compared with
+    site_dice: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # network -> site -> Dice
 
 
 class Workspace:
@@ -169,6 +192,25 @@ def _test_dice(ws: Workspace, network: str) -> dict[str, float]:
     return {}
 
 
+def _site_dice(ws: Workspace, network: str) -> dict[str, dict[str, float]]:
+    """The champion's test Dice per acquisition site: site -> {class: Dice, "mean_foreground": ...}; empty for a
+    cohort without named sites. Cached per champion version (an evaluation of the test split)."""
+    from training.evaluate import evaluate_model
+
+    version = ws.registry.champion(network)
+    if version is None:
+        return {}
+    cache = ws.root / "site-dice" / network / f"{version}.json"
+    if cache.is_file():
+        return dict(json.loads(cache.read_text()))
+    report = evaluate_model(_champion_dir(ws, network), ws.cohort, split="test")
+    out = {site: {**{k: v for k, v in row["dice"].items() if k != "background"},
+                  "mean_foreground": row["mean_foreground_dice"]}
+           for site, row in report.get("sites", {}).items()}
+    storage.write_json(str(cache), out)
+    return out
+
+
 def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: Callable[[Any], None] | None = None
             ) -> Workspace:
     """Cohort + initial champions (idempotent)."""
@@ -179,7 +221,8 @@ def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: C
     ws.root.mkdir(parents=True, exist_ok=True)
     if not (ws.cohort / "index.csv").is_file():
         _emit(progress, "cohort", subjects=cfg.subjects, slices=cfg.slices)
-        build_cohort(ws.cohort, cfg.subjects, seed=cfg.seed, params=CohortParams(n_slices=cfg.slices))
+        build_cohort(ws.cohort, cfg.subjects, seed=cfg.seed, params=CohortParams(n_slices=cfg.slices),
+                     sites=tuple(cfg.sites))
     for network in cfg.networks:
         if ws.registry.champion(network) is None:
             _emit(progress, "initial", network=network)
@@ -189,17 +232,21 @@ def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: C
 
 
 def reviewed_item_ids(store_uri: str, before_round: str | None = None) -> set[str]:
-    """Item ids with at least one vote — only in rounds before ``before_round`` when given, so that re-running
-    an interrupted round (or any earlier one) selects exactly what it selected the first time."""
+    """Item ids with a review outcome: at least one vote, or a slice a person corrected (a corrected slice is a
+    full label, so none of its classes is routed again) — only in rounds before ``before_round`` when given, so
+    that re-running an interrupted round (or any earlier one) selects exactly what it selected the first time."""
     from qa_workflow.confirmations.store import open_store
+
+    def earlier(r: str | None) -> bool:
+        return before_round is None or (r is not None and round_sort_key(r) < round_sort_key(before_round))
 
     store = open_store(store_uri)
     try:
-        return {s.item.item_id for s in store.iter_items()
-                if s.outcome is not None
-                and (before_round is None or round_sort_key(s.item.round) < round_sort_key(before_round))}
+        voted = {s.item.item_id for s in store.iter_items() if s.outcome is not None and earlier(s.item.round)}
+        corrected = {c.slice_id for c in store.iter_corrections() if earlier(c.round)}
     finally:
         store.close()
+    return voted | {f"{slice_id}/{c.name}" for slice_id in corrected for c in REVIEW_CLASSES}
 
 
 def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None = None,
@@ -216,7 +263,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     from qa_workflow.rounds.batching import write_batches
     from qa_workflow.rounds.predict import run_predictions
     from qa_workflow.rounds.round_dir import read_assignments, select_round
-    from qa_workflow.rounds.selection import SelectionPolicy
+    from qa_workflow.rounds.selection import SelectionPolicy, load_thresholds
     from training.predict import load_predictor
 
     rid = round_id(r)
@@ -234,25 +281,43 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     thresholds = str(previous) if previous is not None and previous.is_file() else None
     round_path = rdir / "round"
     _emit(progress, "select", round=rid, thresholds=thresholds)
-    # verify_min=0: every routed mask is verified. Adjust tasks (issue #12) are not reviewed in the demo yet;
-    # routing them would leave them unreviewed. The demo on two sites (second half of issue #13) turns it on.
-    policy = SelectionPolicy(budget=cfg.budget, per_subject_cap=cfg.per_subject_cap, strategy=cfg.strategy,
-                             random_arm=cfg.random_arm, verify_min=0.0, seed=cfg.seed * 1000 + r)
-    select_round(str(pred_dir), str(round_path), policy, thresholds=thresholds, round_id=rid,
-                 exclude=reviewed_item_ids(ws.store_uri, before_round=rid))
-    _emit(progress, "batch", round=rid)
-    write_batches(str(round_path))
-    _emit(progress, "review", round=rid)
-    if review is not None:
+    # Routing (§5): auto-accept / verify / adjust / audit within the round's human seconds; P(accept) from the
+    # calibration.json beside the previous analysis's thresholds.json (select_round finds it).
+    policy = SelectionPolicy(budget_seconds=cfg.budget_seconds, budget=cfg.budget,
+                             per_subject_cap=cfg.per_subject_cap, strategy=cfg.strategy, random_arm=cfg.random_arm,
+                             verify_min=cfg.verify_min, seed=cfg.seed * 1000 + r)
+    selected = select_round(str(pred_dir), str(round_path), policy, thresholds=thresholds, round_id=rid,
+                            exclude=reviewed_item_ids(ws.store_uri, before_round=rid))
+    work = sum(selected.counts.get(a, {}).get("total", 0) for a in ("verify", "adjust", "audit", "random_arm"))
+    batched = None
+    if work:  # a pool with nothing left to review goes straight on to analysis and retraining
+        _emit(progress, "batch", round=rid)
+        batched = write_batches(str(round_path))
+        _emit(progress, "review", round=rid)
+    routed_slices = len(batched.adjust["slices"]) if batched is not None and batched.adjust else 0
+    chained_slices = 0
+    if batched is None:
+        pass
+    elif review is not None:
         review(round_path, ws.store_uri)
     else:
-        from qa_workflow.review.simulated_reviewers import simulate_round
+        from qa_workflow.review.simulated_correctors import simulate_adjust
+        from qa_workflow.review.simulated_reviewers import load_truth_labels, simulate_round
 
-        verify = simulate_round(str(round_path), ws.cohort, store_uri=ws.store_uri, reviewers=cfg.reviewers,
-                                error_rate=cfg.error_rate, seed=cfg.seed * 1000 + r)
-        if cfg.correctors:
+        seed = cfg.seed * 1000 + r
+        verify_job = None
+        if batched.batches:
+            verify_job = simulate_round(str(round_path), ws.cohort, store_uri=ws.store_uri, reviewers=cfg.reviewers,
+                                        error_rate=cfg.error_rate, seed=seed).job_name
+        if cfg.correctors and (batched.adjust or verify_job):
             _emit(progress, "correct", round=rid)
-            _correct_rejected(cfg, ws, round_path, rid, verify.job_name, seed=cfg.seed * 1000 + r)
+            if batched.adjust:  # the masks routed straight to correction, in the same round
+                simulate_adjust(batched.adjust["manifest"], load_truth_labels(ws.cohort), store_uri=ws.store_uri,
+                                job_name=f"segqa-sim-adjust-routed-{rid}", correctors=cfg.correctors, seed=seed)
+            if verify_job:  # the chained job: what the verifiers rejected, on slices not corrected already
+                chained_slices = _correct_rejected(cfg, ws, round_path, rid, verify_job, seed=seed,
+                                                   corrected=set(batched.adjust["slices"]) if batched.adjust
+                                                   else set())
     _emit(progress, "analyze", round=rid)
     analysis_dir = rdir / "analysis"
     thresholds_now = _analyze(cfg, ws, rdir, analysis_dir)
@@ -277,10 +342,12 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     accepted = sum(o["outcome"] == ACCEPT for o in this_round)
     from qa_workflow.confirmations.store import open_store
 
+    audited = frame.loc[frame["assignment"] == "audit", "item_id"].astype(str).tolist()
     store = open_store(ws.store_uri)
     try:
         votes = sum(s.confirm_count + s.disconfirm_count for s in store.iter_items(round=rid))
         cost = human_seconds(store, rid)
+        audit_errors = _audit_errors(store, rid, audited, cfg.split_policy)
     finally:
         store.close()
     summary = RoundSummary(
@@ -294,30 +361,51 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
         analysis_report=str(analysis_dir / "report.html"), overlays=str(round_path / "overlays"),
         corrected_slices=cost["corrected_slices"], verify_seconds=cost["verify_seconds"],
         adjust_seconds=cost["adjust_seconds"], scratch_seconds=cost["scratch_seconds"],
-        training_corrected_slices=training_set.corrected_slices)
+        training_corrected_slices=training_set.corrected_slices, routed_adjust_slices=routed_slices,
+        chained_adjust_slices=chained_slices, audit_errors=audit_errors, budget_seconds=cfg.budget_seconds,
+        planned_seconds=float(selected.seconds.get("total", 0.0)),
+        thresholds_used=dict(load_thresholds(thresholds).classes) if thresholds else {},
+        site_dice={n: _site_dice(ws, n) for n in cfg.networks})
     storage.write_json(str(done), asdict(summary))
     return summary
 
 
-def _correct_rejected(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify_job: str, seed: int
-                      ) -> None:
+def _audit_errors(store: Any, rid: str, audited: list[str], split_policy: str) -> int:
+    """Audited auto-accepted masks of round ``rid`` that the reviewers rejected (a split counts by the analysis's
+    split policy: a strict majority of accepts is correct under "majority", any reject is an error otherwise)."""
+    wanted = set(audited)
+    errors = 0
+    for s in store.iter_items(round=rid):
+        if s.item.item_id not in wanted or s.outcome is None:
+            continue
+        ok = (s.confirm_count > s.disconfirm_count) if split_policy == "majority" else s.outcome == ACCEPT
+        errors += not ok
+    return errors
+
+
+def _correct_rejected(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify_job: str, seed: int,
+                      corrected: Iterable[str] = ()) -> int:
     """Chain the round's verify job to an adjust job: its rejected masks become adjust tasks (one per slice),
-    corrected by simulated correctors through the real handlers (ARCHITECTURE §7, §10)."""
+    corrected by simulated correctors through the real handlers (ARCHITECTURE §7, §10). Slices in ``corrected``
+    (already corrected this round: routed to adjust) are not sent again. Returns the slices sent."""
     from qa_workflow.confirmations.store import open_store
+    from qa_workflow.contract import parse_item_id
     from qa_workflow.review.simulated_correctors import simulate_adjust
     from qa_workflow.review.simulated_reviewers import load_truth_labels
     from qa_workflow.rounds.adjusting import rejected_in_store, write_adjust_tasks
 
     store = open_store(ws.store_uri)
     try:
-        rejected = rejected_in_store(store, verify_job)
+        done = set(corrected)
+        rejected = [i for i in rejected_in_store(store, verify_job) if parse_item_id(i).slice_id not in done]
     finally:
         store.close()
     if not rejected:
-        return
+        return 0
     tasks = write_adjust_tasks(str(round_path), rejected, verify_job)
     simulate_adjust(tasks.manifest, load_truth_labels(ws.cohort), store_uri=ws.store_uri,
                     job_name=f"segqa-sim-adjust-{rid}", correctors=cfg.correctors, seed=seed)
+    return len(tasks.slices)
 
 
 def human_seconds(store: Any, rid: str, scratch_s: float | None = None) -> dict[str, Any]:
@@ -359,12 +447,14 @@ def run_loop(cfg: LoopConfig, progress: Progress | None = None, train_progress: 
     storage.write_json(str(ws.root / "demo.json"), {"config": asdict(cfg), "rounds": []})
     summaries: list[RoundSummary] = []
     initial = {n: _test_dice(ws, n) for n in cfg.networks}
+    initial_sites = {n: _site_dice(ws, n) for n in cfg.networks}
     for r in range(1, cfg.rounds + 1):
         summaries.append(run_round(cfg, ws, r, progress, train_progress, review))
         _emit(progress, "round-done", summary=summaries[-1])
         storage.write_json(str(ws.root / "demo.json"),
-                           {"config": asdict(cfg), "initial_dice": initial, "rounds": [asdict(s) for s in summaries]})
+                           {"config": asdict(cfg), "initial_dice": initial, "initial_site_dice": initial_sites,
+                            "rounds": [asdict(s) for s in summaries]})
     from qa_workflow.loop.demo_report import write_report
 
-    write_report(ws.root, cfg, initial, summaries)
+    write_report(ws.root, cfg, initial, summaries, initial_sites)
     return summaries

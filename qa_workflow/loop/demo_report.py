@@ -1,5 +1,6 @@
-"""``demo/report.html``: the loop at a glance — one row per round, test Dice per round, links to every
-round's analysis report and overlays. Opens offline: the chart and a few overlay thumbnails are embedded,
+"""``demo/report.html``: the loop at a glance — per round the human work (verify / adjust seconds, running cost
+against scratch, auto-accepted masks and their audit), test Dice per network and per site, the thresholds, and
+links to every round's analysis report and overlays. Opens offline: the chart and a few overlay thumbnails are embedded,
 everything else is a relative link inside the workspace."""
 
 from __future__ import annotations
@@ -26,51 +27,78 @@ _TEMPLATE = """<!doctype html>
  h1{font-size:1.6rem;margin-bottom:.2rem}
  h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}
  .sub{color:#57606a;margin-top:0}
- table{border-collapse:collapse;width:100%;margin:.6rem 0;font-variant-numeric:tabular-nums;font-size:.85rem}
- th,td{border:1px solid #d0d7de;padding:.25rem .4rem;text-align:right} th{background:#f6f8fa}
- td:first-child,th:first-child{text-align:left}
+ table{border-collapse:collapse;width:100%;margin:.6rem 0;font-variant-numeric:tabular-nums;font-size:.8rem;
+  table-layout:auto}
+ th,td{border:1px solid #d0d7de;padding:.2rem .3rem;text-align:right} th{background:#f6f8fa;font-weight:600;
+  vertical-align:bottom}
+ td:first-child,th:first-child{text-align:left} td{white-space:nowrap}
  .yes{color:#1a7f37;font-weight:600} .no{color:#9a6700}
  .chip{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.3em;vertical-align:-1px}
  .thumbs img{height:150px;margin:.2rem;border:1px solid #d0d7de} .note{color:#57606a;font-size:.9rem}
  code{background:#f6f8fa;padding:.1em .3em;border-radius:4px}
 </style></head><body>
 <h1>segqa — active-learning loop on the atlas cohort</h1>
-<p class="sub">{{ cfg.subjects }} synthetic subjects × {{ cfg.slices }} slices · review budget {{ cfg.budget }}
-masks per round ·
-{{ cfg.reviewers }} simulated reviewers per batch (error rate {{ '%.0f'|format(cfg.error_rate*100) }} %) ·
+<p class="sub">{{ cfg.subjects }} synthetic subjects × {{ cfg.slices }} slices{% if sites|length > 1 %} from
+sites {{ sites|join(', ') }} (initial models trained on site {{ sites[0] }} only; pool and test hold all){% endif %} ·
+{% if cfg.budget_seconds is not none %}review budget {{ seconds(cfg.budget_seconds) }} of human time per round
+{%- endif %}
+{%- if cfg.budget %} (at most {{ cfg.budget }} masks){% endif %} ·
+routing: {{ 'calibrated acceptance (verify when P(accept) ≥ %g, else adjust)'|format(cfg.verify_min)
+            if cfg.strategy == 'uncertainty' else 'random (baseline)' }} ·
+{{ cfg.reviewers }} simulated reviewers per batch (error rate {{ '%.0f'|format(cfg.error_rate*100) }} %),
+{{ cfg.correctors }} corrector{{ 's' if cfg.correctors != 1 }} per slice ·
 thresholds: {{ cfg.method }}, max error {{ '%.0f'|format(cfg.max_error*100) }} % at
-{{ '%.0f'|format(cfg.confidence*100) }} % confidence ·
-selection: {{ cfg.strategy }}</p>
+{{ '%.0f'|format(cfg.confidence*100) }} % confidence</p>
 
-<h2>Rounds</h2>
+<h2>Human work per round</h2>
 <table>
-<tr><th>round</th><th>verified</th><th>auto-accepted</th><th>audit</th><th>accepted</th><th>acceptance</th>
-<th>corrected slices</th><th>human s verify / adjust</th><th>scratch s</th>
-{% for n in networks %}{% for c in classes %}<th>{{ netlabel[n] }} {{ c.short }}</th>{% endfor -%}
-<th>{{ netlabel[n] }} mean</th>{% endfor %}
-<th>promoted</th><th>analysis</th></tr>
-<tr><td>initial</td><td colspan="8" class="note">trained on the labelled <code>train</code> split only</td>
-{% for n in networks %}{% for c in classes %}<td>{{ fmt(initial[n].get(c.name)) }}</td>{% endfor -%}
-<td>{{ fmt(initial[n].get('mean_foreground')) }}</td>{% endfor %}
-<td></td><td></td></tr>
+<tr><th>round</th><th>verified masks</th><th>accepted</th><th>auto-accepted</th><th>audited (rejected)</th>
+<th>adjust slices routed / after reject</th><th>human time verify / adjust</th><th>planned / budget</th>
+<th>human time so far</th><th>scratch so far</th></tr>
 {% for r in rounds %}
-<tr><td>{{ r.round }}</td><td>{{ r.reviewed }}</td><td>{{ r.auto_accepted }}</td><td>{{ r.audit }}</td>
-<td>{{ r.accepted_items }}</td><td>{{ pct(r.acceptance_rate) }}</td>
-<td>{{ r.corrected_slices }}</td><td>{{ '%.0f'|format(r.verify_seconds) }} / {{ '%.0f'|format(r.adjust_seconds) }}</td>
-<td>{{ '%.0f'|format(r.scratch_seconds) }}</td>
+<tr><td>{{ r.round }}</td><td>{{ r.reviewed }}</td><td>{{ r.accepted_items }} ({{ pct(r.acceptance_rate) }})</td>
+<td>{{ r.auto_accepted + r.audit }}</td>
+<td>{{ r.audit }}{% if r.audit %} ({{ r.audit_errors }}, {{ pct(r.audit_errors / r.audit) }}){% endif %}</td>
+<td>{{ r.routed_adjust_slices }} / {{ r.chained_adjust_slices }}</td>
+<td>{{ seconds(r.verify_seconds) }} / {{ seconds(r.adjust_seconds) }}</td>
+<td>{{ seconds(r.planned_seconds) }} / {{ seconds(r.budget_seconds) if r.budget_seconds is not none else '—' }}</td>
+<td>{{ seconds(r.human_so_far) }}</td><td>{{ seconds(r.scratch_so_far) }}
+{%- if r.human_so_far %} ({{ '%.1f'|format(r.scratch_so_far / r.human_so_far) }}×){% endif %}</td></tr>
+{% endfor %}
+</table>
+<p class="note">Verified = masks reviewers checked in bulk (verify batches, audit included); accepted = masks every
+reviewer accepted (they join the training set, the rest of their slice marked ignore). Auto-accepted = masks at or
+above their class's threshold (used by this round's routing), of which a random 5 % were audited blind; audited
+(rejected) is how many of those the reviewers rejected — the threshold's error, measured. Adjust slices: routed =
+sent straight to correction because the calibrated P(accept) was low; after reject = corrected because a verifier
+rejected a mask of theirs (the chained job). Each corrected slice joins the training set as a full label.
+Human time comes from the store (every vote and correction carries its seconds; in simulation the cost model:
+3 s per verified mask, 60 s per corrected slice); planned = what routing expected to spend within the round's budget;
+scratch = drawing every slice put before a person from nothing (240 s each), and how many times more it would cost.</p>
+
+<h2>Test Dice per network and site</h2>
+<table>
+<tr><th>round</th>
+{% for n in networks %}{% for c in classes %}<th>{{ netlabel[n] }} {{ c.short }}</th>{% endfor -%}
+<th>{{ netlabel[n] }} mean</th>{% for site in sites if site_dice_any %}<th>{{ netlabel[n] }} site {{ site }}</th>
+{%- endfor %}{% endfor %}<th>promoted</th><th>analysis</th></tr>
+<tr><td>initial</td>
+{% for n in networks %}{% for c in classes %}<td>{{ fmt(initial[n].get(c.name)) }}</td>{% endfor -%}
+<td>{{ fmt(initial[n].get('mean_foreground')) }}</td>{% for site in sites if site_dice_any -%}
+<td>{{ fmt(initial_sites.get(n, {}).get(site, {}).get('mean_foreground')) }}</td>{%- endfor %}{% endfor %}
+<td class="note">train split</td><td></td></tr>
+{% for r in rounds %}
+<tr><td>{{ r.round }}</td>
 {% for n in networks %}{% for c in classes %}<td>{{ fmt(r.dice[n].get(c.name)) }}</td>{% endfor -%}
-<td>{{ fmt(r.dice[n].get('mean_foreground')) }}</td>{% endfor %}
+<td>{{ fmt(r.dice[n].get('mean_foreground')) }}</td>{% for site in sites if site_dice_any -%}
+<td>{{ fmt(r.site_dice.get(n, {}).get(site, {}).get('mean_foreground')) }}</td>{%- endfor %}{% endfor %}
 <td>{% for n, p in r.promoted.items() -%}
 <span class="{{ 'yes' if p else 'no' }}">{{ netlabel[n] }}&nbsp;{{ 'yes' if p else 'no' }}</span><br>{% endfor %}</td>
 <td><a href="{{ r.report_rel }}">report</a></td></tr>
 {% endfor %}
 </table>
-<p class="note">Dice: the champion after the round, on the held-out <code>test</code> subjects (never reviewed).
-Accepted = masks every reviewer accepted; those (with the rest of their slice marked ignore) joined the training
-set. Corrected = slices whose rejected masks a person fixed in the editor (adjust tasks); each joins the training
-set as a full label. Human seconds come from the store (every vote and correction carries its seconds; the cost
-model in simulation: 3 s per verified mask, 60 s per corrected slice); scratch = drawing the same slices from
-nothing (240 s each).</p>
+<p class="note">Dice: the champion after the round, on the held-out <code>test</code> subjects (never reviewed);
+CSF, GM, WM and mean over all test slices, site columns = mean foreground Dice of one site's test slices.</p>
 {% if chart %}<img alt="test Dice per round" src="data:image/png;base64,{{ chart }}" style="max-width:100%">{% endif %}
 
 <h2>Auto-accept thresholds after each round</h2>
@@ -110,7 +138,9 @@ def _pct(v: Any) -> str:
     return f"{100 * float(v):.0f} %"
 
 
-def _chart(initial: dict[str, dict[str, float]], summaries: Sequence[Any], networks: Sequence[str]) -> str | None:
+def _chart(initial: dict[str, dict[str, float]], summaries: Sequence[Any], networks: Sequence[str],
+           initial_sites: dict[str, dict[str, dict[str, float]]] | None = None, sites: Sequence[str] = ()
+           ) -> str | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,7 +154,13 @@ def _chart(initial: dict[str, dict[str, float]], summaries: Sequence[Any], netwo
             ys = [initial.get(n, {}).get(c.name)] + [s.dice.get(n, {}).get(c.name) for s in summaries]
             ax.plot(xs, [float("nan") if y is None else y for y in ys], "o-", color=c.color, label=c.name)
         ys = [initial.get(n, {}).get("mean_foreground")] + [s.dice.get(n, {}).get("mean_foreground") for s in summaries]
-        ax.plot(xs, [float("nan") if y is None else y for y in ys], "s--", color="#333", label="mean")
+        ax.plot(xs, [float("nan") if y is None else y for y in ys], "s-", color="#333", label="mean")
+        for site, style in zip(sites, (":", "--", "-."), strict=False):
+            ys = [(initial_sites or {}).get(n, {}).get(site, {}).get("mean_foreground")] + [
+                s.site_dice.get(n, {}).get(site, {}).get("mean_foreground") for s in summaries]
+            if any(y is not None for y in ys):
+                ax.plot(xs, [float("nan") if y is None else y for y in ys], "^" + style, color="#777",
+                        label=f"mean, site {site}")
         ax.set_title(f"{ {'unet': 'U-Net', 'enet': 'ENet'}.get(n, n)} champion — test Dice")
         ax.set_xticks(xs, labels, fontsize=8)
         ax.grid(alpha=.3)
@@ -145,15 +181,43 @@ def _thumbs(overlays: Path, n: int = 4) -> list[str]:
     return [base64.b64encode(p.read_bytes()).decode() for p in pick]
 
 
-def write_report(root: Path, cfg: Any, initial: dict[str, dict[str, float]], summaries: Sequence[Any]) -> Path:
+def human_time(value: float | None) -> str:
+    """Human time as people read it: 75 s, 12.5 min, 3.1 h."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if value < 120:
+        return f"{value:.0f} s"
+    if value < 2 * 3600:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
+
+
+def running_cost(summaries: Sequence[Any]) -> list[tuple[float, float]]:
+    """(human seconds so far, scratch seconds so far) after each round: the loop's running cost against drawing
+    every slice it put before a person from scratch."""
+    out, human, scratch = [], 0.0, 0.0
+    for s in summaries:
+        human += s.verify_seconds + s.adjust_seconds
+        scratch += s.scratch_seconds
+        out.append((human, scratch))
+    return out
+
+
+def write_report(root: Path, cfg: Any, initial: dict[str, dict[str, float]], summaries: Sequence[Any],
+                 initial_sites: dict[str, dict[str, dict[str, float]]] | None = None) -> Path:
+    """Write ``root/report.html`` (template above) and return its path."""
     root = Path(root)
     rows = []
-    for s in summaries:
+    for s, (human, scratch) in zip(summaries, running_cost(summaries), strict=True):
         d = asdict(s)
         d["report_rel"] = os.path.relpath(s.analysis_report, root)
         d["overlays_rel"] = os.path.relpath(s.overlays, root)
         d["thumbs"] = _thumbs(Path(s.overlays))
+        d["human_so_far"], d["scratch_so_far"] = human, scratch
         rows.append(d)
+    initial_sites = initial_sites or {}
+    sites = list(getattr(cfg, "sites", ()) or ())
+    site_dice_any = any(initial_sites.values()) or any(any(s.site_dice.values()) for s in summaries)
     classes = [{"name": c.name, "short": {"csf": "CSF", "gray_matter": "GM", "white_matter": "WM"}[c.name],
                 "color": CLASS_BY_NAME[c.name].color} for c in REVIEW_CLASSES]
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
@@ -161,7 +225,8 @@ def write_report(root: Path, cfg: Any, initial: dict[str, dict[str, float]], sum
                       else "ROUND")
     html = env.from_string(_TEMPLATE).render(
         cfg=cfg, rounds=rows, netlabel=NETWORK_LABELS, networks=list(cfg.networks), classes=classes, initial=initial,
-        fmt=_fmt, pct=_pct, chart=_chart(initial, summaries, list(cfg.networks)),
+        fmt=_fmt, pct=_pct, seconds=human_time, sites=sites, site_dice_any=site_dice_any,
+        initial_sites=initial_sites, chart=_chart(initial, summaries, list(cfg.networks), initial_sites, sites),
         last_round_dir=last_round_dir,
         store_uri=f"sqlite:///{(root / 'store.sqlite').resolve()}")
     out = root / "report.html"

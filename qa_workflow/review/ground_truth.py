@@ -432,9 +432,11 @@ def adjust_settings(settings: JobSettings) -> JobSettings:
     return replace(settings, **changes)
 
 
-def create_adjust_job(client: Any, round_dir: str, settings: JobSettings, from_job: str, item_ids: list[str],
-                      dry_run: bool = False) -> tuple[dict[str, Any], list[str], dict[str, Any] | None]:
-    """Chain the verify job ``from_job`` to an adjust job over ``item_ids`` (the items it rejected).
+def create_adjust_job(client: Any, round_dir: str, settings: JobSettings, from_job: str | None,
+                      item_ids: list[str], dry_run: bool = False
+                      ) -> tuple[dict[str, Any], list[str], dict[str, Any] | None]:
+    """Chain the verify job ``from_job`` to an adjust job over ``item_ids`` (the items it rejected); with
+    ``from_job`` None, the adjust job of the items routing sent straight to correction (``adjust/routed/``).
 
     Writes the adjust tasks and their manifest beside the round's batches (`rounds.adjusting.write_adjust_tasks`,
     also in a dry run: they are the job's input), builds the ``CreateLabelingJob`` request with the adjust
@@ -461,7 +463,8 @@ def create_adjust_job(client: Any, round_dir: str, settings: JobSettings, from_j
                      "batches_fingerprint": fingerprint, "items": tasks.items}
     request = build_create_request(settings, adjust_inputs, template_uri)
     request["Tags"].append({"Key": "segqa:kind", "Value": "adjust"})
-    request["Tags"].append({"Key": "segqa:from-job", "Value": _tag_value(from_job)})
+    if from_job is not None:
+        request["Tags"].append({"Key": "segqa:from-job", "Value": _tag_value(from_job)})
     validate_against_service_model("CreateLabelingJob", request)
     image_refs = [f"{inputs['dest'].rstrip('/')}/images/"] if storage.is_s3(inputs["dest"]) else []
     warnings = check_request(request, tasks.task_uris, image_refs)
@@ -469,8 +472,8 @@ def create_adjust_job(client: Any, round_dir: str, settings: JobSettings, from_j
         return request, warnings, None
     extra = {"kind": "adjust", "from_job": from_job, "ManifestS3Uri": tasks.manifest,
              "slices": len(tasks.task_uris), "items": tasks.items}
-    return _create_job_once(client, round_dir, f"adjust-{from_job}", request, warnings, template_uri, template,
-                            extra)
+    record_name = f"adjust-{from_job}" if from_job is not None else "adjust-routed"
+    return _create_job_once(client, round_dir, record_name, request, warnings, template_uri, template, extra)
 
 
 def sagemaker_client(region: str | None = None) -> Any:

@@ -1,13 +1,21 @@
-"""Adjust tasks: the slices whose masks a verify job rejected, each pre-loaded in an editor (ARCHITECTURE §6, §7).
+"""Adjust tasks: slices sent to correction, each pre-loaded in an editor (ARCHITECTURE §5, §6, §7).
 
-Chaining: the items a verify job rejected (`rejected_in_store` from the confirmation store, or
-`rejected_in_output_manifest` from a Ground Truth output manifest) are grouped by slice; every slice becomes one
-adjust task (`write_adjust_tasks`). Under the destination (the round's batch destination by default)::
+Two ways in, one task format:
+
+- **Routed** (`segqa select` routed the masks ``adjust``: likely to be rejected, so no verify step first):
+  `segqa batch` writes them with the verify batches, one task per slice whose ``classes_to_check`` are the slice's
+  adjust-routed classes, under ``adjust/routed/`` (``source_job`` absent, ``"origin": "routed"``).
+- **Chained** (a verify job rejected the masks): the rejected items (`rejected_in_store` from the confirmation
+  store, or `rejected_in_output_manifest` from a Ground Truth output manifest) are grouped by slice; every slice
+  becomes one adjust task (`write_adjust_tasks`, ``"origin": "rejected"``, ``source_job`` = the verify job).
+
+Under the destination (the round's batch destination by default)::
 
     images/<subject>/<slice:03d>.png         the plain slice (already there when verify batches were written)
     labels/<subject>/<slice:03d>.png         the model's label map, grey values 0..3 (the consolidation's tie-breaker)
     initial/<subject>/<slice:03d>.png        RGBA: each class in its colour, background transparent (editor start)
-    adjust/<source job>/<task_id>.json       the task object (contract.validate_adjust_task)
+    adjust/<source job>/<task_id>.json       the task object (contract.validate_adjust_task); <source job> is
+                                             ``routed`` for routed tasks
     adjust/<source job>/manifest.jsonl       one {"source-ref": <task URI>} per task: the adjust job's manifest
 
 The three PNGs are in the display orientation (`contract.to_display`, as the verify objects): the editor, Ground
@@ -44,11 +52,14 @@ from qa_workflow.contract import (
     validate_adjust_task,
 )
 
-__all__ = ["AdjustTasks", "rejected_in_store", "rejected_in_output_manifest", "initial_overlay_png",
-           "adjust_task_keys", "plan_adjust_tasks", "write_adjust_tasks", "ADJUST_DIR", "ADJUST_MANIFEST"]
+__all__ = ["AdjustTasks", "ROUTED", "routed_adjust_items", "rejected_in_store", "rejected_in_output_manifest",
+           "initial_overlay_png", "adjust_task_keys", "plan_adjust_tasks", "write_adjust_tasks", "ADJUST_DIR",
+           "ADJUST_MANIFEST"]
 
 ADJUST_DIR = "adjust"
 ADJUST_MANIFEST = "manifest.jsonl"
+#: The folder (under ``adjust/``) and ``origin`` of the tasks that routing sent straight to correction.
+ROUTED = "routed"
 
 
 @dataclass
@@ -89,6 +100,11 @@ def rejected_in_output_manifest(uri: str, label_attribute_name: str) -> list[str
     return sorted(out)
 
 
+def routed_adjust_items(assignments) -> list[str]:
+    """Item ids that `segqa select` routed ``adjust`` (an assignments DataFrame), sorted."""
+    return sorted(assignments.loc[assignments["assignment"] == ADJUST, "item_id"].astype(str))
+
+
 def adjust_task_keys(slice_id: str) -> dict[str, str]:
     """Relative keys of one slice's adjust objects: {"image", "labels", "initial"}."""
     return {"image": f"images/{slice_id}.png", "labels": f"labels/{slice_id}.png",
@@ -108,9 +124,12 @@ def initial_overlay_png(labels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def plan_adjust_tasks(item_ids: Iterable[str], round_id: str, model_version: str, dest: str, source_job: str
-                      ) -> list[dict[str, Any]]:
-    """One adjust task per slice of ``item_ids``, ordered by slice; ``classes_to_check`` = the items' classes."""
+def plan_adjust_tasks(item_ids: Iterable[str], round_id: str, model_version: str, dest: str,
+                      source_job: str | None) -> list[dict[str, Any]]:
+    """One adjust task per slice of ``item_ids``, ordered by slice; ``classes_to_check`` = the items' classes.
+
+    ``source_job``: the verify job whose rejections these are, or None for items routed ``adjust`` (task ids
+    ``<round>-adjust-routed-<slice>``, so a slice corrected both ways in one round keeps two distinct tasks)."""
     by_slice: dict[str, list[str]] = {}
     for iid in sorted(set(item_ids)):
         by_slice.setdefault(parse_item_id(iid).slice_id, []).append(iid)
@@ -119,18 +138,25 @@ def plan_adjust_tasks(item_ids: Iterable[str], round_id: str, model_version: str
     for slice_id, ids in sorted(by_slice.items()):
         keys = adjust_task_keys(slice_id)
         classes = sorted({parse_item_id(i).class_name for i in ids}, key=order.__getitem__)
-        task = {"task_id": f"{round_id}-adjust-{slice_id.replace('/', '-')}", "kind": ADJUST, "round": round_id,
+        tag = "adjust" if source_job is not None else f"adjust-{ROUTED}"
+        task = {"task_id": f"{round_id}-{tag}-{slice_id.replace('/', '-')}", "kind": ADJUST, "round": round_id,
                 "model_version": model_version, "slice_id": slice_id,
                 "image_uri": storage.join(dest, keys["image"]), "mask_uri": storage.join(dest, keys["labels"]),
                 "initial_overlay_uri": storage.join(dest, keys["initial"]), "label_mappings": label_mappings(),
-                "classes_to_check": classes, "item_ids": ids, "source_job": source_job}
+                "classes_to_check": classes, "item_ids": ids,
+                "origin": "rejected" if source_job is not None else ROUTED}
+        if source_job is not None:
+            task["source_job"] = source_job
         tasks.append(validate_adjust_task(task, where=f"adjust task {task['task_id']}"))
     return tasks
 
 
-def write_adjust_tasks(round_dir: str, item_ids: Iterable[str], source_job: str, dest: str | None = None
+def write_adjust_tasks(round_dir: str, item_ids: Iterable[str], source_job: str | None, dest: str | None = None
                        ) -> AdjustTasks:
     """Write the adjust tasks of ``item_ids`` (items of this round) and their manifest; returns what was written.
+
+    ``source_job``: the verify job that rejected them (tasks under ``adjust/<job>/``), or None for the items
+    routing sent straight to correction (``adjust/routed/``).
 
     Images and label maps come from the round's prediction (``assignments.csv`` columns ``image`` and
     ``pred_mask``). Objects already at the destination are not written again (their keys are deterministic).
@@ -141,7 +167,8 @@ def write_adjust_tasks(round_dir: str, item_ids: Iterable[str], source_job: str,
 
     ids = sorted(set(item_ids))
     if not ids:
-        raise SegqaError(f"job {source_job}: no rejected items, so no adjust tasks")
+        raise SegqaError(f"job {source_job}: no rejected items, so no adjust tasks" if source_job is not None
+                         else f"{round_dir}: no items routed to adjust, so no adjust tasks")
     meta = read_round(round_dir)
     state_uri = storage.join(round_dir, BATCHES_FILE)
     if dest is None:
@@ -152,7 +179,8 @@ def write_adjust_tasks(round_dir: str, item_ids: Iterable[str], source_job: str,
     if unknown:
         raise SegqaError(f"{round_dir}/assignments.csv: item(s) not in this round: {', '.join(unknown[:5])}")
     model_version = str(meta.get("inputs", {}).get("model_version") or "unknown")
-    safe_job = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in source_job) or "job"
+    folder = ROUTED if source_job is None else (
+        "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in source_job) or "job")
     tasks = plan_adjust_tasks(ids, str(meta["round"]), model_version, dest, source_job)
     task_uris = []
     for task in tasks:
@@ -165,10 +193,10 @@ def write_adjust_tasks(round_dir: str, item_ids: Iterable[str], source_job: str,
             labels = to_display(_decode_png(storage.read_bytes(row["pred_mask"]), row["pred_mask"], "predicted mask"))
             storage.write_bytes(task["mask_uri"], encode_png(labels), "image/png")
             storage.write_bytes(task["initial_overlay_uri"], initial_overlay_png(labels), "image/png")
-        uri = storage.join(dest, ADJUST_DIR, safe_job, f"{task['task_id']}.json")
+        uri = storage.join(dest, ADJUST_DIR, folder, f"{task['task_id']}.json")
         storage.write_json(uri, task)
         task_uris.append(uri)
-    manifest = storage.join(dest, ADJUST_DIR, safe_job, ADJUST_MANIFEST)
+    manifest = storage.join(dest, ADJUST_DIR, folder, ADJUST_MANIFEST)
     storage.write_text(manifest, "".join(json.dumps({"source-ref": u}) + "\n" for u in task_uris),
                        content_type="application/jsonl")
     return AdjustTasks(manifest=manifest, task_uris=task_uris, slices=[t["slice_id"] for t in tasks], items=len(ids))

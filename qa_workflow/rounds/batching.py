@@ -1,4 +1,4 @@
-"""`segqa batch`: overlays, review batches and the manifest of a round (ARCHITECTURE §6).
+"""`segqa batch`: overlays, review batches, adjust tasks and the manifests of a round (ARCHITECTURE §6).
 
 Every verified item of the round (route ``verify``, ``audit`` or ``random_arm``; ``review`` in rounds written
 before routing) gets three objects
@@ -19,6 +19,12 @@ checked with `contract.validate_batch`; ``manifest.jsonl`` (one ``{"source-ref":
 written last, so a manifest only ever points at complete batches. The round folder gets ``batches.json`` (the
 state and the batch list), a copy of the manifest, and ``batch_rejects.csv`` for items whose image or predicted
 mask could not be read.
+
+Items routed ``adjust`` (likely to be rejected, so sent straight to correction) become adjust tasks beside the
+batches, one per slice with the slice's adjust-routed classes to check (`rounds.adjusting.write_adjust_tasks`
+with no source job): ``adjust/routed/<task_id>.json`` and their own ``adjust/routed/manifest.jsonl`` (the adjust
+job's input; the verify manifest lists verify batches only). ``batches.json`` records them under ``adjust``.
+A round with adjust tasks and no verify items gets an empty verify manifest.
 
 Uploads run in parallel threads. They are resumable: ``batches.json`` records a fingerprint of the round and
 the options with ``status: in-progress`` before the first upload; a re-run with the same fingerprint lists the
@@ -57,7 +63,7 @@ from qa_workflow.rounds.predict import Reject, encode_png, write_rejects
 from qa_workflow.rounds.round_dir import read_assignments, read_round
 
 __all__ = ["BatchResult", "write_batches", "plan_batches", "read_manifest", "BATCHES_FILE", "MANIFEST_FILE",
-           "BATCH_REJECTS_FILE", "REVIEWED_ASSIGNMENTS", "object_keys"]
+           "BATCH_REJECTS_FILE", "REVIEWED_ASSIGNMENTS", "ADJUST_ASSIGNMENTS", "object_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +72,12 @@ MANIFEST_FILE = "manifest.jsonl"
 BATCH_REJECTS_FILE = "batch_rejects.csv"
 BATCHES_SCHEMA = "segqa.batches/1"
 REVIEWED_ASSIGNMENTS = ("verify", "audit", "random_arm")
-#: Routes that are no verify work and need no batch (``skip``, ``auto_accept``); any other route (``adjust``:
-#: the correction tasks, ARCHITECTURE §6) is counted in ``BatchResult.not_batched`` and left to its own writer.
+#: Routes that need no review work (``skip``, ``auto_accept``).
 _NO_WORK = ("skip", "auto_accept")
+#: Routes written as adjust tasks (ARCHITECTURE §6) rather than verify batches.
+ADJUST_ASSIGNMENTS = ("adjust",)
 #: Bump when the rendering or the object layout changes, so resumed runs do not mix old and new objects.
-_LAYOUT_VERSION = 2  # 2: objects in the display orientation
+_LAYOUT_VERSION = 3  # 2: objects in the display orientation; 3: routed adjust tasks beside the batches
 
 
 @dataclass
@@ -83,7 +90,8 @@ class BatchResult:
     skipped_existing: int = 0
     unchanged: bool = False
     rejects: list[Reject] = field(default_factory=list)
-    not_batched: dict[str, int] = field(default_factory=dict)  # route -> items routed to work that is not verify
+    not_batched: dict[str, int] = field(default_factory=dict)  # route -> items of no known kind of work
+    adjust: dict[str, Any] | None = None  # the routed adjust tasks: {"manifest", "tasks", "slices", "items"}
 
 
 def object_keys(subject: str, slice_index: int, class_name: str) -> dict[str, str]:
@@ -217,15 +225,17 @@ def write_batches(round_dir: str, dest: str | None = None, batch_size: int = DEF
     meta = read_round(round_dir)
     dest_uri = _dest_uri(dest or round_dir)
     items = read_assignments(round_dir)
-    other = items.loc[~items["assignment"].isin(REVIEWED_ASSIGNMENTS + _NO_WORK), "assignment"]
+    known = REVIEWED_ASSIGNMENTS + ADJUST_ASSIGNMENTS + _NO_WORK
+    other = items.loc[~items["assignment"].isin(known), "assignment"]
     not_batched = {str(k): int(v) for k, v in other.value_counts().sort_index().items()}
     if not_batched:
-        log.info("%s: not in verify batches: %s", round_dir, ", ".join(f"{v} {k}" for k, v in not_batched.items()))
+        log.warning("%s: routes with no kind of review work left out: %s", round_dir,
+                    ", ".join(f"{v} {k}" for k, v in not_batched.items()))
+    adjust_ids = sorted(items.loc[items["assignment"].isin(ADJUST_ASSIGNMENTS), "item_id"].astype(str))
     items = items[items["assignment"].isin(REVIEWED_ASSIGNMENTS)].copy()
-    if items.empty:
-        raise SegqaError(f"{round_dir}: the round has no items to verify (every item is auto-accepted or skipped"
-                         + (f"; {', '.join(f'{v} {k}' for k, v in not_batched.items())} need other tasks)"
-                            if not_batched else ")"))
+    if items.empty and not adjust_ids:
+        raise SegqaError(f"{round_dir}: the round has no items to verify or adjust (every item is auto-accepted "
+                         "or skipped)")
     if items["review_rank"].isna().any():
         bad = items.loc[items["review_rank"].isna(), "item_id"].iloc[0]
         raise SegqaError(f"{round_dir}/assignments.csv: reviewed item {bad} has no review_rank")
@@ -241,7 +251,7 @@ def write_batches(round_dir: str, dest: str | None = None, batch_size: int = DEF
     same = state if state is not None and state.get("fingerprint") == fingerprint else None
     if same is not None and same.get("status") == "complete" and storage.exists(manifest_uri):
         return BatchResult(dest_uri, manifest_uri, same["batches"], same["items"], unchanged=True,
-                           not_batched=not_batched)
+                           not_batched=not_batched, adjust=same.get("adjust"))
     existing = set(storage.list_uris(dest_uri)) if same is not None else set()
     storage.write_json(state_uri, {"schema": BATCHES_SCHEMA, "round": round_id, "fingerprint": fingerprint,
                                    "status": "in-progress", "dest": dest_uri,
@@ -277,6 +287,12 @@ def write_batches(round_dir: str, dest: str | None = None, batch_size: int = DEF
                 futs.append(pool.submit(up.put, uri, data, "application/json"))
         for f in futs:
             f.result()
+    adjust = None
+    if adjust_ids:  # routed adjust tasks: written before the state says complete, so a resumed run redoes them
+        from qa_workflow.rounds.adjusting import write_adjust_tasks
+
+        tasks = write_adjust_tasks(round_dir, adjust_ids, None, dest=dest_uri)
+        adjust = {"manifest": tasks.manifest, "tasks": tasks.task_uris, "slices": tasks.slices, "items": tasks.items}
     manifest = "".join(json.dumps({"source-ref": b["uri"]}) + "\n" for b in listing).encode("utf-8")
     up.put(manifest_uri, manifest, "application/jsonl")
     local_copy = storage.join(round_dir, MANIFEST_FILE)
@@ -287,11 +303,11 @@ def write_batches(round_dir: str, dest: str | None = None, batch_size: int = DEF
     storage.write_json(state_uri, {
         "schema": BATCHES_SCHEMA, "round": round_id, "fingerprint": fingerprint, "status": "complete",
         "dest": dest_uri, "manifest": manifest_uri, "batch_size": batch_size, "model_version": model_version,
-        "items": n_items, "rejects": len(rejects), "batches": listing,
+        "items": n_items, "rejects": len(rejects), "batches": listing, "adjust": adjust,
         "completed_at": utc_now_iso(),
     })
     return BatchResult(dest_uri, manifest_uri, listing, n_items, up.uploaded, up.skipped, rejects=rejects,
-                       not_batched=not_batched)
+                       not_batched=not_batched, adjust=adjust)
 
 
 def read_manifest_objects(manifest_uri: str) -> list[dict[str, Any]]:

@@ -198,3 +198,25 @@ def test_an_interrupted_round_reruns_without_double_counting(loop):
     store.close()
     assert again.reviewed == summaries[0].reviewed and again.votes == summaries[0].votes
     assert (rdir / "summary.json").is_file()
+
+
+def test_a_second_round_corrects_the_masks_routed_to_adjust_within_its_seconds_budget(tmp_path):
+    """Round 2 has a calibrator (round 1's analysis); with verify_min 0.9 and random reviewers (P(accept) ~ 0.5)
+    routing sends masks straight to adjust, and the simulated correctors fix those slices in the same round."""
+    cfg = LoopConfig(workspace=str(tmp_path / "ws"), rounds=2, subjects=4, slices=6, budget_seconds=150,
+                     verify_min=0.9, reviewers=1, error_rate=0.5, seed=3, export=False,
+                     initial_train={"unet": dict(epochs=1, width=0.125, batch_size=4),
+                                    "enet": dict(epochs=1, width=0.25, batch_size=4)},
+                     retrain={"unet": dict(epochs=1, batch_size=4), "enet": dict(epochs=1, batch_size=4)})
+    first, second = run_loop(cfg)
+    assert first.routed_adjust_slices == 0  # cold start: verify only
+    assert second.routed_adjust_slices > 0
+    store = open_store(f"sqlite:///{tmp_path / 'ws' / 'store.sqlite'}", create=False)
+    routed = {c.slice_id for c in store.iter_corrections(job="segqa-sim-adjust-routed-round-02")}
+    chained = {c.slice_id for c in store.iter_corrections(job="segqa-sim-adjust-round-02")}
+    store.close()
+    assert len(routed) == second.routed_adjust_slices and not routed & chained
+    assert second.corrected_slices == second.routed_adjust_slices + second.chained_adjust_slices
+    assert second.adjust_seconds == 60.0 * second.corrected_slices  # the cost model, one corrector
+    assert second.planned_seconds <= cfg.budget_seconds
+    assert set(second.site_dice) == {"unet", "enet"} and all(second.site_dice.values())

@@ -292,3 +292,29 @@ def test_a_verify_job_chains_to_an_adjust_job_with_its_own_label_attribute(s3_ro
     assert record["LabelingJobArn"] == arn and record["kind"] == "adjust" and record["slices"] == len(tasks)
     assert storage.exists(request["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"])
     assert storage.read_json(f"{round_dir}/job/adjust-segqa-r01-verify.json")["LabelAttributeName"] == "segqa-adjust"
+
+
+def test_the_masks_routed_to_adjust_get_their_own_adjust_job(s3_round, capsys, model_problems):
+    from qa_workflow.contract import validate_task
+    from qa_workflow.rounds.batching import read_manifest
+    from qa_workflow.rounds.round_dir import read_assignments
+
+    round_dir, dest, _ = s3_round
+    base = ["job", "create", "--round", round_dir, "--role-arn", ROLE, "--workteam-arn", TEAM, "--pre-lambda-arn",
+            PRE, "--consolidation-lambda-arn", POST, "--kind", "adjust", "--dry-run"]
+    assert main(base) == 2  # a cold-start round routes nothing to adjust
+    assert "no items routed to adjust" in capsys.readouterr().err
+    frame = read_assignments(round_dir)
+    routed = sorted(frame.query("assignment == 'verify'")["item_id"].head(3))
+    frame.loc[frame["item_id"].isin(routed), "assignment"] = "adjust"
+    frame.to_csv(storage.join(round_dir, "assignments.csv"), index=False)
+    assert main(base) == 0
+    request = json.loads(capsys.readouterr().out)
+    assert model_problems("sagemaker", "CreateLabelingJob", request) == []
+    assert request["LabelAttributeName"] == "segqa-adjust"
+    assert not any(t["Key"] == "segqa:from-job" for t in request["Tags"])
+    manifest = request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
+    assert manifest == f"{dest}/adjust/routed/manifest.jsonl"
+    tasks = [validate_task(storage.read_json(ref)) for ref in read_manifest(manifest)]
+    assert sorted(i for t in tasks for i in t["item_ids"]) == routed
+    assert all(t["origin"] == "routed" for t in tasks)

@@ -149,24 +149,62 @@ def test_batch_json_shape_matches_the_contract(round_dir):
     assert b["color"] == {"csf": "#1f77b4", "gray_matter": "#2ca02c", "white_matter": "#ffbf00"}[b["class_name"]]
 
 
-def test_adjust_items_are_left_to_their_own_tasks_and_counted(tmp_path, intensity_predictor, tiny_dataset):
-    from qa_workflow.rounds.selection import parse_calibration
-
+def _routed_round(tmp_path, intensity_predictor, tiny_dataset, gray_matter_y=(0, 0.2), name="r07"):
     data = tiny_dataset(tmp_path / "data", subjects=3, slices=4)
-    run_predictions(intensity_predictor(), data, str(tmp_path / "pred"))
+    if not (tmp_path / "pred" / "run.json").is_file():
+        run_predictions(intensity_predictor(), data, str(tmp_path / "pred"))
     (tmp_path / "cal.json").write_text(json.dumps({"schema": "segqa.calibration/1", "classes": {
-        "csf": {"x": [0, 1], "y": [0.9, 1]}, "gray_matter": {"x": [0, 1], "y": [0, 0.2]},
+        "csf": {"x": [0, 1], "y": [0.9, 1]}, "gray_matter": {"x": [0, 1], "y": list(gray_matter_y)},
         "white_matter": {"x": [0, 1], "y": [0.9, 1]}}}))
-    parse_calibration(json.loads((tmp_path / "cal.json").read_text()))
-    out = str(tmp_path / "round" / "r07")
+    out = str(tmp_path / "round" / name)
     select_round(str(tmp_path / "pred"), out, SelectionPolicy(), calibration=str(tmp_path / "cal.json"))
+    return out
+
+
+def test_items_routed_to_adjust_become_one_adjust_task_per_slice_beside_the_batches(
+        tmp_path, intensity_predictor, tiny_dataset):
+    from qa_workflow.contract import validate_task
+
+    out = _routed_round(tmp_path, intensity_predictor, tiny_dataset)
     frame = read_assignments(out)
-    n_adjust = int((frame["assignment"] == "adjust").sum())
-    assert n_adjust > 0 and set(frame.loc[frame["assignment"] == "adjust", "class_name"]) == {"gray_matter"}
+    routed = frame[frame["assignment"] == "adjust"]
+    assert len(routed) > 0 and set(routed["class_name"]) == {"gray_matter"}
     result = write_batches(out)
-    assert result.not_batched == {"adjust": n_adjust}
+    assert result.not_batched == {}
+    # the verify batches hold the verified items only
     _, items = check_batches(out, out, 25)
     assert not any(i["class_name"] == "gray_matter" for i in items)
+    # the routed masks: one adjust task per slice, its routed classes to check, in their own manifest
+    adjust = result.adjust
+    assert adjust is not None and adjust["items"] == len(routed)
+    assert adjust["manifest"] == storage.join(out, "adjust/routed/manifest.jsonl")
+    assert read_manifest(adjust["manifest"]) == adjust["tasks"]
+    tasks = [validate_task(storage.read_json(u), u) for u in adjust["tasks"]]
+    assert sorted(t["slice_id"] for t in tasks) == sorted(set(routed["slice_id"])) == adjust["slices"]
+    assert sorted(i for t in tasks for i in t["item_ids"]) == sorted(routed["item_id"])
+    for t in tasks:
+        assert t["kind"] == "adjust" and t["round"] == "r07" and t["origin"] == "routed" and "source_job" not in t
+        assert t["classes_to_check"] == ["gray_matter"] and t["task_id"].startswith("r07-adjust-routed-")
+        labels = load_png(t["mask_uri"])
+        assert labels.shape == (176, 208) and set(np.unique(labels)) <= {0, 1, 2, 3}
+        assert load_png(t["initial_overlay_uri"]).shape == (176, 208, 4)
+        assert load_png(t["image_uri"]).shape == (176, 208)
+    # recorded in batches.json; a second run changes nothing and still reports them
+    assert storage.read_json(storage.join(out, "batches.json"))["adjust"] == adjust
+    again = write_batches(out)
+    assert again.unchanged and again.adjust == adjust
+
+
+def test_a_round_of_adjust_work_only_writes_tasks_and_an_empty_verify_manifest(
+        tmp_path, intensity_predictor, tiny_dataset):
+    out = _routed_round(tmp_path, intensity_predictor, tiny_dataset, name="r08")
+    frame = read_assignments(out)
+    frame.loc[frame["assignment"].isin(["verify", "audit", "random_arm"]), "assignment"] = "skip"
+    frame.to_csv(storage.join(out, "assignments.csv"), index=False)
+    result = write_batches(out)
+    assert result.batches == [] and result.items == 0
+    assert storage.read_text(result.manifest) == ""
+    assert result.adjust is not None and result.adjust["items"] == int((frame["assignment"] == "adjust").sum())
 
 
 def test_rounds_written_before_routing_still_batch(round_dir):

@@ -1,0 +1,90 @@
+"""The demo's budget, its round table and report.html, from round summaries (no training)."""
+
+import io
+
+from qa_workflow.loop.demo import LoopConfig, RoundSummary, verify_equivalents
+from qa_workflow.loop.demo_report import human_time, running_cost, write_report
+
+
+def _dice(m):
+    return {"csf": m - 0.1, "gray_matter": m, "white_matter": m + 0.05, "mean_foreground": m}
+
+
+def _summaries(tmp_path):
+    out = []
+    for k in (1, 2):
+        out.append(RoundSummary(
+            round=f"round-0{k}", reviewed=90, auto_accepted=20 * (k - 1), audit=k - 1, random_arm=0, votes=270,
+            acceptance_rate=0.5, accepted_items=45,
+            thresholds={"csf": None, "gray_matter": 0.931, "white_matter": None},
+            training_pool_slices=30 * k, dice={"unet": _dice(0.8), "enet": _dice(0.7)},
+            promoted={"unet": True, "enet": False}, export=None,
+            analysis_report=str(tmp_path / f"rounds/round-0{k}/analysis/report.html"),
+            overlays=str(tmp_path / f"rounds/round-0{k}/round/overlays"), corrected_slices=20,
+            verify_seconds=270.0, adjust_seconds=1200.0, scratch_seconds=9600.0, routed_adjust_slices=12 * (k - 1),
+            chained_adjust_slices=8, audit_errors=0, budget_seconds=1980.0, planned_seconds=1950.0,
+            thresholds_used={}, site_dice={"unet": {"A": {"mean_foreground": 0.83}, "B": {"mean_foreground": 0.612}},
+                                           "enet": {"A": {"mean_foreground": 0.75}, "B": {"mean_foreground": 0.6}}}))
+    return out
+
+
+def test_the_quick_demo_is_budgeted_in_human_seconds_on_two_sites():
+    assert verify_equivalents(60) == 60 * (3 + 0.5 * 60) == 1980
+    quick = LoopConfig.preset(True)
+    assert quick.budget_seconds == 1980 and quick.budget is None and quick.sites == ("A", "B")
+    assert quick.verify_min == 0.5  # routing decides verify vs adjust; nothing forces verify any more
+    assert LoopConfig.preset(True, budget_seconds=600).budget_seconds == 600
+
+
+def test_running_cost_adds_up_rounds(tmp_path):
+    assert running_cost(_summaries(tmp_path)) == [(1470.0, 9600.0), (2940.0, 19200.0)]
+    assert [human_time(v) for v in (75, 1470, 3 * 3600)] == ["75 s", "24.5 min", "3.0 h"]
+
+
+def test_report_shows_routing_sites_audit_and_cost(tmp_path):
+    summaries = _summaries(tmp_path)
+    cfg = LoopConfig.preset(True, workspace=str(tmp_path))
+    initial_sites = {"unet": {"A": {"mean_foreground": 0.8}, "B": {"mean_foreground": 0.5}}, "enet": {}}
+    html = write_report(tmp_path, cfg, {"unet": _dice(0.75), "enet": _dice(0.65)}, summaries, initial_sites
+                        ).read_text()
+    assert "selection: uncertainty" not in html
+    assert "routing: calibrated acceptance" in html and "sites A, B" in html and "33.0 min of human time" in html
+    for header in ("U-Net site A", "U-Net site B", "ENet site B", "audited (rejected)", "human time so far"):
+        assert header in html
+    assert "0.612" in html and "0.500" in html  # site B Dice after round 1 and initially
+    assert "49.0 min" in html and "5.3 h" in html  # human time so far vs scratch so far after round 2
+
+
+def test_round_table_has_one_line_per_round_with_sites(tmp_path):
+    from rich.console import Console
+
+    from qa_workflow.cli.loop import _round_table
+
+    summaries = _summaries(tmp_path)
+    out = io.StringIO()
+    Console(file=out, width=240).print(_round_table(
+        summaries, {"unet": _dice(0.75), "enet": _dice(0.65)}, ("unet", "enet"),
+        {"unet": {"A": {"mean_foreground": 0.8}, "B": {"mean_foreground": 0.5}}}, ("A", "B")))
+    text = out.getvalue()
+    assert "U-Net B" in text and "ENet A" in text
+    row = next(line for line in text.splitlines() if "round-02" in line)  # 20 auto-accepted + 1 audited of them
+    assert "12/8" in row and "21 (1/0)" in row and "—/0.93/—" in row and "0.612" in row and "49.0 min" in row
+
+
+def test_corrected_slices_and_voted_items_of_earlier_rounds_are_not_routed_again(tmp_path):
+    from qa_workflow.confirmations.records import Correction, ItemRecord, Vote
+    from qa_workflow.confirmations.store import open_store
+    from qa_workflow.loop.demo import reviewed_item_ids
+
+    uri = f"sqlite:///{tmp_path}/s.db"
+    store = open_store(uri)
+    voted = ItemRecord("sub-001/004/csf", "csf", 0.5, "round-01", slice_id="sub-001/004")
+    store.record_votes([(voted, Vote("verify-1", voted.item_id, "w1", "reject"))])
+    store.record_corrections([
+        Correction("segqa-sim-adjust-routed-round-01", "sub-002/010", "c1", "round-01", "m.png", True, 60.0),
+        Correction("segqa-sim-adjust-routed-round-02", "sub-003/011", "c1", "round-02", "n.png", True, 60.0)])
+    store.close()
+    before_2 = reviewed_item_ids(uri, before_round="round-02")
+    assert before_2 == {"sub-001/004/csf", "sub-002/010/csf", "sub-002/010/gray_matter", "sub-002/010/white_matter"}
+    assert reviewed_item_ids(uri, before_round="round-01") == set()
+    assert "sub-003/011/white_matter" in reviewed_item_ids(uri)
