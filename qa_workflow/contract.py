@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -459,6 +459,15 @@ class CostModel:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise SegqaError(f"cost model: {name} must be a positive number of seconds, got {value!r}")
+
+    def for_crew(self, reviewers: int = 1, correctors: int = 1) -> CostModel:
+        """The same work as seen by a budget of *human* seconds when every mask is verified by ``reviewers``
+        people and every adjust task answered by ``correctors``: each of them spends the per-person seconds
+        (three reviewers on a mask book 3 x 3 s in the store, so the router must charge 9 s)."""
+        for name, n in (("reviewers", reviewers), ("correctors", correctors)):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise SegqaError(f"cost model: {name} must be a whole number >= 1, got {n!r}")
+        return replace(self, verify_s=self.verify_s * reviewers, adjust_s=self.adjust_s * correctors)
 
     @classmethod
     def parse(cls, text: str | None) -> CostModel:

@@ -285,7 +285,9 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     # calibration.json beside the previous analysis's thresholds.json (select_round finds it).
     policy = SelectionPolicy(budget_seconds=cfg.budget_seconds, budget=cfg.budget,
                              per_subject_cap=cfg.per_subject_cap, strategy=cfg.strategy, random_arm=cfg.random_arm,
-                             verify_min=cfg.verify_min, seed=cfg.seed * 1000 + r)
+                             verify_min=cfg.verify_min, seed=cfg.seed * 1000 + r,
+                             # every reviewer's check and every corrector's answer is human time
+                             costs=CostModel().for_crew(cfg.reviewers, max(cfg.correctors, 1)))
     selected = select_round(str(pred_dir), str(round_path), policy, thresholds=thresholds, round_id=rid,
                             exclude=reviewed_item_ids(ws.store_uri, before_round=rid))
     work = sum(selected.counts.get(a, {}).get("total", 0) for a in ("verify", "adjust", "audit", "random_arm"))

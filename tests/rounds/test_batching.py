@@ -185,10 +185,10 @@ def test_items_routed_to_adjust_become_one_adjust_task_per_slice_beside_the_batc
     for t in tasks:
         assert t["kind"] == "adjust" and t["round"] == "r07" and t["origin"] == "routed" and "source_job" not in t
         assert t["classes_to_check"] == ["gray_matter"] and t["task_id"].startswith("r07-adjust-routed-")
-        labels = load_png(t["mask_uri"])
-        assert labels.shape == (176, 208) and set(np.unique(labels)) <= {0, 1, 2, 3}
-        assert load_png(t["initial_overlay_uri"]).shape == (176, 208, 4)
-        assert load_png(t["image_uri"]).shape == (176, 208)
+        labels = load_png(t["mask_uri"])  # written in the display orientation (contract.to_display): 208 x 176
+        assert labels.shape == (208, 176) and set(np.unique(labels)) <= {0, 1, 2, 3}
+        assert load_png(t["initial_overlay_uri"]).shape == (208, 176, 4)
+        assert load_png(t["image_uri"]).shape == (208, 176)
     # recorded in batches.json; a second run changes nothing and still reports them
     assert storage.read_json(storage.join(out, "batches.json"))["adjust"] == adjust
     again = write_batches(out)

@@ -215,6 +215,19 @@ def test_routing_gives_one_route_per_item_and_keeps_to_the_seconds_budget(score_
     assert np.allclose(adj.groupby("slice_id")["expected_seconds"].sum(), 60.0)
     cheap = SelectionPolicy(budget_seconds=3000, costs=CostModel(adjust_s=30.0)).fit_transform(scores, None, cal)
     assert (cheap["assignment"] == "adjust").sum() > len(adj)  # the cost model is the policy's, configurable
+    # three reviewers per mask: each check is 3 x 3 s of human time, so the same budget buys fewer verify masks
+    crew = SelectionPolicy(budget_seconds=3000, costs=CostModel().for_crew(3, 1)).fit_transform(scores, None, cal)
+    crew_ver = crew[crew["assignment"] == "verify"]
+    assert np.allclose(crew_ver["expected_seconds"], 9 + (1 - crew_ver["p_accept"]) * 60, atol=1e-3)
+    assert crew.loc[crew["assignment"].isin(ROUTED), "expected_seconds"].sum() <= 3000 + 1e-6
+
+
+def test_cost_model_for_a_crew_counts_every_persons_seconds():
+    assert CostModel().for_crew(3, 2) == CostModel(verify_s=9.0, adjust_s=120.0, scratch_s=240.0)
+    assert CostModel().for_crew() == CostModel()
+    for bad in (0, 1.5, True):
+        with pytest.raises(SegqaError, match="reviewers"):
+            CostModel().for_crew(bad)
 
 
 def test_a_class_with_low_calibrated_acceptance_goes_to_adjust(score_frame):
