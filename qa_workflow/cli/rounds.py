@@ -161,7 +161,10 @@ def register(app: typer.Typer) -> None:
         verify_min: float = typer.Option(0.5, "--verify-min", min=0.0, max=1.0,
                                          help="Calibrated P(accept) from which a mask is verified, below it adjusted."),
         costs: str | None = typer.Option(None, "--costs", help="Cost model in seconds, e.g. "
-                                            "verify=3,adjust=60,scratch=240 (the defaults)."),
+                                            "verify=3,adjust=60,scratch=240 (the defaults), per person."),
+        reviewers: int = typer.Option(1, "--reviewers", min=1, help="People who verify each mask (the budget "
+                                      "counts each one's seconds)."),
+        correctors: int = typer.Option(1, "--correctors", min=1, help="People who answer each adjust task."),
         audit_rate: float = typer.Option(0.05, "--audit-rate", help="Share of auto-accepted items reviewed blind."),
         random_arm: int = typer.Option(0, "--random-arm", help="Size of a uniform random control sample."),
         measure: str = typer.Option("soft_dice", "--measure", help="Confidence measure: soft_dice, mean_prob, "
@@ -185,7 +188,8 @@ def register(app: typer.Typer) -> None:
         console = _console()
         policy = SelectionPolicy(budget_seconds=budget_seconds, budget=budget, per_subject_cap=per_subject_cap,
                                  audit_rate=audit_rate, random_arm=random_arm, verify_min=verify_min,
-                                 costs=CostModel.parse(costs), measure=measure, strategy=strategy,
+                                 costs=CostModel.parse(costs).for_crew(reviewers, correctors), measure=measure,
+                                 strategy=strategy,
                                  slice_gap=slice_gap, seed=seed)
         excluded = read_item_ids(exclude) if exclude else []
         result = select_round(predictions, out, policy, thresholds=thresholds, round_id=round_id, overwrite=overwrite,

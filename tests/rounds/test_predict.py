@@ -202,3 +202,7 @@ def test_select_routes_by_the_analysis_next_to_the_thresholds_within_human_secon
     assert meta["planned_seconds"]["total"] <= 200 and meta["cold_start"] is False
     assert main(args + ["--costs", "verify=3,paint=9", "--overwrite"]) == 2
     assert "--costs" in capsys.readouterr().err
+    # three reviewers per mask: round.json records the crew's costs (3 x 3 s per verify)
+    assert main(args + ["--reviewers", "3", "--overwrite"]) == 0
+    meta = json.loads((tmp_path / "r" / "round.json").read_text())
+    assert meta["policy"]["costs"]["verify_s"] == 9 and meta["planned_seconds"]["total"] <= 200
