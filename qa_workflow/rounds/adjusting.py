@@ -161,9 +161,8 @@ def write_adjust_tasks(round_dir: str, item_ids: Iterable[str], source_job: str 
     Images and label maps come from the round's prediction (``assignments.csv`` columns ``image`` and
     ``pred_mask``). Objects already at the destination are not written again (their keys are deterministic).
     """
-    from qa_workflow.rounds.batching import BATCHES_FILE, _decode_png
-    from qa_workflow.rounds.predict import encode_png
-    from qa_workflow.rounds.round_dir import read_assignments, read_round
+    from qa_workflow.rounds.predict import decode_png, encode_png
+    from qa_workflow.rounds.round_dir import BATCHES_FILE, read_assignments, read_round
 
     ids = sorted(set(item_ids))
     if not ids:
@@ -187,10 +186,10 @@ def write_adjust_tasks(round_dir: str, item_ids: Iterable[str], source_job: str 
         row = rows.loc[task["item_ids"][0]]
         keys = adjust_task_keys(task["slice_id"])
         if not storage.exists(storage.join(dest, keys["image"])):
-            image = _decode_png(storage.read_bytes(row["image"]), row["image"], "image")
+            image = decode_png(storage.read_bytes(row["image"]), row["image"], "image")
             storage.write_bytes(storage.join(dest, keys["image"]), encode_png(to_display(image)), "image/png")
         if not storage.exists(task["mask_uri"]) or not storage.exists(task["initial_overlay_uri"]):
-            labels = to_display(_decode_png(storage.read_bytes(row["pred_mask"]), row["pred_mask"], "predicted mask"))
+            labels = to_display(decode_png(storage.read_bytes(row["pred_mask"]), row["pred_mask"], "predicted mask"))
             storage.write_bytes(task["mask_uri"], encode_png(labels), "image/png")
             storage.write_bytes(task["initial_overlay_uri"], initial_overlay_png(labels), "image/png")
         uri = storage.join(dest, ADJUST_DIR, folder, f"{task['task_id']}.json")

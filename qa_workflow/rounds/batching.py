@@ -35,7 +35,6 @@ an existing object is complete). Keys are deterministic, so a re-run never creat
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -59,15 +58,14 @@ from qa_workflow.contract import (
     validate_batch,
 )
 from qa_workflow.rounds.overlays import DEFAULT_SCALE, overlay_png
-from qa_workflow.rounds.predict import Reject, encode_png, write_rejects
-from qa_workflow.rounds.round_dir import read_assignments, read_round
+from qa_workflow.rounds.predict import Reject, decode_png, encode_png, write_rejects
+from qa_workflow.rounds.round_dir import BATCHES_FILE, read_assignments, read_round
 
 __all__ = ["BatchResult", "write_batches", "plan_batches", "read_manifest", "BATCHES_FILE", "MANIFEST_FILE",
            "BATCH_REJECTS_FILE", "REVIEWED_ASSIGNMENTS", "ADJUST_ASSIGNMENTS", "object_keys"]
 
 log = logging.getLogger(__name__)
 
-BATCHES_FILE = "batches.json"
 MANIFEST_FILE = "manifest.jsonl"
 BATCH_REJECTS_FILE = "batch_rejects.csv"
 BATCHES_SCHEMA = "segqa.batches/1"
@@ -143,19 +141,6 @@ def plan_batches(items, round_id: str, model_version: str, dest: str, batch_size
     return [b for _, b in batches]
 
 
-def _decode_png(data: bytes, uri: str, kind: str) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            arr = np.asarray(im.convert("L") if im.mode not in ("L", "P") else im)
-    except OSError as exc:
-        raise SegqaError(f"{uri}: unreadable {kind} PNG ({exc})") from None
-    if arr.ndim != 2:
-        raise SegqaError(f"{uri}: expected a single-channel {kind}, got shape {arr.shape}")
-    return arr
-
-
 class _Uploader:
     """Counts writes and skips objects already at the destination (when resuming)."""
 
@@ -194,8 +179,8 @@ def _render_slice(rows: list[Any], dest: str, up: _Uploader, scale: int) -> list
     if not any(todo.values()):
         return []
     try:
-        image = _decode_png(storage.read_bytes(first.image), first.image, "image")
-        labels = _decode_png(storage.read_bytes(first.pred_mask), first.pred_mask, "predicted mask")
+        image = decode_png(storage.read_bytes(first.image), first.image, "image")
+        labels = decode_png(storage.read_bytes(first.pred_mask), first.pred_mask, "predicted mask")
         if labels.shape != image.shape:
             raise SegqaError(f"{first.pred_mask}: predicted mask {labels.shape} does not match image {image.shape}")
         image, labels = to_display(image), to_display(labels)

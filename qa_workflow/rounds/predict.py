@@ -48,7 +48,7 @@ from qa_workflow.rounds.scoring import check_probabilities, predicted_labels, sc
 __all__ = [
     "Reject", "PredictionSummary", "run_predictions", "score_probability_files", "read_score_table",
     "read_run", "write_rejects", "REJECT_COLUMNS", "SCORE_COLUMNS", "RUN_FILE", "REJECTS_FILE",
-    "prob_file", "mask_file", "load_probability_file", "encode_png", "absolute_uri",
+    "prob_file", "mask_file", "load_probability_file", "encode_png", "decode_png", "absolute_uri",
 ]
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,20 @@ def prob_file(subject: str, slice_index: int) -> str:
 def mask_file(subject: str, slice_index: int) -> str:
     """``masks/<subject>/<slice:03d>.png``, relative to the prediction folder."""
     return f"masks/{format_slice_id(subject, slice_index)}.png"
+
+
+def decode_png(data: bytes, uri: str, kind: str) -> np.ndarray:
+    """PNG bytes as a (H, W) array; a clear error naming ``uri`` and the ``kind`` of image otherwise."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            arr = np.asarray(im.convert("L") if im.mode not in ("L", "P") else im)
+    except OSError as exc:
+        raise SegqaError(f"{uri}: unreadable {kind} PNG ({exc})") from None
+    if arr.ndim != 2:
+        raise SegqaError(f"{uri}: expected a single-channel {kind}, got shape {arr.shape}")
+    return arr
 
 
 def encode_png(array: np.ndarray) -> bytes:

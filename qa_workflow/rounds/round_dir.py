@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 ROUND_FILE = "round.json"
 ASSIGNMENTS_FILE = "assignments.csv"
+#: What `segqa batch` wrote into the round (rounds.batching): destination, batches, routed adjust tasks.
+BATCHES_FILE = "batches.json"
 ROUND_SCHEMA = "segqa.round/1"
 _ROUND_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
 
