@@ -97,7 +97,7 @@ class LoopConfig:
         # Widths and epochs measured on the 2-core CPU (docs/loop.md): U-Net width 0.25 trains at ~15 images/s,
         # ENet width 0.5 at ~9; lr 0.005 reaches test Dice ~0.80 (U-Net) from 48 labelled slices in 30 epochs.
         if quick:
-            base: dict[str, Any] = dict(subjects=8, slices=24, budget_seconds=verify_equivalents(60),
+            base: dict[str, Any] = dict(subjects=10, slices=24, budget_seconds=verify_equivalents(60),
                                         initial_train={"unet": dict(epochs=30, width=0.25, batch_size=8, lr=0.005),
                                                        "enet": dict(epochs=30, width=0.5, batch_size=4, lr=0.005)},
                                         retrain={"unet": dict(epochs=5, batch_size=8, lr=0.002),

@@ -31,7 +31,8 @@ interpolation of its (x, y) curve at the item's unit-scale confidence). A class 
 adjust 60 s per slice). What an item is charged is what it is expected to cost:
 
 - verify, audit, random arm: ``verify_s + (1 − p) · adjust_s`` — the check plus the expected chained correction
-  (p: the calibrated P(accept), or the raw confidence read as a forecast when there is no calibrator);
+  (p: the calibrated P(accept); without a calibrator p = 0, the worst case — the check plus a correction —
+  so that a cold-start round cannot overspend its budget: the reviewers' bar may reject nearly everything);
 - adjust: ``adjust_s`` per slice, shared equally by the slice's adjust-routed items.
 
 Audit first, then the random arm, then the ranked candidates while they fit (a unit that does not fit is
@@ -467,14 +468,14 @@ class SelectionPolicy(BaseEstimator):
         reason[done] = "already reviewed in an earlier round"
         eligible = reviewable & ~np.isnan(conf) & ~done
 
-        # calibrated P(accept); the raw confidence stands in for the expected cost where there is no curve
+        # calibrated P(accept); where there is no curve the charge is the worst case (p = 0: checked, then corrected)
         p_accept = np.full(n, np.nan)
         if self.calibration_ is not None:
             for cls in _TISSUE_NAMES:
                 in_cls = eligible & (names == cls)
                 if in_cls.any():
                     p_accept[in_cls] = self.calibration_.p_accept(cls, conf[in_cls])
-        forecast = np.where(np.isnan(p_accept), np.nan_to_num(conf), p_accept)
+        forecast = np.where(np.isnan(p_accept), 0.0, p_accept)
         check_cost = costs.verify_s + (1.0 - forecast) * costs.adjust_s  # the check + the expected chained adjust
 
         # auto-accept and the audit picks, per class

@@ -280,13 +280,13 @@ def test_site_b_comes_first_when_the_model_is_less_certain_there(score_frame):
         scores.loc[b, m] = scores.loc[b, m] - 0.15  # the model is less sure of site B
     scores["entropy"] = 1 - scores["soft_dice"]
     th = thresholds(csf=0.99, gray_matter=0.99, white_matter=0.99)
-    policy = SelectionPolicy(budget_seconds=400)
+    policy = SelectionPolicy(budget_seconds=1400)
     out = policy.fit_transform(scores, th)
     assert policy.site_weights_["B"] > 1 > policy.site_weights_["A"]
     first = out[out["assignment"] == "verify"].sort_values("review_rank").head(20)
     assert (first["site"] == "B").mean() >= 0.8
     assert first["subject"].nunique() >= 5  # diversity: one per subject first
-    plain = SelectionPolicy(budget_seconds=400, site_weighting=False).fit_transform(scores, th)
+    plain = SelectionPolicy(budget_seconds=1400, site_weighting=False).fit_transform(scores, th)
     assert (plain["site"][plain["assignment"] == "verify"] == "B").mean() < (first["site"] == "B").mean()
 
 
