@@ -220,7 +220,8 @@ def build_retraining_set(data_dir: str | Path, outcomes: Sequence[Mapping[str, A
                 labels = _png_from(plan.corrected_mask_uri)
                 if labels.max(initial=0) > REVIEW_CLASSES[-1].id:
                     raise SegqaError(f"{plan.corrected_mask_uri}: a corrected label map holds values 0..3 only")
-                writer.add(plan.subject, plan.slice_index, load_png(data_dir / rec.image), labels, "train")
+                writer.add(plan.subject, plan.slice_index, load_png(data_dir / pool_rec.image), labels, "train",
+                           pool_rec.site)
                 summary.pool_slices += 1
                 summary.corrected_slices += 1
                 summary.labelled_pixels += int(labels.size)

@@ -74,8 +74,9 @@ def test_build_retraining_set_uses_a_corrected_slice_without_ignore_pixels(tmp_p
     with DatasetWriter(data, source="test") as w:
         for k, split in enumerate(["train", "val", "pool", "pool"]):
             image, labels = phantom(rng, shift=float(k))
-            w.add("sub-001", k, image, labels, split)
+            w.add("sub-001", k, image, labels, split, "AB"[k % 2])
     truth = {r.slice: load_png(data / r.mask, "mask") for r in read_index(data)}
+    images = {r.slice: load_png(data / r.image) for r in read_index(data)}
     pred = tmp_path / "pred"
     (pred / "masks" / "sub-001").mkdir(parents=True)
     for k in (2, 3):
@@ -96,5 +97,8 @@ def test_build_retraining_set_uses_a_corrected_slice_without_ignore_pixels(tmp_p
     written = {(r.slice, r.split): load_png(tmp_path / "set" / r.mask, "mask") for r in read_index(tmp_path / "set")}
     assert np.array_equal(written[(2, "train")], corrected)  # the person's label map, every class, no ignore
     assert (written[(3, "train")] == IGNORE_LABEL).any()  # the confirmed-only slice still ignores what was rejected
+    for r in read_index(tmp_path / "set"):  # every slice, corrected ones included, trains on its own image
+        assert np.array_equal(load_png(tmp_path / "set" / r.image), images[r.slice]), r
+        assert r.site == "AB"[r.slice % 2], r
     sources = (tmp_path / "set" / "sources.csv").read_text().splitlines()
     assert sources[0] == "slice_id,round,source,mask_uri" and sources[1].startswith("sub-001/002,round-01,corrected,")
