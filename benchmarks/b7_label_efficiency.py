@@ -114,6 +114,17 @@ def arm_config(cfg: LoopConfig, arm: str, workspace: Path) -> LoopConfig:
     return cfg
 
 
+def attach_challengers(curve: list[dict], workspace: Path, network: str) -> None:
+    """Add each round's challenger Dice (the model retrained on everything the arm had labelled by then,
+    promoted or not) to the curve's points, from the arm's decision log; round 0 is the initial model."""
+    decisions = [json.loads(line) for line in (workspace / "models" / "decisions.jsonl").read_text().splitlines()
+                 if line.strip()]
+    by_round = {d["round"]: d["challenger_metrics"]["mean_foreground_dice"] for d in decisions
+                if d["network"] == network and d.get("challenger_metrics")}
+    for p in curve:
+        p["challenger"] = by_round.get(p["round"], math.nan) if p["round"] else p["dice"]
+
+
 # ------------------------------------------------------------------------------------------ report
 
 def _mean_curve(curves: list[list[dict]], key: str, site: str | None = None) -> tuple[np.ndarray, np.ndarray,
@@ -178,22 +189,27 @@ def targets(curves: dict[str, list[list[dict]]], site: str) -> list[str]:
 
 
 def report(curves: dict[str, list[list[dict]]], args: argparse.Namespace, argv: Sequence[str], minutes: float,
-           load: tuple[float, float, float], png: Path) -> str:
+           load: float, png: Path) -> str:
     site = args.site
     lines = [f"# B7 — label efficiency ({datetime.now(UTC).isoformat(timespec='seconds')})", "",
              f"- command: `.venv/bin/python benchmarks/b7_label_efficiency.py {' '.join(argv)}`",
              f"- machine: 2-core dev machine, no GPU ({platform.machine()}), Python {platform.python_version()}; "
-             f"load average at start {load[0]:.1f}; wall time {minutes:.1f} min",
+             f"load average at start {load:.1f}; wall time {minutes:.1f} min",
              f"- cohort {args.subjects} subjects × {args.slices} slices on sites A,B; initial {args.network} (width "
              f"{args.width}) trained on site A; {args.rounds} rounds of {args.budget_seconds:.0f} human seconds each; "
              f"seeds {', '.join(map(str, args.seeds))}; simulated verifiers judge by surface Dice at 1 px (§10)",
              "- cost model: verify 3 s per mask, adjust 60 s per slice, scratch 240 s per slice",
              f"- plot: `benchmarks/results/{png.name}`", "",
-             "| arm | round | human hours (mean) | test Dice overall | test Dice site " + site + " | work |",
-             "|---|---:|---:|---|---|---|"]
+             "Dice is the champion's (the model the loop ships: a challenger replaces it only under the promotion "
+             "rule); *challenger* is the model retrained on everything the arm had labelled by then, promoted or not.",
+             "",
+             "| arm | round | human hours (mean) | test Dice overall | test Dice site " + site
+             + " | challenger overall | work |",
+             "|---|---:|---:|---|---|---|---|"]
     for arm, cs in curves.items():
         s, m, sd = _mean_curve(cs, "dice")
         _, mb, sdb = _mean_curve(cs, "dice", site)
+        _, mc, sdc = _mean_curve(cs, "challenger")
         for r in range(len(s)):
             pts = [c[r] for c in cs]
             if arm == "scratch":
@@ -202,7 +218,7 @@ def report(curves: dict[str, list[list[dict]]], args: argparse.Namespace, argv: 
                 work = (f"{np.mean([p['verified'] for p in pts]):.0f} verified, "
                         f"{np.mean([p['corrected'] for p in pts]):.0f} corrected (this round)")
             lines.append(f"| {arm} | {r} | {s[r] / 3600:.2f} | {m[r]:.4f} ± {sd[r]:.4f} | {mb[r]:.4f} ± {sdb[r]:.4f} "
-                         f"| {work if r else 'initial model'} |")
+                         f"| {mc[r]:.4f} ± {sdc[r]:.4f} | {work if r else 'initial model'} |")
     lines += ["", "Targets (ARCHITECTURE §12, issue #13):", *targets(curves, site), ""]
     return "\n".join(lines)
 
@@ -225,8 +241,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--work", default="/tmp/segqa-b7")
     ap.add_argument("--out", default=str(RESULTS / "B7.md"))
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the report and plot from the run's JSON and workspaces (same options as the run, "
+                         "with --wall-min and --load from its log)")
+    ap.add_argument("--wall-min", type=float, default=None, help="with --report-only: the run's wall time")
+    ap.add_argument("--load", type=float, default=None, help="with --report-only: load average at the run's start")
     args = ap.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
+    out = Path(args.out)
+    if args.report_only:
+        curves = json.loads(out.with_suffix(".json").read_text())
+        run_argv = [a for a in argv if a != "--report-only"]
+        for flag in ("--wall-min", "--load"):
+            if flag in run_argv:
+                k = run_argv.index(flag)
+                del run_argv[k:k + 2]
+        if args.budget_seconds is None:
+            args.budget_seconds = float(LoopConfig.preset(quick=True).budget_seconds or 0.0)
+        finish(curves, args, run_argv, args.wall_min or math.nan, args.load or math.nan, out)
+        return 0
 
     t0 = time.perf_counter()
     load = os.getloadavg()
@@ -258,18 +291,30 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{(time.perf_counter() - t0) / 60:5.1f} min] seed {seed} {arm}: " + ", ".join(
                 f"r{p['round']} {p['seconds'] / 3600:.2f} h Dice {p['dice']:.3f} "
                 f"(site {args.site} {p['site_dice'].get(args.site, math.nan):.3f})" for p in curve), flush=True)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(curves, indent=1, default=str))
-    if set(args.arms) == set(ARMS):
-        png = out.with_suffix(".png")
-        plot(curves, png, args.site)
-        text = report(curves, args, argv, (time.perf_counter() - t0) / 60, load, png)
-        tmp = out.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
-        print(text)
+    finish(curves, args, argv, (time.perf_counter() - t0) / 60, load[0], out)
     return 0
+
+
+def finish(curves: dict[str, list[list[dict]]], args: argparse.Namespace, argv: Sequence[str], minutes: float,
+           load: float, out: Path) -> None:
+    """Challenger Dice from the arms' decision logs, then the plot and the Markdown report (atomic writes)."""
+    for arm, cs in curves.items():
+        for seed, curve in zip(args.seeds, cs, strict=True):
+            attach_challengers(curve, Path(args.work) / f"seed-{seed}" / arm, args.network)
+    tmp_json = out.with_suffix(".json.tmp")
+    tmp_json.write_text(json.dumps(curves, indent=1, default=str))
+    tmp_json.replace(out.with_suffix(".json"))
+    if set(curves) != set(ARMS):
+        return
+    png = out.with_suffix(".png")
+    plot(curves, png, args.site)
+    text = report(curves, args, argv, minutes, load, png)
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    print(text)
 
 
 if __name__ == "__main__":
