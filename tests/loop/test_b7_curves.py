@@ -27,7 +27,7 @@ def test_seconds_to_reach_interpolates_between_points(b7):
 
 
 def _curve(points, site_b=None):
-    return [{"round": k, "seconds": s, "dice": d, "site_dice": {"B": (site_b or [d] * len(points))[k]}}
+    return [{"round": k, "seconds": s, "challenger": d, "challenger_site": {"B": (site_b or [d] * len(points))[k]}}
             for k, (s, d) in enumerate(points)]
 
 
