@@ -3,11 +3,12 @@
 For a trained model and the atlas cohort's pool split:
 1. predict every pool slice and score every (slice, tissue class) item (soft_dice confidence);
 2. split the pool subjects in two halves: the *fit* half is reviewed by simulated reviewers
-   (ARCHITECTURE §10: quality q = Dice against the cohort's truth, accept with sigmoid((q - 0.90)/0.02), 3 %
-   error each, three reviewers, majority), and the Clopper-Pearson thresholds are fitted on those reviews
-   exactly as `segqa analyze` does;
+   (ARCHITECTURE §10: quality q = surface Dice at 1 px tolerance against the cohort's truth by default, volume
+   Dice with ``--quality dice``; accept with sigmoid((q - 0.90)/0.02), 3 % error each, three reviewers,
+   majority), and the Clopper-Pearson thresholds are fitted on those reviews exactly as `segqa analyze` does;
 3. on the *audit* half (never reviewed, never used to fit), every item above its class threshold counts as
-   auto-accepted; its true error is "Dice against the truth below the reviewers' quality bar (0.90)".
+   auto-accepted; its true error is "quality against the truth below the reviewers' bar τ (0.90)", with the
+   same quality measure the reviewers use.
 Reports, per class: threshold, auto-accepted items, true error rate among them (with a 95 % Clopper-Pearson
 interval), the target, and the coverage. Several model seeds / cohort halves can be given with --swap.
 
@@ -28,14 +29,21 @@ import numpy as np
 
 from analysis.thresholds import cp_two_sided, make_selector
 from qa_workflow.contract import REVIEW_CLASSES
-from qa_workflow.review.simulated_reviewers import DEFAULT_TAU, reviewer_decision
+from qa_workflow.review.simulated_reviewers import (
+    DEFAULT_QUALITY,
+    DEFAULT_TAU,
+    QUALITY_MEASURES,
+    mask_quality,
+    reviewer_decision,
+)
 from qa_workflow.rounds.scoring import predicted_labels, score_probabilities
 from training.dataset import load_slices, read_index
 from training.predict import load_predictor
 
 
-def item_table(model: str, data: str, batch_size: int = 8):
-    """Per pool item: subject, slice, class index, confidence (soft_dice), pixel count, true Dice."""
+def item_table(model: str, data: str, batch_size: int = 8, quality: str = DEFAULT_QUALITY):
+    """Per pool item: subject, slice, class index, confidence (soft_dice), pixel count, true quality (the
+    reviewers' measure against the truth)."""
     predictor = load_predictor(model)
     records = read_index(data, ["pool"])
     images, truth = load_slices(data, records)
@@ -47,9 +55,7 @@ def item_table(model: str, data: str, batch_size: int = 8):
         for i in range(len(probs)):
             rec = records[start + i]
             for k, cls in enumerate(REVIEW_CLASSES):
-                p, t = labels[i] == cls.id, truth[start + i] == cls.id
-                total = p.sum() + t.sum()
-                q = 1.0 if total == 0 else 2.0 * np.logical_and(p, t).sum() / total
+                q = mask_quality(labels[i] == cls.id, truth[start + i] == cls.id, quality)
                 rows.append((rec.subject, rec.slice, k, float(scores.soft_dice[i, k]), int(scores.pixel_count[i, k]),
                              float(q)))
     return rows, predictor.version
@@ -106,11 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tau", type=float, nargs="+", default=[DEFAULT_TAU],
                     help="reviewers' quality bar(s) τ: reviewers accept with sigmoid((q - τ)/0.02), and an "
                          "auto-accepted mask is a true error when its Dice is below τ (one table per value)")
+    ap.add_argument("--quality", default=DEFAULT_QUALITY, choices=QUALITY_MEASURES,
+                    help="what reviewers judge (and what counts as a true error): surface Dice at 1 px or volume Dice")
     ap.add_argument("--out", default="benchmarks/results/B8.md")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    rows, version = item_table(args.model, args.data)
+    rows, version = item_table(args.model, args.data, quality=args.quality)
     subjects = sorted({r[0] for r in rows})
     if len(subjects) < 2:
         print("B8 needs at least two pool subjects", file=sys.stderr)
@@ -122,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
              f"- machine: 2-core dev machine, no GPU ({platform.machine()}), Python {platform.python_version()}",
              f"- model: {version}; pool subjects: {len(subjects)} ({len(fit_subjects)} fit the thresholds, "
              f"{len(subjects) - len(fit_subjects)} are audited); reviewers: {args.reviewers} simulated, "
-             f"error rate {args.error_rate:g}, majority",
+             f"error rate {args.error_rate:g}, majority; quality judged (and true error measured) by "
+             f"{'surface Dice at 1 px' if args.quality == 'surface_dice' else 'volume Dice'}",
              f"- thresholds: Clopper-Pearson, max error {args.max_error:g} at {args.confidence:g} confidence "
              f"(fixed-sequence scan, as `segqa analyze`)"]
     results = {}

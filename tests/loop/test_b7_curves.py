@@ -1,0 +1,48 @@
+"""B7's curve arithmetic (benchmarks/b7_label_efficiency.py): when a Dice-vs-human-seconds curve reaches a
+target, and the three targets of issue #13 computed from arms' curves."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def b7():
+    spec = importlib.util.spec_from_file_location("b7", ROOT / "benchmarks" / "b7_label_efficiency.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seconds_to_reach_interpolates_between_points(b7):
+    assert b7.seconds_to_reach([0, 100, 200], [0.5, 0.6, 0.8], 0.7) == pytest.approx(150.0)
+    assert b7.seconds_to_reach([0, 100, 200], [0.5, 0.6, 0.8], 0.5) == 0.0
+    assert b7.seconds_to_reach([0, 100, 200], [0.5, 0.6, 0.8], 0.81) is None
+
+
+def _curve(points, site_b=None):
+    return [{"round": k, "seconds": s, "challenger": d, "challenger_site": {"B": (site_b or [d] * len(points))[k]}}
+            for k, (s, d) in enumerate(points)]
+
+
+def test_targets_met_and_missed(b7):
+    scratch = [_curve([(0, 0.70), (900, 0.74), (1800, 0.78)])]
+    random_review = [_curve([(0, 0.70), (600, 0.73), (1200, 0.76)])]
+    segqa = [_curve([(0, 0.70), (300, 0.78), (600, 0.80)])]
+    lines = b7.targets({"scratch": scratch, "random-review": random_review, "segqa": segqa}, "B")
+    # segqa reaches 0.78 at 300 s = 1/6 of scratch's 1800 s; above random review everywhere; 0.76 at ~225 s
+    assert "0.17x" in lines[0] and lines[0].endswith("**met**")
+    assert lines[1].endswith("**met**")
+    assert "0.19x" in lines[2] and lines[2].endswith("**met**")
+
+    worse = [_curve([(0, 0.70), (600, 0.71), (1200, 0.72)])]
+    lines = b7.targets({"scratch": scratch, "random-review": random_review, "segqa": worse}, "B")
+    assert "never" in lines[0] and lines[0].endswith("**missed**")
+    assert "**missed** at 0.17 h (0.7100 vs 0.7300)" in lines[1]
+    assert "never" in lines[2] and lines[2].endswith("**missed**")
