@@ -202,8 +202,10 @@ def test_an_interrupted_round_reruns_without_double_counting(loop):
 
 def test_a_second_round_corrects_the_masks_routed_to_adjust_within_its_seconds_budget(tmp_path):
     """Round 2 has a calibrator (round 1's analysis); with verify_min 0.9 and random reviewers (P(accept) ~ 0.5)
-    routing sends masks straight to adjust, and the simulated correctors fix those slices in the same round."""
-    cfg = LoopConfig(workspace=str(tmp_path / "ws"), rounds=2, subjects=4, slices=6, budget_seconds=150,
+    routing sends masks straight to adjust, and the simulated correctors fix those slices in the same round.
+    Round 1 (cold start) is charged the worst case per mask (check + correction, 63 s), so the budget lets it
+    verify enough masks for a calibrator and leaves unreviewed pool slices for round 2."""
+    cfg = LoopConfig(workspace=str(tmp_path / "ws"), rounds=2, subjects=6, slices=6, budget_seconds=600,
                      verify_min=0.9, reviewers=1, error_rate=0.5, seed=3, export=False,
                      initial_train={"unet": dict(epochs=1, width=0.125, batch_size=4),
                                     "enet": dict(epochs=1, width=0.25, batch_size=4)},
