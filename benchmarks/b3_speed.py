@@ -13,9 +13,9 @@ Variants: the U-Net at widths 1, 0.5, 0.25; the ENet as trained now (PReLU slope
 convolution, loss on pixel-major views), "enet mul" (PReLU as relu(x) - relu(-x)*alpha, the NCHW loss: the
 ENet of 2026-12-01, 4.1 images/s) and "enet before #14" (MXNet's PReLU op, zero channels by concat in the
 downsampling bottleneck, the NCHW loss). A variant name ending in " nchw-loss" uses the loss as it was before
-#14 (`_nchw_loss`, same value and gradient). The step is the real one: Dice + cross-entropy loss, Adam, random
-slices and labels (speed does not depend on content). ``--profile VARIANT`` prints mx.profiler's per-operator
-table of 3 steps of that variant instead.
+#14 (`training.losses.segmentation_loss_nchw`, same value and gradient). The step is the real one: Dice +
+cross-entropy loss, Adam, random slices and labels (speed does not depend on content). ``--profile VARIANT``
+prints mx.profiler's per-operator table of 3 steps of that variant instead.
 Writes benchmarks/results/b3_speed[TAG].json and .md (all included in B3.md by b3_training.write_markdown).
 """
 
@@ -44,7 +44,7 @@ import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mxnet import autograd, gluon, nd  # noqa: E402
 
-from training.losses import segmentation_loss  # noqa: E402
+from training.losses import segmentation_loss, segmentation_loss_nchw  # noqa: E402
 from training.nets import build_network, enet  # noqa: E402
 
 SHAPE = (176, 208)
@@ -105,22 +105,9 @@ class _ConcatPadBottleneck(enet.Bottleneck):
     hybrid_forward = _concat_pad_forward
 
 
-def _nchw_loss(logits, labels, weights, dice_weight, ce_weight, smooth=1.0):
-    """`segmentation_loss` as it was before issue #14: reductions along NCHW's middle axes (slow in MXNet 1.9)."""
-    valid = (labels != 255).astype("float32")
-    onehot = nd.one_hot(labels * valid, logits.shape[1]).transpose((0, 3, 1, 2)) * valid.expand_dims(1)
-    log_proba = nd.log_softmax(logits, axis=1)
-    pixel_weight = nd.sum(onehot * weights.reshape((1, -1, 1, 1)), axis=1)
-    ce = nd.sum(pixel_weight * -nd.sum(onehot * log_proba, axis=1)) / nd.maximum(nd.sum(pixel_weight), 1e-6)
-    p = nd.exp(log_proba) * valid.expand_dims(1)
-    inter = nd.sum(p * onehot, axis=(0, 2, 3))
-    dice = (2 * inter + smooth) / (nd.sum(p, axis=(0, 2, 3)) + nd.sum(onehot, axis=(0, 2, 3)) + smooth)
-    return dice_weight * nd.sum(weights * (1 - dice)) / nd.sum(weights) + ce_weight * ce, {}
-
-
 def loss_fn(variant: str):
     old = variant.endswith(" nchw-loss") or variant.startswith("enet before") or variant == "enet mul"
-    return _nchw_loss if old else segmentation_loss
+    return segmentation_loss_nchw if old else segmentation_loss
 
 
 def build(variant: str) -> gluon.HybridBlock:

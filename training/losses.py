@@ -23,8 +23,8 @@ from mxnet import nd
 
 from qa_workflow.contract import IGNORE_LABEL, NUM_CLASSES, SegqaError
 
-__all__ = ["segmentation_loss", "weighted_cross_entropy", "soft_dice_loss", "class_weights_from_labels",
-           "parse_class_weights"]
+__all__ = ["segmentation_loss", "segmentation_loss_nchw", "weighted_cross_entropy", "soft_dice_loss",
+           "class_weights_from_labels", "parse_class_weights"]
 
 
 def _pixels(logits: nd.NDArray, labels: nd.NDArray) -> tuple[nd.NDArray, nd.NDArray, nd.NDArray, nd.NDArray]:
@@ -82,6 +82,24 @@ def segmentation_loss(logits: nd.NDArray, labels: nd.NDArray, class_weights: nd.
     dice = soft_dice_loss(nd.exp(log_proba), onehot, valid, class_weights)
     total = dice_weight * dice + ce_weight * ce
     return total, {"dice": dice, "ce": ce}
+
+
+def segmentation_loss_nchw(logits: nd.NDArray, labels: nd.NDArray, class_weights: nd.NDArray,
+                           dice_weight: float = 0.5, ce_weight: float = 0.5, smooth: float = 1.0
+                           ) -> tuple[nd.NDArray, dict[str, nd.NDArray]]:
+    """The same loss written directly on NCHW, as it was before issue #14: reductions along the middle axes,
+    which MXNet 1.9 runs slowly. Kept as the reference that `segmentation_loss` is tested against and the
+    "before" variant of benchmarks/b3_speed.py; never used for training."""
+    valid = (labels != IGNORE_LABEL).astype("float32")
+    onehot = nd.one_hot(labels * valid, logits.shape[1]).transpose((0, 3, 1, 2)) * valid.expand_dims(1)
+    log_proba = nd.log_softmax(logits, axis=1)
+    pixel_weight = nd.sum(onehot * class_weights.reshape((1, -1, 1, 1)), axis=1)
+    ce = nd.sum(pixel_weight * -nd.sum(onehot * log_proba, axis=1)) / nd.maximum(nd.sum(pixel_weight), 1e-6)
+    p = nd.exp(log_proba) * valid.expand_dims(1)
+    inter = nd.sum(p * onehot, axis=(0, 2, 3))
+    dice = (2 * inter + smooth) / (nd.sum(p, axis=(0, 2, 3)) + nd.sum(onehot, axis=(0, 2, 3)) + smooth)
+    dice_loss = nd.sum(class_weights * (1 - dice)) / nd.sum(class_weights)
+    return dice_weight * dice_loss + ce_weight * ce, {"dice": dice_loss, "ce": ce}
 
 
 def class_weights_from_labels(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:

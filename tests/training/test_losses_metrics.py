@@ -9,7 +9,7 @@ import pytest
 from mxnet import autograd, nd
 
 from qa_workflow.contract import IGNORE_LABEL, SegqaError
-from training.losses import class_weights_from_labels, parse_class_weights, segmentation_loss
+from training.losses import class_weights_from_labels, parse_class_weights, segmentation_loss, segmentation_loss_nchw
 from training.metrics import (
     absolute_volume_difference,
     confusion_matrix,
@@ -43,19 +43,6 @@ def test_ignored_pixels_get_zero_gradient(dice_weight, ce_weight):
     assert np.abs(grad[~ignored]).sum() > 0  # the labelled pixels do learn
 
 
-def _reference_loss(logits, labels, weights, dice_weight, ce_weight, smooth=1.0):
-    """The loss written directly on NCHW (the formulation before issue #14's speed-up), MXNet autograd."""
-    valid = (labels != IGNORE_LABEL).astype("float32")
-    onehot = nd.one_hot(labels * valid, 4).transpose((0, 3, 1, 2)) * valid.expand_dims(1)
-    log_proba = nd.log_softmax(logits, axis=1)
-    pixel_weight = nd.sum(onehot * weights.reshape((1, -1, 1, 1)), axis=1)
-    ce = nd.sum(pixel_weight * -nd.sum(onehot * log_proba, axis=1)) / nd.maximum(nd.sum(pixel_weight), 1e-6)
-    p = nd.exp(log_proba) * valid.expand_dims(1)
-    inter = nd.sum(p * onehot, axis=(0, 2, 3))
-    dice = (2 * inter + smooth) / (nd.sum(p, axis=(0, 2, 3)) + nd.sum(onehot, axis=(0, 2, 3)) + smooth)
-    return dice_weight * nd.sum(weights * (1 - dice)) / nd.sum(weights) + ce_weight * ce
-
-
 @pytest.mark.parametrize("dice_weight, ce_weight", [(0.5, 0.5), (1.0, 0.0), (0.0, 1.0)])
 def test_loss_and_gradient_equal_the_nchw_formulation(dice_weight, ce_weight):
     logits, labels = _batch(4)
@@ -63,7 +50,7 @@ def test_loss_and_gradient_equal_the_nchw_formulation(dice_weight, ce_weight):
     w = nd.array([0.5, 2.0, 1.0, 1.5])
     values, grads = [], []
     for fn in (lambda x: segmentation_loss(x, nd.array(labels), w, dice_weight, ce_weight)[0],
-               lambda x: _reference_loss(x, nd.array(labels), w, dice_weight, ce_weight)):
+               lambda x: segmentation_loss_nchw(x, nd.array(labels), w, dice_weight, ce_weight)[0]):
         x = nd.array(logits)
         x.attach_grad()
         with autograd.record():
