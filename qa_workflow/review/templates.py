@@ -22,6 +22,8 @@ only for values you trust.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import os
 import re
@@ -29,7 +31,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from liquid import Environment, Markup
+from liquid import BoundTemplate, Environment, Markup
 from liquid.exceptions import LiquidError
 
 from qa_workflow.contract import SegqaError
@@ -136,13 +138,19 @@ def _skip_autoescape(value: Any) -> Markup:
     return Markup("" if value is None else str(value))
 
 
-def _environment(grant_read_access: GrantReadAccess) -> Environment:
+#: The ``grant_read_access`` of the render in progress (per thread / task): the parsed templates are shared.
+_GRANT: contextvars.ContextVar[GrantReadAccess] = contextvars.ContextVar("segqa_grant_read_access")
+
+
+@functools.cache
+def _environment() -> Environment:
+    """One Liquid environment for every render; its ``grant_read_access`` filter calls the render's own."""
     env = Environment(autoescape=True)
 
     def grant(value: Any) -> str:
         if value is None or value == "":
             return ""
-        return grant_read_access(str(value))
+        return _GRANT.get(default_grant_read_access)(str(value))
 
     env.filters["grant_read_access"] = grant
     env.filters["to_json"] = _to_json
@@ -150,6 +158,12 @@ def _environment(grant_read_access: GrantReadAccess) -> Environment:
     # escape / escape_once are python-liquid built-ins and are autoescape-aware (they return Markup, so the
     # value is escaped once, never twice).
     return env
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(template_text: str, template_name: str) -> BoundTemplate:
+    """A template parsed once (with its includes expanded): the portal renders the same one for every task page."""
+    return _environment().from_string(expand_includes(template_text), name=template_name)
 
 
 def render_task(template_text: str, task_input: Mapping[str, Any], *,
@@ -160,12 +174,13 @@ def render_task(template_text: str, task_input: Mapping[str, Any], *,
     browser can fetch (default: `default_grant_read_access`). Liquid syntax errors raise SegqaError naming
     the template and the line.
     """
-    env = _environment(grant_read_access or default_grant_read_access)
+    token = _GRANT.set(grant_read_access or default_grant_read_access)
     try:
-        template = env.from_string(expand_includes(template_text), name=template_name)
-        return template.render(task={"input": dict(task_input)})
+        return _parsed(template_text, template_name).render(task={"input": dict(task_input)})
     except LiquidError as exc:
         raise SegqaError(f"{template_name}: Liquid error: {exc}") from None
+    finally:
+        _GRANT.reset(token)
 
 
 def render_task_file(path: str | os.PathLike[str], task_input: Mapping[str, Any], *,
