@@ -137,3 +137,18 @@ def test_shared_browser_code_is_inlined_once_and_unknown_includes_fail_by_name()
     assert expanded.count((STATIC_DIR / "window-level.js").read_text()) == 1  # the one definition, verbatim
     with pytest.raises(SegqaError, match="nothing.js"):
         expand_includes('<script data-segqa-include="nothing.js"></script>')
+
+
+def test_each_render_uses_its_own_grant_read_access_though_the_parsed_template_is_shared():
+    from concurrent.futures import ThreadPoolExecutor
+
+    text = '<img src="{{ task.input.uri | grant_read_access }}">'
+
+    def render(prefix: str) -> str:
+        return render_task(text, {"uri": "s3://b/k.png"}, grant_read_access=lambda u: f"{prefix}/{u}")
+
+    assert render("one") == '<img src="one/s3://b/k.png">'
+    assert render("two") == '<img src="two/s3://b/k.png">'
+    with ThreadPoolExecutor(4) as pool:  # concurrent renders (the portal's worker threads) never mix them up
+        prefixes = [f"p{i}" for i in range(40)]
+        assert list(pool.map(render, prefixes)) == [f'<img src="{p}/s3://b/k.png">' for p in prefixes]
