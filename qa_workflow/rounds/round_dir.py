@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -159,27 +159,22 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
 
     run = read_run(predictions)
     frame = read_score_table(predictions)
-    th: Thresholds | None = None
-    if thresholds:
+    def load_or_reject(kind: str, uri: str, loader: Callable[[str], Any]) -> Any:
+        """An input file read by ``loader``; a bad one is recorded in rejects.csv (first run only) and refused."""
         try:
-            th = load_thresholds(thresholds)
+            return loader(uri)
         except SegqaError as exc:
             if existing is None:
-                write_rejects(storage.join(out, REJECTS_FILE), [Reject("thresholds", str(exc), file=str(thresholds))])
-            raise SegqaError(f"thresholds rejected: {exc}") from None
+                write_rejects(storage.join(out, REJECTS_FILE), [Reject(kind, str(exc), file=str(uri))])
+            raise SegqaError(f"{kind} rejected: {exc}") from None
+
+    th: Thresholds | None = load_or_reject("thresholds", thresholds, load_thresholds) if thresholds else None
     if calibration is None and thresholds:
         beside = _sibling(thresholds, CALIBRATION_FILE)
         calibration = beside if storage.exists(beside) else None
     calibration = absolute_uri(calibration) if calibration else None
-    cal: Calibration | None = None
-    if calibration:
-        try:
-            cal = load_calibration(calibration)
-        except SegqaError as exc:
-            if existing is None:
-                write_rejects(storage.join(out, REJECTS_FILE), [Reject("calibration", str(exc),
-                                                                       file=str(calibration))])
-            raise SegqaError(f"calibration rejected: {exc}") from None
+    cal: Calibration | None = (load_or_reject("calibration", calibration, load_calibration) if calibration
+                               else None)
 
     frame, rejects = _check_rows(frame, policy.measure)
     table_uri = storage.join(predictions, run["score_table"])
