@@ -117,8 +117,9 @@ def arm_config(cfg: LoopConfig, arm: str, workspace: Path) -> LoopConfig:
 def attach_challengers(curve: list[dict], workspace: Path, network: str) -> None:
     """Add each round's challenger Dice, overall and per site, to the curve's points: the model retrained on
     everything the arm had labelled by then, promoted or not (the label-efficiency measure; the champion only
-    moves when the promotion rule lets it). Round 0 is the initial model. Per-site Dice comes from evaluating
-    the challenger on test (cached beside the arm's registry)."""
+    moves when the promotion rule lets it). Round 0 is the initial model. Per-site Dice comes from the decision
+    log (the promotion's own evaluation) or, for runs logged before it kept them, from evaluating the challenger
+    on test (cached beside the arm's registry)."""
     from qa_workflow import storage
     from training.evaluate import evaluate_model
 
@@ -130,6 +131,9 @@ def attach_challengers(curve: list[dict], workspace: Path, network: str) -> None
             continue
         d = decisions[p["round"]]
         p["challenger"] = d["challenger_metrics"]["mean_foreground_dice"]
+        if "sites" in d["challenger_metrics"]:  # recorded by the promotion's own evaluation
+            p["challenger_site"] = {s: v["mean_foreground"] for s, v in d["challenger_metrics"]["sites"].items()}
+            continue
         cache = workspace / "site-dice-challengers" / f"{d['challenger']}.json"
         if not cache.is_file():
             report = evaluate_model(storage.local_path(ws.registry.model_uri(network, d["challenger"])), ws.cohort,

@@ -194,21 +194,24 @@ def _test_dice(ws: Workspace, network: str) -> dict[str, float]:
 
 def _site_dice(ws: Workspace, network: str) -> dict[str, dict[str, float]]:
     """The champion's test Dice per acquisition site: site -> {class: Dice, "mean_foreground": ...}; empty for a
-    cohort without named sites. Cached per champion version (an evaluation of the test split)."""
+    cohort without named sites. Read from the decision that evaluated this champion (`evaluation_metrics`)."""
+    from qa_workflow.loop.retraining import evaluation_metrics
     from training.evaluate import evaluate_model
 
     version = ws.registry.champion(network)
     if version is None:
         return {}
+    for d in reversed(ws.registry.decisions()):  # the promotion's own evaluation of this champion
+        for role, metrics in (("challenger", d.get("challenger_metrics")), ("champion", d.get("champion_metrics"))):
+            if d["network"] == network and d.get(role) == version and metrics and "sites" in metrics:
+                return dict(metrics["sites"])
+    # no sites named, or decisions written before per-site metrics: evaluate once, cached per champion version
     cache = ws.root / "site-dice" / network / f"{version}.json"
     if cache.is_file():
         return dict(json.loads(cache.read_text()))
-    report = evaluate_model(_champion_dir(ws, network), ws.cohort, split="test")
-    out = {site: {**{k: v for k, v in row["dice"].items() if k != "background"},
-                  "mean_foreground": row["mean_foreground_dice"]}
-           for site, row in report.get("sites", {}).items()}
+    out = evaluation_metrics(evaluate_model(_champion_dir(ws, network), ws.cohort, split="test")).get("sites", {})
     storage.write_json(str(cache), out)
-    return out
+    return dict(out)
 
 
 def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: Callable[[Any], None] | None = None

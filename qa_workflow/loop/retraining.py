@@ -310,11 +310,18 @@ class RetrainResult:
 
 
 def evaluation_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The slice of an evaluation report that promotion compares: pooled per-class and mean foreground Dice."""
+    """The slice of an evaluation report that promotion compares (pooled per-class and mean foreground Dice),
+    and, where the dataset names acquisition sites, the same per site (``sites``: site -> {class: Dice,
+    "mean_foreground": ...}) so that nobody has to evaluate the model again for them."""
     pooled = report["pooled"]
-    return {"dice": {k: v for k, v in pooled["dice"].items() if k != "background"},
-            "mean_foreground_dice": pooled["mean_foreground_dice"], "split": report["data"]["split"],
-            "slices": report["data"]["slices"]}
+    out = {"dice": {k: v for k, v in pooled["dice"].items() if k != "background"},
+           "mean_foreground_dice": pooled["mean_foreground_dice"], "split": report["data"]["split"],
+           "slices": report["data"]["slices"]}
+    if report.get("sites"):
+        out["sites"] = {site: {**{k: v for k, v in row["dice"].items() if k != "background"},
+                               "mean_foreground": row["mean_foreground_dice"]}
+                        for site, row in report["sites"].items()}
+    return out
 
 
 def initial_models(registry: Registry, data_dir: str | Path, work_dir: str | Path,

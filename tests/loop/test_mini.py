@@ -222,3 +222,6 @@ def test_a_second_round_corrects_the_masks_routed_to_adjust_within_its_seconds_b
     assert second.adjust_seconds == 60.0 * second.corrected_slices  # the cost model, one corrector
     assert second.planned_seconds <= cfg.budget_seconds
     assert set(second.site_dice) == {"unet", "enet"} and all(second.site_dice.values())
+    # per-site Dice comes from the promotion's own evaluation (decision log), not from evaluating again
+    assert not (tmp_path / "ws" / "site-dice").exists()
+    assert all(v and set(v) <= {"A", "B"} for v in second.site_dice.values())
