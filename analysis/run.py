@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,7 @@ from analysis.tables import (
 )
 from analysis.thresholds import METHODS, Selector, make_selector
 from qa_workflow import storage
-from qa_workflow.contract import SegqaError, utc_now_iso
+from qa_workflow.contract import REVIEW_RECORD_COLUMNS, SegqaError, utc_now_iso
 
 __all__ = ["AnalysisOptions", "AnalysisResult", "ClassCalibration", "analyze", "write_outputs", "OUTPUT_FILES",
            "load_inputs", "read_store"]
@@ -153,13 +154,15 @@ def _notes(records: ReviewRecords, options: AnalysisOptions, edges: np.ndarray, 
 # --------------------------------------------------------------------------------------------------------
 # I/O edge
 
-def read_store(uri: str, *, round: str | None = None, split_policy: str = "incorrect", scale: str = "auto"
-               ) -> tuple[ReviewRecords, pd.DataFrame | None]:
+def read_store(uri: str, *, round: str | None = None, split_policy: str = "incorrect", scale: str = "auto",
+               implied: Sequence[Mapping[str, Any]] = ()) -> tuple[ReviewRecords, pd.DataFrame | None]:
     """Review records and per-vote data straight from the confirmation store (`qa_workflow.confirmations.store`).
 
     The records are the store's export (`qa_workflow.confirmations.export.export_review_records`: one row per
     item id, the latest round's mask when an item was reviewed in several rounds); the votes are those of exactly those
     (round, item) masks. A reviewer who voted on the same mask in two labeling jobs counts once here.
+    ``implied``: review-record rows implied by corrections (`qa_workflow.loop.verdicts`), added for the item ids
+    the export has no row for (a direct verdict wins); they carry no per-reviewer votes.
     """
     from qa_workflow.confirmations.export import export_review_records
     from qa_workflow.confirmations.store import open_store
@@ -167,11 +170,16 @@ def read_store(uri: str, *, round: str | None = None, split_policy: str = "incor
     store = open_store(uri, create=False)
     try:
         rows, superseded = export_review_records(store, round=round)
-        if not rows:
+        if implied and round is not None:
+            implied = [r for r in implied if str(r["round"]) == str(round)]
+        direct = {r["item_id"] for r in rows}
+        extra = [{k: r[k] for k in REVIEW_RECORD_COLUMNS} for r in implied if r["item_id"] not in direct]
+        if not rows and not extra:
             raise SegqaError(f"{store.uri}: no reviewed items" + (f" in round {round}" if round else "")
                              + "; nothing to analyse")
-        frame = pd.DataFrame(rows)
-        records = review_records_from_frame(frame, source=store.uri, split_policy=split_policy, scale=scale,
+        frame = pd.DataFrame(rows + extra)
+        source = store.uri + (f" + {len(extra)} verdicts implied by corrections" if extra else "")
+        records = review_records_from_frame(frame, source=source, split_policy=split_policy, scale=scale,
                                             first_line=1, row_word="export row")
         if superseded:
             log.info("%s: %d older-round rows of re-reviewed items left out", store.uri, superseded)
@@ -191,17 +199,20 @@ def read_store(uri: str, *, round: str | None = None, split_policy: str = "incor
 
 
 def load_inputs(*, reviews: str | None = None, store: str | None = None, votes: str | None = None,
-                round: str | None = None, split_policy: str = "incorrect", scale: str = "auto"
-                ) -> tuple[ReviewRecords, pd.DataFrame | None]:
+                round: str | None = None, split_policy: str = "incorrect", scale: str = "auto",
+                implied: Sequence[Mapping[str, Any]] = ()) -> tuple[ReviewRecords, pd.DataFrame | None]:
     """(records, votes or None) from exactly one of a review-record CSV (``reviews``) or a store URI; a
-    ``votes`` CSV, when given, replaces the store's votes."""
+    ``votes`` CSV, when given, replaces the store's votes. ``implied``: see `read_store`."""
     if (reviews is None) == (store is None):
         raise SegqaError("give exactly one of --reviews FILE (a review-record CSV) or --store URI")
     if round is not None and store is None:
         raise SegqaError("--round filters the store; with --reviews, filter the CSV instead")
     if store is not None:
-        records, vote_frame = read_store(store, round=round, split_policy=split_policy, scale=scale)
+        records, vote_frame = read_store(store, round=round, split_policy=split_policy, scale=scale,
+                                         implied=implied)
     else:
+        if implied:
+            raise SegqaError("verdicts implied by corrections join a store's records, not a review-record CSV")
         assert reviews is not None, "exactly one of reviews and store is given (checked above)"
         records, vote_frame = load_review_records(reviews, split_policy=split_policy, scale=scale), None
     if votes is not None:

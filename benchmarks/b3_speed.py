@@ -123,6 +123,8 @@ def build(variant: str) -> gluon.HybridBlock:
             enet.Bottleneck = current
     if rest == "mul":
         return build_network("enet", prelu="mul")
+    if rest.startswith("width="):  # the demo's narrower ENet
+        return build_network("enet", width=float(rest.split("=")[1]))
     return build_network("enet")
 
 

@@ -62,6 +62,9 @@ def main(argv=None) -> int:
     p.add_argument("--network", choices=("unet", "enet"), required=True)
     p.add_argument("--budget-min", type=float, default=15.0, help="wall-clock budget for training + validation")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (U-Net 1, 0.5, 0.25; ENet 1)")
+    p.add_argument("--tau", type=float, default=0.9,
+                   help="reviewers' bar (surface Dice at 1 px) for the share of test masks a reviewer would accept")
     p.add_argument("--lr", type=float, default=None, help="default: training.train.DEFAULT_LR")
     p.add_argument("--max-val-slices", type=int, default=None,
                    help="validation slices per epoch, evenly strided (default: training.train.val_slice_cap)")
@@ -92,7 +95,7 @@ def main(argv=None) -> int:
     wall0, cpu0 = time.perf_counter(), _cpu_seconds()
     probe_ips = None
     if args.epochs is None:
-        probe_ips = _probe_images_per_s(args.data, args.network, args.batch_size, 3, 1.0)
+        probe_ips = _probe_images_per_s(args.data, args.network, args.batch_size, 3, args.width)
         # per epoch: the train split plus validation (inference is ~3x cheaper per image than a training step)
         epoch_s = n_train / probe_ips + val_slice_cap(n_train, n_val, args.max_val_slices) / (3 * probe_ips)
         epochs = max(1, int((budget_s - (time.perf_counter() - wall0)) * 0.9 // epoch_s))
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
     train_start = time.perf_counter()
     remaining = budget_s - (train_start - wall0)
     model = train_model(TrainConfig(data_dir=args.data, out_dir=out, network=args.network, epochs=epochs,
-                                    batch_size=args.batch_size, lr=lr, seed=args.seed,
+                                    batch_size=args.batch_size, lr=lr, seed=args.seed, width=args.width,
                                     max_val_slices=args.max_val_slices, time_budget_s=remaining,
                                     progress=on_event))
     train_wall = time.perf_counter() - train_start
@@ -126,7 +129,7 @@ def main(argv=None) -> int:
     epochs_run = metrics["epochs"]
     eval_start = time.perf_counter()
     report = evaluate_model(model, args.data, split="test", max_slices=args.max_test_slices,
-                            figure=RESULTS / f"b3_{args.network}_test.png")
+                            figure=RESULTS / f"b3_{args.network}_test.png", reviewer_tau=args.tau)
     eval_wall = time.perf_counter() - eval_start
     ips = [e["images_per_s"] for e in epochs_run if e.get("images_per_s")]
     result = {
@@ -148,7 +151,10 @@ def main(argv=None) -> int:
         "test_mean_fg_dice_pooled": report["pooled"]["mean_foreground_dice"],
         "test_subject_mean_fg_dice": report["subjects"]["mean_foreground_dice_mean"],
         "test_subject_dice_mean": report["subjects"]["dice_mean"],
-        "test_hd95_mm_mean": report["subjects"]["hd95_mm_mean"],
+        "test_hd95_mm_mean": report["subjects"]["hd95_mm_mean"], "width": args.width,
+        "test_sites": {site: {"mean_fg_dice": v["mean_foreground_dice"], "dice": v["dice"]}
+                       for site, v in report.get("sites", {}).items()},
+        "test_reviewer_bar": report["reviewer_bar"],
         "target_mean_fg_dice": TARGETS[args.network], "version": report["model"]["version"],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -184,7 +190,8 @@ def write_markdown() -> None:
         d = r["test_pooled_dice"]
         hd = r["test_hd95_mm_mean"]
         ok = "meets" if r["test_mean_fg_dice_pooled"] >= r["target_mean_fg_dice"] else "MISSES"
-        lines += [f"## {r['network']} ({r['date']})", "",
+        width = f" width {r['width']:g}" if "width" in r else ""
+        lines += [f"## {r['network']}{width} ({r['date']})", "",
                   f"- command: `.venv/bin/{r['command']}`", f"- machine: {r['machine']}; load average at start "
                   f"{r['load_avg_start']}, at end {r['load_avg_end']}",
                   f"- budget: {r['budget_min']:g} min wall clock for training + validation; used "
@@ -203,6 +210,26 @@ def write_markdown() -> None:
         for name in ("csf", "gray_matter", "white_matter"):
             lines.append(f"| {name} | {d[name]:.4f} | {r['test_subject_dice_mean'][name]:.4f} | "
                          f"{hd[name] if hd[name] is None else round(hd[name], 2)} |")
+        if r.get("test_sites"):
+            lines += ["", "| site | CSF | gray matter | white matter | mean foreground (pooled Dice) |",
+                      "|---|---|---|---|---|"]
+            for site, v in r["test_sites"].items():
+                lines.append(f"| {site} | " + " | ".join(f"{v['dice'][n]:.4f}" for n in
+                                                         ("csf", "gray_matter", "white_matter"))
+                             + f" | {v['mean_fg_dice']:.4f} |")
+        bar = r.get("test_reviewer_bar")
+        if bar:
+            lines += ["", f"Test masks a reviewer would accept (surface Dice >= {bar['tau']:g} at "
+                      f"{bar['tolerance_px']:g} px, masks of >= {bar['min_pixels']} px; the ceiling of B8's coverage "
+                      "for this model):", "", "| class | masks | accepted | share | median surface Dice |"
+                      + "".join(f" share site {s} |" for s in bar.get("sites", {})),
+                      "|---|---:|---:|---:|---:|" + "---:|" * len(bar.get("sites", {}))]
+            for name, c in bar["classes"].items():
+                share = "—" if c["share"] is None else f"{100 * c['share']:.0f} %"
+                med = "—" if c["median_surface_dice"] is None else f"{c['median_surface_dice']:.3f}"
+                per_site = "".join(" — |" if s[name]["share"] is None else f" {100 * s[name]['share']:.0f} % |"
+                                   for s in bar.get("sites", {}).values())
+                lines.append(f"| {name} | {c['masks']} | {c['passed']} | {share} | {med} |{per_site}")
         lines += ["", "validation (mean foreground Dice per epoch): " + ", ".join(
             f"{h['epoch']}: {h['val_mean_fg_dice']:.3f}" for h in r["val_history"]), ""]
     (RESULTS / "B3.md").write_text("\n".join(lines))

@@ -1,7 +1,8 @@
 """B8 — threshold audit: is the auto-accept guarantee kept against the truth?
 
 For a trained model and the atlas cohort's pool split:
-1. predict every pool slice and score every (slice, tissue class) item (soft_dice confidence);
+1. predict every pool slice and score every (slice, tissue class) item (confidence: ``--measure``, default
+   soft_dice as the loop's default; ``entropy`` or ``mean_prob`` to compare);
 2. split the pool subjects in two halves: the *fit* half is reviewed by simulated reviewers
    (ARCHITECTURE §10: quality q = surface Dice at 1 px tolerance against the cohort's truth by default, volume
    Dice with ``--quality dice``; accept with sigmoid((q - 0.90)/0.02), 3 % error each, three reviewers,
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.thresholds import cp_two_sided, make_selector
-from qa_workflow.contract import REVIEW_CLASSES
+from qa_workflow.contract import CONFIDENCE_MEASURES, DEFAULT_CONFIDENCE_MEASURE, REVIEW_CLASSES
 from qa_workflow.review.simulated_reviewers import (
     DEFAULT_QUALITY,
     DEFAULT_TAU,
@@ -36,13 +37,14 @@ from qa_workflow.review.simulated_reviewers import (
     mask_quality,
     reviewer_decision,
 )
-from qa_workflow.rounds.scoring import predicted_labels, score_probabilities
+from qa_workflow.rounds.scoring import confidence_from, predicted_labels, score_probabilities
 from training.dataset import load_slices, read_index
 from training.predict import load_predictor
 
 
-def item_table(model: str, data: str, batch_size: int = 8, quality: str = DEFAULT_QUALITY):
-    """Per pool item: subject, slice, class index, confidence (soft_dice), pixel count, true quality (the
+def item_table(model: str, data: str, batch_size: int = 8, quality: str = DEFAULT_QUALITY,
+               measure: str = DEFAULT_CONFIDENCE_MEASURE):
+    """Per pool item: subject, slice, class index, confidence (``measure``), pixel count, true quality (the
     reviewers' measure against the truth)."""
     predictor = load_predictor(model)
     records = read_index(data, ["pool"])
@@ -51,12 +53,13 @@ def item_table(model: str, data: str, batch_size: int = 8, quality: str = DEFAUL
     for start in range(0, len(records), 32):
         probs = predictor.predict_proba(images[start:start + 32], batch_size=batch_size)
         scores = score_probabilities(probs)
+        conf = confidence_from(getattr(scores, measure), measure)
         labels = predicted_labels(probs)
         for i in range(len(probs)):
             rec = records[start + i]
             for k, cls in enumerate(REVIEW_CLASSES):
                 q = mask_quality(labels[i] == cls.id, truth[start + i] == cls.id, quality)
-                rows.append((rec.subject, rec.slice, k, float(scores.soft_dice[i, k]), int(scores.pixel_count[i, k]),
+                rows.append((rec.subject, rec.slice, k, float(conf[i, k]), int(scores.pixel_count[i, k]),
                              float(q)))
     return rows, predictor.version
 
@@ -114,11 +117,14 @@ def main(argv: list[str] | None = None) -> int:
                          "auto-accepted mask is a true error when its Dice is below τ (one table per value)")
     ap.add_argument("--quality", default=DEFAULT_QUALITY, choices=QUALITY_MEASURES,
                     help="what reviewers judge (and what counts as a true error): surface Dice at 1 px or volume Dice")
+    ap.add_argument("--measure", default=DEFAULT_CONFIDENCE_MEASURE,
+                    choices=[m for m in CONFIDENCE_MEASURES if m != "mutual_info"],
+                    help="the confidence the thresholds are fitted on (ARCHITECTURE §5)")
     ap.add_argument("--out", default="benchmarks/results/B8.md")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    rows, version = item_table(args.model, args.data, quality=args.quality)
+    rows, version = item_table(args.model, args.data, quality=args.quality, measure=args.measure)
     subjects = sorted({r[0] for r in rows})
     if len(subjects) < 2:
         print("B8 needs at least two pool subjects", file=sys.stderr)
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
              f"error rate {args.error_rate:g}, majority; quality judged (and true error measured) by "
              f"{'surface Dice at 1 px' if args.quality == 'surface_dice' else 'volume Dice'}",
              f"- thresholds: Clopper-Pearson, max error {args.max_error:g} at {args.confidence:g} confidence "
-             f"(fixed-sequence scan, as `segqa analyze`)"]
+             f"(fixed-sequence scan, as `segqa analyze`) on the {args.measure} confidence"]
     results = {}
     for tau in args.tau:
         lines += ["", f"### quality bar τ = {tau:g}", "",

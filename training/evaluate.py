@@ -9,9 +9,15 @@
      "per_subject": [{"subject", "slices", "dice", "mean_foreground_dice", "hd95_mm", "avd_mm2", "avd_pct"
                       [, "site"]}],
      ["sites": {site: {"subjects", "slices", "dice": {class: d}, "mean_foreground_dice"}},]
+     ["reviewer_bar": {"tau", "tolerance_px", "min_pixels", "classes": {class: {"masks", "passed", "share",
+                       "median_surface_dice"}}, ["sites": {site: {class: {...}}}]},]
      "seconds": ...}
 
 "sites" (pooled Dice per acquisition site, ARCHITECTURE §4) is there when the dataset's index.csv names sites.
+"reviewer_bar" (when asked for with ``reviewer_tau``) says how many of the masks the loop would put before a
+reviewer (a class predicted on >= ``min_pixels`` pixels of a slice) meet the simulated reviewers' standard
+(ARCHITECTURE §10: surface Dice at 1 px >= tau): the share a perfect confidence score could auto-accept, i.e. the
+ceiling on B8's coverage for this model.
 
 "pooled" counts every pixel of the split at once; "subjects" averages per-subject figures (a subject's slices
 pooled, HD95 over its slices in-plane; see `training.metrics`). NaN (e.g. a class absent from a subject)
@@ -29,12 +35,18 @@ from typing import Any
 
 import numpy as np
 
-from qa_workflow.contract import NUM_CLASSES, TISSUE_CLASSES, SegqaError
+from qa_workflow.contract import DEFAULT_MIN_PIXELS, NUM_CLASSES, REVIEW_CLASSES, TISSUE_CLASSES, SegqaError
 from training.dataset import load_slices, pixel_spacing_mm, read_index
-from training.metrics import confusion_matrix, dice_from_confusion, mean_foreground_dice, segmentation_report
+from training.metrics import (
+    confusion_matrix,
+    dice_from_confusion,
+    mean_foreground_dice,
+    segmentation_report,
+    surface_dice,
+)
 from training.predict import Predictor, load_predictor
 
-__all__ = ["evaluate_model", "evaluate_predictions", "render_examples"]
+__all__ = ["evaluate_model", "evaluate_predictions", "reviewer_bar", "render_examples"]
 
 EVAL_SCHEMA = "segqa.evaluation/1"
 _NAMES = [c.name for c in TISSUE_CLASSES]
@@ -68,10 +80,11 @@ def _nan_stat(rows: list[list[float]], fn: Callable) -> list[float]:
 
 
 def evaluate_predictions(pred: np.ndarray, truth: np.ndarray, subjects: Sequence[str],
-                         spacing: tuple[float, float] = (1.0, 1.0), sites: Sequence[str] | None = None
-                         ) -> dict[str, Any]:
+                         spacing: tuple[float, float] = (1.0, 1.0), sites: Sequence[str] | None = None,
+                         reviewer_tau: float | None = None) -> dict[str, Any]:
     """The metric part of the report from label maps: pred, truth (N, H, W); subjects: N subject ids;
-    sites: N site names ("" = unknown) or None. Per-site figures appear when any site is named."""
+    sites: N site names ("" = unknown) or None. Per-site figures appear when any site is named;
+    ``reviewer_tau`` adds `reviewer_bar` at that bar."""
     if pred.shape != truth.shape or len(subjects) != len(pred) or (sites is not None and len(sites) != len(pred)):
         raise ValueError("pred, truth, subjects and sites must describe the same slices")
     cm = confusion_matrix(pred, truth)
@@ -109,7 +122,30 @@ def evaluate_predictions(pred: np.ndarray, truth: np.ndarray, subjects: Sequence
     named = sorted({s for s in site_arr.tolist() if s})
     if named:
         report["sites"] = {site: _site_summary(pred, truth, subject_of_slice, site_arr == site) for site in named}
+    if reviewer_tau is not None:
+        bar = reviewer_bar(pred, truth, reviewer_tau)
+        if named:
+            bar["sites"] = {site: reviewer_bar(pred[site_arr == site], truth[site_arr == site], reviewer_tau)["classes"]
+                            for site in named}
+        report["reviewer_bar"] = bar
     return _clean(report)
+
+
+def reviewer_bar(pred: np.ndarray, truth: np.ndarray, tau: float, tolerance_px: float = 1.0,
+                 min_pixels: int = DEFAULT_MIN_PIXELS) -> dict[str, Any]:
+    """Per tissue class, of the (slice, class) masks predicted on >= ``min_pixels`` pixels (those the loop
+    would route): how many reach surface Dice >= ``tau`` at ``tolerance_px`` against the truth (the simulated
+    reviewers' standard, ARCHITECTURE §10), their share and the median surface Dice. pred, truth: (N, H, W)."""
+    classes: dict[str, Any] = {}
+    for cls in REVIEW_CLASSES:
+        p, t = pred == cls.id, truth == cls.id
+        keep = p.sum((1, 2)) >= min_pixels
+        sd = np.asarray(surface_dice(p[keep], t[keep], tolerance_px)) if keep.any() else np.zeros(0)
+        passed = int((sd >= tau).sum())
+        classes[cls.name] = {"masks": int(keep.sum()), "passed": passed,
+                             "share": passed / len(sd) if len(sd) else None,
+                             "median_surface_dice": float(np.median(sd)) if len(sd) else None}
+    return {"tau": tau, "tolerance_px": tolerance_px, "min_pixels": min_pixels, "classes": classes}
 
 
 def _site_summary(pred: np.ndarray, truth: np.ndarray, subjects: np.ndarray, sel: np.ndarray) -> dict[str, Any]:
@@ -121,12 +157,13 @@ def _site_summary(pred: np.ndarray, truth: np.ndarray, subjects: np.ndarray, sel
 
 def evaluate_model(model: str | os.PathLike[str] | Predictor, data_dir: str | os.PathLike[str], split: str = "test",
                    batch_size: int = 8, max_slices: int | None = None, figure: str | os.PathLike[str] | None = None,
-                   figure_slices: int = 4, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                   figure_slices: int = 4, progress: Callable[[int, int], None] | None = None,
+                   reviewer_tau: float | None = None) -> dict[str, Any]:
     """Predict ``split`` of ``data_dir`` with ``model`` (folder or Predictor) and measure it.
 
     ``max_slices``: evaluate that many slices spread evenly over the split (a quicker estimate).
     ``figure``: also write a PNG of a few slices (image, truth, prediction). ``progress(done, total)`` is
-    called after each batch of slices.
+    called after each batch of slices. ``reviewer_tau``: also report `reviewer_bar` at that bar.
     """
     start = time.perf_counter()
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
@@ -143,7 +180,8 @@ def evaluate_model(model: str | os.PathLike[str] | Predictor, data_dir: str | os
         if progress:
             progress(min(i + batch_size, len(images)), len(images))
     spacing = pixel_spacing_mm(data_dir)
-    report = evaluate_predictions(pred, truth, [r.subject for r in records], spacing, [r.site for r in records])
+    report = evaluate_predictions(pred, truth, [r.subject for r in records], spacing, [r.site for r in records],
+                                  reviewer_tau=reviewer_tau)
     if figure is not None:
         pick = _figure_slices(truth, figure_slices)
         render_examples(images[pick], truth[pick], pred[pick], [records[i].slice_id for i in pick], figure)

@@ -80,6 +80,9 @@ def register(app: typer.Typer) -> None:
         interactive: bool = typer.Option(False, "--interactive",
                                          help="Review in the local portal yourself instead of simulated reviewers."),
         fresh: bool = typer.Option(False, "--fresh", help="Delete the workspace first (default: continue it)."),
+        implied: bool = typer.Option(True, "--implied-verdicts/--votes-only",
+                                     help="Corrected slices also judge the model's masks there at the reviewers' "
+                                          "bar, so analysis and routing learn from corrections (docs/loop.md)."),
     ) -> None:
         """The whole loop on the atlas cohort, offline: cohort -> train -> R x (predict, select, batch, review,
         analyze, retrain, promote, export) -> demo/report.html."""
@@ -95,6 +98,8 @@ def register(app: typer.Typer) -> None:
             shutil.rmtree(workspace)
         cfg = LoopConfig.preset(quick, workspace=str(workspace), rounds=rounds, seed=seed, subjects=subjects,
                                 budget=budget, budget_seconds=budget_seconds, strategy=strategy)
+        if not implied:
+            cfg.implied_bar = None
         review = None
         if interactive:
             from qa_workflow.review.portal.interactive import review_round_in_browser

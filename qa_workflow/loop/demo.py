@@ -69,6 +69,9 @@ class LoopConfig:
     budget_seconds: float | None = verify_equivalents(90)  # human seconds of review work per round (routing §5)
     budget: int | None = None  # optional cap on verify + adjust masks per round (audit and random arm on top)
     verify_min: float = 0.5  # calibrated P(accept) from which a mask is verified; below it, adjusted directly
+    # The confidence routing, calibration and thresholds use (ARCHITECTURE §5). Entropy, not the contract's default
+    # soft_dice: at the reviewers' surface-Dice bar soft_dice ranks gray-matter masks backwards (docs/DECISIONS.md).
+    measure: str = "entropy"
     sites: tuple[str, ...] = ("A", "B")  # acquisition sites; the first is the labelled train split's
     per_subject_cap: int | None = None
     strategy: str = "uncertainty"  # or "random" (the B7 baseline)
@@ -81,6 +84,9 @@ class LoopConfig:
     # With 3 reviewers erring 3 % each, ~9 % of perfect masks come back split; counting splits as incorrect
     # would make a 5 % target unreachable, so the loop's analysis follows the majority.
     split_policy: str = "majority"
+    # Corrected slices judge the model's masks there at the reviewers' bar (surface Dice at 1 px >= this) and those
+    # verdicts join the analysis (qa_workflow.loop.verdicts); None = only the verifiers' votes count.
+    implied_bar: float | None = 0.9
     max_error: float = 0.05
     confidence: float = 0.95
     tolerance: float = 0.01
@@ -234,10 +240,11 @@ def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: C
     return ws
 
 
-def reviewed_item_ids(store_uri: str, before_round: str | None = None) -> set[str]:
+def reviewed_item_ids(store_uri: str, before_round: str | None = None, voted_only: bool = False) -> set[str]:
     """Item ids with a review outcome: at least one vote, or a slice a person corrected (a corrected slice is a
     full label, so none of its classes is routed again) — only in rounds before ``before_round`` when given, so
-    that re-running an interrupted round (or any earlier one) selects exactly what it selected the first time."""
+    that re-running an interrupted round (or any earlier one) selects exactly what it selected the first time.
+    ``voted_only``: only the items with votes."""
     from qa_workflow.confirmations.store import open_store
 
     def earlier(r: str | None) -> bool:
@@ -246,7 +253,7 @@ def reviewed_item_ids(store_uri: str, before_round: str | None = None) -> set[st
     store = open_store(store_uri)
     try:
         voted = {s.item.item_id for s in store.iter_items() if s.outcome is not None and earlier(s.item.round)}
-        corrected = {c.slice_id for c in store.iter_corrections() if earlier(c.round)}
+        corrected = set() if voted_only else {c.slice_id for c in store.iter_corrections() if earlier(c.round)}
     finally:
         store.close()
     return voted | {f"{slice_id}/{c.name}" for slice_id in corrected for c in REVIEW_CLASSES}
@@ -288,7 +295,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     # calibration.json beside the previous analysis's thresholds.json (select_round finds it).
     policy = SelectionPolicy(budget_seconds=cfg.budget_seconds, budget=cfg.budget,
                              per_subject_cap=cfg.per_subject_cap, strategy=cfg.strategy, random_arm=cfg.random_arm,
-                             verify_min=cfg.verify_min, seed=cfg.seed * 1000 + r,
+                             verify_min=cfg.verify_min, seed=cfg.seed * 1000 + r, measure=cfg.measure,
                              # every reviewer's check and every corrector's answer is human time
                              costs=CostModel().for_crew(cfg.reviewers, max(cfg.correctors, 1)))
     selected = select_round(str(pred_dir), str(round_path), policy, thresholds=thresholds, round_id=rid,
@@ -304,7 +311,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     if batched is None:
         pass
     elif review is not None:
-        review(round_path, ws.store_uri)
+        chained_slices = _review_by_people(review, ws, round_path, batched)
     else:
         from qa_workflow.review.simulated_correctors import simulate_adjust
         from qa_workflow.review.simulated_reviewers import load_truth_labels, simulate_round
@@ -325,7 +332,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
                                                    else set())
     _emit(progress, "analyze", round=rid)
     analysis_dir = rdir / "analysis"
-    thresholds_now = _analyze(cfg, ws, rdir, analysis_dir)
+    thresholds_now = _analyze(cfg, ws, r, analysis_dir)
 
     outcomes = store_outcomes(ws.store_uri)
     predictions = {round_id(k): str(ws.round_dir(k) / "predictions") for k in range(1, r + 1)}
@@ -388,15 +395,35 @@ def _audit_errors(store: Any, rid: str, audited: list[str], split_policy: str) -
     return errors
 
 
-def _correct_rejected(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify_job: str, seed: int,
-                      corrected: Iterable[str] = ()) -> int:
-    """Chain the round's verify job to an adjust job: its rejected masks become adjust tasks (one per slice),
-    corrected by simulated correctors through the real handlers (ARCHITECTURE §7, §10). Slices in ``corrected``
-    (already corrected this round: routed to adjust) are not sent again. Returns the slices sent."""
+def _review_by_people(review: Callable[[Path, str], Any], ws: Workspace, round_path: Path, batched: Any) -> int:
+    """The round's work served to people (``review``: the portal, `segqa demo --interactive`) in the order the
+    simulated round runs it: the verify batches, then the slices routed straight to correction, then the chained
+    adjust job of what the verifiers rejected. ``batched``: `rounds.batching.write_batches`'s result. Returns
+    the slices the chained job sent."""
+    from qa_workflow.review.portal.labeling import job_name_for, resolve_manifest
+
+    verify_job = None
+    if batched.batches:
+        review(round_path, ws.store_uri)
+        verify_job = job_name_for(resolve_manifest(str(round_path)))  # the job name the portal gives the round
+    routed = set(batched.adjust["slices"]) if batched.adjust else set()
+    if batched.adjust:
+        review(Path(batched.adjust["manifest"]), ws.store_uri)
+    if verify_job is None:
+        return 0
+    chained = _chained_tasks(ws, round_path, verify_job, corrected=routed)
+    if chained is None:
+        return 0
+    review(Path(chained.manifest), ws.store_uri)
+    return len(chained.slices)
+
+
+def _chained_tasks(ws: Workspace, round_path: Path, verify_job: str, corrected: Iterable[str] = ()) -> Any:
+    """Chain the round's verify job to an adjust job: its rejected (or split) masks become adjust tasks, one per
+    slice (`rounds.adjusting.AdjustTasks`), or None when nothing was rejected. Slices in ``corrected`` (already
+    corrected this round: routed to adjust) are not sent again."""
     from qa_workflow.confirmations.store import open_store
     from qa_workflow.contract import parse_item_id
-    from qa_workflow.review.simulated_correctors import simulate_adjust
-    from qa_workflow.review.simulated_reviewers import load_truth_labels
     from qa_workflow.rounds.adjusting import rejected_in_store, write_adjust_tasks
 
     store = open_store(ws.store_uri)
@@ -405,9 +432,19 @@ def _correct_rejected(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str
         rejected = [i for i in rejected_in_store(store, verify_job) if parse_item_id(i).slice_id not in done]
     finally:
         store.close()
-    if not rejected:
+    return write_adjust_tasks(str(round_path), rejected, verify_job) if rejected else None
+
+
+def _correct_rejected(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify_job: str, seed: int,
+                      corrected: Iterable[str] = ()) -> int:
+    """The chained adjust job (`_chained_tasks`) corrected by simulated correctors through the real handlers
+    (ARCHITECTURE §7, §10). Returns the slices sent."""
+    from qa_workflow.review.simulated_correctors import simulate_adjust
+    from qa_workflow.review.simulated_reviewers import load_truth_labels
+
+    tasks = _chained_tasks(ws, round_path, verify_job, corrected)
+    if tasks is None:
         return 0
-    tasks = write_adjust_tasks(str(round_path), rejected, verify_job)
     simulate_adjust(tasks.manifest, load_truth_labels(ws.cohort), store_uri=ws.store_uri,
                     job_name=f"segqa-sim-adjust-{rid}", correctors=cfg.correctors, seed=seed)
     return len(tasks.slices)
@@ -429,16 +466,27 @@ def human_seconds(store: Any, rid: str, scratch_s: float | None = None) -> dict[
             "scratch_seconds": float(len(slices) * per_slice)}
 
 
-def _analyze(cfg: LoopConfig, ws: Workspace, rdir: Path, analysis_dir: Path) -> dict[str, float | None]:
+def _analyze(cfg: LoopConfig, ws: Workspace, r: int, analysis_dir: Path) -> dict[str, float | None]:
     """Store (all rounds so far) -> analysis -> thresholds.json; returns the thresholds (unit scale).
 
-    Also writes the review-record CSV the analysis read (``reviews.csv``), for people and other tools.
+    Also writes the review-record CSV the analysis read (``reviews.csv``), for people and other tools, and the
+    verdicts implied by corrections (``implied-verdicts.csv``, with each mask's surface Dice) when they count.
     """
+    rdir = ws.round_dir(r)
     from analysis.run import AnalysisOptions, analyze, load_inputs, write_outputs
     from qa_workflow.confirmations.export import review_records_csv_from
 
     storage.write_text(str(rdir / "reviews.csv"), review_records_csv_from(ws.store_uri)[0])
-    records, votes = load_inputs(store=ws.store_uri, split_policy=cfg.split_policy)
+    implied: list[dict[str, Any]] = []
+    if cfg.implied_bar is not None:
+        from qa_workflow.loop.retraining import store_corrections
+        from qa_workflow.loop.verdicts import implied_records_csv, implied_review_records
+
+        rounds = {round_id(k): str(ws.round_dir(k) / "round") for k in range(1, r + 1)}
+        implied = implied_review_records(store_corrections(ws.store_uri), rounds, cfg.implied_bar,
+                                         skip_items=reviewed_item_ids(ws.store_uri, voted_only=True))
+        storage.write_text(str(rdir / "implied-verdicts.csv"), implied_records_csv(implied))
+    records, votes = load_inputs(store=ws.store_uri, split_policy=cfg.split_policy, implied=implied)
     options = AnalysisOptions(method=cfg.method, max_error=cfg.max_error, confidence=cfg.confidence)
     result = analyze(records, options, votes=votes)
     write_outputs(result, analysis_dir)

@@ -225,3 +225,24 @@ def test_a_second_round_corrects_the_masks_routed_to_adjust_within_its_seconds_b
     # per-site Dice comes from the promotion's own evaluation (decision log), not from evaluating again
     assert not (tmp_path / "ws" / "site-dice").exists()
     assert all(v and set(v) <= {"A", "B"} for v in second.site_dice.values())
+
+
+def test_corrections_judge_the_unvoted_masks_of_their_slices_for_the_analysis(loop):
+    _, ws, summaries, _ = loop
+    import csv
+
+    rdir = ws / "rounds" / "round-01"
+    implied = list(csv.DictReader(open(rdir / "implied-verdicts.csv")))
+    store = open_store(f"sqlite:///{ws / 'store.sqlite'}", create=False)
+    voted = {s.item.item_id for s in store.iter_items() if s.confirm_count + s.disconfirm_count}
+    corrected = {c.slice_id for c in store.iter_corrections()}
+    store.close()
+    assigned = {r["item_id"]: r for r in csv.DictReader(open(rdir / "round" / "assignments.csv"))
+                if r["confidence"]}
+    expected = {i for i, r in assigned.items() if r["slice_id"] in corrected} - voted
+    assert {r["item_id"] for r in implied} == expected  # every unvoted mask of a corrected slice, no voted one
+    for r in implied:
+        assert (r["confirm_count"], r["disconfirm_count"]) == (("1", "0") if float(r["quality"]) >= 0.9 else ("0", "1"))
+    totals = next(r for r in csv.DictReader(open(rdir / "analysis" / "acceptance_by_class.csv"))
+                  if r["class_name"] == "TOTALS")
+    assert int(totals["total"]) == summaries[0].reviewed + len(implied)

@@ -31,7 +31,7 @@ def test_review_round_in_browser_returns_when_the_round_is_reviewed(tmp_path, cs
                 break
             worker.join(0.05)
         link = re.search(r"(http://\S+/login\?token=\S+)", said[0]).group(1)
-        assert "2 batches" in said[0]
+        assert "2 tasks" in said[0]
         base = link.split("/login")[0]
         http = httpx.Client(base_url=base, headers={"origin": base}, timeout=30)
         page = http.get(link)

@@ -156,6 +156,25 @@ def test_evaluation_reports_dice_per_site_only_when_sites_exist():
     assert "sites" not in evaluate_predictions(pred, truth, ["a1", "a1", "b1", "b2"])
 
 
+def test_reviewer_bar_counts_the_routable_masks_that_meet_the_reviewers_standard():
+    from training.evaluate import evaluate_predictions
+
+    truth = np.zeros((4, 40, 40), np.uint8)
+    truth[:, 8:32, 8:32] = 3  # white matter block
+    truth[:, 16:20, 16:20] = 1  # a 16-pixel CSF spot: below min_pixels, never routed
+    pred = truth.copy()
+    pred[1] = np.roll(truth[1], 1, axis=1)  # off by one pixel: a reviewer accepts it
+    pred[2:, 8:32, 20:32] = 0  # site B slices lose half their white matter: rejected
+    report = evaluate_predictions(pred, truth, ["a", "a", "b", "b"], sites=["A", "A", "B", "B"], reviewer_tau=0.9)
+    bar = report["reviewer_bar"]
+    assert bar["tau"] == 0.9 and bar["tolerance_px"] == 1.0 and bar["min_pixels"] == 30
+    wm = bar["classes"]["white_matter"]
+    assert (wm["masks"], wm["passed"], wm["share"]) == (4, 2, 0.5)
+    assert bar["classes"]["csf"] == {"masks": 0, "passed": 0, "share": None, "median_surface_dice": None}
+    assert bar["sites"]["A"]["white_matter"]["share"] == 1.0 and bar["sites"]["B"]["white_matter"]["share"] == 0.0
+    assert "reviewer_bar" not in evaluate_predictions(pred, truth, ["a", "a", "b", "b"])
+
+
 def _square(shape=(40, 40), top=10, left=10, size=16) -> np.ndarray:
     m = np.zeros(shape, bool)
     m[top:top + size, left:left + size] = True

@@ -33,7 +33,10 @@ def review_round_in_browser(round_path: str | os.PathLike[str], store_uri: str, 
                             portal_dir: str | os.PathLike[str] | None = None, open_browser: bool = True,
                             poll_s: float = 1.0, echo: Callable[[str], Any] = print,
                             min_view_ms: int | None = None) -> dict[str, Any]:
-    """Serve ``round_path`` until all its batches are reviewed; returns the job's final progress.
+    """Serve ``round_path`` until all its tasks are done; returns the job's final progress.
+
+    ``round_path``: a round folder (its verify batches) or a manifest file, e.g. a round's routed adjust tasks
+    (``adjust/routed/manifest.jsonl``) or a chained adjust job's.
 
     ``port`` defaults to ``$SEGQA_PORTAL_PORT`` or 8080; the portal's state goes to ``portal_dir`` (default: a
     ``portal`` folder next to the round folder); ``min_view_ms`` overrides the template's minimum viewing time per
@@ -69,7 +72,7 @@ def review_round_in_browser(round_path: str | os.PathLike[str], store_uri: str, 
                 raise SegqaError(f"the review portal did not start on {host}:{port}")
             time.sleep(0.05)
         total = service.progress()["objects_total"]
-        echo(f"Review {total} batches of {round_path} in your browser: {link}")
+        echo(f"Review {total} tasks of {round_path} in your browser: {link}")
         if open_browser:
             import webbrowser
 
