@@ -42,7 +42,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,10 +120,6 @@ class TrainConfig:
     kvstore: str = "device"
     context: str = "auto"
     val_batch_size: int = 16
-    #: Overlap the Python side of training with MXNet's computing: the next batch is prepared (augmented,
-    #: normalised) in a background thread and each step's loss is read after the next step is dispatched.
-    #: Same batches and the same weights either way (one thread draws from the epoch's generator in order).
-    pipeline: bool = True
     progress: Callable[[TrainEvent], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -200,52 +196,6 @@ def strided_subset(n: int, k: int) -> np.ndarray:
     if k >= n:
         return np.arange(n)
     return np.unique(np.round(np.linspace(0, n - 1, k)).astype(int))
-
-
-def prefetched(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
-    """``items``, produced by a background thread up to ``depth`` ahead of the consumer: batch preparation
-    (numpy/scipy) overlaps the training step, which MXNet runs in its own threads while the main thread waits
-    with the GIL released. Order and content are those of ``items``; an exception raised while producing is
-    raised here, at the item it replaced. Stopping early (break, error) lets the producer finish its current
-    item and exit."""
-    import queue
-    import threading
-
-    done = object()
-    box: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(entry: tuple[Any, BaseException | None]) -> bool:
-        while not stop.is_set():
-            try:
-                box.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-            put((done, None))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put((done, exc))
-
-    worker = threading.Thread(target=produce, name="segqa-batches", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item, exc = box.get()
-            if exc is not None:
-                raise exc
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        worker.join(timeout=5)
 
 
 def _dropout_seed(seed: int, epoch: int) -> int:
@@ -470,35 +420,12 @@ class _Run:
         seen = 0
         meter = CpuMeter()
         start = meter.wall0
-
-        def prepared() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-            for idx in batches:
-                imgs = self.train.images[idx].astype(np.float32) / 255.0
-                masks = self.train.masks[idx]
-                if cfg.augment:
-                    imgs, masks = augment_batch(imgs, masks, rng, aug)
-                yield idx, (imgs - np.float32(self.mean)) / np.float32(self.std), masks
-
-        def settle(step: int, outs: list[Any], n_images: int) -> None:
-            """Read a finished step's loss (this waits for MXNet to finish computing it) and report it."""
-            nonlocal total, dice_sum, ce_sum, seen
-            loss_v = float(np.mean([o[0].asscalar() for o in outs]))
-            if not math.isfinite(loss_v):
-                raise SegqaError(f"training diverged at epoch {epoch + 1}, batch {step} (loss {loss_v}); lower "
-                                 f"--lr (now {lr:g})")
-            total += loss_v
-            dice_sum += float(np.mean([o[1]["dice"].asscalar() for o in outs]))
-            ce_sum += float(np.mean([o[1]["ce"].asscalar() for o in outs]))
-            seen += n_images
-            self.emit(kind="batch", epoch=epoch + 1, step=step, steps=len(batches), loss=total / step, lr=lr,
-                      elapsed_s=time.perf_counter() - t0, best_epoch=self.best_epoch,
-                      best_mean_dice=self.best_score if self.best_epoch else None)
-
-        # With ``pipeline``, batches are prepared in a background thread and a step's loss is read only after
-        # the next step has been handed to MXNet, so its engine computes while Python prepares and dispatches.
-        stream = prefetched(prepared()) if cfg.pipeline else prepared()
-        pending: tuple[int, list[Any], int] | None = None
-        for step, (idx, x, masks) in enumerate(stream, start=1):
+        for step, idx in enumerate(batches, start=1):
+            imgs = self.train.images[idx].astype(np.float32) / 255.0
+            masks = self.train.masks[idx]
+            if cfg.augment:
+                imgs, masks = augment_batch(imgs, masks, rng, aug)
+            x = (imgs - np.float32(self.mean)) / np.float32(self.std)
             xs = gluon.utils.split_and_load(x[:, None], self.ctx, even_split=False)
             ys = gluon.utils.split_and_load(masks.astype(np.float32), self.ctx, even_split=False)
             with autograd.record():
@@ -508,14 +435,17 @@ class _Run:
                 loss.backward()
             # each loss is a mean over its device's shard; gradients are summed over devices (and workers)
             self.trainer.step(len(self.ctx) * self.workers)
-            if pending is not None:
-                settle(*pending)
-            pending = (step, outs, len(idx))
-            if not cfg.pipeline:
-                settle(*pending)
-                pending = None
-        if pending is not None:
-            settle(*pending)
+            loss_v = float(np.mean([o[0].asscalar() for o in outs]))
+            if not math.isfinite(loss_v):
+                raise SegqaError(f"training diverged at epoch {epoch + 1}, batch {step} (loss {loss_v}); lower "
+                                 f"--lr (now {lr:g})")
+            total += loss_v
+            dice_sum += float(np.mean([o[1]["dice"].asscalar() for o in outs]))
+            ce_sum += float(np.mean([o[1]["ce"].asscalar() for o in outs]))
+            seen += len(idx)
+            self.emit(kind="batch", epoch=epoch + 1, step=step, steps=len(batches), loss=total / step, lr=lr,
+                      elapsed_s=time.perf_counter() - t0, best_epoch=self.best_epoch,
+                      best_mean_dice=self.best_score if self.best_epoch else None)
         seconds = time.perf_counter() - start
         cores_busy = meter.cores_busy()
         n = max(len(batches), 1)
@@ -698,8 +628,6 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--ce-weight", "--ce_weight", dest="ce_weight", type=float, default=d.ce_weight)
     p.add_argument("--width", type=float, default=d.width)
     p.add_argument("--augment", type=_bool, default=d.augment)
-    p.add_argument("--pipeline", type=_bool, default=d.pipeline,
-                   help="overlap batch preparation and step dispatch with computing (same result either way)")
     p.add_argument("--init-from", "--init_from", dest="init_from", default=None)
     p.add_argument("--resume", type=_bool, default=False)
     p.add_argument("--max-slices", "--max_slices", dest="max_slices", type=_optional_int, default=None)
@@ -736,7 +664,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, ar
         data_dir=args.train, out_dir=out, network=args.network, val_dir=args.validation, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, weight_decay=args.weight_decay,
         seed=args.seed, class_weights=args.class_weights, dice_weight=args.dice_weight, ce_weight=args.ce_weight,
-        width=args.width, augment=args.augment, pipeline=args.pipeline, init_from=args.init_from,
+        width=args.width, augment=args.augment, init_from=args.init_from,
         resume=bool(args.resume or args.checkpoint_dir), max_slices=args.max_slices,
         max_batches_per_epoch=args.max_batches_per_epoch, max_val_slices=args.max_val_slices,
         time_budget_s=args.time_budget_s, kvstore=kvstore, context=args.context)

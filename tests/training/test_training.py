@@ -123,45 +123,6 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(dataset, tmp_path):
         train_model(TrainConfig(**{**cfg(tmp_path / "killed", resume=True).to_json(), "lr": 1e-2, "epochs": 4}))
 
 
-def test_the_pipelined_step_trains_the_same_model(dataset, tmp_path):
-    def run(name, pipeline):
-        return train_model(TrainConfig(data_dir=str(dataset), out_dir=str(tmp_path / name), network="unet",
-                                       width=0.125, epochs=2, batch_size=2, lr=5e-3, seed=3,
-                                       max_batches_per_epoch=3, pipeline=pipeline))
-
-    a, b = (nd.load(str(run(n, p) / "checkpoints/last.params")) for n, p in (("on", True), ("off", False)))
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_allclose(a[k].asnumpy(), b[k].asnumpy(), rtol=1e-5, atol=1e-6, err_msg=k)
-
-
-def test_prefetched_keeps_order_raises_where_the_producer_failed_and_stops_early():
-    import threading
-    import time
-
-    from training.train import prefetched
-
-    assert list(prefetched(iter(range(50)), depth=3)) == list(range(50))
-
-    def failing():
-        yield 1
-        yield 2
-        raise ValueError("bad slice")
-
-    got = []
-    with pytest.raises(ValueError, match="bad slice"):
-        for item in prefetched(failing()):
-            got.append(item)
-    assert got == [1, 2]
-    start = time.perf_counter()
-    for item in prefetched(iter(range(10**6))):
-        if item == 3:
-            break
-    assert time.perf_counter() - start < 2  # the producer noticed and stopped: no hang on a full queue
-    time.sleep(0.3)
-    assert not any(t.name == "segqa-batches" for t in threading.enumerate())
-
-
 def test_ignore_label_masks_train(tmp_path, ellipse_slice):
     # a mask that is mostly 255 still trains, and the ignored pixels are not counted as any class
     from training.dataset import DatasetWriter
