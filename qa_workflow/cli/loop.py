@@ -114,7 +114,8 @@ def register(app: typer.Typer) -> None:
                 if step == "round-done":
                     s = info["summary"]
                     progress.console.print(f"{s.round}: verified {s.reviewed}, accepted {s.accepted_items}, "
-                                           f"corrected {s.corrected_slices} slices, auto-accepted "
+                                           f"corrected {s.corrected_slices} slices (judging "
+                                           f"{s.implied_verdicts} masks, {s.implied_accepted} passed), auto-accepted "
                                            f"{s.auto_accepted + s.audit}, promoted "
                                            f"{', '.join(n for n, p in s.promoted.items() if p) or 'none'}",
                                            markup=False)

@@ -144,6 +144,8 @@ class RoundSummary:
     chained_adjust_slices: int = 0  # slices corrected because the verify job rejected a mask of theirs
     audit_errors: int = 0  # audited auto-accepted masks the reviewers rejected (the audit route's result)
     budget_seconds: float | None = None  # the round's human-seconds budget
+    implied_verdicts: int = 0  # masks of this round's corrected slices judged against the correction (loop.verdicts)
+    implied_accepted: int = 0  # of those, the ones that met the reviewers' bar
     planned_seconds: float = 0.0  # what routing expected the round's work to cost (its expected_seconds)
     thresholds_used: dict[str, float | None] = field(default_factory=dict)  # what this round's routing compared with
     site_dice: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # network -> site -> Dice
@@ -332,7 +334,8 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
                                                    else set())
     _emit(progress, "analyze", round=rid)
     analysis_dir = rdir / "analysis"
-    thresholds_now = _analyze(cfg, ws, r, analysis_dir)
+    thresholds_now, implied = _analyze(cfg, ws, r, analysis_dir)
+    implied_now = [v for v in implied if v["round"] == rid]
 
     outcomes = store_outcomes(ws.store_uri)
     predictions = {round_id(k): str(ws.round_dir(k) / "predictions") for k in range(1, r + 1)}
@@ -375,6 +378,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
         adjust_seconds=cost["adjust_seconds"], scratch_seconds=cost["scratch_seconds"],
         training_corrected_slices=training_set.corrected_slices, routed_adjust_slices=routed_slices,
         chained_adjust_slices=chained_slices, audit_errors=audit_errors, budget_seconds=cfg.budget_seconds,
+        implied_verdicts=len(implied_now), implied_accepted=sum(int(v["confirm_count"]) for v in implied_now),
         planned_seconds=float(selected.seconds.get("total", 0.0)),
         thresholds_used=dict(load_thresholds(thresholds).classes) if thresholds else {},
         site_dice={n: _site_dice(ws, n) for n in cfg.networks})
@@ -466,8 +470,10 @@ def human_seconds(store: Any, rid: str, scratch_s: float | None = None) -> dict[
             "scratch_seconds": float(len(slices) * per_slice)}
 
 
-def _analyze(cfg: LoopConfig, ws: Workspace, r: int, analysis_dir: Path) -> dict[str, float | None]:
-    """Store (all rounds so far) -> analysis -> thresholds.json; returns the thresholds (unit scale).
+def _analyze(cfg: LoopConfig, ws: Workspace, r: int, analysis_dir: Path
+             ) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
+    """Store (all rounds so far) -> analysis -> thresholds.json; returns the thresholds (unit scale) and the
+    verdicts implied by corrections that the analysis took in.
 
     Also writes the review-record CSV the analysis read (``reviews.csv``), for people and other tools, and the
     verdicts implied by corrections (``implied-verdicts.csv``, with each mask's surface Dice) when they count.
@@ -491,7 +497,7 @@ def _analyze(cfg: LoopConfig, ws: Workspace, r: int, analysis_dir: Path) -> dict
     result = analyze(records, options, votes=votes)
     write_outputs(result, analysis_dir)
     data = json.loads((analysis_dir / "thresholds.json").read_text())
-    return {c: v.get("threshold_unit", v.get("threshold")) for c, v in data["classes"].items()}
+    return {c: v.get("threshold_unit", v.get("threshold")) for c, v in data["classes"].items()}, implied
 
 
 def run_loop(cfg: LoopConfig, progress: Progress | None = None, train_progress: Callable[[Any], None] | None = None,

@@ -53,13 +53,15 @@ thresholds: {{ cfg.method }}, max error {{ '%.0f'|format(cfg.max_error*100) }} %
 <h2>Human work per round</h2>
 <table>
 <tr><th>round</th><th>verified masks</th><th>accepted</th><th>auto-accepted</th><th>audited (rejected)</th>
-<th>adjust slices routed / after reject</th><th>human time verify / adjust</th><th>planned / budget</th>
+<th>adjust slices routed / after reject</th><th>verdicts from corrections (accepted)</th>
+<th>human time verify / adjust</th><th>planned / budget</th>
 <th>human time so far</th><th>scratch so far</th></tr>
 {% for r in rounds %}
 <tr><td>{{ r.round }}</td><td>{{ r.reviewed }}</td><td>{{ r.accepted_items }} ({{ pct(r.acceptance_rate) }})</td>
 <td>{{ r.auto_accepted + r.audit }}</td>
 <td>{{ r.audit }}{% if r.audit %} ({{ r.audit_errors }}, {{ pct(r.audit_errors / r.audit) }}){% endif %}</td>
 <td>{{ r.routed_adjust_slices }} / {{ r.chained_adjust_slices }}</td>
+<td>{{ r.implied_verdicts }} ({{ r.implied_accepted }})</td>
 <td>{{ seconds(r.verify_seconds) }} / {{ seconds(r.adjust_seconds) }}</td>
 <td>{{ seconds(r.planned_seconds) }} / {{ seconds(r.budget_seconds) if r.budget_seconds is not none else '—' }}</td>
 <td>{{ seconds(r.human_so_far) }}</td><td>{{ seconds(r.scratch_so_far) }}
@@ -71,7 +73,9 @@ reviewer accepted (they join the training set, the rest of their slice marked ig
 above their class's threshold (used by this round's routing), of which a random 5 % were audited blind; audited
 (rejected) is how many of those the reviewers rejected — the threshold's error, measured. Adjust slices: routed =
 sent straight to correction because the calibrated P(accept) was low; after reject = corrected because a verifier
-rejected a mask of theirs (the chained job). Each corrected slice joins the training set as a full label.
+rejected a mask of theirs (the chained job). Each corrected slice joins the training set as a full label, and
+judges the model's masks there by the reviewers' bar (surface Dice at 1 px ≥ 0.9 against the correction): those
+verdicts join the threshold analysis beside the verifiers' (docs/loop.md).
 Human time comes from the store (every vote and correction carries its seconds; in simulation the cost model:
 3 s per verified mask, 60 s per corrected slice); planned = what routing expected to spend within the round's budget;
 scratch = drawing every slice put before a person from nothing (240 s each), and how many times more it would cost.</p>

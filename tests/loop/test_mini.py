@@ -246,3 +246,5 @@ def test_corrections_judge_the_unvoted_masks_of_their_slices_for_the_analysis(lo
     totals = next(r for r in csv.DictReader(open(rdir / "analysis" / "acceptance_by_class.csv"))
                   if r["class_name"] == "TOTALS")
     assert int(totals["total"]) == summaries[0].reviewed + len(implied)
+    assert summaries[0].implied_verdicts == len(implied)  # all from round 1, the only round
+    assert summaries[0].implied_accepted == sum(r["confirm_count"] == "1" for r in implied)
