@@ -110,19 +110,9 @@ class Predictor:
     def prepare(self, images: np.ndarray) -> np.ndarray:
         """Validate (N, H, W) or (N, 1, H, W) pixels on the 0..255 scale and normalise -> (N, 1, H, W) float32."""
         arr = np.asarray(images)
-        if arr.ndim == 4 and arr.shape[1] == 1:
-            arr = arr[:, 0]
-        if arr.ndim == 2:
-            raise SegqaError(f"images: expected a batch (N, H, W), got one slice of shape {arr.shape}; "
-                             "use images[None]")
-        if arr.ndim != 3:
+        if arr.ndim not in (2, 3) and not (arr.ndim == 4 and arr.shape[1] == 1):
             check_input_shape(arr.shape, 1, self.net.divisor, name="images")  # names the channel problem
-            raise SegqaError(f"images: expected shape (N, H, W) of grayscale slices, got {arr.shape}")
-        if arr.dtype.kind not in "uif" and arr.dtype != np.bool_:
-            raise SegqaError(f"images: expected numeric pixels, got dtype {arr.dtype}")
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(1).argmax())
-            raise SegqaError(f"images: slice {bad} contains NaN or inf; clean the input first")
+        arr = checked_pixels(images)
         check_input_shape((arr.shape[0], 1, arr.shape[1], arr.shape[2]), 1, self.net.divisor,
                           name=f"images of shape {arr.shape}")
         return modelcard.normalize(arr, self.mean, self.std)
@@ -197,6 +187,24 @@ def onnx_session(path: str | os.PathLike[str], threads: int | None = None):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def checked_pixels(images: Any) -> np.ndarray:
+    """(N, H, W) or (N, 1, H, W) grayscale pixels as an (N, H, W) array, or a SegqaError naming what is wrong:
+    one slice instead of a batch, another shape, non-numeric pixels, NaN or inf. Both runtimes' ``prepare``."""
+    arr = np.asarray(images)
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim == 2:
+        raise SegqaError(f"images: expected a batch (N, H, W), got one slice of shape {arr.shape}; use images[None]")
+    if arr.ndim != 3:
+        raise SegqaError(f"images: expected shape (N, H, W) of grayscale slices, got {arr.shape}")
+    if arr.dtype.kind not in "uif" and arr.dtype != np.bool_:
+        raise SegqaError(f"images: expected numeric pixels, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(1).argmax())
+        raise SegqaError(f"images: slice {bad} contains NaN or inf; clean the input first")
+    return arr
+
+
 class OnnxPredictor:
     """An exported segmenter run by ONNX Runtime on the CPU: the same ``predict_proba`` as `Predictor`, on every
     core by default. Deterministic only: MC-dropout needs the MXNet network (`Predictor`)."""
@@ -220,11 +228,7 @@ class OnnxPredictor:
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W) pixels on the 0..255 scale -> (N, 1, H, W) float32, normalised as the model card says."""
-        arr = np.asarray(images)
-        if arr.ndim == 4 and arr.shape[1] == 1:
-            arr = arr[:, 0]
-        if arr.ndim != 3:
-            raise SegqaError(f"images: expected shape (N, H, W) of grayscale slices, got {arr.shape}")
+        arr = checked_pixels(images)
         if all(isinstance(d, int) for d in self.input_hw) and tuple(arr.shape[1:]) != self.input_hw:
             raise SegqaError(f"images of shape {arr.shape[1:]}: {self.onnx_file} takes {self.input_hw} slices")
         return modelcard.normalize(arr, self.mean, self.std)

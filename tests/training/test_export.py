@@ -49,6 +49,18 @@ def test_export_parity(models, tmp_path, name):
     exported = load_predictor(out)
     assert exported.version == trained.version
     np.testing.assert_allclose(exported.predict_proba(images), ref, atol=1e-6)
+    if name == "enet":  # ONNX Runtime refuses bad pixels as the MXNet predictor does (one shared check)
+        from training.predict import open_predictor
+
+        onnx_pred = open_predictor(out, runtime="onnxruntime", threads=1)
+        bad = images.astype(np.float32)
+        bad[1, 3, 3] = np.inf
+        with pytest.raises(SegqaError, match="slice 1 contains NaN or inf"):
+            onnx_pred.predict_proba(bad)
+        with pytest.raises(SegqaError, match="one slice"):
+            onnx_pred.predict_proba(images[0])
+        with pytest.raises(SegqaError, match="numeric pixels"):
+            onnx_pred.predict_proba(np.full((1, 176, 208), "x"))
 
 
 def test_export_fails_loudly_and_writes_nothing_when_onnx_disagrees(models, tmp_path, monkeypatch):
