@@ -57,13 +57,15 @@ def _probe_images_per_s(data: str, network: str, batch_size: int, batches: int, 
 
 
 def main(argv=None) -> int:
+    from qa_workflow.review.simulated_reviewers import DEFAULT_TAU  # loads no MXNet (threads are set later)
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="atlas cohort dataset (segqa data synth)")
     p.add_argument("--network", choices=("unet", "enet"), required=True)
     p.add_argument("--budget-min", type=float, default=15.0, help="wall-clock budget for training + validation")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (U-Net 1, 0.5, 0.25; ENet 1)")
-    p.add_argument("--tau", type=float, default=0.9,
+    p.add_argument("--tau", type=float, default=DEFAULT_TAU,
                    help="reviewers' bar (surface Dice at 1 px) for the share of test masks a reviewer would accept")
     p.add_argument("--lr", type=float, default=None, help="default: training.train.DEFAULT_LR")
     p.add_argument("--max-val-slices", type=int, default=None,

@@ -112,7 +112,7 @@ class Predictor:
         arr = np.asarray(images)
         if arr.ndim not in (2, 3) and not (arr.ndim == 4 and arr.shape[1] == 1):
             check_input_shape(arr.shape, 1, self.net.divisor, name="images")  # names the channel problem
-        arr = checked_pixels(images)
+        arr = checked_pixels(arr)
         check_input_shape((arr.shape[0], 1, arr.shape[1], arr.shape[2]), 1, self.net.divisor,
                           name=f"images of shape {arr.shape}")
         return modelcard.normalize(arr, self.mean, self.std)

@@ -47,10 +47,11 @@ def export_review_records(store: Store, *, round: str | int | None = None, class
     return [review_record(s) for s in ordered], superseded
 
 
-def review_records_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The CSV text (header `contract.REVIEW_RECORD_COLUMNS`, ``\n`` line ends) of review-record rows."""
+def review_records_csv(rows: Sequence[dict[str, Any]], extra: Sequence[str] = ()) -> str:
+    """The CSV text (header `contract.REVIEW_RECORD_COLUMNS`, then the ``extra`` columns the rows carry, ``\n``
+    line ends) of review-record rows."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(REVIEW_RECORD_COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=[*REVIEW_RECORD_COLUMNS, *extra], lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: repr(float(v)) if k == "confidence" else v for k, v in row.items()})

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from typing import Any
 from qa_workflow import storage
 from qa_workflow.contract import ACCEPT, NETWORKS, REVIEW_CLASSES, CostModel, SegqaError, round_sort_key
 from qa_workflow.loop.registry import Registry
+from qa_workflow.review.simulated_reviewers import DEFAULT_TAU
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,9 @@ class LoopConfig:
     # With 3 reviewers erring 3 % each, ~9 % of perfect masks come back split; counting splits as incorrect
     # would make a 5 % target unreachable, so the loop's analysis follows the majority.
     split_policy: str = "majority"
-    # Corrected slices judge the model's masks there at the reviewers' bar (surface Dice at 1 px >= this) and those
-    # verdicts join the analysis (qa_workflow.loop.verdicts); None = only the verifiers' votes count.
-    implied_bar: float | None = 0.9
+    # Corrected slices judge the model's masks there at the reviewers' bar (surface Dice at 1 px >= this, the
+    # simulated reviewers' tau) and those verdicts join the analysis (qa_workflow.loop.verdicts); None = votes only.
+    implied_bar: float | None = DEFAULT_TAU
     max_error: float = 0.05
     confidence: float = 0.95
     tolerance: float = 0.01
@@ -242,11 +243,10 @@ def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: C
     return ws
 
 
-def reviewed_item_ids(store_uri: str, before_round: str | None = None, voted_only: bool = False) -> set[str]:
+def reviewed_item_ids(store_uri: str, before_round: str | None = None) -> set[str]:
     """Item ids with a review outcome: at least one vote, or a slice a person corrected (a corrected slice is a
     full label, so none of its classes is routed again) — only in rounds before ``before_round`` when given, so
-    that re-running an interrupted round (or any earlier one) selects exactly what it selected the first time.
-    ``voted_only``: only the items with votes."""
+    that re-running an interrupted round (or any earlier one) selects exactly what it selected the first time."""
     from qa_workflow.confirmations.store import open_store
 
     def earlier(r: str | None) -> bool:
@@ -255,7 +255,7 @@ def reviewed_item_ids(store_uri: str, before_round: str | None = None, voted_onl
     store = open_store(store_uri)
     try:
         voted = {s.item.item_id for s in store.iter_items() if s.outcome is not None and earlier(s.item.round)}
-        corrected = set() if voted_only else {c.slice_id for c in store.iter_corrections() if earlier(c.round)}
+        corrected = {c.slice_id for c in store.iter_corrections() if earlier(c.round)}
     finally:
         store.close()
     return voted | {f"{slice_id}/{c.name}" for slice_id in corrected for c in REVIEW_CLASSES}
@@ -334,7 +334,8 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
                                                    else set())
     _emit(progress, "analyze", round=rid)
     analysis_dir = rdir / "analysis"
-    thresholds_now, implied = _analyze(cfg, ws, r, analysis_dir)
+    corrections = store_corrections(ws.store_uri)
+    thresholds_now, implied = _analyze(cfg, ws, r, analysis_dir, corrections)
     implied_now = [v for v in implied if v["round"] == rid]
 
     outcomes = store_outcomes(ws.store_uri)
@@ -343,7 +344,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
             if cfg.use_auto_accepted else [])
     _emit(progress, "retrain", round=rid)
     training_set = build_retraining_set(ws.cohort, outcomes, predictions, rdir / "training-set", auto_accepted=auto,
-                                        corrections=store_corrections(ws.store_uri))
+                                        corrections=corrections)
     train_dir = rdir / "train"
     result = retrain_round(rid, ws.registry, ws.cohort, training_set, train_dir, cfg.retrain,
                            warm_start=cfg.warm_start, tolerance=cfg.tolerance,
@@ -470,28 +471,33 @@ def human_seconds(store: Any, rid: str, scratch_s: float | None = None) -> dict[
             "scratch_seconds": float(len(slices) * per_slice)}
 
 
-def _analyze(cfg: LoopConfig, ws: Workspace, r: int, analysis_dir: Path
+def _analyze(cfg: LoopConfig, ws: Workspace, r: int, analysis_dir: Path, corrections: Sequence[Mapping[str, Any]]
              ) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
     """Store (all rounds so far) -> analysis -> thresholds.json; returns the thresholds (unit scale) and the
-    verdicts implied by corrections that the analysis took in.
+    verdicts implied by ``corrections`` (`retraining.store_corrections` rows) that the analysis took in.
 
     Also writes the review-record CSV the analysis read (``reviews.csv``), for people and other tools, and the
     verdicts implied by corrections (``implied-verdicts.csv``, with each mask's surface Dice) when they count.
     """
-    rdir = ws.round_dir(r)
     from analysis.run import AnalysisOptions, analyze, load_inputs, write_outputs
-    from qa_workflow.confirmations.export import review_records_csv_from
+    from qa_workflow.confirmations.export import export_review_records, review_records_csv
+    from qa_workflow.confirmations.store import open_store
 
-    storage.write_text(str(rdir / "reviews.csv"), review_records_csv_from(ws.store_uri)[0])
+    rdir = ws.round_dir(r)
+    store = open_store(ws.store_uri, create=False)
+    try:
+        direct, _ = export_review_records(store)  # the items reviewers voted on: their verdict wins
+    finally:
+        store.close()
+    storage.write_text(str(rdir / "reviews.csv"), review_records_csv(direct))
     implied: list[dict[str, Any]] = []
     if cfg.implied_bar is not None:
-        from qa_workflow.loop.retraining import store_corrections
-        from qa_workflow.loop.verdicts import implied_records_csv, implied_review_records
+        from qa_workflow.loop.verdicts import implied_review_records
 
         rounds = {round_id(k): str(ws.round_dir(k) / "round") for k in range(1, r + 1)}
-        implied = implied_review_records(store_corrections(ws.store_uri), rounds, cfg.implied_bar,
-                                         skip_items=reviewed_item_ids(ws.store_uri, voted_only=True))
-        storage.write_text(str(rdir / "implied-verdicts.csv"), implied_records_csv(implied))
+        implied = implied_review_records(corrections, rounds, cfg.implied_bar,
+                                         skip_items={row["item_id"] for row in direct})
+        storage.write_text(str(rdir / "implied-verdicts.csv"), review_records_csv(implied, extra=("quality",)))
     records, votes = load_inputs(store=ws.store_uri, split_policy=cfg.split_policy, implied=implied)
     options = AnalysisOptions(method=cfg.method, max_error=cfg.max_error, confidence=cfg.confidence)
     result = analyze(records, options, votes=votes)

@@ -17,48 +17,37 @@ the consolidated corrections (the I/O edge). docs/DECISIONS.md says why the bar 
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from qa_workflow import storage
-from qa_workflow.contract import REVIEW_RECORD_COLUMNS, SegqaError, from_display, round_sort_key
+from qa_workflow.contract import SegqaError, from_display, round_sort_key
 
-__all__ = ["IMPLIED_TOLERANCE_PX", "implied_verdict", "implied_review_records", "implied_records_csv"]
-
-#: Boundary tolerance of the implied judgement, as the simulated reviewers' (ARCHITECTURE §10).
-IMPLIED_TOLERANCE_PX = 1.0
+__all__ = ["implied_verdict", "implied_review_records"]
 
 
-def implied_verdict(predicted: np.ndarray, corrected: np.ndarray, tau: float,
-                    tolerance_px: float = IMPLIED_TOLERANCE_PX) -> tuple[float, bool]:
-    """(quality, accepted) of a predicted class mask against the corrected mask of the same class: surface Dice
-    at ``tolerance_px`` (both (H, W) bool), accepted when it is at least ``tau``."""
-    from training.metrics import surface_dice
+def implied_verdict(predicted: np.ndarray, corrected: np.ndarray, tau: float) -> tuple[float, bool]:
+    """(quality, accepted) of a predicted class mask against the corrected mask of the same class (both (H, W)
+    bool): the simulated reviewers' quality measure (`review.simulated_reviewers.mask_quality`, surface Dice at
+    1 px), accepted when it is at least ``tau``."""
+    from qa_workflow.review.simulated_reviewers import mask_quality
 
-    if predicted.shape != corrected.shape:
-        raise ValueError(f"mask shapes differ: predicted {predicted.shape}, corrected {corrected.shape}")
-    quality = float(surface_dice(predicted, corrected, tolerance_px))
+    quality = mask_quality(predicted, corrected)
     return quality, quality >= tau
 
 
-def _label_png(uri: str) -> np.ndarray:
-    from PIL import Image
+def _label_map(uri: str, kind: str) -> np.ndarray:
+    from qa_workflow.rounds.predict import decode_png
 
-    try:
-        with Image.open(io.BytesIO(storage.read_bytes(uri))) as im:
-            return np.asarray(im).astype(np.uint8)
-    except (OSError, ValueError) as exc:
-        raise SegqaError(f"{uri}: not a readable label PNG ({exc})") from None
+    return decode_png(storage.read_bytes(uri), uri, kind)
 
 
 def implied_review_records(corrections: Iterable[Mapping[str, Any]], round_dirs: Mapping[str, str], tau: float,
-                           *, skip_items: Iterable[str] = (), tolerance_px: float = IMPLIED_TOLERANCE_PX
-                           ) -> list[dict[str, Any]]:
-    """Review-record rows (ARCHITECTURE §9, keys `contract.REVIEW_RECORD_COLUMNS` plus ``quality``) implied by
-    consolidated corrections.
+                           *, skip_items: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Review-record rows (ARCHITECTURE §9, keys `contract.REVIEW_RECORD_COLUMNS` plus ``quality``; CSV text:
+    `confirmations.export.review_records_csv` with ``extra=("quality",)``) implied by consolidated corrections.
 
     corrections: `loop.retraining.store_corrections` rows (``slice_id``, ``round``, ``mask_uri`` of the consolidated
     label map, drawn in the display orientation); round_dirs: round id -> that round's folder (its
@@ -81,33 +70,20 @@ def implied_review_records(corrections: Iterable[Mapping[str, Any]], round_dirs:
         frame = read_assignments(round_dirs[rid])
         frame = frame[frame["slice_id"].isin(by_round[rid].keys()) & frame["confidence"].notna()]
         for slice_id, items in frame.groupby("slice_id", sort=True):
-            corrected = from_display(_label_png(by_round[rid][str(slice_id)]))
+            corrected = from_display(_label_map(by_round[rid][str(slice_id)], "corrected label map"))
             predicted: np.ndarray | None = None
             for item in items.itertuples(index=False):
                 if item.item_id in skip:
                     continue
                 if predicted is None:
-                    predicted = _label_png(str(item.pred_mask))
+                    predicted = _label_map(str(item.pred_mask), "predicted mask")
                     if predicted.shape != corrected.shape:
                         raise SegqaError(f"{by_round[rid][str(slice_id)]}: the corrected label map does not match "
                                          f"the predicted one ({item.pred_mask}) in shape")
-                quality, accepted = implied_verdict(predicted == item.class_id, corrected == item.class_id, tau,
-                                                    tolerance_px)
+                quality, accepted = implied_verdict(predicted == item.class_id, corrected == item.class_id, tau)
                 rows.append({"item_id": item.item_id, "class_name": item.class_name,
                              "confidence": float(item.confidence), "confirm_count": int(accepted),
                              "disconfirm_count": int(not accepted), "round": rid, "model_version": "",
                              "subject": item.subject, "slice_id": str(slice_id), "quality": round(quality, 6)})
     return rows
 
-
-def implied_records_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The CSV text of `implied_review_records` rows (review-record columns, then ``quality``)."""
-    import csv
-
-    columns = [*REVIEW_RECORD_COLUMNS, "quality"]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k, "") for k in columns})
-    return buf.getvalue()

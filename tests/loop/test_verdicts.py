@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from qa_workflow.confirmations.export import review_records_csv
 from qa_workflow.contract import SegqaError, to_display
-from qa_workflow.loop.verdicts import implied_records_csv, implied_review_records, implied_verdict
+from qa_workflow.loop.verdicts import implied_review_records, implied_verdict
 from qa_workflow.rounds.selection import ASSIGNMENT_COLUMNS
 
 H, W = 40, 48
@@ -90,7 +91,7 @@ def test_records_judge_every_predicted_class_mask_of_a_corrected_slice(tmp_path)
                    "sub-001/003/white_matter": (0, 1), "sub-002/004/white_matter": (1, 0)}
     wm = next(r for r in rows if r["item_id"] == "sub-001/003/white_matter")
     assert wm["confidence"] == pytest.approx(0.35) and wm["round"] == "round-01" and wm["quality"] < 0.9
-    text = implied_records_csv(rows)
+    text = review_records_csv(rows, extra=("quality",))
     assert text.splitlines()[0].endswith(",quality") and len(text.splitlines()) == 5
 
     with pytest.raises(SegqaError, match="no round folder given"):
