@@ -1,4 +1,4 @@
-"""Training-time augmentation: left-right flips, a small random affine, intensity jitter (numpy + scipy).
+"""Training-time augmentation: left-right flips, a small random affine, and scanner appearance (numpy + scipy).
 
 Pure functions of their inputs and a ``numpy.random.Generator``: the same generator state gives the same
 batch, which is what makes ``--resume`` reproduce an uninterrupted run.
@@ -9,6 +9,12 @@ uint8 labels (0..3 or 255 = ignore). Masks are resampled with nearest neighbour 
 
 Only left-right flips: axial brain slices are roughly left-right symmetric, whereas an up-down flip makes
 anatomy that a scanner never produces.
+
+Appearance ("another scanner"): a random gamma over a wide range, a smooth multiplicative bias field, an
+in-plane blur and Rician-like noise of random strength, each drawn per slice, so that a model trained on one
+site's images has seen the contrast curves, shading, resolution and noise of others (the augmentations of
+nnU-Net and the domain randomisation of SynthSeg, cut to what a 2-D slice can show). Ranges are in
+`AugmentConfig`; docs/segmenter.md gives them and what they bought on B3.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["AugmentConfig", "augment_batch", "random_affine"]
+__all__ = ["AugmentConfig", "appearance", "augment_batch", "bias_field", "random_affine"]
 
 
 @dataclass(frozen=True)
@@ -28,10 +34,15 @@ class AugmentConfig:
     max_rotation_deg: float = 10.0
     max_scale: float = 0.08  # zoom in [1 - s, 1 + s]
     max_shift_px: float = 8.0
-    gamma_range: tuple[float, float] = (0.8, 1.25)
+    gamma_range: tuple[float, float] = (0.5, 1.5)  # log-uniform
     contrast_range: tuple[float, float] = (0.9, 1.1)
     brightness: float = 0.05
-    noise_std: float = 0.01
+    noise_std: tuple[float, float] = (0.0, 0.06)  # Gaussian noise std, uniform in the range, per slice
+    bias_prob: float = 0.5
+    bias_log_std: float = 0.25  # std of the log bias field at its control points
+    bias_grid: int = 4  # control points per axis (a field smooth over ~1/3 of the slice)
+    blur_prob: float = 0.3
+    blur_sigma_px: tuple[float, float] = (0.4, 1.4)
 
 
 def random_affine(rng: np.random.Generator, shape: tuple[int, int],
@@ -62,12 +73,33 @@ def augment_batch(images: np.ndarray, masks: np.ndarray, rng: np.random.Generato
             matrix, offset = random_affine(rng, img.shape, cfg)
             img = ndimage.affine_transform(img, matrix, offset, order=1, mode="constant", cval=0.0)
             mask = ndimage.affine_transform(mask, matrix, offset, order=0, mode="constant", cval=0)
-        gamma = rng.uniform(*cfg.gamma_range)
-        contrast = rng.uniform(*cfg.contrast_range)
-        brightness = rng.uniform(-cfg.brightness, cfg.brightness)
-        img = np.clip(img, 0.0, 1.0) ** gamma * contrast + brightness
-        if cfg.noise_std > 0:
-            img = img + rng.normal(0.0, cfg.noise_std, size=img.shape)
-        out_img[i] = np.clip(img, 0.0, 1.0)
+        out_img[i] = np.clip(appearance(np.asarray(img, np.float32), rng, cfg), 0.0, 1.0)
         out_mask[i] = mask
     return out_img, out_mask
+
+
+def bias_field(rng: np.random.Generator, shape: tuple[int, int], log_std: float, grid: int) -> np.ndarray:
+    """A smooth multiplicative field of ``shape``: exp of Gaussian values on a ``grid`` x ``grid`` lattice,
+    cubic-upsampled (the cohort's own bias model, `training.cohort`, in 2-D)."""
+    coarse = rng.normal(0.0, log_std, size=(grid, grid))
+    zoom = (shape[0] / grid, shape[1] / grid)
+    return np.exp(ndimage.zoom(coarse, zoom, order=3, mode="nearest", grid_mode=True)[:shape[0], :shape[1]])
+
+
+def appearance(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """One (H, W) slice in [0, 1] as another scanner might show it: blur, bias field, gamma, contrast and
+    brightness, noise (in that order: the optics and the coil act before the intensity curve, noise last)."""
+    if rng.random() < cfg.blur_prob:
+        img = ndimage.gaussian_filter(img, rng.uniform(*cfg.blur_sigma_px), mode="constant")
+    if rng.random() < cfg.bias_prob:
+        height, width = img.shape
+        img = img * bias_field(rng, (height, width), cfg.bias_log_std, cfg.bias_grid).astype(np.float32)
+    lo, hi = np.log(cfg.gamma_range)
+    gamma = np.exp(rng.uniform(lo, hi))
+    contrast = rng.uniform(*cfg.contrast_range)
+    brightness = rng.uniform(-cfg.brightness, cfg.brightness)
+    img = np.clip(img, 0.0, 1.0) ** gamma * contrast + brightness
+    std = rng.uniform(*cfg.noise_std)
+    if std > 0:
+        img = img + rng.normal(0.0, std, size=img.shape)
+    return img

@@ -24,7 +24,7 @@ from mxnet import nd
 from qa_workflow.contract import IGNORE_LABEL, NUM_CLASSES, SegqaError
 
 __all__ = ["segmentation_loss", "segmentation_loss_nchw", "weighted_cross_entropy", "soft_dice_loss",
-           "class_weights_from_labels", "parse_class_weights"]
+           "class_weights_from_labels", "parse_class_weights", "resolve_class_weights"]
 
 
 def _pixels(logits: nd.NDArray, labels: nd.NDArray) -> tuple[nd.NDArray, nd.NDArray, nd.NDArray, nd.NDArray]:
@@ -102,11 +102,12 @@ def segmentation_loss_nchw(logits: nd.NDArray, labels: nd.NDArray, class_weights
     return dice_weight * dice_loss + ce_weight * ce, {"dice": dice_loss, "ce": ce}
 
 
-def class_weights_from_labels(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Inverse-frequency weights (K,) float32 from masks (N, H, W): ``w_c = n / (K * n_c)``.
+def class_weights_from_labels(labels: np.ndarray, num_classes: int = NUM_CLASSES, power: float = 1.0) -> np.ndarray:
+    """Inverse-frequency weights (K,) float32 from masks (N, H, W): ``w_c ∝ (n / (K * n_c)) ** power``, scaled so
+    that their pixel-weighted mean is 1 (``power`` 1: ``w_c = n / (K * n_c)``; 0.5: the square root, milder).
 
-    The pixel-weighted mean of the weights is 1. Ignored pixels (255) are not counted; a class that never
-    occurs gets the largest weight of the others (it cannot contribute anyway).
+    Ignored pixels (255) are not counted; a class that never occurs gets the largest weight of the others (it
+    cannot contribute anyway).
     """
     counts = np.bincount(labels[labels != IGNORE_LABEL].ravel(), minlength=num_classes)[:num_classes].astype(float)
     total = counts.sum()
@@ -114,19 +115,36 @@ def class_weights_from_labels(labels: np.ndarray, num_classes: int = NUM_CLASSES
         raise SegqaError("training masks contain no labelled pixels (everything is 255 = ignore)")
     w = np.zeros(num_classes)
     present = counts > 0
-    w[present] = total / (num_classes * counts[present])
+    w[present] = (total / (num_classes * counts[present])) ** power
+    w[present] /= (w[present] * counts[present]).sum() / total
     w[~present] = w[present].max()
     return w.astype(np.float32)
 
 
+#: ``--class-weights`` words: what each derives from the training labels (K numbers are taken as given).
+DERIVED_WEIGHTS = {"uniform": 0.0, "sqrt": 0.5, "auto": 1.0}
+
+
+def resolve_class_weights(spec: str | Sequence[float] | None, labels: np.ndarray,
+                          num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """The (K,) weights a ``--class-weights`` spec gives for these training masks: "uniform" (all 1), "sqrt"
+    (square root of inverse frequency), "auto" or None (inverse frequency), or K numbers."""
+    given = parse_class_weights(spec, num_classes)
+    if given is not None:
+        return given
+    word = "auto" if spec is None or not str(spec).strip() else str(spec).strip().lower()
+    return class_weights_from_labels(labels, num_classes, power=DERIVED_WEIGHTS[word])
+
+
 def parse_class_weights(text: str | Sequence[float] | None, num_classes: int = NUM_CLASSES) -> np.ndarray | None:
-    """``"1.35,17.18,8.29,12.42"`` -> array (K,); None / "auto" -> None (derive from the labels)."""
-    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "auto")):
+    """``"1.35,17.18,8.29,12.42"`` -> array (K,); None or a word of `DERIVED_WEIGHTS` -> None (derived from the
+    labels by `resolve_class_weights`). Anything else raises SegqaError."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("", *DERIVED_WEIGHTS)):
         return None
     try:
         values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
     except ValueError:
-        raise SegqaError(f"class weights: expected {num_classes} comma-separated numbers or 'auto', "
+        raise SegqaError(f"class weights: expected {num_classes} comma-separated numbers, 'uniform', 'sqrt' or 'auto', "
                          f"got {text!r}") from None
     if len(values) != num_classes or not all(np.isfinite(v) and v > 0 for v in values):
         raise SegqaError(f"class weights: expected {num_classes} positive numbers (background, csf, gray_matter, "

@@ -65,7 +65,7 @@ from qa_workflow.storage import atomic_write_with
 from training import modelcard
 from training.augment import AugmentConfig, augment_batch
 from training.dataset import load_slices, read_index
-from training.losses import class_weights_from_labels, parse_class_weights, segmentation_loss
+from training.losses import resolve_class_weights, segmentation_loss
 from training.metrics import confusion_matrix, dice_from_confusion, mean_foreground_dice
 from training.nets import NETWORKS, build_network, load_params
 
@@ -90,7 +90,9 @@ class TrainConfig:
     Budget knobs: ``max_slices`` (train on a seeded subset of the train split), ``max_batches_per_epoch``,
     ``max_val_slices`` (None: `val_slice_cap`, about a tenth of an epoch's training images, evenly strided
     over the val split) and ``time_budget_s`` (stop after the first epoch that ends past it).
-    ``class_weights``: None/"auto" = inverse frequency of the training labels, or 4 numbers.
+    ``class_weights``: "uniform" (default: every class 1; the soft Dice term already balances the classes, and
+    inverse frequency over-segments CSF, docs/segmenter.md), None/"auto" = inverse frequency of the training
+    labels, or 4 numbers.
     ``init_from``: a model folder whose weights start this run (warm start; same network and width).
     ``progress``: called with a `TrainEvent` at start, after every batch and every epoch, and at the end.
     """
@@ -106,7 +108,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
     seed: int = 0
-    class_weights: Any = None
+    class_weights: Any = "uniform"
     dice_weight: float = 0.5
     ce_weight: float = 0.5
     width: float = 1.0
@@ -337,8 +339,7 @@ class _Run:
         pix = self.train.images.astype(np.float64) / 255.0
         self.mean = float(pix.mean())
         self.std = float(max(pix.std(), 1e-3))
-        given = parse_class_weights(cfg.class_weights)
-        self.class_weights = given if given is not None else class_weights_from_labels(self.train.masks)
+        self.class_weights = resolve_class_weights(cfg.class_weights, self.train.masks)
         self.data_hash = data_hash(np.concatenate([self.train.images, self.val.images]),
                                    np.concatenate([self.train.masks, self.val.masks]),
                                    ["train:" + i for i in self.train.ids] + ["val:" + i for i in self.val.ids])
@@ -623,7 +624,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-schedule", "--lr_schedule", dest="lr_schedule", default=d.lr_schedule, choices=LR_SCHEDULES)
     p.add_argument("--weight-decay", "--weight_decay", dest="weight_decay", type=float, default=d.weight_decay)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--class-weights", "--class_weights", dest="class_weights", default="auto")
+    p.add_argument("--class-weights", "--class_weights", dest="class_weights", default=d.class_weights)
     p.add_argument("--dice-weight", "--dice_weight", dest="dice_weight", type=float, default=d.dice_weight)
     p.add_argument("--ce-weight", "--ce_weight", dest="ce_weight", type=float, default=d.ce_weight)
     p.add_argument("--width", type=float, default=d.width)

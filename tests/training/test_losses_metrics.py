@@ -9,7 +9,13 @@ import pytest
 from mxnet import autograd, nd
 
 from qa_workflow.contract import IGNORE_LABEL, SegqaError
-from training.losses import class_weights_from_labels, parse_class_weights, segmentation_loss, segmentation_loss_nchw
+from training.losses import (
+    class_weights_from_labels,
+    parse_class_weights,
+    resolve_class_weights,
+    segmentation_loss,
+    segmentation_loss_nchw,
+)
 from training.metrics import (
     absolute_volume_difference,
     confusion_matrix,
@@ -96,9 +102,28 @@ def test_class_weights_from_labels_are_inverse_frequency():
 def test_parse_class_weights():
     np.testing.assert_allclose(parse_class_weights("1.35,17.18,8.29,12.42"), [1.35, 17.18, 8.29, 12.42], rtol=1e-6)
     assert parse_class_weights("auto") is None
-    for bad in ("1,2,3", "1,2,x,4", "1,0,1,1"):
+    assert parse_class_weights(" Uniform ") is None and parse_class_weights("sqrt") is None
+    for bad in ("1,2,3", "1,2,x,4", "1,0,1,1", "balanced"):
         with pytest.raises(SegqaError, match="class weights"):
             parse_class_weights(bad)
+
+
+def test_resolve_class_weights_words_and_numbers():
+    labels = np.zeros((1, 10, 10), np.uint8)
+    labels[0, :2] = 1  # 80 % background, 20 % csf
+    labels[0, 2, :4] = 2  # 4 % gray matter; no white matter
+    counts = np.array([76, 20, 4])
+    np.testing.assert_array_equal(resolve_class_weights("uniform", labels), np.ones(4, np.float32))
+    auto = resolve_class_weights("auto", labels)
+    np.testing.assert_allclose(auto, resolve_class_weights(None, labels))
+    np.testing.assert_allclose(auto[:3] * counts, (auto[:3] * counts)[0], rtol=1e-5)  # inverse frequency
+    sqrt = resolve_class_weights("sqrt", labels)
+    np.testing.assert_allclose(sqrt[:3] ** 2 * counts, (sqrt[:3] ** 2 * counts)[0], rtol=1e-5)
+    for w in (auto, sqrt):  # pixel-weighted mean 1 over the present classes; the absent class gets the largest
+        assert (w[:3] * counts).sum() / counts.sum() == pytest.approx(1.0, rel=1e-5)
+        assert w[3] == w.max()
+    assert auto[2] / auto[0] == pytest.approx(19.0, rel=1e-5) and sqrt[2] / sqrt[0] == pytest.approx(19.0 ** 0.5)
+    np.testing.assert_allclose(resolve_class_weights("1,2,3,4", labels), [1, 2, 3, 4])
 
 
 def test_dice_and_confusion_on_a_known_example():
