@@ -310,28 +310,9 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
         _emit(progress, "review", round=rid)
     routed_slices = len(batched.adjust["slices"]) if batched is not None and batched.adjust else 0
     chained_slices = 0
-    if batched is None:
-        pass
-    elif review is not None:
-        chained_slices = _review_by_people(review, ws, round_path, batched)
-    else:
-        from qa_workflow.review.simulated_correctors import simulate_adjust
-        from qa_workflow.review.simulated_reviewers import load_truth_labels, simulate_round
-
-        seed = cfg.seed * 1000 + r
-        verify_job = None
-        if batched.batches:
-            verify_job = simulate_round(str(round_path), ws.cohort, store_uri=ws.store_uri, reviewers=cfg.reviewers,
-                                        error_rate=cfg.error_rate, seed=seed).job_name
-        if cfg.correctors and (batched.adjust or verify_job):
-            _emit(progress, "correct", round=rid)
-            if batched.adjust:  # the masks routed straight to correction, in the same round
-                simulate_adjust(batched.adjust["manifest"], load_truth_labels(ws.cohort), store_uri=ws.store_uri,
-                                job_name=f"segqa-sim-adjust-routed-{rid}", correctors=cfg.correctors, seed=seed)
-            if verify_job:  # the chained job: what the verifiers rejected, on slices not corrected already
-                chained_slices = _correct_rejected(cfg, ws, round_path, rid, verify_job, seed=seed,
-                                                   corrected=set(batched.adjust["slices"]) if batched.adjust
-                                                   else set())
+    if batched is not None:
+        chained_slices = (_review_by_people(review, ws, round_path, batched) if review is not None
+                          else _review_by_simulation(cfg, ws, round_path, r, batched, progress))
     _emit(progress, "analyze", round=rid)
     analysis_dir = rdir / "analysis"
     corrections = store_corrections(ws.store_uri)
@@ -398,6 +379,33 @@ def _audit_errors(store: Any, rid: str, audited: list[str], split_policy: str) -
         ok = (s.confirm_count > s.disconfirm_count) if split_policy == "majority" else s.outcome == ACCEPT
         errors += not ok
     return errors
+
+
+
+def _review_by_simulation(cfg: LoopConfig, ws: Workspace, round_path: Path, r: int, batched: Any,
+                          progress: Progress | None) -> int:
+    """Simulated verifiers answer the verify batches, simulated correctors the routed adjust manifest and then
+    the chained job of what the verifiers rejected; returns the chained job's slice count."""
+    from qa_workflow.review.simulated_correctors import simulate_adjust
+    from qa_workflow.review.simulated_reviewers import load_truth_labels, simulate_round
+
+    rid = round_id(r)
+    seed = cfg.seed * 1000 + r
+    verify_job = None
+    if batched.batches:
+        verify_job = simulate_round(str(round_path), ws.cohort, store_uri=ws.store_uri, reviewers=cfg.reviewers,
+                                    error_rate=cfg.error_rate, seed=seed).job_name
+    if not cfg.correctors or not (batched.adjust or verify_job):
+        return 0
+    _emit(progress, "correct", round=rid)
+    if batched.adjust:  # the masks routed straight to correction, in the same round
+        simulate_adjust(batched.adjust["manifest"], load_truth_labels(ws.cohort), store_uri=ws.store_uri,
+                        job_name=f"segqa-sim-adjust-routed-{rid}", correctors=cfg.correctors, seed=seed)
+    if not verify_job:
+        return 0
+    # the chained job: what the verifiers rejected, on slices not corrected already
+    return _correct_rejected(cfg, ws, round_path, rid, verify_job, seed=seed,
+                             corrected=set(batched.adjust["slices"]) if batched.adjust else set())
 
 
 def _review_by_people(review: Callable[[Path, str], Any], ws: Workspace, round_path: Path, batched: Any) -> int:
