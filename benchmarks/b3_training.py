@@ -68,6 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--tau", type=float, default=DEFAULT_TAU,
                    help="reviewers' bar (surface Dice at 1 px) for the share of test masks a reviewer would accept")
     p.add_argument("--lr", type=float, default=None, help="default: training.train.DEFAULT_LR")
+    p.add_argument("--class-weights", default=None, help="default: training.train.TrainConfig's (docs/segmenter.md)")
     p.add_argument("--max-val-slices", type=int, default=None,
                    help="validation slices per epoch, evenly strided (default: training.train.val_slice_cap)")
     p.add_argument("--max-test-slices", type=int, default=None, help="default: the whole test split")
@@ -119,12 +120,13 @@ def main(argv=None) -> int:
     if out is None:
         tmp = tempfile.TemporaryDirectory(prefix="segqa-b3-")
         out = str(Path(tmp.name) / args.network)
+    weights = {"class_weights": args.class_weights} if args.class_weights else {}
     train_start = time.perf_counter()
     remaining = budget_s - (train_start - wall0)
     model = train_model(TrainConfig(data_dir=args.data, out_dir=out, network=args.network, epochs=epochs,
                                     batch_size=args.batch_size, lr=lr, seed=args.seed, width=args.width,
                                     max_val_slices=args.max_val_slices, time_budget_s=remaining,
-                                    progress=on_event))
+                                    progress=on_event, **weights))
     train_wall = time.perf_counter() - train_start
     train_cpu = _cpu_seconds() - cpu0
     metrics = json.loads((Path(model) / "metrics.json").read_text())
@@ -154,6 +156,7 @@ def main(argv=None) -> int:
         "test_subject_mean_fg_dice": report["subjects"]["mean_foreground_dice_mean"],
         "test_subject_dice_mean": report["subjects"]["dice_mean"],
         "test_hd95_mm_mean": report["subjects"]["hd95_mm_mean"], "width": args.width,
+        "class_weights": json.loads((Path(model) / "model_card.json").read_text())["training"]["class_weights"],
         "test_sites": {site: {"mean_fg_dice": v["mean_foreground_dice"], "dice": v["dice"]}
                        for site, v in report.get("sites", {}).items()},
         "test_reviewer_bar": report["reviewer_bar"],
