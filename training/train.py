@@ -90,9 +90,8 @@ class TrainConfig:
     Budget knobs: ``max_slices`` (train on a seeded subset of the train split), ``max_batches_per_epoch``,
     ``max_val_slices`` (None: `val_slice_cap`, about a tenth of an epoch's training images, evenly strided
     over the val split) and ``time_budget_s`` (stop after the first epoch that ends past it).
-    ``class_weights``: "sqrt" (default: square root of the inverse frequency of the training labels; full inverse
-    frequency over-segments CSF, none loses CSF in short runs, docs/segmenter.md), "uniform" (every class 1),
-    None/"auto" (inverse frequency), or 4 numbers.
+    ``class_weights``: "auto"/None (default: inverse frequency of the training labels), "sqrt" (its square
+    root), "uniform" (every class 1), or 4 numbers; docs/segmenter.md has what each measured.
     ``init_from``: a model folder whose weights start this run (warm start; same network and width).
     ``progress``: called with a `TrainEvent` at start, after every batch and every epoch, and at the end.
     """
@@ -108,7 +107,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
     seed: int = 0
-    class_weights: Any = "sqrt"
+    class_weights: Any = "auto"
     dice_weight: float = 0.5
     ce_weight: float = 0.5
     width: float = 1.0

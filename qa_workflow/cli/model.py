@@ -25,9 +25,9 @@ def register(app: typer.Typer) -> None:
                                            "[default: 2e-3 U-Net, 5e-3 ENet]."),
         lr_schedule: str = typer.Option("cosine", "--lr-schedule", help="cosine, step or constant."),
         seed: int = typer.Option(0, "--seed", help="Seed for initial weights, data order, augmentation, dropout."),
-        class_weights: str = typer.Option("sqrt", "--class-weights",
-                                          help="'sqrt' or 'auto' (square root of, or, inverse frequency of the "
-                                               "training labels), 'uniform' (every class 1) or 4 numbers, "
+        class_weights: str = typer.Option("auto", "--class-weights",
+                                          help="'auto' or 'sqrt' (inverse frequency of the training labels, or "
+                                               "its square root), 'uniform' (every class 1) or 4 numbers, "
                                                "e.g. 1.35,17.18,8.29,12.42."),
         dice_weight: float = typer.Option(0.5, "--dice-weight", help="Weight of the soft Dice term in the loss."),
         ce_weight: float = typer.Option(0.5, "--ce-weight", help="Weight of the cross-entropy term in the loss."),
