@@ -130,6 +130,7 @@ def main(argv=None) -> int:
     train_wall = time.perf_counter() - train_start
     train_cpu = _cpu_seconds() - cpu0
     metrics = json.loads((Path(model) / "metrics.json").read_text())
+    card = json.loads((Path(model) / "model_card.json").read_text())
     epochs_run = metrics["epochs"]
     eval_start = time.perf_counter()
     report = evaluate_model(model, args.data, split="test", max_slices=args.max_test_slices,
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
         "wall_s_train_incl_probe_and_val": round(train_wall + (train_start - wall0), 1),
         "cpu_s_train": round(train_cpu, 1), "wall_s_test_eval": round(eval_wall, 1), "threads": threads(),
         "cores_busy_train": round(train_cpu / (train_wall + (train_start - wall0)), 2),
-        "val_slices_per_epoch": report_val_slices(model),
+        "val_slices_per_epoch": card["training"].get("val_slices"),
         "val_share_median": _median([e.get("val_share") for e in epochs_run]),
         "val_history": [{"epoch": e["epoch"], "val_mean_fg_dice": e["val_mean_fg_dice"]} for e in epochs_run],
         "test_pooled_dice": report["pooled"]["dice"],
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
         "test_subject_mean_fg_dice": report["subjects"]["mean_foreground_dice_mean"],
         "test_subject_dice_mean": report["subjects"]["dice_mean"],
         "test_hd95_mm_mean": report["subjects"]["hd95_mm_mean"], "width": args.width,
-        "class_weights": json.loads((Path(model) / "model_card.json").read_text())["training"]["class_weights"],
+        "class_weights": card["training"]["class_weights"],
         "test_sites": {site: {"mean_fg_dice": v["mean_foreground_dice"], "dice": v["dice"]}
                        for site, v in report.get("sites", {}).items()},
         "test_reviewer_bar": report["reviewer_bar"],
@@ -175,11 +176,6 @@ def main(argv=None) -> int:
 def _median(values):
     values = sorted(v for v in values if v is not None)
     return values[len(values) // 2] if values else None
-
-
-def report_val_slices(model) -> int | None:
-    card = json.loads((Path(model) / "model_card.json").read_text())
-    return card["training"].get("val_slices")
 
 
 def write_markdown() -> None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from training.cohort import smooth_random_field
+
 __all__ = ["AugmentConfig", "appearance", "augment_batch", "bias_field", "random_affine"]
 
 
@@ -40,7 +42,7 @@ class AugmentConfig:
     noise_std: tuple[float, float] = (0.0, 0.06)  # Gaussian noise std, uniform in the range, per slice
     bias_prob: float = 0.5
     bias_log_std: float = 0.25  # std of the log bias field at its control points
-    bias_grid: int = 4  # control points per axis (a field smooth over ~1/3 of the slice)
+    bias_spacing_px: float = 70.0  # control points this far apart: a 4 x 4 lattice on a 176 x 208 slice
     blur_prob: float = 0.3
     blur_sigma_px: tuple[float, float] = (0.4, 1.4)
 
@@ -78,12 +80,10 @@ def augment_batch(images: np.ndarray, masks: np.ndarray, rng: np.random.Generato
     return out_img, out_mask
 
 
-def bias_field(rng: np.random.Generator, shape: tuple[int, int], log_std: float, grid: int) -> np.ndarray:
-    """A smooth multiplicative field of ``shape``: exp of Gaussian values on a ``grid`` x ``grid`` lattice,
-    cubic-upsampled (the cohort's own bias model, `training.cohort`, in 2-D)."""
-    coarse = rng.normal(0.0, log_std, size=(grid, grid))
-    zoom = (shape[0] / grid, shape[1] / grid)
-    return np.exp(ndimage.zoom(coarse, zoom, order=3, mode="nearest", grid_mode=True)[:shape[0], :shape[1]])
+def bias_field(rng: np.random.Generator, shape: tuple[int, int], log_std: float, spacing_px: float) -> np.ndarray:
+    """A smooth multiplicative field of ``shape``: exp of the cohort's smooth random field (Gaussian values of
+    std ``log_std`` on control points ``spacing_px`` apart, cubic-upsampled), i.e. its bias model in 2-D."""
+    return np.exp(smooth_random_field(rng, shape, (spacing_px, spacing_px), log_std))
 
 
 def appearance(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -93,7 +93,7 @@ def appearance(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) ->
         img = ndimage.gaussian_filter(img, rng.uniform(*cfg.blur_sigma_px), mode="constant")
     if rng.random() < cfg.bias_prob:
         height, width = img.shape
-        img = img * bias_field(rng, (height, width), cfg.bias_log_std, cfg.bias_grid).astype(np.float32)
+        img = img * bias_field(rng, (height, width), cfg.bias_log_std, cfg.bias_spacing_px)
     lo, hi = np.log(cfg.gamma_range)
     gamma = np.exp(rng.uniform(lo, hi))
     contrast = rng.uniform(*cfg.contrast_range)

@@ -381,7 +381,6 @@ def _audit_errors(store: Any, rid: str, audited: list[str], split_policy: str) -
     return errors
 
 
-
 def _review_by_simulation(cfg: LoopConfig, ws: Workspace, round_path: Path, r: int, batched: Any,
                           progress: Progress | None) -> int:
     """Simulated verifiers answer the verify batches, simulated correctors the routed adjust manifest and then
