@@ -2,7 +2,7 @@
 
 For a trained model and the atlas cohort's pool split:
 1. predict every pool slice and score every (slice, tissue class) item (confidence: ``--measure``, default
-   soft_dice as the loop's default; ``entropy`` or ``mean_prob`` to compare);
+   ``surface_agreement``, the loop's default; ``entropy``, ``soft_dice`` or ``mean_prob`` to compare);
 2. split the pool subjects in two halves: the *fit* half is reviewed by simulated reviewers
    (ARCHITECTURE §10: quality q = surface Dice at 1 px tolerance against the cohort's truth by default, volume
    Dice with ``--quality dice``; accept with sigmoid((q - 0.90)/0.02), 3 % error each, three reviewers,
@@ -64,6 +64,22 @@ def item_table(model: str, data: str, batch_size: int = 8, quality: str = DEFAUL
     return rows, predictor.version
 
 
+#: The first step of the Clopper-Pearson scan at 5 % / 95 %: 59 masks, all accepted.
+TOP_N = 59
+
+
+def ranking_quality(conf: np.ndarray, quality: np.ndarray, accepted: np.ndarray) -> dict:
+    """How well the confidence orders the fit half's masks: AUC for "the reviewers accept", and the rejections
+    among the TOP_N most confident masks against those among the TOP_N of the best possible order (by the true
+    quality): the gap is what a better confidence measure could still gain; the rest needs a better model."""
+    from sklearn.metrics import roc_auc_score
+
+    n = min(TOP_N, len(conf))
+    auc = float(roc_auc_score(accepted, conf)) if 0 < accepted.sum() < len(accepted) else None
+    return {"auc": auc, "top_n": n, "top_rejected": int((~accepted[np.argsort(-conf, kind="stable")[:n]]).sum()),
+            "oracle_top_rejected": int((~accepted[np.argsort(-quality, kind="stable")[:n]]).sum())}
+
+
 def audit_at(rows, fit_subjects, tau, args, lines):
     results = {}
     for k, cls in enumerate(REVIEW_CLASSES):
@@ -93,9 +109,16 @@ def audit_at(rows, fit_subjects, tau, args, lines):
         met = "— (nothing auto-accepted)" if not n_auto else ("yes" if rate <= args.max_error else "no")
         results[cls.name] = {"threshold": th, "fit": len(fit), "audited": len(audit), "auto_accepted": n_auto,
                              "true_errors": errors, "true_error_rate": rate, "reason": selector.reason_,
-                             "fit_accept_rate": float(correct.mean()) if len(fit) else None}
+                             "fit_accept_rate": float(correct.mean()) if len(fit) else None,
+                             **ranking_quality(conf, np.array([r[5] for r in fit]), correct)}
         lines.append(f"| {cls.name} | {'null' if th is None else f'{th:.4f}'} | {len(fit)} | {len(audit)} | {n_auto} | "
                      f"{errors} | {ci} | {args.max_error:g} | {n_auto / max(len(audit), 1):.2f} | {met} |")
+    lines.append("")
+    lines.append("Ranking on the fit half (AUC for \"accepted\"; rejections among the most confident masks, and "
+                 "among the same number ordered by true quality, the best any confidence could do): " + "; ".join(
+                     f"{name} AUC {'—' if res['auc'] is None else format(res['auc'], '.3f')}, top {res['top_n']}: "
+                     f"{res['top_rejected']} rejected (best order {res['oracle_top_rejected']})"
+                     for name, res in results.items()))
     for name, res in results.items():
         if res["threshold"] is None:
             lines.append(f"\n- {name}: no threshold — {res['reason']}")

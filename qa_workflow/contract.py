@@ -36,7 +36,7 @@ __all__ = [
     "label_mappings",
     "REVIEW_RECORD_REQUIRED", "REVIEW_RECORD_OPTIONAL", "REVIEW_RECORD_COLUMNS", "CORRECTION_COLUMNS",
     "THRESHOLDS_SCHEMA", "ASSIGNMENTS", "LEGACY_VERIFY_ASSIGNMENT", "CALIBRATION_SCHEMA", "CostModel",
-    "CONFIDENCE_MEASURES", "DEFAULT_CONFIDENCE_MEASURE",
+    "CONFIDENCE_MEASURES", "DEFAULT_CONFIDENCE_MEASURE", "SURFACE_TOLERANCE_PX",
     "DEFAULT_MIN_PIXELS", "IMAGE_HEIGHT", "IMAGE_WIDTH", "NETWORKS", "NETWORK_LABELS",
     "round_number", "round_sort_key", "utc_iso", "utc_now_iso",
     "TRAINING_ENTRY_SCRIPT", "TRAINING_JOB_NAME_RE", "TRAINING_METRIC_DEFINITIONS", "MXNET_VERSION", "MXNET_PY_VERSION",
@@ -429,8 +429,13 @@ CORRECTION_COLUMNS = ("slice_id", "round", "job", "workers", "mask_uri", "modifi
 # --------------------------------------------------------------------------------------------------------
 # Scoring, selection and thresholds (ARCHITECTURE §5, §9)
 
-CONFIDENCE_MEASURES = ("soft_dice", "mean_prob", "entropy", "mutual_info")
-DEFAULT_CONFIDENCE_MEASURE = "soft_dice"
+CONFIDENCE_MEASURES = ("soft_dice", "mean_prob", "entropy", "mutual_info", "surface_agreement")
+#: ``surface_agreement`` ranks masks as the reviewers judge them (surface Dice at 1 px); ARCHITECTURE §5 names
+#: ``soft_dice``, which ranks gray-matter masks backwards at that bar (docs/DECISIONS.md).
+DEFAULT_CONFIDENCE_MEASURE = "surface_agreement"
+#: How far apart two boundaries may lie and still agree, in pixels (Euclidean): the reviewers' tolerance
+#: (ARCHITECTURE §10) and the one `surface_agreement` uses.
+SURFACE_TOLERANCE_PX = 1.0
 DEFAULT_MIN_PIXELS = 30
 #: The routes of ARCHITECTURE §5: every scored item gets exactly one (``segqa select``, assignments.csv).
 ASSIGNMENTS = ("auto_accept", "verify", "adjust", "audit", "random_arm", "skip")

@@ -16,7 +16,8 @@ from scipy import ndimage
 from qa_workflow.contract import IGNORE_LABEL, NUM_CLASSES
 
 __all__ = ["confusion_matrix", "dice_from_confusion", "dice_per_class", "mean_foreground_dice", "hd95",
-           "absolute_volume_difference", "segmentation_report", "surface_dice", "volume_dice"]
+           "absolute_volume_difference", "segmentation_report", "surface_dice", "volume_dice", "boundary", "within",
+           "disk_offsets"]
 
 
 def confusion_matrix(pred: np.ndarray, truth: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
@@ -52,9 +53,45 @@ def mean_foreground_dice(dice: np.ndarray) -> float:
     return float(np.nanmean(fg)) if np.isfinite(fg).any() else float("nan")
 
 
-def _in_plane(structure_2d: np.ndarray, ndim: int) -> np.ndarray:
-    """A 2-D structuring element lifted to ``ndim`` dims (size 1 on the leading axes: slices stay separate)."""
-    return structure_2d.reshape((1,) * (ndim - 2) + structure_2d.shape)
+def disk_offsets(tolerance_px: float) -> list[tuple[int, int]]:
+    """The (dy, dx) of a Euclidean disk of radius ``tolerance_px`` (the centre included)."""
+    r = int(np.floor(tolerance_px))
+    return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy * dy + dx * dx <= tolerance_px ** 2]
+
+
+def boundary(mask: np.ndarray) -> np.ndarray:
+    """Boundary pixels of boolean masks (..., H, W), per (H, W) plane: mask pixels with a 4-neighbour outside
+    the mask or on the image edge (the mask minus its 4-connected erosion, outside the image counting as empty).
+
+    Done as shifted ANDs, several times faster on stacks than ``scipy.ndimage.binary_erosion`` (a test checks that
+    both agree)."""
+    m = np.asarray(mask, dtype=bool)
+    inner = m.copy()
+    inner[..., 1:, :] &= m[..., :-1, :]
+    inner[..., :-1, :] &= m[..., 1:, :]
+    inner[..., :, 1:] &= m[..., :, :-1]
+    inner[..., :, :-1] &= m[..., :, 1:]
+    inner[..., (0, -1), :] = False
+    inner[..., :, (0, -1)] = False
+    return m & ~inner
+
+
+def within(pixels: np.ndarray, tolerance_px: float) -> np.ndarray:
+    """Pixels within ``tolerance_px`` (Euclidean) of a set pixel of the same (H, W) plane: a binary dilation of
+    (..., H, W) by a disk, done as shifted ORs. ``pixels`` is boolean, or unsigned integers holding bit sets
+    (each bit is then dilated on its own)."""
+    m = np.asarray(pixels)
+    if m.dtype.kind not in "bu":
+        raise ValueError(f"within needs boolean or unsigned integer pixels, got {m.dtype}")
+    out = m.copy()
+    h, w = m.shape[-2:]
+    for dy, dx in disk_offsets(tolerance_px):
+        if (dy, dx) == (0, 0) or abs(dy) >= h or abs(dx) >= w:
+            continue
+        dst = (Ellipsis, slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0)))
+        src = (Ellipsis, slice(max(-dy, 0), h + min(-dy, 0)), slice(max(-dx, 0), w + min(-dx, 0)))
+        out[dst] |= m[src]
+    return out
 
 
 def surface_dice(pred_mask: np.ndarray, truth_mask: np.ndarray, tolerance_px: float = 1.0) -> float | np.ndarray:
@@ -73,19 +110,11 @@ def surface_dice(pred_mask: np.ndarray, truth_mask: np.ndarray, tolerance_px: fl
         raise ValueError(f"surface_dice needs two masks of one shape (..., H, W); got {p.shape} and {t.shape}")
     if tolerance_px < 0:
         raise ValueError(f"tolerance_px must be >= 0, got {tolerance_px}")
-    cross = _in_plane(ndimage.generate_binary_structure(2, 1), p.ndim)
-    border_p = p & ~ndimage.binary_erosion(p, cross, border_value=0)
-    border_t = t & ~ndimage.binary_erosion(t, cross, border_value=0)
-    r = int(np.floor(tolerance_px))
-    if r > 0:
-        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-        disk = _in_plane(yy ** 2 + xx ** 2 <= tolerance_px ** 2, p.ndim)
-        near_p, near_t = ndimage.binary_dilation(border_p, disk), ndimage.binary_dilation(border_t, disk)
-    else:
-        near_p, near_t = border_p, border_t
+    border_p, border_t = boundary(p), boundary(t)
     plane = (-2, -1)
-    agree = (border_p & near_t).sum(plane) + (border_t & near_p).sum(plane)
-    total = border_p.sum(plane) + border_t.sum(plane)
+    agree = (np.count_nonzero(border_p & within(border_t, tolerance_px), axis=plane)
+             + np.count_nonzero(border_t & within(border_p, tolerance_px), axis=plane))
+    total = np.count_nonzero(border_p, axis=plane) + np.count_nonzero(border_t, axis=plane)
     out = np.where(total > 0, agree / np.maximum(total, 1), 1.0)
     return float(out) if p.ndim == 2 else out
 
@@ -101,11 +130,6 @@ def volume_dice(pred_mask: np.ndarray, truth_mask: np.ndarray) -> float | np.nda
     total = p.sum(plane) + t.sum(plane)
     out = np.where(total > 0, 2.0 * (p & t).sum(plane) / np.maximum(total, 1), 1.0)
     return float(out) if p.ndim == 2 else out
-
-
-def _surface(mask: np.ndarray) -> np.ndarray:
-    """Boundary pixels of a 2-D boolean mask (the mask minus its 4-connected erosion)."""
-    return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
 def _directed_distances(from_surface: np.ndarray, to_surface: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
@@ -133,7 +157,7 @@ def hd95(pred_mask: np.ndarray, truth_mask: np.ndarray, spacing: tuple[float, fl
     for p, t in zip(pred_mask, truth_mask, strict=True):
         if not p.any() or not t.any():
             continue
-        sp, st = _surface(p), _surface(t)
+        sp, st = boundary(p), boundary(t)
         forward.append(_directed_distances(sp, st, spacing))
         backward.append(_directed_distances(st, sp, spacing))
     if not forward:

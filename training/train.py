@@ -154,6 +154,7 @@ class TrainEvent:
     threads: int | None = None  # OpenMP threads of this process (start event)
     elapsed_s: float = 0.0
     message: str = ""
+    run: str = ""  # which of several runs trained at once (training.parallel.train_all) this event is from
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from qa_workflow.contract import NETWORK_LABELS
+
 __all__ = ["console", "progress", "LineProgress", "TrainBar", "print_rejects", "NotBuilt", "not_built"]
 
 
@@ -177,27 +179,30 @@ class LineProgress:
 
 
 class TrainBar:
-    """A progress bar fed by `training.train.TrainEvent` callbacks (one bar per training run); `label` names
-    the step and may be changed between runs."""
+    """Progress bars fed by `training.train.TrainEvent` callbacks: one per training run, several at once when
+    runs train side by side (`TrainEvent.run` names each); `label` names the step and may be changed between
+    runs."""
 
     def __init__(self, bar: Any, label: str = "train") -> None:
         self.bar = bar
         self.label = label
-        self.task: int | None = None
+        self.tasks: dict[str, int] = {}
 
     def __call__(self, event: Any) -> None:
         kind = getattr(event, "kind", "")
-        if kind == "start" or self.task is None:
-            if self.task is not None:
-                self.bar.remove_task(self.task)
-            self.task = self.bar.add_task(f"{self.label}", total=max(event.epochs, 1))
-            self.bar.update(self.task, completed=max(event.epoch - 1, 0))
+        run = getattr(event, "run", "")
+        name = f"{self.label} {NETWORK_LABELS.get(run, run)}" if run else self.label
+        task = self.tasks.get(run)
+        if kind == "start" or task is None:
+            if task is not None:
+                self.bar.remove_task(task)
+            task = self.tasks[run] = self.bar.add_task(name, total=max(event.epochs, 1))
+            self.bar.update(task, completed=max(event.epoch - 1, 0))
         if kind == "epoch":
             dice = "" if event.val_mean_dice is None else f" val Dice {event.val_mean_dice:.3f}"
-            self.bar.update(self.task, completed=event.epoch, description=f"{self.label} loss {event.loss:.3f}{dice}")
+            self.bar.update(task, completed=event.epoch, description=f"{name} loss {event.loss:.3f}{dice}")
         elif kind == "end":
-            self.bar.remove_task(self.task)
-            self.task = None
+            self.bar.remove_task(self.tasks.pop(run))
 
 
 def print_rejects(out: Any, rejects: Iterable[Any], where: str, noun: str = "item") -> None:

@@ -54,7 +54,8 @@ def _round_table(summaries, initial, networks, initial_sites=None, sites=()):
         audit = f"{s.audit}/{s.audit_errors}" if s.audit else "0"
         thr = "/".join("—" if s.thresholds.get(c) is None else f"{s.thresholds[c]:.2f}"
                        for c in ("csf", "gray_matter", "white_matter"))
-        t.add_row(s.round, str(s.reviewed), f"{s.routed_adjust_slices}/{s.chained_adjust_slices}",
+        deferred = f" (+{s.deferred_adjust_slices} deferred)" if s.deferred_adjust_slices else ""
+        t.add_row(s.round, str(s.reviewed), f"{s.routed_adjust_slices}/{s.chained_adjust_slices}{deferred}",
                   f"{s.auto_accepted + s.audit} ({audit})",
                   f"{human_time(s.verify_seconds)} / {human_time(s.adjust_seconds)}",
                   f"{human_time(human)} / {human_time(scratch)}", thr,
@@ -120,12 +121,12 @@ def register(app: typer.Typer) -> None:
                                            f"{', '.join(n for n, p in s.promoted.items() if p) or 'none'}",
                                            markup=False)
                     return
-                text = {"cohort": "synthesising the atlas cohort", "initial": "training the initial {network}",
+                text = {"cohort": "synthesising the atlas cohort", "initial": "initial training",
                         "predict": "{round}: predicting the pool", "select": "{round}: selecting review work",
                         "batch": "{round}: overlays and batches", "review": "{round}: reviewers at work",
                         "correct": "{round}: correctors at work (routed and rejected slices)",
                         "analyze": "{round}: threshold analysis",
-                        "retrain": "{round}: retraining U-Net and ENet"}.get(step, step)
+                        "retrain": "{round}: retraining"}.get(step, step)
                 bar.label = text.format(**info)
                 progress.update(step_task, description=text.format(**info))
 

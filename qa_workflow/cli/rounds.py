@@ -16,6 +16,7 @@ import typer
 
 from qa_workflow.cli.console import console as _console
 from qa_workflow.cli.console import print_rejects, progress
+from qa_workflow.contract import CONFIDENCE_MEASURES, DEFAULT_CONFIDENCE_MEASURE
 
 _ENV = {"role": "SEGQA_GT_ROLE_ARN", "workteam": "SEGQA_GT_WORKTEAM_ARN", "pre": "SEGQA_GT_PRE_LAMBDA_ARN",
         "post": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN", "processing_role": "SEGQA_PROCESSING_ROLE_ARN",
@@ -167,8 +168,8 @@ def register(app: typer.Typer) -> None:
         correctors: int = typer.Option(1, "--correctors", min=1, help="People who answer each adjust task."),
         audit_rate: float = typer.Option(0.05, "--audit-rate", help="Share of auto-accepted items reviewed blind."),
         random_arm: int = typer.Option(0, "--random-arm", help="Size of a uniform random control sample."),
-        measure: str = typer.Option("soft_dice", "--measure", help="Confidence measure: soft_dice, mean_prob, "
-                                    "entropy or mutual_info."),
+        measure: str = typer.Option(DEFAULT_CONFIDENCE_MEASURE, "--measure", help="Confidence measure: "
+                                    f"{', '.join(CONFIDENCE_MEASURES)}."),
         strategy: str = typer.Option("uncertainty", "--strategy", help="uncertainty (default) or random."),
         slice_gap: int = typer.Option(2, "--slice-gap", help="Slices within this distance count as neighbours."),
         seed: int = typer.Option(0, "--seed", help="Seed of the audit, random arm and cold-start sampling."),

@@ -40,10 +40,19 @@ import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from qa_workflow import storage
-from qa_workflow.contract import ACCEPT, NETWORKS, REVIEW_CLASSES, CostModel, SegqaError, round_sort_key
+from qa_workflow.contract import (
+    ACCEPT,
+    DEFAULT_CONFIDENCE_MEASURE,
+    NETWORK_LABELS,
+    NETWORKS,
+    REVIEW_CLASSES,
+    CostModel,
+    SegqaError,
+    round_sort_key,
+)
 from qa_workflow.loop.registry import Registry
 from qa_workflow.review.simulated_reviewers import DEFAULT_TAU
 
@@ -70,9 +79,8 @@ class LoopConfig:
     budget_seconds: float | None = verify_equivalents(90)  # human seconds of review work per round (routing §5)
     budget: int | None = None  # optional cap on verify + adjust masks per round (audit and random arm on top)
     verify_min: float = 0.5  # calibrated P(accept) from which a mask is verified; below it, adjusted directly
-    # The confidence routing, calibration and thresholds use (ARCHITECTURE §5). Entropy, not the contract's default
-    # soft_dice: at the reviewers' surface-Dice bar soft_dice ranks gray-matter masks backwards (docs/DECISIONS.md).
-    measure: str = "entropy"
+    # The confidence routing, calibration and thresholds use (ARCHITECTURE §5; docs/DECISIONS.md).
+    measure: str = DEFAULT_CONFIDENCE_MEASURE
     sites: tuple[str, ...] = ("A", "B")  # acquisition sites; the first is the labelled train split's
     per_subject_cap: int | None = None
     strategy: str = "uncertainty"  # or "random" (the B7 baseline)
@@ -101,12 +109,14 @@ class LoopConfig:
     @classmethod
     def preset(cls, quick: bool, **overrides: Any) -> LoopConfig:
         """The demo's two sizes. quick: <= 15 min on a 2-core CPU; default: <= 45 min."""
-        # Widths and epochs measured on the 2-core CPU (docs/loop.md): U-Net width 0.25 trains at ~15 images/s,
-        # ENet width 0.5 at ~9; lr 0.005 reaches test Dice ~0.80 (U-Net) from 48 labelled slices in 30 epochs.
+        # Widths and epochs measured on the 2-core CPU (docs/loop.md), the two networks training side by side on
+        # one core each (training.parallel): the U-Net width 0.25 at ~11 images/s, the ENet width 1 at ~4.5, so
+        # the pair takes the ENet's time. The quick ENet is width 1: at width 0.5 it lost CSF in 30 epochs from
+        # the 48 labelled slices (test Dice 0.41 against 0.65, 2026-12-02).
         if quick:
             base: dict[str, Any] = dict(subjects=10, slices=24, budget_seconds=verify_equivalents(60),
                                         initial_train={"unet": dict(epochs=30, width=0.25, batch_size=8, lr=0.005),
-                                                       "enet": dict(epochs=30, width=0.5, batch_size=4, lr=0.005)},
+                                                       "enet": dict(epochs=30, width=1.0, batch_size=4, lr=0.005)},
                                         retrain={"unet": dict(epochs=5, batch_size=8, lr=0.002),
                                                  "enet": dict(epochs=5, batch_size=4, lr=0.002)})
         else:
@@ -143,6 +153,7 @@ class RoundSummary:
     training_corrected_slices: int = 0  # corrected slices in the retraining set after this round (all rounds)
     routed_adjust_slices: int = 0  # slices routing sent straight to correction (adjust tasks without a verify step)
     chained_adjust_slices: int = 0  # slices corrected because the verify job rejected a mask of theirs
+    deferred_adjust_slices: int = 0  # slices with a rejected mask left uncorrected: the budget was spent
     audit_errors: int = 0  # audited auto-accepted masks the reviewers rejected (the audit route's result)
     budget_seconds: float | None = None  # the round's human-seconds budget
     implied_verdicts: int = 0  # masks of this round's corrected slices judged against the correction (loop.verdicts)
@@ -235,11 +246,11 @@ def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: C
         _emit(progress, "cohort", subjects=cfg.subjects, slices=cfg.slices)
         build_cohort(ws.cohort, cfg.subjects, seed=cfg.seed, params=CohortParams(n_slices=cfg.slices),
                      sites=tuple(cfg.sites))
-    for network in cfg.networks:
-        if ws.registry.champion(network) is None:
-            _emit(progress, "initial", network=network)
-            initial_models(ws.registry, ws.cohort, ws.root / "initial", cfg.initial_train, progress=train_progress,
-                           networks=(network,))
+    missing = [n for n in cfg.networks if ws.registry.champion(n) is None]
+    if missing:
+        _emit(progress, "initial", network=" and ".join(NETWORK_LABELS.get(n, n) for n in missing))
+        initial_models(ws.registry, ws.cohort, ws.root / "initial", cfg.initial_train, progress=train_progress,
+                       networks=missing)
     return ws
 
 
@@ -309,10 +320,10 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
         batched = write_batches(str(round_path))
         _emit(progress, "review", round=rid)
     routed_slices = len(batched.adjust["slices"]) if batched is not None and batched.adjust else 0
-    chained_slices = 0
+    chained = Chained(0, 0)
     if batched is not None:
-        chained_slices = (_review_by_people(review, ws, round_path, batched) if review is not None
-                          else _review_by_simulation(cfg, ws, round_path, r, batched, progress))
+        chained = (_review_by_people(review, cfg, ws, round_path, rid, batched) if review is not None
+                   else _review_by_simulation(cfg, ws, round_path, r, batched, progress))
     _emit(progress, "analyze", round=rid)
     analysis_dir = rdir / "analysis"
     corrections = store_corrections(ws.store_uri)
@@ -359,7 +370,8 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
         corrected_slices=cost["corrected_slices"], verify_seconds=cost["verify_seconds"],
         adjust_seconds=cost["adjust_seconds"], scratch_seconds=cost["scratch_seconds"],
         training_corrected_slices=training_set.corrected_slices, routed_adjust_slices=routed_slices,
-        chained_adjust_slices=chained_slices, audit_errors=audit_errors, budget_seconds=cfg.budget_seconds,
+        chained_adjust_slices=chained.sent, deferred_adjust_slices=chained.deferred, audit_errors=audit_errors,
+        budget_seconds=cfg.budget_seconds,
         implied_verdicts=len(implied_now), implied_accepted=sum(int(v["confirm_count"]) for v in implied_now),
         planned_seconds=float(selected.seconds.get("total", 0.0)),
         thresholds_used=dict(load_thresholds(thresholds).classes) if thresholds else {},
@@ -381,10 +393,18 @@ def _audit_errors(store: Any, rid: str, audited: list[str], split_policy: str) -
     return errors
 
 
+class Chained(NamedTuple):
+    """The chained adjust job of a round: slices sent to correction, and slices with a rejected mask held back
+    because the round's human-seconds budget was spent."""
+
+    sent: int
+    deferred: int
+
+
 def _review_by_simulation(cfg: LoopConfig, ws: Workspace, round_path: Path, r: int, batched: Any,
-                          progress: Progress | None) -> int:
+                          progress: Progress | None) -> Chained:
     """Simulated verifiers answer the verify batches, simulated correctors the routed adjust manifest and then
-    the chained job of what the verifiers rejected; returns the chained job's slice count."""
+    the chained job of what the verifiers rejected (within what is left of the budget)."""
     from qa_workflow.review.simulated_correctors import simulate_adjust
     from qa_workflow.review.simulated_reviewers import load_truth_labels, simulate_round
 
@@ -395,23 +415,28 @@ def _review_by_simulation(cfg: LoopConfig, ws: Workspace, round_path: Path, r: i
         verify_job = simulate_round(str(round_path), ws.cohort, store_uri=ws.store_uri, reviewers=cfg.reviewers,
                                     error_rate=cfg.error_rate, seed=seed).job_name
     if not cfg.correctors or not (batched.adjust or verify_job):
-        return 0
+        return Chained(0, 0)
     _emit(progress, "correct", round=rid)
     if batched.adjust:  # the masks routed straight to correction, in the same round
         simulate_adjust(batched.adjust["manifest"], load_truth_labels(ws.cohort), store_uri=ws.store_uri,
                         job_name=f"segqa-sim-adjust-routed-{rid}", correctors=cfg.correctors, seed=seed)
     if not verify_job:
-        return 0
+        return Chained(0, 0)
     # the chained job: what the verifiers rejected, on slices not corrected already
-    return _correct_rejected(cfg, ws, round_path, rid, verify_job, seed=seed,
-                             corrected=set(batched.adjust["slices"]) if batched.adjust else set())
+    tasks, chained = _chained_tasks(cfg, ws, round_path, rid, verify_job,
+                                    corrected=set(batched.adjust["slices"]) if batched.adjust else set())
+    if tasks is not None:
+        simulate_adjust(tasks.manifest, load_truth_labels(ws.cohort), store_uri=ws.store_uri,
+                        job_name=f"segqa-sim-adjust-{rid}", correctors=cfg.correctors, seed=seed)
+    return chained
 
 
-def _review_by_people(review: Callable[[Path, str], Any], ws: Workspace, round_path: Path, batched: Any) -> int:
+def _review_by_people(review: Callable[[Path, str], Any], cfg: LoopConfig, ws: Workspace, round_path: Path,
+                      rid: str, batched: Any) -> Chained:
     """The round's work served to people (``review``: the portal, `segqa demo --interactive`) in the order the
     simulated round runs it: the verify batches, then the slices routed straight to correction, then the chained
-    adjust job of what the verifiers rejected. ``batched``: `rounds.batching.write_batches`'s result. Returns
-    the slices the chained job sent."""
+    adjust job of what the verifiers rejected (within what is left of the budget). ``batched``:
+    `rounds.batching.write_batches`'s result."""
     from qa_workflow.review.portal.labeling import job_name_for, resolve_manifest
 
     verify_job = None
@@ -422,18 +447,20 @@ def _review_by_people(review: Callable[[Path, str], Any], ws: Workspace, round_p
     if batched.adjust:
         review(Path(batched.adjust["manifest"]), ws.store_uri)
     if verify_job is None:
-        return 0
-    chained = _chained_tasks(ws, round_path, verify_job, corrected=routed)
-    if chained is None:
-        return 0
-    review(Path(chained.manifest), ws.store_uri)
-    return len(chained.slices)
+        return Chained(0, 0)
+    tasks, chained = _chained_tasks(cfg, ws, round_path, rid, verify_job, corrected=routed)
+    if tasks is not None:
+        review(Path(tasks.manifest), ws.store_uri)
+    return chained
 
 
-def _chained_tasks(ws: Workspace, round_path: Path, verify_job: str, corrected: Iterable[str] = ()) -> Any:
+def _chained_tasks(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify_job: str,
+                   corrected: Iterable[str] = ()) -> tuple[Any, Chained]:
     """Chain the round's verify job to an adjust job: its rejected (or split) masks become adjust tasks, one per
-    slice (`rounds.adjusting.AdjustTasks`), or None when nothing was rejected. Slices in ``corrected`` (already
-    corrected this round: routed to adjust) are not sent again."""
+    slice (`rounds.adjusting.AdjustTasks`; None when nothing is sent). Slices in ``corrected`` (already corrected
+    this round: routed to adjust) are not sent again. With a budget, only as many slices as the seconds left
+    after the round's verify votes and corrections so far pay for (cost model), those with the most rejected
+    masks first; the rest keep their reject verdicts and stay uncorrected (deferred)."""
     from qa_workflow.confirmations.store import open_store
     from qa_workflow.contract import parse_item_id
     from qa_workflow.rounds.adjusting import rejected_in_store, write_adjust_tasks
@@ -442,24 +469,36 @@ def _chained_tasks(ws: Workspace, round_path: Path, verify_job: str, corrected: 
     try:
         done = set(corrected)
         rejected = [i for i in rejected_in_store(store, verify_job) if parse_item_id(i).slice_id not in done]
+        left = None
+        if cfg.budget_seconds is not None:
+            spent = human_seconds(store, rid)
+            left = cfg.budget_seconds - spent["verify_seconds"] - spent["adjust_seconds"]
     finally:
         store.close()
-    return write_adjust_tasks(str(round_path), rejected, verify_job) if rejected else None
+    per_slice = CostModel().for_crew(cfg.reviewers, max(cfg.correctors, 1)).adjust_s
+    sent, chained = chain_within_budget(rejected, left, per_slice)
+    if chained.deferred:
+        log.info("round %s: %d slice(s) with a rejected mask left uncorrected: %.0f of the budget's %.0f s were "
+                 "left for the chained corrections", rid, chained.deferred, max(left or 0.0, 0.0), cfg.budget_seconds)
+    if not sent:
+        return None, chained
+    return write_adjust_tasks(str(round_path), sent, verify_job), chained
 
 
-def _correct_rejected(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify_job: str, seed: int,
-                      corrected: Iterable[str] = ()) -> int:
-    """The chained adjust job (`_chained_tasks`) corrected by simulated correctors through the real handlers
-    (ARCHITECTURE §7, §10). Returns the slices sent."""
-    from qa_workflow.review.simulated_correctors import simulate_adjust
-    from qa_workflow.review.simulated_reviewers import load_truth_labels
+def chain_within_budget(rejected: list[str], seconds_left: float | None, per_slice_s: float
+                        ) -> tuple[list[str], Chained]:
+    """Which rejected masks (item ids) the chained adjust job sends: all of them without a budget
+    (``seconds_left`` None), else the slices ``seconds_left`` pays for at ``per_slice_s`` each, the slices with
+    the most rejected masks first (ties in the order rejected). Returns the items sent and the slice counts."""
+    from qa_workflow.contract import parse_item_id
 
-    tasks = _chained_tasks(ws, round_path, verify_job, corrected)
-    if tasks is None:
-        return 0
-    simulate_adjust(tasks.manifest, load_truth_labels(ws.cohort), store_uri=ws.store_uri,
-                    job_name=f"segqa-sim-adjust-{rid}", correctors=cfg.correctors, seed=seed)
-    return len(tasks.slices)
+    by_slice: dict[str, list[str]] = {}
+    for item in rejected:
+        by_slice.setdefault(parse_item_id(item).slice_id, []).append(item)
+    slices = sorted(by_slice, key=lambda s: -len(by_slice[s]))  # sorted() is stable
+    if seconds_left is not None:
+        slices = slices[:max(0, int(seconds_left // per_slice_s))]
+    return [i for s in slices for i in by_slice[s]], Chained(sent=len(slices), deferred=len(by_slice) - len(slices))
 
 
 def human_seconds(store: Any, rid: str, scratch_s: float | None = None) -> dict[str, Any]:

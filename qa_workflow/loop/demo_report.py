@@ -60,7 +60,8 @@ thresholds: {{ cfg.method }}, max error {{ '%.0f'|format(cfg.max_error*100) }} %
 <tr><td>{{ r.round }}</td><td>{{ r.reviewed }}</td><td>{{ r.accepted_items }} ({{ pct(r.acceptance_rate) }})</td>
 <td>{{ r.auto_accepted + r.audit }}</td>
 <td>{{ r.audit }}{% if r.audit %} ({{ r.audit_errors }}, {{ pct(r.audit_errors / r.audit) }}){% endif %}</td>
-<td>{{ r.routed_adjust_slices }} / {{ r.chained_adjust_slices }}</td>
+<td>{{ r.routed_adjust_slices }} / {{ r.chained_adjust_slices }}
+{%- if r.deferred_adjust_slices %} ({{ r.deferred_adjust_slices }} deferred: budget spent){% endif %}</td>
 <td>{{ r.implied_verdicts }} ({{ r.implied_accepted }})</td>
 <td>{{ seconds(r.verify_seconds) }} / {{ seconds(r.adjust_seconds) }}</td>
 <td>{{ seconds(r.planned_seconds) }} / {{ seconds(r.budget_seconds) if r.budget_seconds is not none else '—' }}</td>

@@ -327,19 +327,19 @@ def evaluation_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
 def initial_models(registry: Registry, data_dir: str | Path, work_dir: str | Path,
                    train_options: Mapping[str, Mapping[str, Any]], progress: Callable[[Any], None] | None = None,
                    networks: Sequence[str] = NETWORKS) -> dict[str, NetworkOutcome]:
-    """Train the first U-Net and ENet on the labelled ``train`` split and register them as champions."""
+    """Train the first U-Net and ENet on the labelled ``train`` split (side by side, `training.parallel`) and
+    register them as champions. Networks that have a champion already are left alone."""
     from training.evaluate import evaluate_model
-    from training.train import TrainConfig, train_model
+    from training.parallel import train_all
+    from training.train import TrainConfig
 
+    todo = [n for n in networks if not registry.champion(n)]
+    configs = {n: TrainConfig(data_dir=str(data_dir), out_dir=str(Path(work_dir) / f"{n}-initial"), network=n,
+                              **dict(train_options.get(n, {}))) for n in todo}
+    trained = train_all(configs, progress=progress)
     out: dict[str, NetworkOutcome] = {}
-    for network in networks:
-        existing = registry.champion(network)
-        if existing:
-            continue
-        model_dir = Path(work_dir) / f"{network}-initial"
-        opts = dict(train_options.get(network, {}))
-        train_model(TrainConfig(data_dir=str(data_dir), out_dir=str(model_dir), network=network,
-                                progress=progress, **opts))
+    for network in todo:
+        model_dir = trained[network]
         version = _card_version(model_dir)
         metrics = evaluation_metrics(evaluate_model(model_dir, data_dir, split="test"))
         registry.add(network, version, model_dir)
@@ -382,14 +382,18 @@ def retrain_round(round_id: str, registry: Registry, data_dir: str | Path, train
     or not, record the decision, and export the ENet when a new one was promoted."""
     from training.evaluate import evaluate_model
     from training.export import export_model
-    from training.train import TrainConfig, train_model
+    from training.parallel import train_all
+    from training.train import TrainConfig
 
     work_dir = Path(work_dir)
     results: dict[str, NetworkOutcome] = {}
     cache = work_dir / "registry-cache"
+    champions: dict[str, tuple[str | None, Path | None]] = {}
+    configs = {}
     for network in networks:
         champion = registry.champion(network)
         champion_dir = local_model_dir(registry, network, champion, cache) if champion else None
+        champions[network] = (champion, champion_dir)
         model_dir = work_dir / f"{network}-challenger"
         if model_dir.exists():
             shutil.rmtree(model_dir)  # a half-finished challenger from an interrupted run
@@ -397,8 +401,12 @@ def retrain_round(round_id: str, registry: Registry, data_dir: str | Path, train
         if warm_start and champion_dir is not None:
             opts["init_from"] = str(champion_dir)
             opts.setdefault("width", _card(champion_dir)["architecture"]["width"])  # warm start needs the same width
-        train_model(TrainConfig(data_dir=str(training_set.path), out_dir=str(model_dir), network=network,
-                                progress=progress, **opts))
+        configs[network] = TrainConfig(data_dir=str(training_set.path), out_dir=str(model_dir), network=network,
+                                       **opts)
+    trained = train_all(configs, progress=progress)  # the networks side by side, each on its share of the cores
+    for network in networks:
+        champion, champion_dir = champions[network]
+        model_dir = trained[network]
         version = _card_version(model_dir)
         challenger_metrics = evaluation_metrics(evaluate_model(model_dir, data_dir, split="test"))
         champion_metrics = (evaluation_metrics(evaluate_model(champion_dir, data_dir, split="test"))

@@ -29,7 +29,16 @@ from typing import Any
 import numpy as np
 
 from qa_workflow import storage
-from qa_workflow.contract import ACCEPT, REJECT, SegqaError, parse_item_id, tissue_class, to_display, utc_now_iso
+from qa_workflow.contract import (
+    ACCEPT,
+    REJECT,
+    SURFACE_TOLERANCE_PX,
+    SegqaError,
+    parse_item_id,
+    tissue_class,
+    to_display,
+    utc_now_iso,
+)
 from qa_workflow.review.portal import labeling
 from qa_workflow.review.simulated_correctors import COST_MODEL
 
@@ -46,7 +55,6 @@ DEFAULT_ERROR_RATE = 0.03
 #: How a simulated verifier judges a mask (ARCHITECTURE §10): surface Dice at 1 px tolerance, or volume Dice.
 QUALITY_MEASURES = ("surface_dice", "dice")
 DEFAULT_QUALITY = "surface_dice"
-SURFACE_TOLERANCE_PX = 1.0
 
 
 def dice_quality(predicted: np.ndarray, truth: np.ndarray) -> float:

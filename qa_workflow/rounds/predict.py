@@ -62,8 +62,9 @@ SCORE_COLUMNS = (
     "soft_dice", "entropy", "mutual_info", "reviewable", "skip_reason", "model_version", "image", "pred_mask",
     "prob_file",
 )
-#: Optional score columns: written from now on, filled in ("" = unknown) when an older table lacks them.
-SCORE_OPTIONAL_COLUMNS = ("site",)
+#: Optional score columns: written from now on, filled in when an older table lacks them ("" = unknown site,
+#: NaN = no surface_agreement: predict again to route on it).
+SCORE_OPTIONAL_COLUMNS = ("site", "surface_agreement")
 TABLE_FORMATS = ("parquet", "csv")
 
 
@@ -207,6 +208,7 @@ def _score_rows(records: Sequence[Any], probs: np.ndarray, mutual_info: np.ndarr
                 "class_id": cls.id, "class_name": cls.name, "pixel_count": n_px,
                 "mean_prob": float(scores.mean_prob[i, j]), "soft_dice": float(scores.soft_dice[i, j]),
                 "entropy": float(scores.entropy[i, j]), "mutual_info": float(scores.mutual_info[i, j]),
+                "surface_agreement": float(scores.surface_agreement[i, j]),
                 "reviewable": bool(reviewable),
                 "skip_reason": "" if reviewable else
                 f"predicted {cls.name} region has {n_px} px, fewer than min_pixels {min_pixels}",
@@ -522,6 +524,8 @@ def read_score_table(pred_dir: str):
         raise SegqaError(f"{uri}: missing column(s) {', '.join(missing)}")
     frame["skip_reason"] = frame["skip_reason"].fillna("").astype(str)
     frame["site"] = frame["site"].fillna("").astype(str) if "site" in frame.columns else ""
+    if "surface_agreement" not in frame.columns:
+        frame["surface_agreement"] = np.nan
     frame["reviewable"] = frame["reviewable"].astype(str).str.lower().isin(["true", "1"])
     if frame["item_id"].duplicated().any():
         dup = frame.loc[frame["item_id"].duplicated(), "item_id"].iloc[0]

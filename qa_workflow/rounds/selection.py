@@ -392,7 +392,8 @@ class SelectionPolicy(BaseEstimator):
         conf = confidence_from(scores[self.measure].to_numpy(dtype=float), self.measure)
         reviewable = scores["reviewable"].to_numpy(dtype=bool)
         if reviewable.any() and np.isnan(conf[reviewable]).all():
-            hint = " (run 'segqa predict' with --mc-samples T, T > 1)" if self.measure == "mutual_info" else ""
+            hint = {"mutual_info": " (run 'segqa predict' with --mc-samples T, T > 1)",
+                    "surface_agreement": " (the table predates it: run 'segqa predict' again)"}.get(self.measure, "")
             raise SegqaError(f"score table has no {self.measure} values{hint}; choose another --measure")
         self.cold_start_ = thresholds is None and calibration is None
         self.calibration_ = calibration

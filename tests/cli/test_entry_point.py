@@ -92,6 +92,16 @@ def test_line_progress_prints_first_update_tenths_and_description_changes():
     assert lines[10] == "   10.0s  predict pool  20/20"
     assert lines[11:] == ["   10.0s  download  1", "   16.0s  download  3", "   16.0s  retraining  0/2",
                           "   16.0s  retraining loss 0.500 val Dice 0.750  1/2"]
+    # two runs side by side (training.parallel): one bar each, named by the run
+    train(type("E", (), {"kind": "end", "epochs": 2, "epoch": 2})())
+    side = TrainBar(bar, "training")
+    for run in ("unet", "enet"):
+        side(type("E", (), {"kind": "start", "epochs": 3, "epoch": 1, "run": run})())
+    side(type("E", (), {"kind": "epoch", "epochs": 3, "epoch": 1, "loss": 0.9, "val_mean_dice": 0.4, "run": "enet"})())
+    side(type("E", (), {"kind": "end", "epochs": 3, "epoch": 3, "run": "unet"})())
+    assert out.getvalue().splitlines()[15:] == ["   16.0s  training U-Net  0/3", "   16.0s  training ENet  0/3",
+                                                "   16.0s  training ENet loss 0.900 val Dice 0.400  1/3"]
+    assert list(side.tasks) == ["enet"]
 
 
 def test_a_long_command_shows_progress_as_lines_when_not_on_a_terminal(monkeypatch, capsys, tmp_path):

@@ -31,7 +31,8 @@ def loop(tmp_path_factory):
 
 def test_loop_runs_every_step_in_order(loop):
     cfg, ws, summaries, steps = loop
-    assert steps == ["cohort", "initial", "initial", "predict", "select", "batch", "review", "correct", "analyze",
+    # one "initial" step: the U-Net and the ENet train side by side (training.parallel)
+    assert steps == ["cohort", "initial", "predict", "select", "batch", "review", "correct", "analyze",
                      "retrain", "round-done"]
     assert len(summaries) == 1 and summaries[0].round == "round-01"
 
@@ -221,6 +222,8 @@ def test_a_second_round_corrects_the_masks_routed_to_adjust_within_its_seconds_b
     assert second.corrected_slices == second.routed_adjust_slices + second.chained_adjust_slices
     assert second.adjust_seconds == 60.0 * second.corrected_slices  # the cost model, one corrector
     assert second.planned_seconds <= cfg.budget_seconds
+    for r in (first, second):  # what people spent, the chained corrections included, stays within the budget
+        assert r.verify_seconds + r.adjust_seconds <= cfg.budget_seconds
     assert set(second.site_dice) == {"unet", "enet"} and all(second.site_dice.values())
     # per-site Dice comes from the promotion's own evaluation (decision log), not from evaluating again
     assert not (tmp_path / "ws" / "site-dice").exists()

@@ -18,16 +18,18 @@ def _setup(tmp_path: Path, monkeypatch, batches: list, rejected_slices: list[str
     chained_manifest = round_path / "adjust" / "job" / "manifest.jsonl"
     asked: list[tuple] = []
 
-    def chained_tasks(ws, path, verify_job, corrected=()):
+    def chained_tasks(cfg, ws, path, rid, verify_job, corrected=()):
         asked.append((path, verify_job, set(corrected)))
-        return SimpleNamespace(manifest=str(chained_manifest), slices=rejected_slices) if rejected_slices else None
+        tasks = SimpleNamespace(manifest=str(chained_manifest), slices=rejected_slices) if rejected_slices else None
+        return tasks, demo.Chained(sent=len(rejected_slices), deferred=0)
 
     monkeypatch.setattr(demo, "_chained_tasks", chained_tasks)
     served: list[tuple] = []
     ws = SimpleNamespace(store_uri=f"sqlite:///{tmp_path}/store.sqlite")
     batched = SimpleNamespace(batches=batches, adjust={"manifest": str(routed), "slices": ["sub-001/002"]})
-    n = demo._review_by_people(lambda path, store: served.append((Path(path), store)), ws, round_path, batched)
-    return n, served, asked, round_path, routed, chained_manifest, ws
+    chained = demo._review_by_people(lambda path, store: served.append((Path(path), store)), demo.LoopConfig(), ws,
+                                     round_path, "round-01", batched)
+    return chained.sent, served, asked, round_path, routed, chained_manifest, ws
 
 
 def test_verify_then_routed_then_the_chained_job_of_the_portal_verify_job(tmp_path, monkeypatch):
@@ -45,3 +47,14 @@ def test_nothing_rejected_or_nothing_verified_serves_no_chained_job(tmp_path, mo
     assert n == 0 and len(served) == 2 and len(asked) == 1
     n, served, asked, _, routed, *_ = _setup(tmp_path / "b", monkeypatch, [], ["sub-002/004"])
     assert n == 0 and [p for p, _ in served] == [routed] and asked == []
+
+
+def test_the_chained_job_sends_what_the_budget_left_pays_for_most_rejected_slices_first():
+    rejected = ["sub-001/004/csf", "sub-002/001/csf", "sub-002/001/white_matter", "sub-003/007/gray_matter",
+                "sub-001/004/gray_matter", "sub-004/000/csf"]
+    sent, chained = demo.chain_within_budget(rejected, None, 60.0)
+    assert sent == rejected[:1] + rejected[4:5] + rejected[1:4] + rejected[5:] and chained == demo.Chained(4, 0)
+    sent, chained = demo.chain_within_budget(rejected, 150.0, 60.0)  # pays for two slices
+    assert chained == demo.Chained(sent=2, deferred=2)
+    assert sent == ["sub-001/004/csf", "sub-001/004/gray_matter", "sub-002/001/csf", "sub-002/001/white_matter"]
+    assert demo.chain_within_budget(rejected, -30.0, 60.0) == ([], demo.Chained(sent=0, deferred=4))

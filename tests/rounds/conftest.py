@@ -22,6 +22,7 @@ def _score_frame(n_subjects: int = 6, slices: int = 20, seed: int = 0):
                     "item_id": f"sub-{s:03d}/{k:03d}/{cls}", "subject": f"sub-{s:03d}", "slice": k,
                     "slice_id": f"sub-{s:03d}/{k:03d}", "class_id": cid, "class_name": cls, "pixel_count": px,
                     "mean_prob": conf, "soft_dice": conf, "entropy": 1 - conf, "mutual_info": np.nan,
+                    "surface_agreement": conf,
                     "reviewable": px >= 30, "skip_reason": "" if px >= 30 else f"{px} px < 30",
                     "model_version": "m1", "image": "", "pred_mask": "", "prob_file": "",
                 })

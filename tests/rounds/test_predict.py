@@ -36,6 +36,7 @@ def test_predict_writes_maps_masks_scores_and_run_record(dataset, tmp_path, inte
     assert table["reviewable"].all()
     # a well-separated phantom: the stand-in model is confident and the white-matter core scores high
     assert (table.loc[table["class_name"] == "white_matter", "soft_dice"] > 0.9).all()
+    assert table["surface_agreement"].between(0, 1).all()
     probs, mi = load_probability_file(str(out / "probs/sub-001/002.npz"))
     assert probs.shape == (4, 176, 208) and mi is None
     assert np.allclose(probs.sum(0), 1, atol=5e-3)
@@ -55,6 +56,10 @@ def test_mc_samples_add_mutual_information(dataset, tmp_path, intensity_predicto
     assert table["mutual_info"].between(0, 1).all()
     out = SelectionPolicy(measure="mutual_info", budget=5).fit_transform(table)
     assert (out["assignment"] == "verify").sum() == 5
+    # a table written before surface_agreement existed still reads, with the column empty
+    csv_path = tmp_path / "p" / "scores.csv"
+    csv_path.write_text(table.drop(columns=["surface_agreement"]).to_csv(index=False))
+    assert read_score_table(str(tmp_path / "p"))["surface_agreement"].isna().all()
     with pytest.raises(SegqaError, match="--mc-samples"):
         run_predictions(intensity_predictor(), dataset, str(tmp_path / "q"), mc_samples=1)
 

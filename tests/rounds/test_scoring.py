@@ -8,13 +8,16 @@ from scipy import ndimage
 
 from qa_workflow.contract import SegqaError
 from qa_workflow.rounds.scoring import (
+    AGREEMENT_LEVELS,
     check_probabilities,
     confidence_from,
     dilate,
     pixel_entropy,
     predicted_labels,
     score_probabilities,
+    surface_agreement,
 )
+from training.metrics import surface_dice
 
 
 def one_hot_map(labels: np.ndarray, p_true: float) -> np.ndarray:
@@ -96,3 +99,40 @@ def test_bad_probability_maps_get_a_reason_each():
     assert all("class-count mismatch" in r for r in check_probabilities(three))
     with pytest.raises(SegqaError, match="shape"):
         score_probabilities(three)
+
+
+def _blob_map(width: float, faint: float = 0.0) -> np.ndarray:
+    """(4, 40, 40): a white-matter disc of radius 10 whose probability falls from 1 to 0 over ``width`` px
+    across its edge (the rest gray matter), plus a faint white-matter blob of probability ``faint`` elsewhere."""
+    yy, xx = np.mgrid[:40, :40]
+    dist = np.hypot(yy - 20, xx - 14) - 10.0
+    wm = np.clip(0.5 - dist / max(width, 1e-6), 0.0, 1.0)
+    wm = np.maximum(wm, faint * (np.hypot(yy - 20, xx - 33) < 3))
+    p = np.zeros((4, 40, 40))
+    p[3], p[2] = wm, 1.0 - wm
+    return p
+
+
+def test_surface_agreement_scores_how_sharply_the_boundary_is_placed():
+    sharp, blurred, faint_blob = _blob_map(0.5), _blob_map(12.0), _blob_map(0.5, faint=0.4)
+    s = score_probabilities(np.stack([sharp, blurred, faint_blob]))
+    wm = s.surface_agreement[:, 2]
+    assert wm[0] == pytest.approx(1.0)  # every cut of a sharp map is the mask itself, within 1 px
+    assert wm[1] < 0.6  # cuts of a 12-px ramp move the boundary by up to 5 px
+    assert 0.6 < wm[2] < 0.95  # cuts below 0.4 add a blob the mask does not have
+    assert math.isnan(s.surface_agreement[0, 0])  # no csf predicted
+    assert confidence_from(wm, "surface_agreement").tolist() == wm.tolist()
+
+
+def test_surface_agreement_equals_surface_dice_of_the_cuts():
+    rng = np.random.default_rng(3)
+    logits = ndimage.gaussian_filter(rng.normal(size=(6, 4, 30, 36)), (0, 0, 2, 2)) * 15
+    p = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    masks = predicted_labels(p)[:, None] == np.array([1, 2, 3])[None, :, None, None]
+    masks[0, 0] = False  # an empty mask
+    masks[1, 1, :, :3] = True  # a mask touching the image edge
+    for tol in (1.0, 2.0):
+        expected = np.mean([surface_dice(masks, p[:, 1:] > np.float32(t), tol) for t in AGREEMENT_LEVELS], axis=0)
+        assert np.allclose(surface_agreement(masks, p[:, 1:], tolerance_px=tol), expected, atol=1e-12)
+    with pytest.raises(ValueError, match="levels"):
+        surface_agreement(masks, p[:, 1:], levels=(0.5, 0.2))

@@ -77,7 +77,7 @@ def test_audit_rate_is_about_five_percent_of_auto_accepted(score_frame):
 def test_review_order_is_most_uncertain_first_with_subject_diversity(score_frame):
     scores = score_frame(n_subjects=4, slices=30)
     # subject 0 is uncertain everywhere: it comes first but must not take the whole budget
-    scores.loc[scores["subject"] == "sub-000", "soft_dice"] *= 0.5
+    scores.loc[scores["subject"] == "sub-000", "surface_agreement"] *= 0.5
     out = SelectionPolicy(budget=30).fit_transform(scores, thresholds(csf=0.99, gray_matter=0.99,
                                                                       white_matter=0.99))
     review = out[out["assignment"] == "verify"].sort_values("review_rank")
@@ -147,6 +147,9 @@ def test_bad_parameters_and_missing_measure_are_user_errors(score_frame):
         SelectionPolicy(budget=-1).fit(scores)
     with pytest.raises(SegqaError, match="no mutual_info values"):
         SelectionPolicy(measure="mutual_info").fit(scores)
+    older = scores.assign(surface_agreement=np.nan)  # a table scored before the measure existed
+    with pytest.raises(SegqaError, match="no surface_agreement values.*predict' again"):
+        SelectionPolicy().fit(older)
     with pytest.raises(SegqaError, match="fit"):
         SelectionPolicy().transform(scores)
 
@@ -263,7 +266,7 @@ def test_cold_start_is_verify_only_and_covers_every_confidence_decile(score_fram
         assert len(strata) >= 9, (cls, strata)  # about 30 masks per class spread over the ten deciles
     # site weights change the gain, never the stratum a mask falls in
     scores["site"] = np.where(scores["subject"].str[-1].astype(int) % 2 == 1, "B", "A")
-    scores.loc[scores["site"] == "B", "soft_dice"] -= 0.2
+    scores.loc[scores["site"] == "B", "surface_agreement"] -= 0.2
     sited = SelectionPolicy(budget_seconds=2500)
     ver = sited.fit_transform(scores).query("assignment == 'verify'")
     assert sited.site_weights_["B"] > 1
@@ -276,7 +279,7 @@ def test_site_b_comes_first_when_the_model_is_less_certain_there(score_frame):
     scores = score_frame(n_subjects=10, slices=30)
     scores["site"] = np.where(scores["subject"].str[-1].astype(int) % 2 == 1, "B", "A")
     b = scores["site"] == "B"
-    for m in ("soft_dice", "mean_prob"):
+    for m in ("soft_dice", "mean_prob", "surface_agreement"):
         scores.loc[b, m] = scores.loc[b, m] - 0.15  # the model is less sure of site B
     scores["entropy"] = 1 - scores["soft_dice"]
     th = thresholds(csf=0.99, gray_matter=0.99, white_matter=0.99)

@@ -226,3 +226,24 @@ def test_surface_dice_forgives_a_one_pixel_shift_but_not_a_missing_blob():
     assert stack.shape == (3,) and np.allclose(stack, [1.0, missing, 0.0])  # (N, H, W) -> (N,), slice by slice
     with pytest.raises(ValueError):
         surface_dice(truth, truth[:-1])
+
+
+def test_boundary_and_band_match_scipy_morphology():
+    from scipy import ndimage
+
+    from training.metrics import boundary, within
+
+    rng = np.random.default_rng(5)
+    masks = ndimage.gaussian_filter(rng.normal(size=(4, 30, 33)), (0, 1.5, 1.5)) > 0.1
+    cross = np.zeros((1, 3, 3), bool)
+    cross[0, 1, :] = cross[0, :, 1] = True
+    assert (boundary(masks) == (masks & ~ndimage.binary_erosion(masks, cross, border_value=0))).all()
+    for tol in (1.0, 1.5, 2.0):
+        r = int(tol)
+        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+        disk = (yy ** 2 + xx ** 2 <= tol ** 2)[None]
+        assert (within(masks, tol) == ndimage.binary_dilation(masks, disk)).all()
+    bits = masks.view(np.uint8) | (np.roll(masks, 3, axis=2).view(np.uint8) << 1)
+    spread = within(bits, 1.0)  # each bit dilated on its own
+    assert ((spread & 1).astype(bool) == within(masks, 1.0)).all()
+    assert ((spread >> 1).astype(bool) == within(np.roll(masks, 3, axis=2), 1.0)).all()
