@@ -35,7 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from qa_workflow.contract import DEFAULT_MIN_PIXELS, NUM_CLASSES, REVIEW_CLASSES, TISSUE_CLASSES, SegqaError
+from qa_workflow.contract import (
+    DEFAULT_MIN_PIXELS,
+    NUM_CLASSES,
+    REVIEW_CLASSES,
+    SURFACE_TOLERANCE_PX,
+    TISSUE_CLASSES,
+    SegqaError,
+)
 from training.dataset import load_slices, pixel_spacing_mm, read_index
 from training.metrics import (
     confusion_matrix,
@@ -131,7 +138,7 @@ def evaluate_predictions(pred: np.ndarray, truth: np.ndarray, subjects: Sequence
     return _clean(report)
 
 
-def reviewer_bar(pred: np.ndarray, truth: np.ndarray, tau: float, tolerance_px: float = 1.0,
+def reviewer_bar(pred: np.ndarray, truth: np.ndarray, tau: float, tolerance_px: float = SURFACE_TOLERANCE_PX,
                  min_pixels: int = DEFAULT_MIN_PIXELS) -> dict[str, Any]:
     """Per tissue class, of the (slice, class) masks predicted on >= ``min_pixels`` pixels (those the loop
     would route): how many reach surface Dice >= ``tau`` at ``tolerance_px`` against the truth (the simulated

@@ -16,8 +16,7 @@ from scipy import ndimage
 from qa_workflow.contract import IGNORE_LABEL, NUM_CLASSES
 
 __all__ = ["confusion_matrix", "dice_from_confusion", "dice_per_class", "mean_foreground_dice", "hd95",
-           "absolute_volume_difference", "segmentation_report", "surface_dice", "volume_dice", "boundary", "within",
-           "disk_offsets"]
+           "absolute_volume_difference", "segmentation_report", "surface_dice", "volume_dice", "boundary", "within"]
 
 
 def confusion_matrix(pred: np.ndarray, truth: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
@@ -53,7 +52,7 @@ def mean_foreground_dice(dice: np.ndarray) -> float:
     return float(np.nanmean(fg)) if np.isfinite(fg).any() else float("nan")
 
 
-def disk_offsets(tolerance_px: float) -> list[tuple[int, int]]:
+def _disk_offsets(tolerance_px: float) -> list[tuple[int, int]]:
     """The (dy, dx) of a Euclidean disk of radius ``tolerance_px`` (the centre included)."""
     r = int(np.floor(tolerance_px))
     return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy * dy + dx * dx <= tolerance_px ** 2]
@@ -85,7 +84,7 @@ def within(pixels: np.ndarray, tolerance_px: float) -> np.ndarray:
         raise ValueError(f"within needs boolean or unsigned integer pixels, got {m.dtype}")
     out = m.copy()
     h, w = m.shape[-2:]
-    for dy, dx in disk_offsets(tolerance_px):
+    for dy, dx in _disk_offsets(tolerance_px):
         if (dy, dx) == (0, 0) or abs(dy) >= h or abs(dx) >= w:
             continue
         dst = (Ellipsis, slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0)))

@@ -3,7 +3,8 @@
 The loop trains a U-Net and an ENet after every round. One after the other, each gets every core, but neither
 uses them well on a small machine: measured on 2 cores (BENCHMARKS.md B3), the demo's ENet trains *faster* with
 one OpenMP thread than with two (10.5 against 7.7 images/s) and the small U-Net gains only ~25 % from the second.
-Side by side, one core each, both cores stay busy and the pair finishes in about the time of the slower one.
+Side by side, one core each, the pair finishes in about the time of the slower run; with the quick demo's
+unbalanced pair (the U-Net ends early) that was 1.10x faster than one after the other (B3.md).
 
     >>> train_all({"unet": TrainConfig(...), "enet": TrainConfig(...)}, progress=bar)
 
@@ -98,7 +99,9 @@ def _train_side_by_side(configs: Mapping[str, Any], share: int, progress: Callab
                 kind, name, payload = events.get(timeout=_POLL_S)
             except queue.Empty:
                 dead = [n for n, p in procs.items() if n not in done and not p.is_alive()]
-                if dead:  # gone without a word (killed, out of memory): its last events are already read
+                # a process flushes its events before it exits, so once it is gone an empty queue means it ended
+                # without a word (killed, out of memory); otherwise its last events are still to be read
+                if dead and events.empty():
                     failure = ("error", dead[0], f"the training process exited with code {procs[dead[0]].exitcode}")
                 continue
             if kind == "event":
