@@ -183,7 +183,7 @@ def write_markdown() -> None:
             if f.stem in ("b3_unet", "b3_enet")]
     lines = ["# B3 — training throughput and held-out Dice on the atlas cohort", ""]
     speed = sorted(p.name for p in RESULTS.glob("b3_speed*.md"))
-    for name in ("b3_status.md", *speed, "b3_gpu.md"):  # written by hand / b3_speed.py / gpu_train.py
+    for name in ("b3_status.md", *speed, "b3_engine.md", "b3_gpu.md"):  # by hand / b3_speed / b3_engine / gpu_train
         part = RESULTS / name
         if part.is_file():
             lines += [part.read_text().strip(), ""]

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.thresholds import cp_two_sided, make_selector
-from qa_workflow.contract import CONFIDENCE_MEASURES, DEFAULT_CONFIDENCE_MEASURE, REVIEW_CLASSES
+from qa_workflow.contract import CONFIDENCE_MEASURES, DEFAULT_CONFIDENCE_MEASURE, DEFAULT_TTA, REVIEW_CLASSES, TTA_MODES
 from qa_workflow.review.simulated_reviewers import (
     DEFAULT_QUALITY,
     DEFAULT_TAU,
@@ -39,14 +39,14 @@ from qa_workflow.review.simulated_reviewers import (
 )
 from qa_workflow.rounds.scoring import confidence_from, predicted_labels, score_probabilities
 from training.dataset import load_slices, read_index
-from training.predict import load_predictor
+from training.predict import load_predictor, with_tta
 
 
 def item_table(model: str, data: str, batch_size: int = 8, quality: str = DEFAULT_QUALITY,
-               measure: str = DEFAULT_CONFIDENCE_MEASURE):
+               measure: str = DEFAULT_CONFIDENCE_MEASURE, tta: str = DEFAULT_TTA):
     """Per pool item: subject, slice, class index, confidence (``measure``), pixel count, true quality (the
     reviewers' measure against the truth)."""
-    predictor = load_predictor(model)
+    predictor = with_tta(load_predictor(model), tta)  # as `segqa predict` runs it
     records = read_index(data, ["pool"])
     images, truth = load_slices(data, records)
     rows = []
@@ -143,11 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--measure", default=DEFAULT_CONFIDENCE_MEASURE,
                     choices=[m for m in CONFIDENCE_MEASURES if m != "mutual_info"],
                     help="the confidence the thresholds are fitted on (ARCHITECTURE §5)")
+    ap.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES, help="test-time augmentation of the predictions")
     ap.add_argument("--out", default="benchmarks/results/B8.md")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    rows, version = item_table(args.model, args.data, quality=args.quality, measure=args.measure)
+    rows, version = item_table(args.model, args.data, quality=args.quality, measure=args.measure, tta=args.tta)
     subjects = sorted({r[0] for r in rows})
     if len(subjects) < 2:
         print("B8 needs at least two pool subjects", file=sys.stderr)
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
              f"error rate {args.error_rate:g}, majority; quality judged (and true error measured) by "
              f"{'surface Dice at 1 px' if args.quality == 'surface_dice' else 'volume Dice'}",
              f"- thresholds: Clopper-Pearson, max error {args.max_error:g} at {args.confidence:g} confidence "
-             f"(fixed-sequence scan, as `segqa analyze`) on the {args.measure} confidence"]
+             f"(fixed-sequence scan, as `segqa analyze`) on the {args.measure} confidence; predictions "
+             f"{'mirrored left-right (--tta flip)' if args.tta == 'flip' else 'one pass (--tta none)'}"]
     results = {}
     for tau in args.tau:
         lines += ["", f"### quality bar τ = {tau:g}", "",

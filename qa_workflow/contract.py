@@ -28,7 +28,8 @@ from typing import Any, cast
 __all__ = [
     "SegqaError", "ContractError", "TissueClass", "TISSUE_CLASSES", "CLASS_BY_NAME", "CLASS_BY_ID",
     "REVIEW_CLASSES", "NUM_CLASSES", "IGNORE_LABEL", "BACKGROUND", "CSF", "GRAY_MATTER", "WHITE_MATTER",
-    "tissue_class", "to_display", "from_display", "STORED_ORIENTATION", "DISPLAY_ORIENTATION",
+    "tissue_class", "to_display", "from_display", "STORED_ORIENTATION", "DISPLAY_ORIENTATION", "LEFT_RIGHT_AXIS",
+    "TTA_MODES", "DEFAULT_TTA",
     "format_item_id", "parse_item_id", "ItemId", "format_slice_id",
     "DECISIONS", "ACCEPT", "REJECT", "SPLIT", "REJECT_REASONS", "Decision", "parse_decisions", "decisions_array",
     "BATCH_FIELDS", "BATCH_ITEM_FIELDS", "validate_batch", "DEFAULT_BATCH_SIZE",
@@ -93,6 +94,14 @@ IMAGE_WIDTH = 208
 #: How a stored slice lies (docs/data.md, "Orientation"): rows run the patient's left -> right, columns
 #: posterior -> anterior (the T88 layout; NIfTI imports are brought to RAS first). The head lies on its side.
 STORED_ORIENTATION = "rows left->right, columns posterior->anterior"
+#: The axis of a stored slice (H, W) that runs the patient's left -> right: mirroring along it is a left-right
+#: flip (training augmentation, test-time mirroring); along the other axis it would swap front and back.
+LEFT_RIGHT_AXIS = 0
+#: Test-time augmentation of a prediction: ``none`` (one pass) or ``flip`` (the slice and its left-right mirror,
+#: probabilities averaged: `training.predict.Mirrored`).
+TTA_MODES: tuple[str, ...] = ("none", "flip")
+#: What `segqa predict`, `segqa evaluate` and the loop use unless told otherwise (docs/DECISIONS.md).
+DEFAULT_TTA = "flip"
 #: How every PNG a person reviews is written (image, label map, masks, overlays, the editor's start and answer):
 #: radiological, anterior up, the patient's left on the viewer's right; 208 rows x 176 columns.
 DISPLAY_ORIENTATION = "radiological: rows anterior->posterior, columns right->left (patient)"

@@ -7,8 +7,10 @@ Shapes: ``images`` (B, H, W) float32 intensities in [0, 1] (before normalisation
 uint8 labels (0..3 or 255 = ignore). Masks are resampled with nearest neighbour so labels stay labels
 (and 255 stays 255); what the affine brings in from outside the field of view is background (0).
 
-Only left-right flips: axial brain slices are roughly left-right symmetric, whereas an up-down flip makes
-anatomy that a scanner never produces.
+Only left-right flips, along the rows of a stored slice (`contract.LEFT_RIGHT_AXIS`; the head lies on its side,
+anterior to the right): axial brain slices are roughly left-right symmetric, whereas a front-back flip makes
+anatomy that a scanner never produces. (Until 2026-12-02 the flip ran along the columns, front <-> back;
+docs/segmenter.md has what the fix bought.)
 
 Appearance ("another scanner"): a random gamma over a wide range, a smooth multiplicative bias field, an
 in-plane blur and Rician-like noise of random strength, each drawn per slice, so that a model trained on one
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from qa_workflow.contract import LEFT_RIGHT_AXIS
 from training.cohort import smooth_random_field
 
 __all__ = ["AugmentConfig", "appearance", "augment_batch", "bias_field", "random_affine"]
@@ -69,8 +72,8 @@ def augment_batch(images: np.ndarray, masks: np.ndarray, rng: np.random.Generato
     out_mask = np.empty_like(masks)
     for i in range(len(images)):
         img, mask = images[i], masks[i]
-        if rng.random() < cfg.flip_prob:
-            img, mask = img[:, ::-1], mask[:, ::-1]
+        if rng.random() < cfg.flip_prob:  # the patient's left <-> right (rows of a stored slice)
+            img, mask = np.flip(img, LEFT_RIGHT_AXIS), np.flip(mask, LEFT_RIGHT_AXIS)
         if rng.random() < cfg.affine_prob:
             matrix, offset = random_affine(rng, img.shape, cfg)
             img = ndimage.affine_transform(img, matrix, offset, order=1, mode="constant", cval=0.0)

@@ -2,7 +2,7 @@
 
 ``evaluate_model(model_dir, data_dir, split="test")`` returns a JSON-ready report::
 
-    {"schema": "segqa.evaluation/1", "model": {...}, "data": {...},
+    {"schema": "segqa.evaluation/1", "model": {..., "tta"}, "data": {...},
      "pooled":   {"dice": {class: d}, "mean_foreground_dice", "confusion": {"classes": [...], "matrix": [[...]]}},
      "subjects": {"n", "dice_mean": {class: d}, "dice_std", "mean_foreground_dice_mean", ..._std,
                   "hd95_mm_mean": {class: mm}, "avd_pct_mean": {class: %}},
@@ -37,6 +37,7 @@ import numpy as np
 
 from qa_workflow.contract import (
     DEFAULT_MIN_PIXELS,
+    DEFAULT_TTA,
     NUM_CLASSES,
     REVIEW_CLASSES,
     SURFACE_TOLERANCE_PX,
@@ -51,7 +52,7 @@ from training.metrics import (
     segmentation_report,
     surface_dice,
 )
-from training.predict import Predictor, load_predictor
+from training.predict import Mirrored, Predictor, load_predictor, with_tta
 
 __all__ = ["evaluate_model", "evaluate_predictions", "reviewer_bar", "render_examples"]
 
@@ -162,18 +163,20 @@ def _site_summary(pred: np.ndarray, truth: np.ndarray, subjects: np.ndarray, sel
             "mean_foreground_dice": mean_foreground_dice(dice)}
 
 
-def evaluate_model(model: str | os.PathLike[str] | Predictor, data_dir: str | os.PathLike[str], split: str = "test",
-                   batch_size: int = 8, max_slices: int | None = None, figure: str | os.PathLike[str] | None = None,
-                   figure_slices: int = 4, progress: Callable[[int, int], None] | None = None,
-                   reviewer_tau: float | None = None) -> dict[str, Any]:
-    """Predict ``split`` of ``data_dir`` with ``model`` (folder or Predictor) and measure it.
+def evaluate_model(model: str | os.PathLike[str] | Predictor | Mirrored, data_dir: str | os.PathLike[str],
+                   split: str = "test", batch_size: int = 8, max_slices: int | None = None,
+                   figure: str | os.PathLike[str] | None = None, figure_slices: int = 4,
+                   progress: Callable[[int, int], None] | None = None, reviewer_tau: float | None = None,
+                   tta: str = DEFAULT_TTA) -> dict[str, Any]:
+    """Predict ``split`` of ``data_dir`` with ``model`` (folder or predictor) and measure it.
 
     ``max_slices``: evaluate that many slices spread evenly over the split (a quicker estimate).
     ``figure``: also write a PNG of a few slices (image, truth, prediction). ``progress(done, total)`` is
-    called after each batch of slices. ``reviewer_tau``: also report `reviewer_bar` at that bar.
+    called after each batch of slices. ``reviewer_tau``: also report `reviewer_bar` at that bar. ``tta``: test-time
+    augmentation of a model folder (`training.predict.with_tta`); a predictor given is used as it is.
     """
     start = time.perf_counter()
-    predictor = model if isinstance(model, Predictor) else load_predictor(model)
+    predictor = model if isinstance(model, (Predictor, Mirrored)) else with_tta(load_predictor(model), tta)
     records = read_index(data_dir, [split])
     if not records:
         raise SegqaError(f"{data_dir}: split {split!r} is empty; nothing to evaluate")
@@ -194,7 +197,7 @@ def evaluate_model(model: str | os.PathLike[str] | Predictor, data_dir: str | os
         render_examples(images[pick], truth[pick], pred[pick], [records[i].slice_id for i in pick], figure)
     return {"schema": EVAL_SCHEMA,
             "model": {"path": str(getattr(predictor, "params_file", "")), "version": predictor.version,
-                      "network": predictor.network},
+                      "network": predictor.network, "tta": predictor.tta},
             "data": {"dir": str(data_dir), "split": split, "slices": len(records),
                      "subjects": len({r.subject for r in records}), "pixel_spacing_mm": list(spacing)},
             **report, "figure": str(figure) if figure is not None else None,

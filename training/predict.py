@@ -3,6 +3,7 @@
     >>> predictor = load_predictor("models/enet")            # a `segqa train` folder or a `segqa export` folder
     >>> proba = predictor.predict_proba(images)              # uint8 (N, H, W) -> float32 (N, 4, H, W)
     >>> mc = predictor.predict_mc(images, samples=10)        # mean, predictive entropy, mutual information
+    >>> mirrored = Mirrored(predictor)                       # test-time left-right mirroring: 2 passes, averaged
 
 Both folder kinds are loaded the same way: the network is rebuilt from the model card's architecture and
 the weights (``checkpoints/best.params`` or the export's ``model-0000.params``) are loaded by name, so the
@@ -21,12 +22,12 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
-from qa_workflow.contract import SegqaError
+from qa_workflow.contract import LEFT_RIGHT_AXIS, TTA_MODES, SegqaError
 from training import modelcard
 from training.nets import SegmentationNet, build_network, check_input_shape, load_params
 
 __all__ = ["MCResult", "Predictor", "OnnxPredictor", "load_predictor", "default_context", "predictive_entropy",
-           "cpu_threads", "softmax", "RUNTIMES", "open_predictor", "onnx_session"]
+           "cpu_threads", "softmax", "RUNTIMES", "open_predictor", "onnx_session", "Mirrored", "with_tta"]
 
 #: ``auto``: ONNX Runtime when the folder is an export with ``model.onnx`` and no MC-dropout is asked for (it is
 #: 2x faster than MXNet for the ENet on CPU, BENCHMARKS.md B2), else MXNet.
@@ -90,6 +91,7 @@ class Predictor:
     """
 
     runtime = "mxnet"
+    tta = "none"
 
     def __init__(self, net: SegmentationNet, card: dict[str, Any], params_file: Path, ctx: mx.Context) -> None:
         self.net = net
@@ -210,6 +212,7 @@ class OnnxPredictor:
     core by default. Deterministic only: MC-dropout needs the MXNet network (`Predictor`)."""
 
     runtime = "onnxruntime"
+    tta = "none"
 
     def __init__(self, onnx_file: Path, card: dict[str, Any], threads: int | None = None) -> None:
         self.card = card
@@ -247,6 +250,64 @@ class OnnxPredictor:
 
     def predict_labels(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
         return self.predict_proba(images, batch_size).argmax(1).astype(np.uint8)
+
+
+#: Axes of the left-right direction in a batch of slices (N, H, W) and in probabilities (N, K, H, W).
+_LR_IMAGES = 1 + LEFT_RIGHT_AXIS
+_LR_PROBS = 2 + LEFT_RIGHT_AXIS
+
+
+class Mirrored:
+    """A predictor (MXNet or ONNX Runtime) with test-time left-right mirroring: every slice is predicted as it
+    is and mirrored along the patient's left-right axis (`contract.LEFT_RIGHT_AXIS`), the second map is mirrored
+    back and the two are averaged — the mirroring nnU-Net applies at inference, cut to the one flip a brain
+    slice is (roughly) symmetric under. Twice the model time. Everything else (``version``, ``network``,
+    ``runtime``, ``card``...) is the wrapped predictor's.
+
+    MC-dropout: each of the T passes runs on both orientations, and the summary is that of the 2T maps (mean,
+    entropy of the mean, and mutual information = entropy of the mean minus the mean entropy of the passes).
+    """
+
+    tta = "flip"
+
+    def __init__(self, inner: Predictor | OnnxPredictor) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"Mirrored({self.inner!r})"
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """Softmax probabilities: uint8 (N, H, W) -> float32 (N, 4, H, W), the mean of both orientations."""
+        arr = checked_pixels(images)
+        plain = self.inner.predict_proba(arr, batch_size)
+        mirrored = self.inner.predict_proba(np.flip(arr, _LR_IMAGES), batch_size)
+        return ((plain + np.flip(mirrored, _LR_PROBS)) * 0.5).astype(np.float32, copy=False)
+
+    def predict_mc(self, images: np.ndarray, samples: int, seed: int = 0, batch_size: int = 8) -> MCResult:
+        arr = checked_pixels(images)
+        a = self.inner.predict_mc(arr, samples, seed=seed, batch_size=batch_size)
+        b = self.inner.predict_mc(np.flip(arr, _LR_IMAGES), samples, seed=seed, batch_size=batch_size)
+        mean = (a.mean + np.flip(b.mean, _LR_PROBS)) * 0.5
+        # each half's mean entropy of its passes is its entropy of the mean minus its mutual information
+        passes_entropy = ((a.entropy - a.mutual_info) + np.flip(b.entropy - b.mutual_info, _LR_IMAGES)) * 0.5
+        entropy = predictive_entropy(mean)
+        return MCResult(mean=mean.astype(np.float32), entropy=entropy.astype(np.float32),
+                        mutual_info=np.maximum(entropy - passes_entropy, 0.0).astype(np.float32),
+                        samples=2 * a.samples)
+
+    def predict_labels(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """Argmax labels (N, H, W) uint8 of the averaged probabilities."""
+        return self.predict_proba(images, batch_size).argmax(1).astype(np.uint8)
+
+
+def with_tta(predictor: Predictor | OnnxPredictor, tta: str) -> Predictor | OnnxPredictor | Mirrored:
+    """``predictor`` as it is (``tta="none"``) or `Mirrored` (``"flip"``); another value is a SegqaError."""
+    if tta not in TTA_MODES:
+        raise SegqaError(f"test-time augmentation {tta!r}: expected one of {', '.join(TTA_MODES)}")
+    return Mirrored(predictor) if tta == "flip" else predictor
 
 
 def _build_from_card(card: dict[str, Any], mc_dropout: bool = False) -> SegmentationNet:

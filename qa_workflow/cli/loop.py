@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from qa_workflow.contract import DEFAULT_TTA
+
 
 def _networks(text: str) -> tuple[str, ...]:
     from qa_workflow.contract import NETWORKS, SegqaError
@@ -84,6 +86,8 @@ def register(app: typer.Typer) -> None:
         implied: bool = typer.Option(True, "--implied-verdicts/--votes-only",
                                      help="Corrected slices also judge the model's masks there at the reviewers' "
                                           "bar, so analysis and routing learn from corrections (docs/loop.md)."),
+        tta: str | None = typer.Option(None, "--tta", help="Test-time augmentation of the pool's predictions and "
+                                       "the test evaluations: flip or none (default: the preset's)."),
     ) -> None:
         """The whole loop on the atlas cohort, offline: cohort -> train -> R x (predict, select, batch, review,
         analyze, retrain, promote, export) -> demo/report.html."""
@@ -98,7 +102,7 @@ def register(app: typer.Typer) -> None:
 
             shutil.rmtree(workspace)
         cfg = LoopConfig.preset(quick, workspace=str(workspace), rounds=rounds, seed=seed, subjects=subjects,
-                                budget=budget, budget_seconds=budget_seconds, strategy=strategy)
+                                budget=budget, budget_seconds=budget_seconds, strategy=strategy, tta=tta)
         if not implied:
             cfg.implied_bar = None
         review = None
@@ -162,6 +166,8 @@ def register(app: typer.Typer) -> None:
                                                    "(the channels of the scheduled SageMaker retraining jobs)."),
         train: bool = typer.Option(True, "--train/--no-train",
                                    help="--no-train: build (and publish) the training set only."),
+        tta: str = typer.Option(DEFAULT_TTA, "--tta", help="Test-time augmentation of the champion/challenger "
+                                "evaluation: flip or none (as `segqa evaluate --tta`)."),
     ) -> None:
         """Retrain U-Net and ENet on the labelled train split + confirmed pool masks; promote if not worse."""
         from qa_workflow.cli.console import TrainBar
@@ -186,7 +192,7 @@ def register(app: typer.Typer) -> None:
                                        batch_size=batch_size, warm_start=not from_scratch,
                                        use_auto_accepted=use_auto_accepted, tolerance=tolerance, export_dir=export,
                                        publish=publish, train=train, on_training_set=on_training_set,
-                                       progress=TrainBar(bar, "retraining"))
+                                       progress=TrainBar(bar, "retraining"), tta=tta)
         result = done.result
         if result is None:
             return

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from qa_workflow.contract import DEFAULT_TTA
+
 
 def _fmt(v: float | None, digits: int = 3) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
@@ -101,6 +103,8 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="Write the JSON report here (and a PNG beside it)."),
         batch_size: int = typer.Option(8, "--batch-size"),
         max_slices: int | None = typer.Option(None, "--max-slices", help="Evaluate at most this many slices."),
+        tta: str = typer.Option(DEFAULT_TTA, "--tta", help="Test-time augmentation: flip (each slice and its "
+                                "left-right mirror, averaged) or none; as `segqa predict --tta`."),
     ) -> None:
         """Per-class Dice, mean foreground Dice, HD95 (mm), volume difference, confusion matrix."""
         from rich.table import Table
@@ -114,13 +118,13 @@ def register(app: typer.Typer) -> None:
         figure = out.with_suffix(".png") if out else None
         with progress(make_console(), transient=True) as bar:
             task = bar.add_task(f"predicting {split}", total=None)
-            report = evaluate_model(model, data, split=split, batch_size=batch_size, max_slices=max_slices,
+            report = evaluate_model(model, data, split=split, batch_size=batch_size, max_slices=max_slices, tta=tta,
                                     figure=figure, progress=lambda d, t: bar.update(task, completed=d, total=t))
         if out:
             write_json_atomic(out, report)
         subj = report["subjects"]
         table = Table(title=f"{report['model']['version']} on {data} [{split}]: {report['data']['slices']} slices, "
-                            f"{subj['n']} subjects")
+                            f"{subj['n']} subjects{', mirrored left-right' if tta == 'flip' else ''}")
         for col in ("class", "Dice (pooled)", "Dice (subjects, mean ± sd)", "HD95 mm (mean)", "AVD % (mean)"):
             table.add_column(col, justify="left" if col == "class" else "right")
         for name, d in report["pooled"]["dice"].items():

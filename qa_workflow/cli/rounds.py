@@ -16,7 +16,7 @@ import typer
 
 from qa_workflow.cli.console import console as _console
 from qa_workflow.cli.console import print_rejects, progress
-from qa_workflow.contract import CONFIDENCE_MEASURES, DEFAULT_CONFIDENCE_MEASURE
+from qa_workflow.contract import CONFIDENCE_MEASURES, DEFAULT_CONFIDENCE_MEASURE, DEFAULT_TTA
 
 _ENV = {"role": "SEGQA_GT_ROLE_ARN", "workteam": "SEGQA_GT_WORKTEAM_ARN", "pre": "SEGQA_GT_PRE_LAMBDA_ARN",
         "post": "SEGQA_GT_CONSOLIDATION_LAMBDA_ARN", "processing_role": "SEGQA_PROCESSING_ROLE_ARN",
@@ -83,6 +83,8 @@ def register(app: typer.Typer) -> None:
         runtime: str = typer.Option("auto", "--runtime", help="auto (ONNX Runtime for an export folder without "
                                     "MC-dropout, else MXNet), mxnet or onnxruntime."),
         threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime threads (default: every core)."),
+        tta: str = typer.Option(DEFAULT_TTA, "--tta", help="Test-time augmentation: flip (each slice and its "
+                                "left-right mirror, probabilities averaged; twice the model time) or none."),
         sagemaker: bool = typer.Option(False, "--sagemaker", help="Run as SageMaker Processing jobs sharded by "
                                        "subject (see docs/aws.md)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="With --sagemaker: print the CreateProcessingJob "
@@ -105,7 +107,7 @@ def register(app: typer.Typer) -> None:
         if sagemaker:
             _predict_sagemaker(model=model, data=data, out=out, split=split, mc_samples=mc_samples,
                                batch_size=batch_size, min_pixels=min_pixels, table_format=table_format,
-                               runtime=runtime, role=role, image=image, shards=shards,
+                               runtime=runtime, tta=tta, role=role, image=image, shards=shards,
                                instances_per_job=instances_per_job, instance_type=instance_type, index=index,
                                region=region, dry_run=dry_run)
             return
@@ -125,11 +127,13 @@ def register(app: typer.Typer) -> None:
                 bar.advance(task, k)
 
             if model is not None:
-                from training.predict import open_predictor
+                from training.predict import open_predictor, with_tta
 
-                predictor = open_predictor(model, runtime=runtime, threads=threads, mc_samples=mc_samples)
+                predictor = with_tta(open_predictor(model, runtime=runtime, threads=threads, mc_samples=mc_samples),
+                                     tta)
                 console.print(f"model {predictor.version} ({predictor.network}, {predictor.runtime}) "
-                              f"on {n} {split} slices{f', {mc_samples} MC-dropout passes' if mc_samples else ''}")
+                              f"on {n} {split} slices{f', {mc_samples} MC-dropout passes' if mc_samples else ''}"
+                              f"{', mirrored left-right' if tta == 'flip' else ''}")
                 summary = run_predictions(predictor, data, out, split=split, mc_samples=mc_samples,
                                           batch_size=batch_size, min_pixels=min_pixels, seed=seed,
                                           table_format=table_format, limit=limit, model_path=str(model),

@@ -37,7 +37,7 @@ from typing import Any
 
 from qa_workflow import storage
 from qa_workflow.cloud.sagemaker import require_instance_type, require_role_arn
-from qa_workflow.contract import SegqaError
+from qa_workflow.contract import TTA_MODES, SegqaError
 
 __all__ = [
     "ShardedPrediction", "ProcessingPlan", "plan_shards", "plan_sharded_prediction", "bundle_files",
@@ -84,6 +84,7 @@ class ShardedPrediction:
     min_pixels: int = 30
     table_format: str = "parquet"
     runtime: str = "auto"
+    tta: str = "none"
     base_job_name: str = "segqa-predict"
     tags: Mapping[str, str] = field(default_factory=dict)
 
@@ -106,6 +107,8 @@ class ShardedPrediction:
             raise SegqaError(f"--max-runtime must be 60 s .. 5 days, got {self.max_runtime_s}")
         if self.mc_samples == 1 or self.mc_samples < 0:
             raise SegqaError(f"--mc-samples must be 0 (no MC-dropout) or at least 2, got {self.mc_samples}")
+        if self.tta not in TTA_MODES:
+            raise SegqaError(f"--tta {self.tta!r}: expected one of {', '.join(TTA_MODES)}")
         if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}", self.base_job_name):
             raise SegqaError(f"job name {self.base_job_name!r}: up to 32 letters, digits and '-'")
         return self
@@ -223,7 +226,8 @@ def plan_sharded_prediction(request: ShardedPrediction, index_rows: Sequence[Map
         arguments = ["--model", MODEL_DIR, "--manifests", MANIFEST_DIR, "--data", request.data_uri,
                      "--out", request.out_uri, "--split", request.split, "--batch-size", str(request.batch_size),
                      "--mc-samples", str(request.mc_samples), "--min-pixels", str(request.min_pixels),
-                     "--table-format", request.table_format, "--runtime", request.runtime]
+                     "--table-format", request.table_format, "--runtime", request.runtime,
+                     "--tta", request.tta]
         requests.append({
             "ProcessingJobName": name,
             "ProcessingResources": {"ClusterConfig": {

@@ -77,6 +77,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--min-pixels", type=int, default=30)
     p.add_argument("--table-format", default="parquet")
     p.add_argument("--runtime", default="auto")
+    p.add_argument("--tta", default="none", help="test-time augmentation: none or flip (training.predict)")
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     return p.parse_args(list(argv))
 
@@ -84,13 +85,13 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = _parse(sys.argv[1:] if argv is None else argv)
-    from training.predict import open_predictor
+    from training.predict import open_predictor, with_tta
 
     manifests = sorted(Path(args.manifests).glob("*.csv"))
     if not manifests:
         log.info("no manifest in %s: nothing to do on this instance", args.manifests)
         return 0
-    predictor = open_predictor(args.model, runtime=args.runtime, mc_samples=args.mc_samples)
+    predictor = with_tta(open_predictor(args.model, runtime=args.runtime, mc_samples=args.mc_samples), args.tta)
     with tempfile.TemporaryDirectory(prefix="segqa-shard-", dir=args.work) as work:
         for manifest in manifests:
             summary = run_shard(predictor, manifest, args.data, args.out, Path(work), split=args.split,

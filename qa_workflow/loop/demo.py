@@ -46,9 +46,11 @@ from qa_workflow import storage
 from qa_workflow.contract import (
     ACCEPT,
     DEFAULT_CONFIDENCE_MEASURE,
+    DEFAULT_TTA,
     NETWORK_LABELS,
     NETWORKS,
     REVIEW_CLASSES,
+    TTA_MODES,
     CostModel,
     SegqaError,
     round_sort_key,
@@ -81,6 +83,8 @@ class LoopConfig:
     verify_min: float = 0.5  # calibrated P(accept) from which a mask is verified; below it, adjusted directly
     # The confidence routing, calibration and thresholds use (ARCHITECTURE §5; docs/DECISIONS.md).
     measure: str = DEFAULT_CONFIDENCE_MEASURE
+    # Test-time augmentation of the pool's predictions and of every test evaluation (training.predict.with_tta).
+    tta: str = DEFAULT_TTA
     sites: tuple[str, ...] = ("A", "B")  # acquisition sites; the first is the labelled train split's
     per_subject_cap: int | None = None
     strategy: str = "uncertainty"  # or "random" (the B7 baseline)
@@ -106,6 +110,10 @@ class LoopConfig:
     retrain: dict[str, dict[str, Any]] = field(default_factory=dict)
     export: bool = True
 
+    def __post_init__(self) -> None:  # a misspelt option fails now, not after the initial training
+        if self.tta not in TTA_MODES:
+            raise SegqaError(f"--tta {self.tta!r}: expected one of {', '.join(TTA_MODES)}")
+
     @classmethod
     def preset(cls, quick: bool, **overrides: Any) -> LoopConfig:
         """The demo's two sizes. quick: <= 15 min on a 2-core CPU; default: <= 45 min."""
@@ -123,7 +131,7 @@ class LoopConfig:
         else:
             base = dict(subjects=12, slices=40, budget_seconds=verify_equivalents(120),
                         initial_train={"unet": dict(epochs=30, width=0.5, batch_size=8, lr=0.005),
-                                       "enet": dict(epochs=40, width=0.5, batch_size=4, lr=0.005)},
+                                       "enet": dict(epochs=40, width=1.0, batch_size=4, lr=0.005)},
                         retrain={"unet": dict(epochs=6, batch_size=8, lr=0.002),
                                  "enet": dict(epochs=6, batch_size=4, lr=0.002)})
         base.update({k: v for k, v in overrides.items() if v is not None})
@@ -213,7 +221,7 @@ def _test_dice(ws: Workspace, network: str) -> dict[str, float]:
     return {}
 
 
-def _site_dice(ws: Workspace, network: str) -> dict[str, dict[str, float]]:
+def _site_dice(ws: Workspace, network: str, tta: str = DEFAULT_TTA) -> dict[str, dict[str, float]]:
     """The champion's test Dice per acquisition site: site -> {class: Dice, "mean_foreground": ...}; empty for a
     cohort without named sites. Read from the decision that evaluated this champion (`evaluation_metrics`)."""
     from qa_workflow.loop.retraining import evaluation_metrics
@@ -227,10 +235,11 @@ def _site_dice(ws: Workspace, network: str) -> dict[str, dict[str, float]]:
             if d["network"] == network and d.get(role) == version and metrics and "sites" in metrics:
                 return dict(metrics["sites"])
     # no sites named, or decisions written before per-site metrics: evaluate once, cached per champion version
-    cache = ws.root / "site-dice" / network / f"{version}.json"
+    cache = ws.root / "site-dice" / network / f"{version}{'' if tta == 'none' else '-' + tta}.json"
     if cache.is_file():
         return dict(json.loads(cache.read_text()))
-    out = evaluation_metrics(evaluate_model(_champion_dir(ws, network), ws.cohort, split="test")).get("sites", {})
+    out = evaluation_metrics(evaluate_model(_champion_dir(ws, network), ws.cohort, split="test", tta=tta)
+                             ).get("sites", {})
     storage.write_json(str(cache), out)
     return dict(out)
 
@@ -251,7 +260,7 @@ def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: C
     if missing:
         _emit(progress, "initial", network=" and ".join(NETWORK_LABELS.get(n, n) for n in missing))
         initial_models(ws.registry, ws.cohort, ws.root / "initial", cfg.initial_train, progress=train_progress,
-                       networks=missing)
+                       networks=missing, tta=cfg.tta)
     return ws
 
 
@@ -288,7 +297,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     from qa_workflow.rounds.predict import run_predictions
     from qa_workflow.rounds.round_dir import read_assignments, select_round
     from qa_workflow.rounds.selection import SelectionPolicy, load_thresholds
-    from training.predict import load_predictor
+    from training.predict import load_predictor, with_tta
 
     rid = round_id(r)
     rdir = ws.round_dir(r)
@@ -299,8 +308,8 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     pred_dir = rdir / "predictions"
     if not (pred_dir / "run.json").is_file():
         _emit(progress, "predict", round=rid)
-        run_predictions(load_predictor(_champion_dir(ws, cfg.review_network)), ws.cohort, str(pred_dir),
-                        split="pool", seed=cfg.seed)
+        run_predictions(with_tta(load_predictor(_champion_dir(ws, cfg.review_network)), cfg.tta), ws.cohort,
+                        str(pred_dir), split="pool", seed=cfg.seed)
     previous = ws.round_dir(r - 1) / "analysis" / "thresholds.json" if r > 1 else None
     thresholds = str(previous) if previous is not None and previous.is_file() else None
     round_path = rdir / "round"
@@ -342,7 +351,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     result = retrain_round(rid, ws.registry, ws.cohort, training_set, train_dir, cfg.retrain,
                            warm_start=cfg.warm_start, tolerance=cfg.tolerance,
                            export_dir=(ws.root / "exports" / rid) if cfg.export else None,
-                           networks=cfg.networks, progress=train_progress)
+                           networks=cfg.networks, progress=train_progress, tta=cfg.tta)
     shutil.rmtree(train_dir, ignore_errors=True)  # challengers now live in the registry
 
     frame = read_assignments(str(round_path))
@@ -376,7 +385,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
         implied_verdicts=len(implied_now), implied_accepted=sum(int(v["confirm_count"]) for v in implied_now),
         planned_seconds=float(selected.seconds.get("total", 0.0)),
         thresholds_used=dict(load_thresholds(thresholds).classes) if thresholds else {},
-        site_dice={n: _site_dice(ws, n) for n in cfg.networks})
+        site_dice={n: _site_dice(ws, n, cfg.tta) for n in cfg.networks})
     storage.write_json(str(done), asdict(summary))
     return summary
 
@@ -559,7 +568,7 @@ def run_loop(cfg: LoopConfig, progress: Progress | None = None, train_progress: 
     storage.write_json(str(ws.root / "demo.json"), {"config": asdict(cfg), "rounds": []})
     summaries: list[RoundSummary] = []
     initial = {n: _test_dice(ws, n) for n in cfg.networks}
-    initial_sites = {n: _site_dice(ws, n) for n in cfg.networks}
+    initial_sites = {n: _site_dice(ws, n, cfg.tta) for n in cfg.networks}
     for r in range(1, cfg.rounds + 1):
         summaries.append(run_round(cfg, ws, r, progress, train_progress, review))
         _emit(progress, "round-done", summary=summaries[-1])

@@ -35,6 +35,7 @@ from qa_workflow import storage
 from qa_workflow.contract import (
     ACCEPT,
     CLASS_BY_NAME,
+    DEFAULT_TTA,
     IGNORE_LABEL,
     NETWORKS,
     REVIEW_CLASSES,
@@ -326,9 +327,10 @@ def evaluation_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
 
 def initial_models(registry: Registry, data_dir: str | Path, work_dir: str | Path,
                    train_options: Mapping[str, Mapping[str, Any]], progress: Callable[[Any], None] | None = None,
-                   networks: Sequence[str] = NETWORKS) -> dict[str, NetworkOutcome]:
+                   networks: Sequence[str] = NETWORKS, tta: str = DEFAULT_TTA) -> dict[str, NetworkOutcome]:
     """Train the first U-Net and ENet on the labelled ``train`` split (side by side, `training.parallel`) and
-    register them as champions. Networks that have a champion already are left alone."""
+    register them as champions, evaluated with ``tta`` (`training.predict.with_tta`). Networks that have a
+    champion already are left alone."""
     from training.evaluate import evaluate_model
     from training.parallel import train_all
     from training.train import TrainConfig
@@ -341,7 +343,7 @@ def initial_models(registry: Registry, data_dir: str | Path, work_dir: str | Pat
     for network in todo:
         model_dir = trained[network]
         version = _card_version(model_dir)
-        metrics = evaluation_metrics(evaluate_model(model_dir, data_dir, split="test"))
+        metrics = evaluation_metrics(evaluate_model(model_dir, data_dir, split="test", tta=tta))
         registry.add(network, version, model_dir)
         ok, reasons = decide_promotion(metrics, None)
         decision = PromotionDecision(network, version, None, ok, reasons, metrics, None, DEFAULT_TOLERANCE, round=None)
@@ -376,10 +378,11 @@ def local_model_dir(registry: Registry, network: str, version: str, cache: Path)
 def retrain_round(round_id: str, registry: Registry, data_dir: str | Path, training_set: RetrainSet,
                   work_dir: str | Path, train_options: Mapping[str, Mapping[str, Any]], *,
                   warm_start: bool = True, tolerance: float = DEFAULT_TOLERANCE, export_dir: str | Path | None = None,
-                  networks: Sequence[str] = NETWORKS, progress: Callable[[Any], None] | None = None
-                  ) -> RetrainResult:
-    """Train a challenger per network on ``training_set``, compare it with the champion on ``test``, promote
-    or not, record the decision, and export the ENet when a new one was promoted."""
+                  networks: Sequence[str] = NETWORKS, progress: Callable[[Any], None] | None = None,
+                  tta: str = DEFAULT_TTA) -> RetrainResult:
+    """Train a challenger per network on ``training_set``, compare it with the champion on ``test`` (both
+    predicted with ``tta``), promote or not, record the decision, and export the ENet when a new one was
+    promoted."""
     from training.evaluate import evaluate_model
     from training.export import export_model
     from training.parallel import train_all
@@ -408,8 +411,8 @@ def retrain_round(round_id: str, registry: Registry, data_dir: str | Path, train
         champion, champion_dir = champions[network]
         model_dir = trained[network]
         version = _card_version(model_dir)
-        challenger_metrics = evaluation_metrics(evaluate_model(model_dir, data_dir, split="test"))
-        champion_metrics = (evaluation_metrics(evaluate_model(champion_dir, data_dir, split="test"))
+        challenger_metrics = evaluation_metrics(evaluate_model(model_dir, data_dir, split="test", tta=tta))
+        champion_metrics = (evaluation_metrics(evaluate_model(champion_dir, data_dir, split="test", tta=tta))
                             if champion_dir is not None else None)
         ok, reasons = decide_promotion(challenger_metrics, champion_metrics, tolerance)
         registry.add(network, version, model_dir)
@@ -444,7 +447,7 @@ def retrain_from_rounds(data_dir: str | Path, store_uri: str, round_dirs: Sequen
                         tolerance: float = DEFAULT_TOLERANCE, export_dir: str | Path | None = None,
                         publish: str | None = None, train: bool = True,
                         on_training_set: Callable[[RetrainSet, int | None], None] | None = None,
-                        progress: Callable[[Any], None] | None = None) -> RetrainFromRounds:
+                        progress: Callable[[Any], None] | None = None, tta: str = DEFAULT_TTA) -> RetrainFromRounds:
     """`segqa retrain`: read the reviewed round folders, build the training set from the store's confirmed
     masks under ``work_dir/training-set``, publish it to ``publish`` (``/train/`` and ``/validation/``), and,
     unless ``train`` is False, retrain and promote under the latest round's id (runs in ``work_dir/train``).
@@ -470,5 +473,5 @@ def retrain_from_rounds(data_dir: str | Path, store_uri: str, round_dirs: Sequen
         return RetrainFromRounds(training_set, published, None)
     options = {n: {"epochs": epochs, "batch_size": batch_size} for n in networks}
     result = retrain_round(latest, registry, data_dir, training_set, work / "train", options, warm_start=warm_start,
-                           tolerance=tolerance, export_dir=export_dir, networks=networks, progress=progress)
+                           tolerance=tolerance, export_dir=export_dir, networks=networks, progress=progress, tta=tta)
     return RetrainFromRounds(training_set, published, result)

@@ -408,7 +408,7 @@ def run_predictions(
         "model_version": version, "network": getattr(predictor, "network", None), "model": model_path,
         "data": str(data_dir.resolve()), "split": split, "index_sha256": _sha256_file(data_dir / "index.csv"),
         "mc_samples": mc_samples, "seed": seed, "min_pixels": min_pixels, "batch_size": batch_size,
-        "source": "model", "runtime": getattr(predictor, "runtime", None),
+        "source": "model", "runtime": getattr(predictor, "runtime", None), "tta": getattr(predictor, "tta", "none"),
     }
     if table_out is not None:
         meta["maps"] = out

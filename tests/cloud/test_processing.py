@@ -70,6 +70,7 @@ def test_requests_conform_to_the_service_model_and_cover_the_split_once(model_pr
     ({"image_uri": ""}, "--image: a processing image URI is required"),
     ({"instances_per_job": 50}, "--instances-per-job must be 1..20"),
     ({"mc_samples": 1}, "--mc-samples must be 0"),
+    ({"tta": "rotate"}, "--tta 'rotate': expected one of none, flip"),
 ])
 def test_plan_mistakes_are_named(over, message):
     with pytest.raises(SegqaError, match=message):
@@ -80,13 +81,14 @@ def test_dry_run_prints_one_json_array_of_requests(tmp_path, tiny_dataset, capsy
     data = tiny_dataset(tmp_path / "data", subjects=3, slices=2)
     rc = main(["predict", "--sagemaker", "--dry-run", "--model", "s3://b-sagemaker/models/enet/", "--data",
                "s3://b-sagemaker/data", "--index", str(data), "--out", "s3://b-sagemaker/pred/r1", "--role", ROLE,
-               "--image", IMAGE, "--shards", "3", "--instances-per-job", "2"])
+               "--image", IMAGE, "--shards", "3", "--instances-per-job", "2", "--tta", "flip"])
     out = capsys.readouterr().out
     assert rc == 0
     requests = json.loads(out)  # the whole of stdout is the array
     assert len(requests) == 2 and all(model_problems("sagemaker", "CreateProcessingJob", r) == [] for r in requests)
     args = requests[0]["AppSpecification"]["ContainerArguments"]
     assert args[args.index("--out") + 1] == "s3://b-sagemaker/pred/r1"
+    assert args[args.index("--tta") + 1] == "flip"  # each instance mirrors as the local command would
 
 
 def test_dry_run_without_a_role_names_the_option(tmp_path, tiny_dataset, capsys, monkeypatch):

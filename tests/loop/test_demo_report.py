@@ -2,6 +2,9 @@
 
 import io
 
+import pytest
+
+from qa_workflow.contract import SegqaError
 from qa_workflow.loop.demo import LoopConfig, RoundSummary, verify_equivalents
 from qa_workflow.loop.demo_report import human_time, running_cost, write_report
 
@@ -34,6 +37,9 @@ def test_the_quick_demo_is_budgeted_in_human_seconds_on_two_sites():
     assert quick.budget_seconds == 1980 and quick.budget is None and quick.sites == ("A", "B")
     assert quick.verify_min == 0.5  # routing decides verify vs adjust; nothing forces verify any more
     assert LoopConfig.preset(True, budget_seconds=600).budget_seconds == 600
+    assert LoopConfig.preset(True, tta="flip").tta == "flip"
+    with pytest.raises(SegqaError, match="--tta 'mirror'"):  # before any training starts
+        LoopConfig.preset(True, tta="mirror")
 
 
 def test_running_cost_adds_up_rounds(tmp_path):

@@ -69,3 +69,17 @@ def test_gamma_range_reaches_flat_and_steep_contrast_curves():
     cfg = replace(OFF, gamma_range=(0.5, 1.5))
     values = [float(appearance(img, np.random.default_rng(s), cfg)[0, 0]) for s in range(200)]
     assert min(values) < 0.5 ** 1.3 and max(values) > 0.5 ** 0.6  # both ends of the range are drawn
+
+
+def test_flip_mirrors_the_patients_left_and_right_never_front_and_back():
+    # A stored slice's rows run the patient's left -> right, its columns posterior -> anterior: a marker in the
+    # left-posterior corner must end up in the right-posterior corner.
+    images = np.zeros((1, 40, 48), np.float32)
+    masks = np.zeros((1, 40, 48), np.uint8)
+    images[0, :10, :12] = 0.8
+    masks[0, :10, :12] = 2
+    flip_only = replace(OFF, flip_prob=1.0)
+    out_img, out_mask = augment_batch(images, masks, np.random.default_rng(0), flip_only)
+    np.testing.assert_array_equal(out_mask[0], masks[0][::-1, :])
+    np.testing.assert_allclose(out_img[0], images[0][::-1, :])
+    assert out_mask[0, -10:, :12].min() == 2 and out_mask[0, :, 12:].max() == 0

@@ -15,7 +15,7 @@ from qa_workflow.contract import IGNORE_LABEL, SegqaError
 from training.losses import segmentation_loss
 from training.metrics import dice_per_class, mean_foreground_dice
 from training.nets import build_network
-from training.predict import load_predictor
+from training.predict import Mirrored, load_predictor, with_tta
 from training.train import TrainConfig, train_model
 
 
@@ -213,7 +213,15 @@ def test_cli_train_evaluate_and_user_errors(dataset, tmp_path, capsys):
     by_site = json.loads((tmp_path / "e2.json").read_text())["sites"]
     assert list(by_site) == ["B"] and by_site["B"]["slices"] == 3
     assert by_site["B"]["dice"] == pytest.approx(report["pooled"]["dice"], nan_ok=True)
+    # mirrored at test time by default (contract.DEFAULT_TTA): recorded in the report and the table's title
+    assert report["model"]["tta"] == "flip"
     capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--data", str(dataset), "--out", str(tmp_path / "e3.json"),
+                 "--tta", "none"]) == 0
+    assert "mirrored left-right" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "e3.json").read_text())["model"]["tta"] == "none"
+    assert main(["evaluate", "--model", str(out), "--data", str(dataset), "--tta", "rotate"]) == 2
+    assert "'rotate': expected one of none, flip" in capsys.readouterr().err
     # user mistakes: one line, exit 2
     assert main(["train", "--data", str(dataset), "--network", "unet", "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -249,3 +257,31 @@ def test_sagemaker_entry_point_and_kvstore(dataset, tmp_path, monkeypatch):
     assert cfg.kvstore == "dist_sync" and cfg.data_dir == str(dataset)
     monkeypatch.delenv("SM_CHANNEL_TRAIN")
     assert tt.main(["--network", "unet"]) == 2  # no data: one logged error, exit 2
+
+
+def test_mirrored_predictor_is_left_right_symmetric_and_averages_both_orientations(enet_model, dataset):
+    from training.dataset import load_slices, read_index
+
+    images, _ = load_slices(dataset, read_index(dataset, ["test"]), masks=False)
+    plain = load_predictor(enet_model)
+    mirrored = with_tta(plain, "flip")
+    assert isinstance(mirrored, Mirrored) and mirrored.tta == "flip" and plain.tta == "none"
+    assert (mirrored.version, mirrored.network, mirrored.runtime) == (plain.version, plain.network, "mxnet")
+    p = mirrored.predict_proba(images, batch_size=2)
+    expected = (plain.predict_proba(images, 2) + plain.predict_proba(images[:, ::-1, :], 2)[:, :, ::-1, :]) / 2
+    np.testing.assert_allclose(p, expected, atol=1e-6)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    # mirroring the patient's left and right (the rows of a stored slice) mirrors the answer exactly, which the
+    # network alone does not do
+    np.testing.assert_allclose(mirrored.predict_proba(images[:, ::-1, :], 2), p[:, :, ::-1, :], atol=1e-5)
+    asymmetry = plain.predict_proba(images[:, ::-1, :], 2) - plain.predict_proba(images, 2)[:, :, ::-1, :]
+    assert np.abs(asymmetry).max() > 1e-3
+    mc = mirrored.predict_mc(images, samples=3, seed=1)
+    assert mc.samples == 6 and mc.mean.shape == p.shape and mc.mutual_info.min() >= 0
+    a, b = plain.predict_mc(images, 3, seed=1), plain.predict_mc(images[:, ::-1, :], 3, seed=1)
+    np.testing.assert_allclose(mc.mean, (a.mean + b.mean[:, :, ::-1, :]) / 2, atol=1e-6)
+    # the 2T passes' mean entropy is the two halves' mean; mutual information = entropy of the mean minus it
+    halves = ((a.entropy - a.mutual_info) + (b.entropy - b.mutual_info)[:, ::-1, :]) / 2
+    np.testing.assert_allclose(mc.mutual_info, np.maximum(mc.entropy - halves, 0), atol=1e-5)
+    with pytest.raises(SegqaError, match="expected one of none, flip"):
+        with_tta(plain, "mirror")
