@@ -208,9 +208,18 @@ def _champion_dir(ws: Workspace, network: str) -> Path:
     return storage.local_path(ws.registry.model_uri(network, version))
 
 
-def _test_dice(ws: Workspace, network: str) -> dict[str, float]:
-    """The champion's pooled Dice on test, from the registry's decision log (no re-evaluation)."""
-    champion = ws.registry.champion(network)
+def _initial_version(ws: Workspace, network: str) -> str | None:
+    """The version of ``network``'s initial model (the first decision, made before any round), else None."""
+    for d in ws.registry.decisions():
+        if d["network"] == network and d.get("round") is None:
+            return str(d["challenger"])
+    return None
+
+
+def _test_dice(ws: Workspace, network: str, version: str | None = None) -> dict[str, float]:
+    """Pooled test Dice of ``version`` (default: the champion), from the registry's decision log (no
+    re-evaluation)."""
+    champion = version or ws.registry.champion(network)
     for d in reversed(ws.registry.decisions()):
         if d["network"] == network and d["challenger"] == champion:
             m = d["challenger_metrics"]
@@ -221,25 +230,27 @@ def _test_dice(ws: Workspace, network: str) -> dict[str, float]:
     return {}
 
 
-def _site_dice(ws: Workspace, network: str, tta: str = DEFAULT_TTA) -> dict[str, dict[str, float]]:
-    """The champion's test Dice per acquisition site: site -> {class: Dice, "mean_foreground": ...}; empty for a
-    cohort without named sites. Read from the decision that evaluated this champion (`evaluation_metrics`)."""
+def _site_dice(ws: Workspace, network: str, tta: str = DEFAULT_TTA, version: str | None = None
+               ) -> dict[str, dict[str, float]]:
+    """Test Dice per acquisition site of ``version`` (default: the champion): site -> {class: Dice,
+    "mean_foreground": ...}; empty for a cohort without named sites. Read from the decision that evaluated it
+    (`evaluation_metrics`)."""
     from qa_workflow.loop.retraining import evaluation_metrics
     from training.evaluate import evaluate_model
 
-    version = ws.registry.champion(network)
+    version = version or ws.registry.champion(network)
     if version is None:
         return {}
-    for d in reversed(ws.registry.decisions()):  # the promotion's own evaluation of this champion
+    for d in reversed(ws.registry.decisions()):  # the promotion's own evaluation of this model
         for role, metrics in (("challenger", d.get("challenger_metrics")), ("champion", d.get("champion_metrics"))):
             if d["network"] == network and d.get(role) == version and metrics and "sites" in metrics:
                 return dict(metrics["sites"])
-    # no sites named, or decisions written before per-site metrics: evaluate once, cached per champion version
+    # no sites named, or decisions written before per-site metrics: evaluate once, cached per model version
     cache = ws.root / "site-dice" / network / f"{version}{'' if tta == 'none' else '-' + tta}.json"
     if cache.is_file():
         return dict(json.loads(cache.read_text()))
-    out = evaluation_metrics(evaluate_model(_champion_dir(ws, network), ws.cohort, split="test", tta=tta)
-                             ).get("sites", {})
+    model_dir = storage.local_path(ws.registry.model_uri(network, version))
+    out = evaluation_metrics(evaluate_model(model_dir, ws.cohort, split="test", tta=tta)).get("sites", {})
     storage.write_json(str(cache), out)
     return dict(out)
 
@@ -567,8 +578,9 @@ def run_loop(cfg: LoopConfig, progress: Progress | None = None, train_progress: 
     ws = prepare(cfg, progress, train_progress)
     storage.write_json(str(ws.root / "demo.json"), {"config": asdict(cfg), "rounds": []})
     summaries: list[RoundSummary] = []
-    initial = {n: _test_dice(ws, n) for n in cfg.networks}
-    initial_sites = {n: _site_dice(ws, n, cfg.tta) for n in cfg.networks}
+    # the initial models' figures, also when a finished or interrupted demo is run again (champions may have changed)
+    initial = {n: _test_dice(ws, n, _initial_version(ws, n)) for n in cfg.networks}
+    initial_sites = {n: _site_dice(ws, n, cfg.tta, _initial_version(ws, n)) for n in cfg.networks}
     for r in range(1, cfg.rounds + 1):
         summaries.append(run_round(cfg, ws, r, progress, train_progress, review))
         _emit(progress, "round-done", summary=summaries[-1])

@@ -153,7 +153,7 @@ def _chart(initial: dict[str, dict[str, float]], summaries: Sequence[Any], netwo
 
     xs = list(range(len(summaries) + 1))
     labels = ["initial"] + [s.round for s in summaries]
-    fig, axes = plt.subplots(1, len(networks), figsize=(5.2 * len(networks), 3.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(networks), figsize=(5.2 * len(networks) + 1.3, 3.4), squeeze=False, sharey=True)
     for ax, n in zip(axes[0], networks, strict=True):
         for c in REVIEW_CLASSES:
             ys = [initial.get(n, {}).get(c.name)] + [s.dice.get(n, {}).get(c.name) for s in summaries]
@@ -166,14 +166,14 @@ def _chart(initial: dict[str, dict[str, float]], summaries: Sequence[Any], netwo
             if any(y is not None for y in ys):
                 ax.plot(xs, [float("nan") if y is None else y for y in ys], "^" + style, color="#777",
                         label=f"mean, site {site}")
-        ax.set_title(f"{ {'unet': 'U-Net', 'enet': 'ENet'}.get(n, n)} champion — test Dice")
+        ax.set_title(f"{NETWORK_LABELS.get(n, n)} champion — test Dice")
         ax.set_xticks(xs, labels, fontsize=8)
         ax.grid(alpha=.3)
     axes[0][0].set_ylabel("Dice")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the lines, not on them
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 

@@ -251,3 +251,29 @@ def test_corrections_judge_the_unvoted_masks_of_their_slices_for_the_analysis(lo
     assert int(totals["total"]) == summaries[0].reviewed + len(implied)
     assert summaries[0].implied_verdicts == len(implied)  # all from round 1, the only round
     assert summaries[0].implied_accepted == sum(r["confirm_count"] == "1" for r in implied)
+
+
+def test_running_a_finished_demo_again_keeps_the_initial_models_figures(loop):
+    """`segqa demo` continues a workspace; its "initial" row must stay the initial models' even when rounds have
+    promoted others since (it showed the current champion's Dice as "initial")."""
+    from qa_workflow.loop.registry import Registry
+
+    cfg, ws, summaries, _ = loop
+    registry = Registry(ws / "models")
+    first = {d["network"]: d for d in registry.decisions() if d.get("round") is None}
+    champions = {n: registry.champion(n) for n in first}
+    before = json.loads((ws / "demo.json").read_text())
+    for network, d in first.items():
+        assert before["initial_dice"][network]["mean_foreground"] == d["challenger_metrics"]["mean_foreground_dice"]
+        later = [v for v in registry.versions(network) if v != d["challenger"]]
+        registry.set_champion(network, later[0])  # as a round's promotion would
+    try:
+        again = run_loop(cfg)
+        assert [s.round for s in again] == [s.round for s in summaries]  # finished rounds are not re-run
+        after = json.loads((ws / "demo.json").read_text())
+        assert after["initial_dice"] == before["initial_dice"]
+        assert after["initial_site_dice"] == before["initial_site_dice"]
+    finally:
+        for network, version in champions.items():
+            if version is not None:
+                registry.set_champion(network, version)
