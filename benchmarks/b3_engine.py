@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"## Engine settings for the {r['network'].upper()} step ({r['date']})", "",
+    label = {"enet": "ENet", "unet": "U-Net"}[r["network"]]
+    lines = [f"## Engine settings for the {label} training step ({r['date']})", "",
              f"- command: `.venv/bin/{r['command'].strip()}`",
              f"- machine: {r['machine']}; load average at start {r['load_avg_start']}, at end {r['load_avg_end']}; "
              f"{r['steps']} steps per setting after 3 warm-up steps, each setting in its own process", "",
