@@ -8,11 +8,11 @@ from typing import Any
 
 import typer
 
-from qa_workflow.contract import DEFAULT_TTA
+from qa_workflow.contract import DEFAULT_TTA, TTA_MODES, SegqaError
 
 
 def _networks(text: str) -> tuple[str, ...]:
-    from qa_workflow.contract import NETWORKS, SegqaError
+    from qa_workflow.contract import NETWORKS
 
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     bad = [n for n in names if n not in NETWORKS]
@@ -178,6 +178,8 @@ def register(app: typer.Typer) -> None:
 
         console = make_console(stderr=False)
         nets = _networks(networks)
+        if tta not in TTA_MODES:  # before hours of training, not after
+            raise SegqaError(f"--tta {tta!r}: expected one of {', '.join(TTA_MODES)}")
 
         def on_training_set(tset: RetrainSet, published: int | None) -> None:
             console.print(f"training set: {tset.base_train_slices} labelled slices + {tset.pool_slices} reviewed "

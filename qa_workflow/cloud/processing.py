@@ -37,7 +37,7 @@ from typing import Any
 
 from qa_workflow import storage
 from qa_workflow.cloud.sagemaker import require_instance_type, require_role_arn
-from qa_workflow.contract import TTA_MODES, SegqaError
+from qa_workflow.contract import DEFAULT_TTA, TTA_MODES, SegqaError
 
 __all__ = [
     "ShardedPrediction", "ProcessingPlan", "plan_shards", "plan_sharded_prediction", "bundle_files",
@@ -84,7 +84,7 @@ class ShardedPrediction:
     min_pixels: int = 30
     table_format: str = "parquet"
     runtime: str = "auto"
-    tta: str = "none"
+    tta: str = DEFAULT_TTA
     base_job_name: str = "segqa-predict"
     tags: Mapping[str, str] = field(default_factory=dict)
 

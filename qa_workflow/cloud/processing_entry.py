@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from qa_workflow import storage
-from qa_workflow.contract import SegqaError
+from qa_workflow.contract import DEFAULT_TTA, TTA_MODES, SegqaError
 from qa_workflow.rounds.predict import PredictionSummary, run_predictions
 
 __all__ = ["fetch_shard", "run_shard", "main"]
@@ -77,7 +77,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--min-pixels", type=int, default=30)
     p.add_argument("--table-format", default="parquet")
     p.add_argument("--runtime", default="auto")
-    p.add_argument("--tta", default="none", help="test-time augmentation: none or flip (training.predict)")
+    p.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES, help="test-time augmentation (training.predict)")
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     return p.parse_args(list(argv))
 

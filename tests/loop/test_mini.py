@@ -158,6 +158,9 @@ def test_retrain_command_rejects_bad_input(tmp_path, capsys):
     rc = main(["retrain", "--data", str(tmp_path), "--store", f"sqlite:///{tmp_path / 's.db'}",
                "--round", str(tmp_path / "no-round"), "--networks", "resnet"])
     assert rc == 2 and "--networks" in capsys.readouterr().err
+    rc = main(["retrain", "--data", str(tmp_path), "--store", f"sqlite:///{tmp_path / 's.db'}",
+               "--round", str(tmp_path / "no-round"), "--tta", "rotate"])
+    assert rc == 2 and "--tta 'rotate'" in capsys.readouterr().err
 
 
 def test_retrain_publishes_the_training_set_for_scheduled_jobs(loop, tmp_path, s3_bucket):
