@@ -29,7 +29,7 @@ __all__ = [
     "SegqaError", "ContractError", "TissueClass", "TISSUE_CLASSES", "CLASS_BY_NAME", "CLASS_BY_ID",
     "REVIEW_CLASSES", "NUM_CLASSES", "IGNORE_LABEL", "BACKGROUND", "CSF", "GRAY_MATTER", "WHITE_MATTER",
     "tissue_class", "to_display", "from_display", "STORED_ORIENTATION", "DISPLAY_ORIENTATION", "LEFT_RIGHT_AXIS",
-    "TTA_MODES", "DEFAULT_TTA",
+    "TTA_MODES", "DEFAULT_TTA", "check_tta",
     "format_item_id", "parse_item_id", "ItemId", "format_slice_id",
     "DECISIONS", "ACCEPT", "REJECT", "SPLIT", "REJECT_REASONS", "Decision", "parse_decisions", "decisions_array",
     "BATCH_FIELDS", "BATCH_ITEM_FIELDS", "validate_batch", "DEFAULT_BATCH_SIZE",
@@ -102,6 +102,14 @@ LEFT_RIGHT_AXIS = 0
 TTA_MODES: tuple[str, ...] = ("none", "flip")
 #: What `segqa predict`, `segqa evaluate` and the loop use unless told otherwise (docs/DECISIONS.md).
 DEFAULT_TTA = "flip"
+
+
+def check_tta(tta: str) -> str:
+    """``tta`` if it is one of `TTA_MODES`, else a SegqaError naming the option and the choices: the one check
+    that every command taking ``--tta`` (and the loop's config) runs before any work starts."""
+    if tta not in TTA_MODES:
+        raise SegqaError(f"--tta {tta!r}: expected one of {', '.join(TTA_MODES)}")
+    return tta
 #: How every PNG a person reviews is written (image, label map, masks, overlays, the editor's start and answer):
 #: radiological, anterior up, the patient's left on the viewer's right; 208 rows x 176 columns.
 DISPLAY_ORIENTATION = "radiological: rows anterior->posterior, columns right->left (patient)"

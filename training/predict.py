@@ -22,7 +22,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
-from qa_workflow.contract import LEFT_RIGHT_AXIS, TTA_MODES, SegqaError
+from qa_workflow.contract import LEFT_RIGHT_AXIS, SegqaError, check_tta
 from training import modelcard
 from training.nets import SegmentationNet, build_network, check_input_shape, load_params
 
@@ -305,9 +305,7 @@ class Mirrored:
 
 def with_tta(predictor: Predictor | OnnxPredictor, tta: str) -> Predictor | OnnxPredictor | Mirrored:
     """``predictor`` as it is (``tta="none"``) or `Mirrored` (``"flip"``); another value is a SegqaError."""
-    if tta not in TTA_MODES:
-        raise SegqaError(f"test-time augmentation {tta!r}: expected one of {', '.join(TTA_MODES)}")
-    return Mirrored(predictor) if tta == "flip" else predictor
+    return Mirrored(predictor) if check_tta(tta) == "flip" else predictor
 
 
 def _build_from_card(card: dict[str, Any], mc_dropout: bool = False) -> SegmentationNet:

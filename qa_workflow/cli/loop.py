@@ -8,11 +8,11 @@ from typing import Any
 
 import typer
 
-from qa_workflow.contract import DEFAULT_TTA, TTA_MODES, SegqaError
+from qa_workflow.contract import DEFAULT_TTA, check_tta
 
 
 def _networks(text: str) -> tuple[str, ...]:
-    from qa_workflow.contract import NETWORKS
+    from qa_workflow.contract import NETWORKS, SegqaError
 
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     bad = [n for n in names if n not in NETWORKS]
@@ -178,8 +178,7 @@ def register(app: typer.Typer) -> None:
 
         console = make_console(stderr=False)
         nets = _networks(networks)
-        if tta not in TTA_MODES:  # before hours of training, not after
-            raise SegqaError(f"--tta {tta!r}: expected one of {', '.join(TTA_MODES)}")
+        check_tta(tta)  # before hours of training, not after
 
         def on_training_set(tset: RetrainSet, published: int | None) -> None:
             console.print(f"training set: {tset.base_train_slices} labelled slices + {tset.pool_slices} reviewed "

@@ -37,7 +37,7 @@ from typing import Any
 
 from qa_workflow import storage
 from qa_workflow.cloud.sagemaker import require_instance_type, require_role_arn
-from qa_workflow.contract import DEFAULT_TTA, TTA_MODES, SegqaError
+from qa_workflow.contract import DEFAULT_TTA, SegqaError, check_tta
 
 __all__ = [
     "ShardedPrediction", "ProcessingPlan", "plan_shards", "plan_sharded_prediction", "bundle_files",
@@ -107,8 +107,7 @@ class ShardedPrediction:
             raise SegqaError(f"--max-runtime must be 60 s .. 5 days, got {self.max_runtime_s}")
         if self.mc_samples == 1 or self.mc_samples < 0:
             raise SegqaError(f"--mc-samples must be 0 (no MC-dropout) or at least 2, got {self.mc_samples}")
-        if self.tta not in TTA_MODES:
-            raise SegqaError(f"--tta {self.tta!r}: expected one of {', '.join(TTA_MODES)}")
+        check_tta(self.tta)
         if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}", self.base_job_name):
             raise SegqaError(f"job name {self.base_job_name!r}: up to 32 letters, digits and '-'")
         return self

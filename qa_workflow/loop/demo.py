@@ -50,9 +50,9 @@ from qa_workflow.contract import (
     NETWORK_LABELS,
     NETWORKS,
     REVIEW_CLASSES,
-    TTA_MODES,
     CostModel,
     SegqaError,
+    check_tta,
     round_sort_key,
 )
 from qa_workflow.loop.registry import Registry
@@ -111,8 +111,7 @@ class LoopConfig:
     export: bool = True
 
     def __post_init__(self) -> None:  # a misspelt option fails now, not after the initial training
-        if self.tta not in TTA_MODES:
-            raise SegqaError(f"--tta {self.tta!r}: expected one of {', '.join(TTA_MODES)}")
+        check_tta(self.tta)
 
     @classmethod
     def preset(cls, quick: bool, **overrides: Any) -> LoopConfig:
@@ -201,11 +200,15 @@ def _emit(progress: Progress | None, step: str, **info: Any) -> None:
         progress(step, info)
 
 
+def _model_dir(ws: Workspace, network: str, version: str) -> Path:
+    return storage.local_path(ws.registry.model_uri(network, version))
+
+
 def _champion_dir(ws: Workspace, network: str) -> Path:
     version = ws.registry.champion(network)
     if version is None:
         raise SegqaError(f"no {network} champion in {ws.registry.root}")
-    return storage.local_path(ws.registry.model_uri(network, version))
+    return _model_dir(ws, network, version)
 
 
 def _initial_version(ws: Workspace, network: str) -> str | None:
@@ -249,8 +252,8 @@ def _site_dice(ws: Workspace, network: str, tta: str = DEFAULT_TTA, version: str
     cache = ws.root / "site-dice" / network / f"{version}{'' if tta == 'none' else '-' + tta}.json"
     if cache.is_file():
         return dict(json.loads(cache.read_text()))
-    model_dir = storage.local_path(ws.registry.model_uri(network, version))
-    out = evaluation_metrics(evaluate_model(model_dir, ws.cohort, split="test", tta=tta)).get("sites", {})
+    out = evaluation_metrics(evaluate_model(_model_dir(ws, network, version), ws.cohort, split="test", tta=tta)
+                             ).get("sites", {})
     storage.write_json(str(cache), out)
     return dict(out)
 
@@ -579,8 +582,9 @@ def run_loop(cfg: LoopConfig, progress: Progress | None = None, train_progress: 
     storage.write_json(str(ws.root / "demo.json"), {"config": asdict(cfg), "rounds": []})
     summaries: list[RoundSummary] = []
     # the initial models' figures, also when a finished or interrupted demo is run again (champions may have changed)
-    initial = {n: _test_dice(ws, n, _initial_version(ws, n)) for n in cfg.networks}
-    initial_sites = {n: _site_dice(ws, n, cfg.tta, _initial_version(ws, n)) for n in cfg.networks}
+    first = {n: _initial_version(ws, n) for n in cfg.networks}
+    initial = {n: _test_dice(ws, n, first[n]) for n in cfg.networks}
+    initial_sites = {n: _site_dice(ws, n, cfg.tta, first[n]) for n in cfg.networks}
     for r in range(1, cfg.rounds + 1):
         summaries.append(run_round(cfg, ws, r, progress, train_progress, review))
         _emit(progress, "round-done", summary=summaries[-1])
