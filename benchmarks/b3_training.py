@@ -75,6 +75,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="skip the probe and train this many epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="model folder to keep (default: a temporary one)")
+    p.add_argument("--results", default=None,
+                   help="folder for b3_<network>.json and the test figure; B3.md is rewritten only without it "
+                        "(default: benchmarks/results)")
     args = p.parse_args(argv)
 
     from qa_workflow.contract import SegqaError
@@ -132,9 +135,11 @@ def main(argv=None) -> int:
     metrics = json.loads((Path(model) / "metrics.json").read_text())
     card = json.loads((Path(model) / "model_card.json").read_text())
     epochs_run = metrics["epochs"]
+    results = Path(args.results) if args.results is not None else RESULTS
+    results.mkdir(parents=True, exist_ok=True)
     eval_start = time.perf_counter()
     report = evaluate_model(model, args.data, split="test", max_slices=args.max_test_slices,
-                            figure=RESULTS / f"b3_{args.network}_test.png", reviewer_tau=args.tau)
+                            figure=results / f"b3_{args.network}_test.png", reviewer_tau=args.tau)
     eval_wall = time.perf_counter() - eval_start
     ips = [e["images_per_s"] for e in epochs_run if e.get("images_per_s")]
     result = {
@@ -163,9 +168,9 @@ def main(argv=None) -> int:
         "test_reviewer_bar": report["reviewer_bar"],
         "target_mean_fg_dice": TARGETS[args.network], "version": report["model"]["version"],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"b3_{args.network}.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown()
+    (results / f"b3_{args.network}.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.results is None:
+        write_markdown()
     print(json.dumps({k: result[k] for k in ("network", "epochs_run", "train_images_per_s_median",
                                              "test_mean_fg_dice_pooled", "test_pooled_dice")}, indent=2))
     if tmp is not None:
