@@ -71,13 +71,16 @@ TOP_N = 59
 def ranking_quality(conf: np.ndarray, quality: np.ndarray, accepted: np.ndarray) -> dict:
     """How well the confidence orders the fit half's masks: AUC for "the reviewers accept", and the rejections
     among the TOP_N most confident masks against those among the TOP_N of the best possible order (by the true
-    quality): the gap is what a better confidence measure could still gain; the rest needs a better model."""
+    quality): the gap is what a better confidence measure could still gain; the rest needs a better model.
+    ``top_rejected_at``: the positions (in the fit half's arrays) of those rejected top masks, to look at."""
     from sklearn.metrics import roc_auc_score
 
     n = min(TOP_N, len(conf))
     auc = float(roc_auc_score(accepted, conf)) if 0 < accepted.sum() < len(accepted) else None
-    return {"auc": auc, "top_n": n, "top_rejected": int((~accepted[np.argsort(-conf, kind="stable")[:n]]).sum()),
-            "oracle_top_rejected": int((~accepted[np.argsort(-quality, kind="stable")[:n]]).sum())}
+    top = np.argsort(-conf, kind="stable")[:n]
+    return {"auc": auc, "top_n": n, "top_rejected": int((~accepted[top]).sum()),
+            "oracle_top_rejected": int((~accepted[np.argsort(-quality, kind="stable")[:n]]).sum()),
+            "top_rejected_at": [int(i) for i in top[~accepted[top]]]}
 
 
 def audit_at(rows, fit_subjects, tau, args, lines):
@@ -111,6 +114,8 @@ def audit_at(rows, fit_subjects, tau, args, lines):
                              "true_errors": errors, "true_error_rate": rate, "reason": selector.reason_,
                              "fit_accept_rate": float(correct.mean()) if len(fit) else None,
                              **ranking_quality(conf, np.array([r[5] for r in fit]), correct)}
+        results[cls.name]["top_rejected_items"] = [(fit[i][0], fit[i][1], fit[i][4], fit[i][3], fit[i][5])
+                                                   for i in results[cls.name]["top_rejected_at"]]
         lines.append(f"| {cls.name} | {'null' if th is None else f'{th:.4f}'} | {len(fit)} | {len(audit)} | {n_auto} | "
                      f"{errors} | {ci} | {args.max_error:g} | {n_auto / max(len(audit), 1):.2f} | {met} |")
     lines.append("")
@@ -122,6 +127,11 @@ def audit_at(rows, fit_subjects, tau, args, lines):
     for name, res in results.items():
         if res["threshold"] is None:
             lines.append(f"\n- {name}: no threshold — {res['reason']}")
+    lines.append("")
+    for name, res in results.items():  # the masks that keep the scan from starting: reviewer noise or model error?
+        shown = "; ".join(f"{s}/{sl:03d} ({px} px, confidence {c:.3f}, true quality {q:.3f})"
+                          for s, sl, px, c, q in res.pop("top_rejected_items"))
+        lines.append(f"- {name}, rejected among the {res['top_n']} most confident: {shown or 'none'}")
     return results
 
 
