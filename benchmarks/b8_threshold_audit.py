@@ -3,7 +3,8 @@
 For a trained model and the atlas cohort's pool split:
 1. predict every pool slice and score every (slice, tissue class) item (confidence: ``--measure``, default
    ``surface_agreement``, the loop's default; ``entropy``, ``soft_dice`` or ``mean_prob`` to compare);
-2. split the pool subjects in two halves: the *fit* half is reviewed by simulated reviewers
+2. split the pool subjects in two halves, each site's subjects alternately (`split_halves`): the *fit* half is
+   reviewed by simulated reviewers
    (ARCHITECTURE §10: quality q = surface Dice at 1 px tolerance against the cohort's truth by default, volume
    Dice with ``--quality dice``; accept with sigmoid((q - 0.90)/0.02), 3 % error each, three reviewers,
    majority), and the Clopper-Pearson thresholds are fitted on those reviews exactly as `segqa analyze` does;
@@ -81,6 +82,15 @@ def ranking_quality(conf: np.ndarray, quality: np.ndarray, accepted: np.ndarray)
     return {"auc": auc, "top_n": n, "top_rejected": int((~accepted[top]).sum()),
             "oracle_top_rejected": int((~accepted[np.argsort(-quality, kind="stable")[:n]]).sum()),
             "top_rejected_at": [int(i) for i in top[~accepted[top]]]}
+
+
+def split_halves(subjects: list[str], site_of: dict[str, str]) -> set[str]:
+    """The fit half: every other subject of each site (sorted), so both halves hold the pool's mix of sites.
+    (Every other subject of the whole pool would not: the pool's sites need not alternate in name order.)"""
+    fit: set[str] = set()
+    for site in sorted({site_of.get(s, "") for s in subjects}):
+        fit.update(sorted(s for s in subjects if site_of.get(s, "") == site)[0::2])
+    return fit
 
 
 def audit_at(rows, fit_subjects, tau, args, lines):
@@ -163,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(subjects) < 2:
         print("B8 needs at least two pool subjects", file=sys.stderr)
         return 2
-    fit_subjects = set(subjects[0::2])
+    fit_subjects = split_halves(subjects, {r.subject: r.site for r in read_index(args.data, ["pool"])})
     lines = [f"## B8 — threshold audit ({datetime.now(UTC).isoformat(timespec='seconds')})", "",
              "- command: `.venv/bin/python benchmarks/b8_threshold_audit.py "
              f"{' '.join(sys.argv[1:] if argv is None else argv)}`",
