@@ -46,7 +46,7 @@ from training.predict import load_predictor, with_tta
 def item_table(model: str, data: str, batch_size: int = 8, quality: str = DEFAULT_QUALITY,
                measure: str = DEFAULT_CONFIDENCE_MEASURE, tta: str = DEFAULT_TTA):
     """Per pool item: subject, slice, class index, confidence (``measure``), pixel count, true quality (the
-    reviewers' measure against the truth)."""
+    reviewers' measure against the truth), acquisition site."""
     predictor = with_tta(load_predictor(model), tta)  # as `segqa predict` runs it
     records = read_index(data, ["pool"])
     images, truth = load_slices(data, records)
@@ -61,7 +61,7 @@ def item_table(model: str, data: str, batch_size: int = 8, quality: str = DEFAUL
             for k, cls in enumerate(REVIEW_CLASSES):
                 q = mask_quality(labels[i] == cls.id, truth[start + i] == cls.id, quality)
                 rows.append((rec.subject, rec.slice, k, float(conf[i, k]), int(scores.pixel_count[i, k]),
-                             float(q)))
+                             float(q), rec.site))
     return rows, predictor.version
 
 
@@ -95,6 +95,7 @@ def split_halves(subjects: list[str], site_of: dict[str, str]) -> set[str]:
 
 def audit_at(rows, fit_subjects, tau, args, lines):
     results = {}
+    top_lines = []  # per class, the rejected masks among the most confident
     for k, cls in enumerate(REVIEW_CLASSES):
         items = [r for r in rows if r[2] == k and r[4] >= args.min_pixels]
         fit = [r for r in items if r[0] in fit_subjects]
@@ -124,8 +125,11 @@ def audit_at(rows, fit_subjects, tau, args, lines):
                              "true_errors": errors, "true_error_rate": rate, "reason": selector.reason_,
                              "fit_accept_rate": float(correct.mean()) if len(fit) else None,
                              **ranking_quality(conf, np.array([r[5] for r in fit]), correct)}
-        results[cls.name]["top_rejected_items"] = [(fit[i][0], fit[i][1], fit[i][4], fit[i][3], fit[i][5])
-                                                   for i in results[cls.name]["top_rejected_at"]]
+        # the masks that keep the scan from starting: reviewer noise or model error?
+        shown = "; ".join(f"{fit[i][0]}/{fit[i][1]:03d} ({fit[i][4]} px, confidence {fit[i][3]:.3f}, true quality "
+                          f"{fit[i][5]:.3f})" for i in results[cls.name]["top_rejected_at"])
+        top_lines.append(f"- {cls.name}, rejected among the {results[cls.name]['top_n']} most confident: "
+                         f"{shown or 'none'}")
         lines.append(f"| {cls.name} | {'null' if th is None else f'{th:.4f}'} | {len(fit)} | {len(audit)} | {n_auto} | "
                      f"{errors} | {ci} | {args.max_error:g} | {n_auto / max(len(audit), 1):.2f} | {met} |")
     lines.append("")
@@ -137,11 +141,7 @@ def audit_at(rows, fit_subjects, tau, args, lines):
     for name, res in results.items():
         if res["threshold"] is None:
             lines.append(f"\n- {name}: no threshold — {res['reason']}")
-    lines.append("")
-    for name, res in results.items():  # the masks that keep the scan from starting: reviewer noise or model error?
-        shown = "; ".join(f"{s}/{sl:03d} ({px} px, confidence {c:.3f}, true quality {q:.3f})"
-                          for s, sl, px, c, q in res.pop("top_rejected_items"))
-        lines.append(f"- {name}, rejected among the {res['top_n']} most confident: {shown or 'none'}")
+    lines += ["", *top_lines]
     return results
 
 
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(subjects) < 2:
         print("B8 needs at least two pool subjects", file=sys.stderr)
         return 2
-    fit_subjects = split_halves(subjects, {r.subject: r.site for r in read_index(args.data, ["pool"])})
+    fit_subjects = split_halves(subjects, {r[0]: r[6] for r in rows})
     lines = [f"## B8 — threshold audit ({datetime.now(UTC).isoformat(timespec='seconds')})", "",
              "- command: `.venv/bin/python benchmarks/b8_threshold_audit.py "
              f"{' '.join(sys.argv[1:] if argv is None else argv)}`",

@@ -102,6 +102,9 @@ LEFT_RIGHT_AXIS = 0
 TTA_MODES: tuple[str, ...] = ("none", "flip")
 #: What `segqa predict`, `segqa evaluate` and the loop use unless told otherwise (docs/DECISIONS.md).
 DEFAULT_TTA = "flip"
+#: How every PNG a person reviews is written (image, label map, masks, overlays, the editor's start and answer):
+#: radiological, anterior up, the patient's left on the viewer's right; 208 rows x 176 columns.
+DISPLAY_ORIENTATION = "radiological: rows anterior->posterior, columns right->left (patient)"
 
 
 def check_tta(tta: str) -> str:
@@ -110,9 +113,6 @@ def check_tta(tta: str) -> str:
     if tta not in TTA_MODES:
         raise SegqaError(f"--tta {tta!r}: expected one of {', '.join(TTA_MODES)}")
     return tta
-#: How every PNG a person reviews is written (image, label map, masks, overlays, the editor's start and answer):
-#: radiological, anterior up, the patient's left on the viewer's right; 208 rows x 176 columns.
-DISPLAY_ORIENTATION = "radiological: rows anterior->posterior, columns right->left (patient)"
 
 
 def to_display(stored: Any) -> Any:
