@@ -154,15 +154,22 @@ def _mean_curve(curves: list[list[dict]], key: str, site: str | None = None) -> 
     return secs.mean(axis=0), vals.mean(axis=0), vals.std(axis=0)
 
 
+def _per_seed(curves: list[list[dict]], site: str | None) -> np.ndarray:
+    """Challenger Dice (seeds, rounds), overall or on ``site``."""
+    return np.array([[p["challenger_site"].get(site, math.nan) if site else p["challenger"] for p in c]
+                     for c in curves], dtype=float)
+
+
 def plot(curves: dict[str, list[list[dict]]], path: Path, site: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from scipy import stats
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), sharex=True)
     colors = {"scratch": "#7f7f7f", "random-review": "#1f77b4", "segqa": "#d62728"}
-    for ax, (title, which) in zip(axes, (("overall", None), (f"site {site}", site)), strict=True):
+    for ax, (title, which) in zip(axes[:2], (("overall", None), (f"site {site}", site)), strict=True):
         for arm, cs in curves.items():
             s, m, sd = _mean_curve(cs, "challenger", which)
             hours = s / 3600.0
@@ -174,6 +181,27 @@ def plot(curves: dict[str, list[list[dict]]], path: Path, site: str) -> None:
         ax.set_ylabel("mean foreground Dice")
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right")
+    # the arms of a seed share its cohort and initial model: their per-seed differences show what the spread
+    # between seeds (the bands) hides
+    ax = axes[2]
+    n_seeds = len(curves["segqa"])
+    series = [(other, which, style) for other in ("random-review", "scratch")
+              for which, style in ((None, "o-"), (site, "s--"))]
+    for k, (other, which, style) in enumerate(series):
+        dodge = 0.01 * (k - (len(series) - 1) / 2)  # hours, so that the intervals do not hide each other
+        s3, _, _ = _mean_curve(curves["segqa"], "challenger", which)
+        gaps = _per_seed(curves["segqa"], which) - _per_seed(curves[other], which)
+        half = (stats.t.ppf(0.975, n_seeds - 1) * gaps.std(axis=0, ddof=1) / math.sqrt(n_seeds)
+                if n_seeds > 1 else np.zeros(gaps.shape[1]))
+        ax.errorbar(s3 / 3600.0 + dodge, gaps.mean(axis=0), yerr=half, fmt=style, color=colors[other], capsize=3,
+                    label=f"segqa − {other}, {'overall' if which is None else 'site ' + which}")
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_title(f"paired by seed: segqa minus the other arm,\nmean and 95 % t interval over {n_seeds} seeds",
+                 fontsize=10)
+    ax.set_xlabel("cumulative human time (hours, segqa's)")
+    ax.set_ylabel("difference in mean foreground Dice")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -208,6 +236,25 @@ def targets(curves: dict[str, list[list[dict]]], site: str) -> list[str]:
     lines.append(f"- segqa reaches random review's final site-{site} Dice ({d2b[-1]:.4f}) with "
                  + ("— never, within its rounds" if share_b is None else f"{share_b:.2f}x of its seconds")
                  + f" (target ≤ 0.67x): **{'met' if share_b is not None and share_b <= 2 / 3 else 'missed'}**")
+    return lines
+
+
+def paired_gaps(curves: dict[str, list[list[dict]]], site: str) -> list[str]:
+    """Per seed, segqa's last-round challenger Dice minus each other arm's (overall and on ``site``): the arms of
+    one seed share the cohort and the initial model, so the paired difference removes what the seeds share. Mean,
+    a 95 % t interval and how many seeds favour segqa."""
+    from scipy import stats
+
+    lines = []
+    for other in ("random-review", "scratch"):
+        for label, which in (("overall", None), (f"site {site}", site)):
+            gap = _per_seed(curves["segqa"], which)[:, -1] - _per_seed(curves[other], which)[:, -1]
+            n = len(gap)
+            if n < 2:
+                continue
+            half = float(stats.t.ppf(0.975, n - 1) * gap.std(ddof=1) / math.sqrt(n))
+            lines.append(f"- segqa − {other}, {label}: {gap.mean():+.4f} (95 % t interval {gap.mean() - half:+.4f} "
+                         f"to {gap.mean() + half:+.4f}); segqa ahead in {int((gap > 0).sum())} of {n} seeds")
     return lines
 
 
@@ -246,7 +293,9 @@ def report(curves: dict[str, list[list[dict]]], args: argparse.Namespace, argv: 
             cells = [f"{a[r]:.4f} ± {b[r]:.4f}" for a, b in ((mc, sdc), (mcb, sdcb), (m, sd), (mb, sdb))]
             work = work if r else "initial model"
             lines.append(f"| {arm} | {r} | {s[r] / 3600:.2f} | {' | '.join(cells)} | {work} |")
-    lines += ["", "Targets (ARCHITECTURE §12, issue #13):", *targets(curves, site), ""]
+    lines += ["", "Targets (ARCHITECTURE §12, issue #13):", *targets(curves, site), "",
+              "Paired by seed, last round (challengers; the arms of a seed share its cohort and initial model):",
+              *paired_gaps(curves, site), ""]
     return "\n".join(lines)
 
 

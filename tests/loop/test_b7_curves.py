@@ -46,3 +46,17 @@ def test_targets_met_and_missed(b7):
     assert "never" in lines[0] and lines[0].endswith("**missed**")
     assert "**missed** at 0.17 h (0.7100 vs 0.7300)" in lines[1]
     assert "never" in lines[2] and lines[2].endswith("**missed**")
+
+
+def test_paired_gaps_compare_each_seed_with_its_own_arms(b7):
+    # two seeds: segqa ahead of random review by 0.02 and 0.04 overall; behind scratch on site B in one seed
+    curves = {"scratch": [_curve([(0, 0.70), (900, 0.72)], [0.60, 0.65]), _curve([(0, 0.60), (900, 0.62)], [0.5, 0.5])],
+              "random-review": [_curve([(0, 0.70), (600, 0.73)]), _curve([(0, 0.60), (600, 0.61)])],
+              "segqa": [_curve([(0, 0.70), (600, 0.75)], [0.60, 0.64]), _curve([(0, 0.60), (600, 0.65)], [0.5, 0.6])]}
+    lines = b7.paired_gaps(curves, "B")
+    assert len(lines) == 4
+    assert lines[0].startswith("- segqa − random-review, overall: +0.0300 (95 % t interval ")
+    assert lines[0].endswith("segqa ahead in 2 of 2 seeds")
+    # t(0.975, 1) = 12.706, sd of (0.02, 0.04) = 0.01414, /sqrt(2) -> half width 0.1271
+    assert "-0.0971 to +0.1571" in lines[0]
+    assert lines[3].startswith("- segqa − scratch, site B: +0.0450") and lines[3].endswith("ahead in 1 of 2 seeds")
