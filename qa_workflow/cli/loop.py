@@ -95,6 +95,7 @@ def register(app: typer.Typer) -> None:
         from qa_workflow.cli.console import console as make_console
         from qa_workflow.cli.console import progress as make_progress
         from qa_workflow.loop.demo import LoopConfig, run_loop
+        from qa_workflow.loop.demo_report import why_no_threshold
 
         console = make_console(stderr=False, wide_when_piped=True)
         if fresh and workspace.exists():
@@ -140,6 +141,11 @@ def register(app: typer.Typer) -> None:
         record = json.loads((workspace / "demo.json").read_text())
         console.print(_round_table(summaries, record.get("initial_dice", {}), cfg.networks,
                                    record.get("initial_site_dice", {}), cfg.sites))
+        why_none = why_no_threshold(summaries[-1].analysis_report) if summaries else []
+        if why_none:
+            console.print(f"\nNo auto-accept threshold after {summaries[-1].round} for:", markup=False)
+            for name, reason in why_none:
+                console.print(f"  {name}: {reason}", markup=False)
         console.print(f"\nreport: {workspace / 'report.html'}  (opens offline)")
         last = workspace / "rounds" / summaries[-1].round / "round"
         console.print("\nReview for real:  segqa review add-reviewer alice  &&  "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ _TEMPLATE = """<!doctype html>
  .yes{color:#1a7f37;font-weight:600} .no{color:#9a6700}
  .chip{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.3em;vertical-align:-1px}
  .thumbs img{height:150px;margin:.2rem;border:1px solid #d0d7de} .note{color:#57606a;font-size:.9rem}
+ .why{font-size:.9rem}
  code{background:#f6f8fa;padding:.1em .3em;border-radius:4px}
 </style></head><body>
 <h1>segqa — active-learning loop on the atlas cohort</h1>
@@ -116,6 +118,8 @@ CSF, GM, WM and mean over all test slices, site columns = mean foreground Dice o
 <p class="note">A threshold is used by the next round's selection; "none yet" means nothing of that class may be
 auto-accepted
 (each round's analysis report says how many more reviews would make one reachable).</p>
+{% if why_none %}<p>Why not, after {{ rounds[-1].round }}:</p>
+<ul class="why">{% for name, reason in why_none %}<li><b>{{ name }}</b>: {{ reason }}</li>{% endfor %}</ul>{% endif %}
 
 <h2>Review overlays</h2>
 {% for r in rounds %}<p><b>{{ r.round }}</b> — <a href="{{ r.overlays_rel }}">all overlays</a></p>
@@ -186,6 +190,18 @@ def _thumbs(overlays: Path, n: int = 4) -> list[str]:
     return [base64.b64encode(p.read_bytes()).decode() for p in pick]
 
 
+def why_no_threshold(analysis_report: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """(class, reason) for each class the analysis beside ``analysis_report`` (its thresholds.json) gave no
+    threshold, in the contract's class order; [] when the file is missing or unreadable."""
+    path = Path(analysis_report).parent / "thresholds.json"
+    try:
+        classes = json.loads(path.read_text())["classes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [(c.name, str(classes[c.name].get("reason") or "no reason recorded")) for c in REVIEW_CLASSES
+            if isinstance(classes.get(c.name), dict) and classes[c.name].get("threshold") is None]
+
+
 def human_time(value: float | None) -> str:
     """Human time as people read it: 75 s, 12.5 min, 3.1 h."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -233,6 +249,7 @@ def write_report(root: Path, cfg: Any, initial: dict[str, dict[str, float]], sum
         fmt=_fmt, pct=_pct, seconds=human_time, sites=sites, site_dice_any=site_dice_any,
         initial_sites=initial_sites, chart=_chart(initial, summaries, list(cfg.networks), initial_sites, sites),
         last_round_dir=last_round_dir,
+        why_none=why_no_threshold(summaries[-1].analysis_report) if summaries else [],
         store_uri=f"sqlite:///{(root / 'store.sqlite').resolve()}")
     out = root / "report.html"
     storage.write_text(str(out), html, content_type="text/html; charset=utf-8")

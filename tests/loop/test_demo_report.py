@@ -1,12 +1,13 @@
 """The demo's budget, its round table and report.html, from round summaries (no training)."""
 
 import io
+import json
 
 import pytest
 
 from qa_workflow.contract import SegqaError
 from qa_workflow.loop.demo import LoopConfig, RoundSummary, verify_equivalents
-from qa_workflow.loop.demo_report import human_time, running_cost, write_report
+from qa_workflow.loop.demo_report import human_time, running_cost, why_no_threshold, write_report
 
 
 def _dice(m):
@@ -59,6 +60,29 @@ def test_report_shows_routing_sites_audit_and_cost(tmp_path):
         assert header in html
     assert "0.612" in html and "0.500" in html  # site B Dice after round 1 and initially
     assert "49.0 min" in html and "5.3 h" in html  # human time so far vs scratch so far after round 2
+
+
+def test_report_says_why_a_class_has_no_threshold_after_the_last_round(tmp_path):
+    summaries = _summaries(tmp_path)
+    analysis = tmp_path / "rounds/round-02/analysis"
+    analysis.mkdir(parents=True)
+    (analysis / "thresholds.json").write_text(json.dumps({"classes": {
+        "csf": {"threshold": None, "reason": "the scan fails at its first step: 3 of 59 rejected"},
+        "gray_matter": {"threshold": 0.931, "reason": None},
+        "white_matter": {"threshold": None, "reason": "too few reviews: 12 reviewed item(s)"}}}))
+    assert why_no_threshold(analysis / "report.html") == [
+        ("csf", "the scan fails at its first step: 3 of 59 rejected"),
+        ("white_matter", "too few reviews: 12 reviewed item(s)")]
+    cfg = LoopConfig.preset(True, workspace=str(tmp_path))
+    html = write_report(tmp_path, cfg, {"unet": _dice(0.75), "enet": _dice(0.65)}, summaries).read_text()
+    assert "Why not, after round-02" in html
+    assert "<b>csf</b>: the scan fails at its first step: 3 of 59 rejected" in html
+    assert "<b>gray_matter</b>" not in html
+    # no analysis written (or unreadable): no section, no error
+    (analysis / "thresholds.json").write_text("{not json")
+    assert why_no_threshold(analysis / "report.html") == []
+    assert "Why not" not in write_report(tmp_path, cfg, {"unet": _dice(0.75), "enet": _dice(0.65)}, summaries
+                                         ).read_text()
 
 
 def test_round_table_has_one_line_per_round_with_sites(tmp_path):
