@@ -11,7 +11,9 @@ about the same human seconds per round (``--budget-seconds``, the cost model of 
 
 Every arm retrains with the same options and promotion rule; the curve is the champion's pooled test Dice
 (overall and on site B) after each round against the human seconds spent so far (arms 2-3: the seconds the
-store booked for votes and corrections; arm 1: slices x scratch_s). Mean and standard deviation over seeds.
+store booked for votes and corrections; arm 1: slices x scratch_s). Mean and standard deviation over seeds, and
+segqa's difference from each other arm paired by seed (the arms of a seed share its cohort and initial model),
+with a 95 % t interval: the report's last section and the plot's third panel.
 
     .venv/bin/python benchmarks/b7_label_efficiency.py --seeds 0 1 2 --rounds 3 --work /tmp/segqa-b7
 """
