@@ -7,7 +7,8 @@ For a trained model and the atlas cohort's pool split:
    reviewed by simulated reviewers
    (ARCHITECTURE §10: quality q = surface Dice at 1 px tolerance against the cohort's truth by default, volume
    Dice with ``--quality dice``; accept with sigmoid((q - 0.90)/0.02), 3 % error each, three reviewers,
-   majority), and the Clopper-Pearson thresholds are fitted on those reviews exactly as `segqa analyze` does;
+   majority; ``--escalate-to 5`` asks two more about the masks the three split on), and the Clopper-Pearson
+   thresholds are fitted on those reviews exactly as `segqa analyze` does;
 3. on the *audit* half (never reviewed, never used to fit), every item above its class threshold counts as
    auto-accepted; its true error is "quality against the truth below the reviewers' bar τ (0.90)", with the
    same quality measure the reviewers use.
@@ -84,6 +85,20 @@ def ranking_quality(conf: np.ndarray, quality: np.ndarray, accepted: np.ndarray)
             "top_rejected_at": [int(i) for i in top[~accepted[top]]]}
 
 
+def majority_with_escalation(accepts: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each mask's verdict from its reviewers' answers ``accepts`` (masks, k) bool when only the first ``first``
+    are asked unless they split, and the rest then: (accepted by a majority of those asked, reviewers asked).
+    ``first`` = k is the plain majority of all k."""
+    k = accepts.shape[1]
+    if not 0 < first <= k:
+        raise ValueError(f"first must be in 1..{k}, got {first}")
+    head = accepts[:, :first].sum(axis=1)
+    unanimous = (head == 0) | (head == first)
+    asked = np.where(unanimous, first, k)
+    accepted = np.where(unanimous, head == first, accepts.sum(axis=1) * 2 > k)
+    return accepted, asked
+
+
 def split_halves(subjects: list[str], site_of: dict[str, str]) -> set[str]:
     """The fit half: every other subject of each site (sorted), so both halves hold the pool's mix of sites.
     (Every other subject of the whole pool would not: the pool's sites need not alternate in name order.)"""
@@ -101,11 +116,13 @@ def audit_at(rows, fit_subjects, tau, args, lines):
         fit = [r for r in items if r[0] in fit_subjects]
         audit = [r for r in items if r[0] not in fit_subjects]
         conf = np.array([r[3] for r in fit])
+        asked_at_most = max(args.reviewers, args.escalate_to or 0)
         accepts = np.array([[reviewer_decision(r[5], seed=args.seed, reviewer_index=j,
                                                item_id=f"{r[0]}/{r[1]:03d}/{cls.name}", error_rate=args.error_rate,
-                                               tau=tau) for j in range(1, args.reviewers + 1)]
-                            for r in fit]).reshape(len(fit), args.reviewers)
-        correct = accepts.sum(axis=1) * 2 > args.reviewers  # majority
+                                               tau=tau) for j in range(1, asked_at_most + 1)]
+                            for r in fit]).reshape(len(fit), asked_at_most)
+        # majority of --reviewers; with --escalate-to, of them all where the first --reviewers split
+        correct, asked = majority_with_escalation(accepts, args.reviewers)
         selector = make_selector("clopper-pearson", max_error=args.max_error, confidence=args.confidence)
         selector.fit(conf, correct)
         th = selector.threshold_
@@ -124,6 +141,7 @@ def audit_at(rows, fit_subjects, tau, args, lines):
         results[cls.name] = {"threshold": th, "fit": len(fit), "audited": len(audit), "auto_accepted": n_auto,
                              "true_errors": errors, "true_error_rate": rate, "reason": selector.reason_,
                              "fit_accept_rate": float(correct.mean()) if len(fit) else None,
+                             "votes_per_mask": float(asked.mean()) if len(fit) else None,
                              **ranking_quality(conf, np.array([r[5] for r in fit]), correct)}
         # the masks that keep the scan from starting: reviewer noise or model error?
         shown = "; ".join(f"{fit[i][0]}/{fit[i][1]:03d} ({fit[i][4]} px, confidence {fit[i][3]:.3f}, true quality "
@@ -138,6 +156,9 @@ def audit_at(rows, fit_subjects, tau, args, lines):
                      f"{name} AUC {'—' if res['auc'] is None else format(res['auc'], '.3f')}, top {res['top_n']}: "
                      f"{res['top_rejected']} rejected (best order {res['oracle_top_rejected']})"
                      for name, res in results.items()))
+    if args.escalate_to:
+        lines.append("\nReviewers asked per fit mask: " + "; ".join(
+            f"{name} {res['votes_per_mask']:.2f}" for name, res in results.items() if res["votes_per_mask"]))
     for name, res in results.items():
         if res["threshold"] is None:
             lines.append(f"\n- {name}: no threshold — {res['reason']}")
@@ -150,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True, help="model folder (segqa train) or registry version folder")
     ap.add_argument("--data", required=True, help="atlas cohort dataset folder")
     ap.add_argument("--reviewers", type=int, default=3)
+    ap.add_argument("--escalate-to", type=int, default=None,
+                    help="ask more reviewers, up to this many in all, about the masks the first --reviewers split on")
     ap.add_argument("--error-rate", type=float, default=0.03)
     ap.add_argument("--max-error", type=float, default=0.05)
     ap.add_argument("--confidence", type=float, default=0.95)
@@ -166,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES, help="test-time augmentation of the predictions")
     ap.add_argument("--out", default="benchmarks/results/B8.md")
     args = ap.parse_args(argv)
+    if args.escalate_to is not None and args.escalate_to <= args.reviewers:
+        ap.error(f"--escalate-to must exceed --reviewers ({args.reviewers}), got {args.escalate_to}")
 
     t0 = time.perf_counter()
     rows, version = item_table(args.model, args.data, quality=args.quality, measure=args.measure, tta=args.tta)
@@ -179,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{' '.join(sys.argv[1:] if argv is None else argv)}`",
              f"- machine: 2-core dev machine, no GPU ({platform.machine()}), Python {platform.python_version()}",
              f"- model: {version}; pool subjects: {len(subjects)} ({len(fit_subjects)} fit the thresholds, "
-             f"{len(subjects) - len(fit_subjects)} are audited); reviewers: {args.reviewers} simulated, "
+             f"{len(subjects) - len(fit_subjects)} are audited); reviewers: {args.reviewers} simulated"
+             f"{f' ({args.escalate_to} where the first {args.reviewers} split)' if args.escalate_to else ''}, "
              f"error rate {args.error_rate:g}, majority; quality judged (and true error measured) by "
              f"{'surface Dice at 1 px' if args.quality == 'surface_dice' else 'volume Dice'}",
              f"- thresholds: Clopper-Pearson, max error {args.max_error:g} at {args.confidence:g} confidence "
