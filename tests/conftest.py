@@ -166,6 +166,24 @@ def intensity_predictor() -> type[IntensityPredictor]:
 
 # -- botocore service models ---------------------------------------------------------------------------------
 
+def _benchmark_module(name: str) -> Any:
+    """Import ``benchmarks/<name>.py`` (the benchmarks are scripts, not a package) and return the module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def benchmark_module() -> Callable[[str], Any]:
+    """Factory: ``benchmark_module("b7_label_efficiency")`` -> that benchmark script as a module."""
+    return _benchmark_module
+
+
 def _java_regex(pattern: str) -> str:
     # AWS patterns are Java regexes matched against the whole value; the constructs Python spells differently:
     # \p{L}, \p{N} -> \w (a little looser: also digits and "_"), \p{Z} -> \s, \p{Alnum} -> ASCII letters/digits.

@@ -3,22 +3,13 @@ with escalation."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def b8():
-    spec = importlib.util.spec_from_file_location("b8", ROOT / "benchmarks" / "b8_threshold_audit.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def b8(benchmark_module):
+    return benchmark_module("b8_threshold_audit")
 
 
 def test_split_halves_alternate_within_each_site(b8):

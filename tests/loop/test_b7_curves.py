@@ -3,21 +3,12 @@ target, and the three targets of issue #13 computed from arms' curves."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def b7():
-    spec = importlib.util.spec_from_file_location("b7", ROOT / "benchmarks" / "b7_label_efficiency.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def b7(benchmark_module):
+    return benchmark_module("b7_label_efficiency")
 
 
 def test_seconds_to_reach_interpolates_between_points(b7):
