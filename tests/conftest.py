@@ -164,7 +164,7 @@ def intensity_predictor() -> type[IntensityPredictor]:
     return IntensityPredictor
 
 
-# -- botocore service models ---------------------------------------------------------------------------------
+# -- benchmark scripts: the B7 and B8 helper tests -----------------------------------------------------------
 
 def _benchmark_module(name: str) -> Any:
     """Import ``benchmarks/<name>.py`` (the benchmarks are scripts, not a package) and return the module."""
@@ -183,6 +183,8 @@ def benchmark_module() -> Callable[[str], Any]:
     """Factory: ``benchmark_module("b7_label_efficiency")`` -> that benchmark script as a module."""
     return _benchmark_module
 
+
+# -- botocore service models ---------------------------------------------------------------------------------
 
 def _java_regex(pattern: str) -> str:
     # AWS patterns are Java regexes matched against the whole value; the constructs Python spells differently:
