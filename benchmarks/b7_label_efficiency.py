@@ -162,12 +162,24 @@ def _per_seed(curves: list[list[dict]], site: str | None) -> np.ndarray:
                      for c in curves], dtype=float)
 
 
+def _paired(curves: dict[str, list[list[dict]]], other: str, site: str | None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """segqa's challenger Dice minus ``other``'s, paired by seed (overall or on ``site``): the per-seed gaps
+    (seeds, rounds), their mean per round and the half width of its 95 % t interval (0 with one seed)."""
+    from scipy import stats
+
+    gaps = _per_seed(curves["segqa"], site) - _per_seed(curves[other], site)
+    n = gaps.shape[0]
+    half = (stats.t.ppf(0.975, n - 1) * gaps.std(axis=0, ddof=1) / math.sqrt(n) if n > 1
+            else np.zeros(gaps.shape[1]))
+    return gaps, gaps.mean(axis=0), half
+
+
 def plot(curves: dict[str, list[list[dict]]], path: Path, site: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy import stats
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), sharex=True)
     colors = {"scratch": "#7f7f7f", "random-review": "#1f77b4", "segqa": "#d62728"}
@@ -187,15 +199,13 @@ def plot(curves: dict[str, list[list[dict]]], path: Path, site: str) -> None:
     # between seeds (the bands) hides
     ax = axes[2]
     n_seeds = len(curves["segqa"])
+    hours = _mean_curve(curves["segqa"], "challenger")[0] / 3600.0
     series = [(other, which, style) for other in ("random-review", "scratch")
               for which, style in ((None, "o-"), (site, "s--"))]
     for k, (other, which, style) in enumerate(series):
         dodge = 0.01 * (k - (len(series) - 1) / 2)  # hours, so that the intervals do not hide each other
-        s3, _, _ = _mean_curve(curves["segqa"], "challenger", which)
-        gaps = _per_seed(curves["segqa"], which) - _per_seed(curves[other], which)
-        half = (stats.t.ppf(0.975, n_seeds - 1) * gaps.std(axis=0, ddof=1) / math.sqrt(n_seeds)
-                if n_seeds > 1 else np.zeros(gaps.shape[1]))
-        ax.errorbar(s3 / 3600.0 + dodge, gaps.mean(axis=0), yerr=half, fmt=style, color=colors[other], capsize=3,
+        _, mean, half = _paired(curves, other, which)
+        ax.errorbar(hours + dodge, mean, yerr=half, fmt=style, color=colors[other], capsize=3,
                     label=f"segqa − {other}, {'overall' if which is None else 'site ' + which}")
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_title(f"paired by seed: segqa minus the other arm,\nmean and 95 % t interval over {n_seeds} seeds",
@@ -245,18 +255,15 @@ def paired_gaps(curves: dict[str, list[list[dict]]], site: str) -> list[str]:
     """Per seed, segqa's last-round challenger Dice minus each other arm's (overall and on ``site``): the arms of
     one seed share the cohort and the initial model, so the paired difference removes what the seeds share. Mean,
     a 95 % t interval and how many seeds favour segqa."""
-    from scipy import stats
-
     lines = []
     for other in ("random-review", "scratch"):
         for label, which in (("overall", None), (f"site {site}", site)):
-            gap = _per_seed(curves["segqa"], which)[:, -1] - _per_seed(curves[other], which)[:, -1]
-            n = len(gap)
+            gaps, mean, half = _paired(curves, other, which)
+            n = gaps.shape[0]
             if n < 2:
                 continue
-            half = float(stats.t.ppf(0.975, n - 1) * gap.std(ddof=1) / math.sqrt(n))
-            lines.append(f"- segqa − {other}, {label}: {gap.mean():+.4f} (95 % t interval {gap.mean() - half:+.4f} "
-                         f"to {gap.mean() + half:+.4f}); segqa ahead in {int((gap > 0).sum())} of {n} seeds")
+            lines.append(f"- segqa − {other}, {label}: {mean[-1]:+.4f} (95 % t interval {mean[-1] - half[-1]:+.4f} "
+                         f"to {mean[-1] + half[-1]:+.4f}); segqa ahead in {int((gaps[:, -1] > 0).sum())} of {n} seeds")
     return lines
 
 
