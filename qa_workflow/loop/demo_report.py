@@ -198,6 +198,8 @@ def why_no_threshold(analysis_report: str | os.PathLike[str]) -> list[tuple[str,
         classes = json.loads(path.read_text())["classes"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
+    if not isinstance(classes, dict):
+        return []
     return [(c.name, str(classes[c.name].get("reason") or "no reason recorded")) for c in REVIEW_CLASSES
             if isinstance(classes.get(c.name), dict) and classes[c.name].get("threshold") is None]
 

@@ -81,6 +81,9 @@ def test_report_says_why_a_class_has_no_threshold_after_the_last_round(tmp_path)
     # no analysis written (or unreadable): no section, no error
     (analysis / "thresholds.json").write_text("{not json")
     assert why_no_threshold(analysis / "report.html") == []
+    (analysis / "thresholds.json").write_text(json.dumps({"classes": ["csf"]}))
+    assert why_no_threshold(analysis / "report.html") == []
+    (analysis / "thresholds.json").write_text("{not json")
     assert "Why not" not in write_report(tmp_path, cfg, {"unet": _dice(0.75), "enet": _dice(0.65)}, summaries
                                          ).read_text()
 
