@@ -10,11 +10,17 @@ Outcomes of an item (``confirm_count = c``, ``disconfirm_count = d``):
 status          when          counts as correct
 ==============  ============  =====================================================================
 confirmed       c > 0, d = 0  yes
+                or c ≥ d + 2
 disconfirmed    d > 0, c = 0  no
+                or d ≥ c + 2
 split           c > 0, d > 0  split policy ``incorrect`` (default, as in the bulk-QA study): no;
-                              ``majority``: yes when c > d (a tie is not a majority: no)
+                |c − d| < 2   ``majority``: yes when c > d (a tie is not a majority: no)
 unreviewed      c = d = 0     dropped before analysis (counted and reported)
 ==============  ============  =====================================================================
+
+The rule is `contract.vote_outcome`, the store's and the consolidation's too. A disagreement whose majority leads
+by two votes or more is decided, not split: with three reviewers that never happens (2-1 stays split); it is
+how an escalated split (two more reviewers, `rounds.escalating`) gets its answer (docs/DECISIONS.md).
 
 The functions that parse bytes are the I/O edge; `item_outcomes` and `detect_confidence_scale` are pure.
 """
@@ -33,11 +39,15 @@ import pandas as pd
 
 from qa_workflow import storage
 from qa_workflow.contract import (
+    ACCEPT,
+    REJECT,
     REVIEW_RECORD_COLUMNS,
     REVIEW_RECORD_OPTIONAL,
     REVIEW_RECORD_REQUIRED,
+    SPLIT,
     TISSUE_CLASSES,
     SegqaError,
+    vote_outcome,
 )
 
 __all__ = [
@@ -117,13 +127,17 @@ def item_outcomes(confirm: np.ndarray, disconfirm: np.ndarray, split_policy: str
         raise SegqaError(f"split policy must be one of {', '.join(SPLIT_POLICIES)}, got {split_policy!r}")
     confirm = np.asarray(confirm)
     disconfirm = np.asarray(disconfirm)
-    split = (confirm > 0) & (disconfirm > 0)
-    status = np.where(split, STATUS_SPLIT, np.where(disconfirm > 0, STATUS_DISCONFIRMED, STATUS_CONFIRMED))
+    if confirm.shape != disconfirm.shape or np.any(confirm + disconfirm <= 0):
+        raise SegqaError("item_outcomes: confirm and disconfirm counts must have one shape and a vote per item")
+    names = {ACCEPT: STATUS_CONFIRMED, REJECT: STATUS_DISCONFIRMED, SPLIT: STATUS_SPLIT}
+    status = np.array([names[str(vote_outcome(int(c), int(d)))]
+                       for c, d in zip(confirm.ravel(), disconfirm.ravel(), strict=True)],
+                      dtype=object).reshape(confirm.shape)
     if split_policy == "incorrect":
-        correct = disconfirm == 0
+        correct = status == STATUS_CONFIRMED
     else:
         correct = confirm > disconfirm
-    return status.astype(object), correct
+    return status, np.asarray(correct, dtype=bool)
 
 
 def class_order(names: Iterable[str]) -> tuple[str, ...]:

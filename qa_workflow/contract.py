@@ -31,7 +31,8 @@ __all__ = [
     "tissue_class", "to_display", "from_display", "STORED_ORIENTATION", "DISPLAY_ORIENTATION", "LEFT_RIGHT_AXIS",
     "TTA_MODES", "DEFAULT_TTA", "check_tta",
     "format_item_id", "parse_item_id", "ItemId", "format_slice_id",
-    "DECISIONS", "ACCEPT", "REJECT", "SPLIT", "REJECT_REASONS", "Decision", "parse_decisions", "decisions_array",
+    "DECISIONS", "ACCEPT", "REJECT", "SPLIT", "SPLIT_RESOLVED_BY", "vote_outcome", "REJECT_REASONS",
+    "Decision", "parse_decisions", "decisions_array",
     "BATCH_FIELDS", "BATCH_ITEM_FIELDS", "validate_batch", "DEFAULT_BATCH_SIZE",
     "VERIFY", "ADJUST", "TASK_KINDS", "ADJUST_TASK_FIELDS", "task_kind", "validate_adjust_task", "validate_task",
     "label_mappings",
@@ -217,6 +218,23 @@ REJECT_REASONS: dict[str, str] = {
     "other": "Other (say what in the comment)",
 }
 MAX_COMMENT_CHARS = 2000
+#: A split is resolved by its majority once the majority leads by this many votes (docs/DECISIONS.md,
+#: "Escalation"): three reviewers who disagree stand 2-1 and stay split; two more reviewers who side with the
+#: two make it 4-1, an answer.
+SPLIT_RESOLVED_BY = 2
+
+
+def vote_outcome(accepts: int, rejects: int) -> str | None:
+    """The one rule that turns an item's vote counts into its outcome: ``accept`` or ``reject`` when the
+    reviewers agree, or when they disagree and the majority leads by `SPLIT_RESOLVED_BY` votes or more;
+    ``split`` otherwise; None without votes. With three reviewers a disagreement is always a split."""
+    if accepts and rejects and abs(accepts - rejects) < SPLIT_RESOLVED_BY:
+        return SPLIT
+    if accepts > rejects:
+        return ACCEPT
+    if rejects > accepts:
+        return REJECT
+    return None
 
 
 @dataclass(frozen=True)

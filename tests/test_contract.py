@@ -132,3 +132,12 @@ def test_adjust_tasks_validate_and_verify_batches_stay_the_default(make_batch):
 def test_bad_adjust_tasks_name_the_field(change, match):
     with pytest.raises(c.ContractError, match=match):
         c.validate_task(_adjust_task(**change), where="task.json")
+
+
+@pytest.mark.parametrize(("accepts", "rejects", "outcome"), [
+    (3, 0, "accept"), (0, 3, "reject"), (2, 1, "split"), (1, 2, "split"), (1, 1, "split"), (3, 2, "split"),
+    (4, 1, "accept"), (1, 4, "reject"), (3, 1, "accept"), (0, 0, None), (1, 0, "accept")])
+def test_vote_outcome_splits_unless_the_majority_leads_by_two(accepts, rejects, outcome):
+    from qa_workflow.contract import vote_outcome
+
+    assert vote_outcome(accepts, rejects) == outcome

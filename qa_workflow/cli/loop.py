@@ -88,6 +88,9 @@ def register(app: typer.Typer) -> None:
                                           "bar, so analysis and routing learn from corrections (docs/loop.md)."),
         tta: str | None = typer.Option(None, "--tta", help="Test-time augmentation of the pool's predictions and "
                                        "the test evaluations: flip or none (default: the preset's)."),
+        escalate_to: int | None = typer.Option(None, "--escalate-to", min=2,
+                                               help="Masks the 3 reviewers split on go to this many reviewers in "
+                                                    "all (a second verify job) before any correction (docs/loop.md)."),
     ) -> None:
         """The whole loop on the atlas cohort, offline: cohort -> train -> R x (predict, select, batch, review,
         analyze, retrain, promote, export) -> demo/report.html."""
@@ -103,7 +106,8 @@ def register(app: typer.Typer) -> None:
 
             shutil.rmtree(workspace)
         cfg = LoopConfig.preset(quick, workspace=str(workspace), rounds=rounds, seed=seed, subjects=subjects,
-                                budget=budget, budget_seconds=budget_seconds, strategy=strategy, tta=tta)
+                                budget=budget, budget_seconds=budget_seconds, strategy=strategy, tta=tta,
+                                escalate_to=escalate_to)
         if not implied:
             cfg.implied_bar = None
         review = None
@@ -121,7 +125,9 @@ def register(app: typer.Typer) -> None:
                     s = info["summary"]
                     progress.console.print(f"{s.round}: verified {s.reviewed}, accepted {s.accepted_items}, "
                                            f"corrected {s.corrected_slices} slices (judging "
-                                           f"{s.implied_verdicts} masks, {s.implied_accepted} passed), auto-accepted "
+                                           f"{s.implied_verdicts} masks, {s.implied_accepted} passed), "
+                                           + (f"escalated {s.escalated} split ({s.escalated_accepted} then "
+                                              "accepted), " if s.escalated else "") + "auto-accepted "
                                            f"{s.auto_accepted + s.audit}, promoted "
                                            f"{', '.join(n for n, p in s.promoted.items() if p) or 'none'}",
                                            markup=False)

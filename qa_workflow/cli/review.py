@@ -177,6 +177,9 @@ def register(app: typer.Typer) -> None:
         round_: str = typer.Option(..., "--round", help=_ROUND_HELP),
         truth: Path = typer.Option(..., "--truth", help="Dataset folder with the true masks (index.csv)."),
         reviewers: int = typer.Option(3, "--reviewers", min=1, max=50),
+        first_reviewer: int = typer.Option(1, "--first-reviewer", min=1,
+                                           help="Number of the first simulated reviewer: for an escalation job "
+                                                "(escalate/<job>/manifest.jsonl), one after the verify job's last."),
         error_rate: float = typer.Option(0.03, "--error-rate", min=0.0, max=1.0,
                                          help="Chance each reviewer flips an answer."),
         seed: int = typer.Option(0, "--seed"),
@@ -202,6 +205,7 @@ def register(app: typer.Typer) -> None:
             task = bar.add_task("simulated reviews", total=None)
             result = simulate_round(round_, truth, store_uri=store_uri, reviewers=reviewers, error_rate=error_rate,
                                     seed=seed, job_name=job_name, work_dir=work_dir, quality=quality,
+                                    first_reviewer=first_reviewer,
                                     on_object=lambda done, total: bar.update(task, completed=done, total=total))
         if out is not None:
             write_items_csv(result, out)

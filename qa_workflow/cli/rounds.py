@@ -229,14 +229,24 @@ def register(app: typer.Typer) -> None:
         scale: int = typer.Option(2, "--scale", help="Overlay upscaling factor."),
         adjust_from_job: str | None = typer.Option(None, "--adjust-from-job", help="Also write adjust tasks (one "
                                                    "per slice) for the items this verify job rejected."),
-        store: str | None = typer.Option(None, "--store", help="With --adjust-from-job: the store holding its "
-                                         "votes (default $SEGQA_STORE)."),
+        escalate_from_job: str | None = typer.Option(None, "--escalate-from-job", help="Also write verify batches "
+                                                     "of the masks this verify job's reviewers split on, for a "
+                                                     "second opinion (escalate/<job>/)."),
+        escalation_job: str | None = typer.Option(None, "--escalation-job", help="With --adjust-from-job: the job "
+                                                  "that gave its split masks a second opinion; their votes count "
+                                                  "too, so a mask it accepted is not corrected."),
+        store: str | None = typer.Option(None, "--store", help="With --adjust-from-job or --escalate-from-job: "
+                                         "the store holding the votes (default $SEGQA_STORE)."),
     ) -> None:
         """Render overlays, write batch JSONs and manifest.jsonl, and the adjust tasks of the items routed to
         adjust (adjust/routed/); resumes an interrupted upload. With --adjust-from-job, also the adjust tasks of
-        the slices that verify job rejected (adjust/<job>/)."""
+        the slices that verify job rejected (adjust/<job>/); with --escalate-from-job, the verify batches of the
+        masks a verify job split on (escalate/<job>/)."""
+        from qa_workflow.contract import SegqaError
         from qa_workflow.rounds.batching import BATCH_REJECTS_FILE, write_batches
 
+        if escalation_job and not adjust_from_job:
+            raise SegqaError("--escalation-job goes with --adjust-from-job")
         console = _console()
         with progress(console) as bar:
             task = bar.add_task("slices", total=None)
@@ -258,11 +268,21 @@ def register(app: typer.Typer) -> None:
         for route, count in result.not_batched.items():
             console.print(f"{count} {route} item(s) have no kind of review work and were left out")
         print_rejects(console, result.rejects, f"{round_dir}/{BATCH_REJECTS_FILE}")
-        if adjust_from_job:
+        if adjust_from_job or escalate_from_job:
             from qa_workflow.confirmations.store import open_store, store_uri_from_env
+
+            votes = open_store(store or store_uri_from_env(), create=False)
+        if escalate_from_job:
+            from qa_workflow.rounds.escalating import split_in_store, write_escalation_batches
+
+            second = write_escalation_batches(round_dir, split_in_store(votes, escalate_from_job), escalate_from_job,
+                                              dest=result.dest)
+            console.print(f"{len(second.batch_uris)} escalation batches ({second.items} split items) -> "
+                          f"{second.manifest}")
+        if adjust_from_job:
             from qa_workflow.rounds.adjusting import rejected_in_store, write_adjust_tasks
 
-            rejected = rejected_in_store(open_store(store or store_uri_from_env(), create=False), adjust_from_job)
+            rejected = rejected_in_store(votes, adjust_from_job, *([escalation_job] if escalation_job else []))
             tasks = write_adjust_tasks(round_dir, rejected, adjust_from_job, dest=result.dest)
             console.print(f"{len(tasks.task_uris)} adjust tasks ({tasks.items} rejected items) -> {tasks.manifest}")
 
@@ -304,10 +324,15 @@ def register(app: typer.Typer) -> None:
         tag: list[str] | None = typer.Option(None, "--tag", help="KEY=VALUE (repeat)."),
         region: str | None = typer.Option(None, "--region", help="AWS region (default from the environment)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the CreateLabelingJob request and stop."),
-        kind: str = typer.Option("verify", "--kind", help="verify (the round's batches) or adjust (the slices "
-                                 "routed to adjust, or with --from-job the slices a verify job rejected)."),
+        kind: str = typer.Option("verify", "--kind", help="verify (the round's batches, or with --from-job the "
+                                 "masks a verify job split on: the escalation job) or adjust (the slices routed to "
+                                 "adjust, or with --from-job the slices a verify job rejected)."),
         from_job: str | None = typer.Option(None, "--from-job", help="With --kind adjust: the verify job whose "
-                                            "rejected items become adjust tasks (default: the routed ones)."),
+                                            "rejected items become adjust tasks (default: the routed ones); with "
+                                            "--kind verify: the verify job whose split items get a second opinion."),
+        escalation_job: str | None = typer.Option(None, "--escalation-job", help="With --kind adjust --from-job: "
+                                                  "the job that gave its split masks a second opinion (its votes "
+                                                  "count too; read from --store)."),
         store: str | None = typer.Option(None, "--store", help="With --from-job: the store holding its votes "
                                          "(default $SEGQA_STORE), unless --from-manifest is given."),
         from_manifest: str | None = typer.Option(None, "--from-manifest", help="With --from-job: the verify job's "
@@ -319,15 +344,18 @@ def register(app: typer.Typer) -> None:
 
         With --kind adjust: the items 'segqa select' routed to adjust (one task per slice) become a job with its
         own label attribute (default segqa-adjust) and the adjust template; with --from-job JOB, the items JOB
-        rejected instead (the chained job)."""
+        rejected instead (the chained job). With --kind verify --from-job JOB: the masks JOB's reviewers split on,
+        for a second opinion (the escalation job; give it another --workteam-arn)."""
         from qa_workflow.cli.options import key_values
         from qa_workflow.contract import ADJUST, TASK_KINDS, SegqaError
         from qa_workflow.review.ground_truth import DEFAULT_TEMPLATE, JobSettings, create_adjust_job, create_job
 
         if kind not in TASK_KINDS:
             raise SegqaError(f"--kind must be one of {', '.join(TASK_KINDS)}, got {kind!r}")
-        if from_job and kind != ADJUST:
-            raise SegqaError("--from-job goes with --kind adjust")
+        if escalation_job and not (kind == ADJUST and from_job):
+            raise SegqaError("--escalation-job goes with --kind adjust --from-job")
+        if escalation_job and from_manifest:
+            raise SegqaError("--escalation-job reads both jobs' votes from --store; leave out --from-manifest")
 
         console = _console()
         tags = key_values(tag or [], "--tag")
@@ -355,6 +383,19 @@ def register(app: typer.Typer) -> None:
                                  "give --from-job")
             console.print(f"{len(routed)} items routed to adjust")
             request, warnings, record = create_adjust_job(client, round_dir, settings, None, routed, dry_run=dry_run)
+        elif kind != ADJUST and from_job:
+            from qa_workflow.review.ground_truth import create_escalation_job
+            from qa_workflow.rounds.escalating import split_in_output_manifest, split_in_store
+
+            if from_manifest:
+                split = split_in_output_manifest(from_manifest, from_label_attribute_name)
+            else:
+                from qa_workflow.confirmations.store import open_store, store_uri_from_env
+
+                split = split_in_store(open_store(store or store_uri_from_env(), create=False), from_job)
+            console.print(f"job {from_job}: {len(split)} split items")
+            request, warnings, record = create_escalation_job(client, round_dir, settings, from_job, split,
+                                                              dry_run=dry_run)
         elif kind == ADJUST:
             assert from_job is not None
             if from_manifest:
@@ -365,7 +406,8 @@ def register(app: typer.Typer) -> None:
                 from qa_workflow.confirmations.store import open_store, store_uri_from_env
                 from qa_workflow.rounds.adjusting import rejected_in_store
 
-                rejected = rejected_in_store(open_store(store or store_uri_from_env(), create=False), from_job)
+                rejected = rejected_in_store(open_store(store or store_uri_from_env(), create=False), from_job,
+                                             *([escalation_job] if escalation_job else []))
             console.print(f"job {from_job}: {len(rejected)} rejected items")
             request, warnings, record = create_adjust_job(client, round_dir, settings, from_job, rejected,
                                                           dry_run=dry_run)

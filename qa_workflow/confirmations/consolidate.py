@@ -64,6 +64,7 @@ from qa_workflow.contract import (
     parse_decisions,
     task_kind,
     validate_task,
+    vote_outcome,
 )
 
 __all__ = [
@@ -272,8 +273,9 @@ def read_worker_decisions(annotation: Any, item_ids: Sequence[str], read_text: R
 def consolidate_item(item_id: str, decisions: Sequence[Decision]) -> dict[str, Any]:
     """Consolidate the decisions of several reviewers on one item.
 
-    ``decision`` is ``accept`` or ``reject`` when all agree, ``split`` when they disagree, ``None`` when nobody
-    decided; ``reasons`` counts the reject reasons given.
+    ``decision`` is `contract.vote_outcome` of their votes (``accept`` or ``reject`` when all agree, ``split``
+    when they disagree without a majority of two, ``None`` when nobody decided); ``reasons`` counts the reject
+    reasons given.
     """
     accepts = sum(d.decision == ACCEPT for d in decisions)
     rejects = sum(d.decision == REJECT for d in decisions)
@@ -281,7 +283,7 @@ def consolidate_item(item_id: str, decisions: Sequence[Decision]) -> dict[str, A
     for d in decisions:
         if d.decision == REJECT and d.reason:
             reasons[d.reason] = reasons.get(d.reason, 0) + 1
-    outcome = SPLIT if accepts and rejects else ACCEPT if accepts else REJECT if rejects else None
+    outcome = vote_outcome(accepts, rejects)
     return {"item_id": item_id, "decision": outcome, "confirm_count": accepts, "disconfirm_count": rejects,
             "reasons": {r: reasons[r] for r in REJECT_REASONS if r in reasons},
             "comments": sum(1 for d in decisions if d.comment)}

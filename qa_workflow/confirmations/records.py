@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from qa_workflow.contract import ACCEPT, DECISIONS, REJECT, SPLIT, SegqaError, parse_item_id
+from qa_workflow.contract import DECISIONS, SegqaError, parse_item_id, vote_outcome
 
 __all__ = ["ItemRecord", "Vote", "ItemState", "VoteResult", "Correction", "CorrectionResult", "ConsolidatedMask",
            "Store", "check_vote_pairs", "check_seconds"]
@@ -86,14 +86,9 @@ class ItemState:
 
     @property
     def outcome(self) -> str | None:
-        """accept | reject | split (reviewers disagree) | None (no votes)."""
-        if self.confirm_count and self.disconfirm_count:
-            return SPLIT
-        if self.confirm_count:
-            return ACCEPT
-        if self.disconfirm_count:
-            return REJECT
-        return None
+        """accept | reject | split (reviewers disagree, no majority of two votes or more) | None (no votes);
+        `contract.vote_outcome` over the votes of every job of the item's round."""
+        return vote_outcome(self.confirm_count, self.disconfirm_count)
 
 
 @dataclass(frozen=True)

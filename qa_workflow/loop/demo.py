@@ -90,6 +90,9 @@ class LoopConfig:
     strategy: str = "uncertainty"  # or "random" (the B7 baseline)
     random_arm: int = 0
     reviewers: int = 3
+    # Masks the reviewers split on go to this many reviewers in all: a second verify job with the difference
+    # (rounds.escalating); None = a split goes to correction as it is (docs/DECISIONS.md, "Escalation").
+    escalate_to: int | None = None
     error_rate: float = 0.03
     correctors: int = 1  # simulated correctors per adjust task; 0 = rejected masks stay unused (the old loop)
     review_network: str = "unet"
@@ -112,6 +115,9 @@ class LoopConfig:
 
     def __post_init__(self) -> None:  # a misspelt option fails now, not after the initial training
         check_tta(self.tta)
+        if self.escalate_to is not None and self.escalate_to <= self.reviewers:
+            raise SegqaError(f"--escalate-to must be more than the {self.reviewers} reviewers per mask, "
+                             f"got {self.escalate_to}")
 
     @classmethod
     def preset(cls, quick: bool, **overrides: Any) -> LoopConfig:
@@ -145,7 +151,7 @@ class RoundSummary:
     audit: int
     random_arm: int
     votes: int
-    acceptance_rate: float  # accepted items / reviewed items (consolidated: unanimous accept)
+    acceptance_rate: float  # accepted items / reviewed items (consolidated: contract.vote_outcome)
     accepted_items: int
     thresholds: dict[str, float | None]
     training_pool_slices: int
@@ -169,6 +175,8 @@ class RoundSummary:
     planned_seconds: float = 0.0  # what routing expected the round's work to cost (its expected_seconds)
     thresholds_used: dict[str, float | None] = field(default_factory=dict)  # what this round's routing compared with
     site_dice: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # network -> site -> Dice
+    escalated: int = 0  # split masks sent to more reviewers (LoopConfig.escalate_to)
+    escalated_accepted: int = 0  # of those, the ones the added votes resolved as accepted (no correction)
 
 
 class Workspace:
@@ -395,6 +403,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
         adjust_seconds=cost["adjust_seconds"], scratch_seconds=cost["scratch_seconds"],
         training_corrected_slices=training_set.corrected_slices, routed_adjust_slices=routed_slices,
         chained_adjust_slices=chained.sent, deferred_adjust_slices=chained.deferred, audit_errors=audit_errors,
+        escalated=chained.escalated, escalated_accepted=chained.escalated_accepted,
         budget_seconds=cfg.budget_seconds,
         implied_verdicts=len(implied_now), implied_accepted=sum(int(v["confirm_count"]) for v in implied_now),
         planned_seconds=float(selected.seconds.get("total", 0.0)),
@@ -423,36 +432,81 @@ class Chained(NamedTuple):
 
     sent: int
     deferred: int
+    escalated: int = 0  # split masks given a second opinion before the chained job
+    escalated_accepted: int = 0  # of those, the ones it resolved as accepted
 
 
 def _review_by_simulation(cfg: LoopConfig, ws: Workspace, round_path: Path, r: int, batched: Any,
                           progress: Progress | None) -> Chained:
-    """Simulated verifiers answer the verify batches, simulated correctors the routed adjust manifest and then
-    the chained job of what the verifiers rejected (within what is left of the budget)."""
+    """Simulated verifiers answer the verify batches (and, with ``cfg.escalate_to``, more of them the masks the
+    first ones split on), simulated correctors the routed adjust manifest and then the chained job of what the
+    verifiers did not accept (within what is left of the budget)."""
     from qa_workflow.review.simulated_correctors import simulate_adjust
     from qa_workflow.review.simulated_reviewers import load_truth_labels, simulate_round
 
     rid = round_id(r)
     seed = cfg.seed * 1000 + r
     verify_job = None
+    escalation: tuple[str, int, int] | None = None
     if batched.batches:
         verify_job = simulate_round(str(round_path), ws.cohort, store_uri=ws.store_uri, reviewers=cfg.reviewers,
                                     error_rate=cfg.error_rate, seed=seed).job_name
+        escalation = _escalate(cfg, ws, round_path, rid, verify_job, seed)
+    escalated = Chained(0, 0, *escalation[1:]) if escalation else Chained(0, 0)
     if not cfg.correctors or not (batched.adjust or verify_job):
-        return Chained(0, 0)
+        return escalated
     _emit(progress, "correct", round=rid)
     if batched.adjust:  # the masks routed straight to correction, in the same round
         simulate_adjust(batched.adjust["manifest"], load_truth_labels(ws.cohort), store_uri=ws.store_uri,
                         job_name=f"segqa-sim-adjust-routed-{rid}", correctors=cfg.correctors, seed=seed)
     if not verify_job:
-        return Chained(0, 0)
+        return escalated
     # the chained job: what the verifiers rejected, on slices not corrected already
     tasks, chained = _chained_tasks(cfg, ws, round_path, rid, verify_job,
-                                    corrected=set(batched.adjust["slices"]) if batched.adjust else set())
+                                    corrected=set(batched.adjust["slices"]) if batched.adjust else set(),
+                                    escalations=(escalation[0],) if escalation else ())
     if tasks is not None:
         simulate_adjust(tasks.manifest, load_truth_labels(ws.cohort), store_uri=ws.store_uri,
                         job_name=f"segqa-sim-adjust-{rid}", correctors=cfg.correctors, seed=seed)
-    return chained
+    return chained._replace(escalated=escalated.escalated, escalated_accepted=escalated.escalated_accepted)
+
+
+def _escalate(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify_job: str, seed: int
+              ) -> tuple[str, int, int] | None:
+    """Give the masks the verify job split on a second opinion: ``cfg.escalate_to − cfg.reviewers`` more
+    simulated reviewers (other people) in a second verify job (`rounds.escalating`), as many masks as the round's
+    seconds left pay for. Returns (the job, masks escalated, masks it resolved as accepted), or None."""
+    from qa_workflow.confirmations.store import open_store
+    from qa_workflow.contract import ACCEPT
+    from qa_workflow.review.simulated_reviewers import simulate_round
+    from qa_workflow.rounds.escalating import split_in_store, write_escalation_batches
+
+    if cfg.escalate_to is None:
+        return None
+    extra = cfg.escalate_to - cfg.reviewers
+    store = open_store(ws.store_uri)
+    try:
+        split = split_in_store(store, verify_job)
+        if cfg.budget_seconds is not None:
+            spent = human_seconds(store, rid)
+            left = cfg.budget_seconds - spent["verify_seconds"] - spent["adjust_seconds"]
+            split = split[:max(int(left // (extra * CostModel().verify_s)), 0)]
+    finally:
+        store.close()
+    if not split:
+        return None
+    batches = write_escalation_batches(str(round_path), split, verify_job)
+    job = simulate_round(batches.manifest, ws.cohort, store_uri=ws.store_uri, reviewers=extra,
+                         first_reviewer=cfg.reviewers + 1, error_rate=cfg.error_rate, seed=seed,
+                         job_name=f"segqa-sim-escalate-{rid}").job_name
+    store = open_store(ws.store_uri)
+    try:
+        accepted = sum(1 for iid in split if (st := store.get_item(iid, round=rid)) and st.outcome == ACCEPT)
+    finally:
+        store.close()
+    log.info("round %s: %d split mask(s) sent to %d more reviewer(s); %d now accepted", rid, len(split), extra,
+             accepted)
+    return job, len(split), accepted
 
 
 def _review_by_people(review: Callable[[Path, str], Any], cfg: LoopConfig, ws: Workspace, round_path: Path,
@@ -479,12 +533,13 @@ def _review_by_people(review: Callable[[Path, str], Any], cfg: LoopConfig, ws: W
 
 
 def _chained_tasks(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify_job: str,
-                   corrected: Iterable[str] = ()) -> tuple[Any, Chained]:
+                   corrected: Iterable[str] = (), escalations: Iterable[str] = ()) -> tuple[Any, Chained]:
     """Chain the round's verify job to an adjust job: its rejected (or split) masks become adjust tasks, one per
     slice (`rounds.adjusting.AdjustTasks`; None when nothing is sent). Slices in ``corrected`` (already corrected
     this round: routed to adjust) are not sent again. With a budget, only as many slices as the seconds left
     after the round's verify votes and corrections so far pay for (cost model), those with the most rejected
-    masks first; the rest keep their reject verdicts and stay uncorrected (deferred)."""
+    masks first; the rest keep their reject verdicts and stay uncorrected (deferred). ``escalations``: the jobs
+    that gave the verify job's split masks a second opinion; a mask they resolved as accepted is not sent."""
     from qa_workflow.confirmations.store import open_store
     from qa_workflow.contract import parse_item_id
     from qa_workflow.rounds.adjusting import rejected_in_store, write_adjust_tasks
@@ -492,7 +547,8 @@ def _chained_tasks(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, v
     store = open_store(ws.store_uri)
     try:
         done = set(corrected)
-        rejected = [i for i in rejected_in_store(store, verify_job) if parse_item_id(i).slice_id not in done]
+        rejected = [i for i in rejected_in_store(store, verify_job, *escalations)
+                    if parse_item_id(i).slice_id not in done]
         left = None
         if cfg.budget_seconds is not None:
             spent = human_seconds(store, rid)

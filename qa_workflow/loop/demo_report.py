@@ -47,7 +47,8 @@ sites {{ sites|join(', ') }} (initial models trained on site {{ sites[0] }} only
 {%- if cfg.budget %} (at most {{ cfg.budget }} masks){% endif %} ·
 routing: {{ 'calibrated acceptance (verify when P(accept) ≥ %g, else adjust)'|format(cfg.verify_min)
             if cfg.strategy == 'uncertainty' else 'random (baseline)' }} ·
-{{ cfg.reviewers }} simulated reviewers per batch (error rate {{ '%.0f'|format(cfg.error_rate*100) }} %),
+{{ cfg.reviewers }} simulated reviewers per batch (error rate {{ '%.0f'|format(cfg.error_rate*100) }} %{% if cfg.escalate_to %};
+masks they split on go to {{ cfg.escalate_to }} in all{% endif %}),
 {{ cfg.correctors }} corrector{{ 's' if cfg.correctors != 1 }} per slice ·
 thresholds: {{ cfg.method }}, max error {{ '%.0f'|format(cfg.max_error*100) }} % at
 {{ '%.0f'|format(cfg.confidence*100) }} % confidence</p>
@@ -59,7 +60,8 @@ thresholds: {{ cfg.method }}, max error {{ '%.0f'|format(cfg.max_error*100) }} %
 <th>human time verify / adjust</th><th>planned / budget</th>
 <th>human time so far</th><th>scratch so far</th></tr>
 {% for r in rounds %}
-<tr><td>{{ r.round }}</td><td>{{ r.reviewed }}</td><td>{{ r.accepted_items }} ({{ pct(r.acceptance_rate) }})</td>
+<tr><td>{{ r.round }}</td><td>{{ r.reviewed }}{% if r.escalated %} ({{ r.escalated }} split, escalated:
+{{ r.escalated_accepted }} accepted){% endif %}</td><td>{{ r.accepted_items }} ({{ pct(r.acceptance_rate) }})</td>
 <td>{{ r.auto_accepted + r.audit }}</td>
 <td>{{ r.audit }}{% if r.audit %} ({{ r.audit_errors }}, {{ pct(r.audit_errors / r.audit) }}){% endif %}</td>
 <td>{{ r.routed_adjust_slices }} / {{ r.chained_adjust_slices }}
@@ -72,7 +74,8 @@ thresholds: {{ cfg.method }}, max error {{ '%.0f'|format(cfg.max_error*100) }} %
 {% endfor %}
 </table>
 <p class="note">Verified = masks reviewers checked in bulk (verify batches, audit included); accepted = masks every
-reviewer accepted (they join the training set, the rest of their slice marked ignore). Auto-accepted = masks at or
+reviewer accepted, or, after a second opinion on a split, a majority two votes ahead (they join the training set,
+the rest of their slice marked ignore). Auto-accepted = masks at or
 above their class's threshold (used by this round's routing), of which a random 5 % were audited blind; audited
 (rejected) is how many of those the reviewers rejected — the threshold's error, measured. Adjust slices: routed =
 sent straight to correction because the calibrated P(accept) was low; after reject = corrected because a verifier

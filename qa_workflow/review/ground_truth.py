@@ -40,7 +40,7 @@ __all__ = [
     "describe_job", "sync_job", "job_name_default", "check_job_name", "check_label_attribute_name",
     "JOB_DIR", "DEFAULT_LABEL_ATTRIBUTE", "DEFAULT_TEMPLATE", "GT_LAMBDA_MARKERS", "GT_BUCKET_MARKERS",
     "summarize_status", "load_round_job_inputs", "create_adjust_job", "ADJUST_LABEL_ATTRIBUTE", "ADJUST_TEMPLATE",
-    "adjust_settings",
+    "adjust_settings", "create_escalation_job",
 ]
 
 log = logging.getLogger(__name__)
@@ -432,6 +432,16 @@ def adjust_settings(settings: JobSettings) -> JobSettings:
     return replace(settings, **changes)
 
 
+def _named_by_manifest(settings: JobSettings, round_id: str, kind: str, manifest: str) -> tuple[JobSettings, str]:
+    """A chained job's settings with its default name, ``segqa-<round>-<kind>-<8 hex of its manifest>`` (so the
+    same work gets the same name and is not created twice), and the manifest's fingerprint."""
+    fingerprint = hashlib.sha256(storage.read_bytes(manifest)).hexdigest()
+    if not settings.job_name:
+        head = f"segqa-{_slug(round_id) or 'round'}-{kind}"[:54].rstrip("-")
+        settings = replace(settings, job_name=check_job_name(f"{head}-{fingerprint[:8]}"))
+    return settings, fingerprint
+
+
 def create_adjust_job(client: Any, round_dir: str, settings: JobSettings, from_job: str | None,
                       item_ids: list[str], dry_run: bool = False
                       ) -> tuple[dict[str, Any], list[str], dict[str, Any] | None]:
@@ -448,10 +458,7 @@ def create_adjust_job(client: Any, round_dir: str, settings: JobSettings, from_j
     inputs = load_round_job_inputs(round_dir)
     settings = adjust_settings(settings)
     tasks = write_adjust_tasks(round_dir, item_ids, from_job, dest=inputs["dest"])
-    fingerprint = hashlib.sha256(storage.read_bytes(tasks.manifest)).hexdigest()
-    if not settings.job_name:
-        head = f"segqa-{_slug(inputs['round']) or 'round'}-adjust"[:54].rstrip("-")
-        settings = replace(settings, job_name=check_job_name(f"{head}-{fingerprint[:8]}"))
+    settings, fingerprint = _named_by_manifest(settings, inputs["round"], "adjust", tasks.manifest)
     verify_record = _job_uri(round_dir, "job.json")
     if storage.exists(verify_record):
         verify_label = storage.read_json(verify_record).get("LabelAttributeName")
@@ -474,6 +481,35 @@ def create_adjust_job(client: Any, round_dir: str, settings: JobSettings, from_j
              "slices": len(tasks.task_uris), "items": tasks.items}
     record_name = f"adjust-{from_job}" if from_job is not None else "adjust-routed"
     return _create_job_once(client, round_dir, record_name, request, warnings, template_uri, template, extra)
+
+
+def create_escalation_job(client: Any, round_dir: str, settings: JobSettings, from_job: str, item_ids: list[str],
+                          dry_run: bool = False) -> tuple[dict[str, Any], list[str], dict[str, Any] | None]:
+    """A second verify job over ``item_ids``, the masks whose reviewers in the verify job ``from_job`` split
+    (`rounds.escalating`): the verify template and batch format, the split items of each batch. Give it another
+    work team (``settings.workteam_arn``: senior reviewers, say), since a work team cannot keep the reviewers who
+    already voted on an item from voting again. Returns (request, warnings, record or None); a re-run with the same
+    batches creates nothing again."""
+    from qa_workflow.rounds.escalating import write_escalation_batches
+
+    inputs = load_round_job_inputs(round_dir)
+    batches = write_escalation_batches(round_dir, item_ids, from_job, dest=inputs["dest"])
+    settings, fingerprint = _named_by_manifest(settings, inputs["round"], "escalate", batches.manifest)
+    output, template_uri, template = _job_output_and_template(settings, inputs, "review")
+    escalation_inputs = {**inputs, "manifest": batches.manifest, "batch_refs": batches.batch_uris,
+                         "batches_fingerprint": fingerprint, "items": batches.items}
+    request = build_create_request(settings, escalation_inputs, template_uri)
+    request["Tags"] += [{"Key": "segqa:kind", "Value": "escalation"},
+                        {"Key": "segqa:from-job", "Value": _tag_value(from_job)}]
+    validate_against_service_model("CreateLabelingJob", request)
+    image_refs = [f"{inputs['dest'].rstrip('/')}/images/"] if storage.is_s3(inputs["dest"]) else []
+    warnings = check_request(request, batches.batch_uris, image_refs, settings.allow_public_workforce)
+    if dry_run:
+        return request, warnings, None
+    extra = {"kind": "escalation", "from_job": from_job, "ManifestS3Uri": batches.manifest,
+             "items": batches.items}
+    return _create_job_once(client, round_dir, f"escalate-{from_job}", request, warnings, template_uri, template,
+                            extra)
 
 
 def sagemaker_client(region: str | None = None) -> Any:

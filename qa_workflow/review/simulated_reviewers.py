@@ -203,17 +203,21 @@ def simulate_round(round_uri: str, truth_dir: str | Path, *, store_uri: str, rev
                    error_rate: float = DEFAULT_ERROR_RATE, seed: int = 0, job_name: str | None = None,
                    tau: float = DEFAULT_TAU, slope: float = DEFAULT_SLOPE, objects_per_invocation: int = 10,
                    work_dir: str | Path | None = None, quality: str = DEFAULT_QUALITY,
-                   on_object: Callable[[int, int], None] | None = None) -> SimulationResult:
+                   on_object: Callable[[int, int], None] | None = None, first_reviewer: int = 1) -> SimulationResult:
     """Review every batch of a round with ``reviewers`` simulated reviewers, through the real handlers.
 
     ``store_uri`` is where the post-labeling handler writes (it is put into ``SEGQA_STORE`` for the calls).
     Annotation files go to ``work_dir`` (a temporary folder, removed afterwards, when None).
     ``quality``: what the reviewers judge, "surface_dice" (1 px tolerance, default) or "dice" (volume).
     ``on_object(done, total)`` reports progress. Objects whose pre-labeling fails are listed in
-    ``failed_objects`` and skipped, as Ground Truth would.
+    ``failed_objects`` and skipped, as Ground Truth would. ``first_reviewer``: the first reviewer's number
+    (worker ``sim-reviewer-<n>``, and its own random draws); an escalation job (`rounds.escalating`) starts after
+    the verify job's reviewers, so its reviewers are other people.
     """
     if not 1 <= reviewers <= 50:
         raise SegqaError(f"--reviewers must be between 1 and 50, got {reviewers}")
+    if first_reviewer < 1:
+        raise SegqaError(f"--first-reviewer must be 1 or more, got {first_reviewer}")
     if not 0.0 <= error_rate <= 1.0:
         raise SegqaError(f"--error-rate must be in [0, 1], got {error_rate}")
     if slope <= 0:
@@ -225,7 +229,7 @@ def simulate_round(round_uri: str, truth_dir: str | Path, *, store_uri: str, rev
     name = labeling.check_job_name(job_name) if job_name else labeling.job_name_for(manifest, prefix="segqa-sim")
     arn = labeling.labeling_job_arn(name)
     truth = load_truth(truth_dir)
-    team = [SimulatedReviewer(i + 1, error_rate) for i in range(reviewers)]
+    team = [SimulatedReviewer(first_reviewer + i, error_rate) for i in range(reviewers)]
     result = SimulationResult(job_name=name, store_uri=store_uri, quality=quality)
 
     with tempfile.TemporaryDirectory(prefix="segqa-sim-") as tmp, labeling.store_env(store_uri):

@@ -24,8 +24,10 @@ the consolidated label map does too; `contract.from_display` turns it back into 
 where a correction enters the training set (`loop.retraining`).
 
 Which items count as rejected: those whose reviewers in that job rejected the mask, and the split ones (some
-accepted, some rejected), as the analysis counts a split as incorrect by default; a slice's ``classes_to_check``
-are the classes of its rejected items, and every class stays editable.
+accepted, some rejected), as the analysis counts a split as incorrect by default; with an escalation job
+(`rounds.escalating`: the split items seen by more reviewers), the outcome of all their votes decides
+(`contract.vote_outcome`). A slice's ``classes_to_check`` are the classes of its rejected items, and every
+class stays editable.
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ from qa_workflow.contract import (
     parse_item_id,
     to_display,
     validate_adjust_task,
+    vote_outcome,
 )
 
 __all__ = ["AdjustTasks", "ROUTED", "routed_adjust_items", "rejected_in_store", "rejected_in_output_manifest",
-           "initial_overlay_png", "adjust_task_keys", "plan_adjust_tasks", "write_adjust_tasks", "ADJUST_DIR",
-           "ADJUST_MANIFEST"]
+           "decided_in_output_manifest",
+           "initial_overlay_png", "adjust_task_keys", "job_folder", "plan_adjust_tasks", "write_adjust_tasks",
+           "ADJUST_DIR", "ADJUST_MANIFEST"]
 
 ADJUST_DIR = "adjust"
 ADJUST_MANIFEST = "manifest.jsonl"
@@ -72,19 +76,39 @@ class AdjustTasks:
     items: int
 
 
-def rejected_in_store(store: Store, job: str) -> list[str]:
-    """Item ids the verify ``job`` rejected (or split on), sorted; from the votes in the store."""
-    decisions: dict[str, set[str]] = {}
-    for vote in store.iter_votes(job=job):
-        decisions.setdefault(vote.item_id, set()).add(vote.decision)
-    if not decisions:
-        raise SegqaError(f"{store.uri}: no votes of job {job!r}; is the job name right?")
-    return sorted(iid for iid, seen in decisions.items() if REJECT in seen)
+def job_folder(job: str) -> str:
+    """A labeling job's name as one folder name (letters, digits, ``-_.``; anything else ``_``)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in job) or "job"
+
+
+def rejected_in_store(store: Store, job: str, *escalations: str) -> list[str]:
+    """Item ids the verify ``job`` did not accept (rejected, or split on), sorted; from the votes in the store.
+
+    ``escalations``: the jobs that gave ``job``'s split items a second opinion (`rounds.escalating`); their votes
+    join ``job``'s, and each item's outcome is `contract.vote_outcome` of them all, so a split that the second
+    opinion resolved as accepted is not sent to correction."""
+    counts: dict[str, list[int]] = {}
+    for name in (job, *escalations):
+        seen = False
+        for vote in store.iter_votes(job=name):
+            seen = True
+            if name == job or vote.item_id in counts:
+                counts.setdefault(vote.item_id, [0, 0])[vote.decision == REJECT] += 1
+        if not seen and name == job:
+            raise SegqaError(f"{store.uri}: no votes of job {job!r}; is the job name right?")
+    return sorted(iid for iid, (accepts, rejects) in counts.items() if vote_outcome(accepts, rejects) != ACCEPT)
 
 
 def rejected_in_output_manifest(uri: str, label_attribute_name: str) -> list[str]:
     """Item ids a Ground Truth output manifest marks rejected or split (the verify consolidation's ``items``)."""
-    out: set[str] = set()
+    return sorted(iid for iid, decision in decided_in_output_manifest(uri, label_attribute_name).items()
+                  if decision not in (ACCEPT, None))
+
+
+def decided_in_output_manifest(uri: str, label_attribute_name: str) -> dict[str, str | None]:
+    """Item id -> the consolidated decision (accept | reject | split | None) in a verify job's Ground Truth output
+    manifest (the consolidation's ``items`` under ``label_attribute_name``)."""
+    out: dict[str, str | None] = {}
     for lineno, line in enumerate(storage.read_text(uri).splitlines(), start=1):
         if not line.strip():
             continue
@@ -95,9 +119,8 @@ def rejected_in_output_manifest(uri: str, label_attribute_name: str) -> list[str
         if not isinstance(label, dict) or not isinstance(label.get("items"), list):
             raise SegqaError(f"{uri}, line {lineno}: no verify result under {label_attribute_name!r} "
                              "(is --label-attribute-name the verify job's?)")
-        out.update(it["item_id"] for it in label["items"]
-                   if isinstance(it, dict) and it.get("decision") not in (ACCEPT, None))
-    return sorted(out)
+        out.update((it["item_id"], it.get("decision")) for it in label["items"] if isinstance(it, dict))
+    return out
 
 
 def routed_adjust_items(assignments) -> list[str]:
@@ -178,8 +201,7 @@ def write_adjust_tasks(round_dir: str, item_ids: Iterable[str], source_job: str 
     if unknown:
         raise SegqaError(f"{round_dir}/assignments.csv: item(s) not in this round: {', '.join(unknown[:5])}")
     model_version = str(meta.get("inputs", {}).get("model_version") or "unknown")
-    folder = ROUTED if source_job is None else (
-        "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in source_job) or "job")
+    folder = ROUTED if source_job is None else job_folder(source_job)
     tasks = plan_adjust_tasks(ids, str(meta["round"]), model_version, dest, source_job)
     task_uris = []
     for task in tasks:

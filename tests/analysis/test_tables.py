@@ -131,3 +131,14 @@ def test_default_edges_round_the_lowest_confidence_down_and_handle_a_single_valu
 def test_bad_bucket_edges_say_what_is_wrong(spec, message):
     with pytest.raises(SegqaError, match=message):
         parse_bucket_edges(spec, 100.0)
+
+
+def test_an_escalated_split_that_the_added_votes_resolved_counts_as_decided():
+    # 2-1 plus two more accepts is 4-1: confirmed, and correct under either policy; 3-2 stays split
+    rec = parse_review_records(b"item_id,class_name,confidence,confirm_count,disconfirm_count\n"
+                               b"sub-001/001/csf,csf,0.9,4,1\nsub-001/002/csf,csf,0.8,3,2\n"
+                               b"sub-001/003/csf,csf,0.7,1,4\n")
+    assert list(rec.frame["status"]) == ["confirmed", "split", "disconfirmed"]
+    assert list(rec.frame["correct"]) == [True, False, False]
+    majority = parse_review_records(rec.frame.to_csv(index=False).encode(), split_policy="majority")
+    assert list(majority.frame["correct"]) == [True, True, False]

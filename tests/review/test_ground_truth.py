@@ -318,3 +318,60 @@ def test_the_masks_routed_to_adjust_get_their_own_adjust_job(s3_round, capsys, m
     tasks = [validate_task(storage.read_json(ref)) for ref in read_manifest(manifest)]
     assert sorted(i for t in tasks for i in t["item_ids"]) == routed
     assert all(t["origin"] == "routed" for t in tasks)
+
+
+def test_split_masks_of_a_verify_job_get_an_escalation_job_and_its_votes_reach_the_chained_adjust_job(
+        s3_round, tmp_path, capsys, model_problems):
+    from qa_workflow.confirmations.records import ItemRecord, Vote
+    from qa_workflow.confirmations.store import open_store
+    from qa_workflow.contract import validate_batch
+    from qa_workflow.review.ground_truth import DEFAULT_TEMPLATE, create_escalation_job
+    from qa_workflow.rounds.batching import read_manifest
+    from qa_workflow.rounds.round_dir import read_assignments
+
+    round_dir, dest, _ = s3_round
+    rows = list(read_assignments(round_dir).query("assignment == 'verify'").sort_values("item_id").head(3)
+                .itertuples())
+    store_uri = f"sqlite:///{tmp_path}/votes.db"
+    store = open_store(store_uri)
+    first = [["accept", "accept", "reject"], ["reject", "accept", "reject"], ["accept"] * 3]
+    store.record_votes([(ItemRecord(r.item_id, r.class_name, 0.5, "r01"),
+                         Vote("segqa-r01-verify", r.item_id, f"w{k}", d))
+                        for r, ds in zip(rows, first, strict=True) for k, d in enumerate(ds)])
+    base = ["job", "create", "--round", round_dir, "--role-arn", ROLE, "--workteam-arn", TEAM, "--pre-lambda-arn",
+            PRE, "--consolidation-lambda-arn", POST, "--from-job", "segqa-r01-verify", "--store", store_uri,
+            "--workers", "2", "--dry-run"]
+    assert main(base) == 0
+    out = capsys.readouterr()
+    request = json.loads(out.out)
+    assert "2 split items" in out.err
+    assert model_problems("sagemaker", "CreateLabelingJob", request) == []
+    assert request["LabelingJobName"].startswith("segqa-r01-escalate-")
+    assert request["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"] == 2
+    assert {"Key": "segqa:kind", "Value": "escalation"} in request["Tags"]
+    manifest = request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
+    assert manifest == f"{dest}/escalate/segqa-r01-verify/manifest.jsonl"
+    batches = [validate_batch(storage.read_json(ref)) for ref in read_manifest(manifest)]
+    assert sorted(i["item_id"] for b in batches for i in b["items"]) == [rows[0].item_id, rows[1].item_id]
+
+    client = sagemaker()
+    arn = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:labeling-job/{request['LabelingJobName']}"
+    with Stubber(client) as stub:
+        stub.add_response("create_labeling_job", {"LabelingJobArn": arn}, request)
+        _, _, record = create_escalation_job(client, round_dir, settings(DEFAULT_TEMPLATE, workers_per_object=2),
+                                             "segqa-r01-verify", [rows[0].item_id, rows[1].item_id])
+    assert record["kind"] == "escalation" and record["items"] == 2
+    assert storage.read_json(f"{round_dir}/job/escalate-segqa-r01-verify.json")["LabelingJobArn"] == arn
+
+    # the second opinion: two more accepts make the first mask 4-1 (accepted), two rejects the second 1-4
+    store.record_votes([(ItemRecord(r.item_id, r.class_name, 0.5, "r01"), Vote("segqa-r01-escalate", r.item_id,
+                                                                              f"senior{k}", d))
+                        for r, d in ((rows[0], "accept"), (rows[1], "reject")) for k in range(2)])
+    adjust = ["job", "create", "--round", round_dir, "--role-arn", ROLE, "--workteam-arn", TEAM, "--pre-lambda-arn",
+              PRE, "--consolidation-lambda-arn", POST, "--kind", "adjust", "--from-job", "segqa-r01-verify",
+              "--store", store_uri, "--dry-run"]
+    assert main(adjust) == 0 and "2 rejected items" in capsys.readouterr().err  # without the second opinion
+    assert main([*adjust, "--escalation-job", "segqa-r01-escalate"]) == 0
+    assert "1 rejected items" in capsys.readouterr().err
+    assert main([*adjust, "--escalation-job", "x", "--from-manifest", "s3://b/out.manifest"]) == 2
+    assert "leave out --from-manifest" in capsys.readouterr().err

@@ -34,3 +34,20 @@ def score_frame() -> Callable:
     """Factory: ``score_frame(n_subjects=6, slices=20, seed=0)`` -> a synthetic score table (the columns
     selection needs), confidence spread over [0.3, 1]."""
     return _score_frame
+
+
+@pytest.fixture
+def batched_round(tmp_path, intensity_predictor, tiny_dataset) -> tuple[str, str]:
+    """A round of 2 subjects x 3 slices (data in ``tmp_path/data``), 12 masks routed to verify and batched to
+    ``tmp_path/dest``: (round folder, destination)."""
+    from qa_workflow.rounds.batching import write_batches
+    from qa_workflow.rounds.predict import run_predictions
+    from qa_workflow.rounds.round_dir import select_round
+    from qa_workflow.rounds.selection import SelectionPolicy
+
+    data = tiny_dataset(tmp_path / "data", subjects=2, slices=3)
+    run_predictions(intensity_predictor(), data, str(tmp_path / "pred"))
+    out = str(tmp_path / "round" / "r03")
+    select_round(str(tmp_path / "pred"), out, SelectionPolicy(budget=12, seed=1))
+    write_batches(out, str(tmp_path / "dest"), workers=1)
+    return out, str(tmp_path / "dest")

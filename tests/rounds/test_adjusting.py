@@ -12,20 +12,7 @@ from qa_workflow.confirmations.records import ItemRecord, Vote
 from qa_workflow.confirmations.store import open_store
 from qa_workflow.contract import CLASS_BY_NAME, SegqaError, validate_task
 from qa_workflow.rounds.adjusting import rejected_in_output_manifest, rejected_in_store, write_adjust_tasks
-from qa_workflow.rounds.batching import write_batches
-from qa_workflow.rounds.predict import run_predictions
-from qa_workflow.rounds.round_dir import read_assignments, select_round
-from qa_workflow.rounds.selection import SelectionPolicy
-
-
-@pytest.fixture
-def batched_round(tmp_path, intensity_predictor, tiny_dataset):
-    data = tiny_dataset(tmp_path / "data", subjects=2, slices=3)
-    run_predictions(intensity_predictor(), data, str(tmp_path / "pred"))
-    out = str(tmp_path / "round" / "r03")
-    select_round(str(tmp_path / "pred"), out, SelectionPolicy(budget=12, seed=1))
-    write_batches(out, str(tmp_path / "dest"), workers=1)
-    return out, str(tmp_path / "dest")
+from qa_workflow.rounds.round_dir import read_assignments
 
 
 def _png(uri):
