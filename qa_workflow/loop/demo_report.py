@@ -47,8 +47,8 @@ sites {{ sites|join(', ') }} (initial models trained on site {{ sites[0] }} only
 {%- if cfg.budget %} (at most {{ cfg.budget }} masks){% endif %} ·
 routing: {{ 'calibrated acceptance (verify when P(accept) ≥ %g, else adjust)'|format(cfg.verify_min)
             if cfg.strategy == 'uncertainty' else 'random (baseline)' }} ·
-{{ cfg.reviewers }} simulated reviewers per batch (error rate {{ '%.0f'|format(cfg.error_rate*100) }} %{% if cfg.escalate_to %};
-masks they split on go to {{ cfg.escalate_to }} in all{% endif %}),
+{{ cfg.reviewers }} simulated reviewers per batch (error rate {{ '%.0f'|format(cfg.error_rate*100) }} %
+{%- if cfg.escalate_to %}; masks they split on go to {{ cfg.escalate_to }} in all{% endif %}),
 {{ cfg.correctors }} corrector{{ 's' if cfg.correctors != 1 }} per slice ·
 thresholds: {{ cfg.method }}, max error {{ '%.0f'|format(cfg.max_error*100) }} % at
 {{ '%.0f'|format(cfg.confidence*100) }} % confidence</p>
