@@ -487,9 +487,8 @@ def _escalate(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify
     store = open_store(ws.store_uri)
     try:
         split = split_in_store(store, verify_job)
-        if cfg.budget_seconds is not None:
-            spent = human_seconds(store, rid)
-            left = cfg.budget_seconds - spent["verify_seconds"] - spent["adjust_seconds"]
+        left = _seconds_left(cfg, store, rid)
+        if left is not None:
             split = split[:max(int(left // (extra * CostModel().verify_s)), 0)]
     finally:
         store.close()
@@ -507,6 +506,15 @@ def _escalate(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify
     log.info("round %s: %d split mask(s) sent to %d more reviewer(s); %d now accepted", rid, len(split), extra,
              accepted)
     return job, len(split), accepted
+
+
+def _seconds_left(cfg: LoopConfig, store: Any, rid: str) -> float | None:
+    """What the round's human-seconds budget has left after the votes and corrections the store books for it;
+    None without a budget."""
+    if cfg.budget_seconds is None:
+        return None
+    spent = human_seconds(store, rid)
+    return float(cfg.budget_seconds - spent["verify_seconds"] - spent["adjust_seconds"])
 
 
 def _review_by_people(review: Callable[[Path, str], Any], cfg: LoopConfig, ws: Workspace, round_path: Path,
@@ -549,10 +557,7 @@ def _chained_tasks(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, v
         done = set(corrected)
         rejected = [i for i in rejected_in_store(store, verify_job, *escalations)
                     if parse_item_id(i).slice_id not in done]
-        left = None
-        if cfg.budget_seconds is not None:
-            spent = human_seconds(store, rid)
-            left = cfg.budget_seconds - spent["verify_seconds"] - spent["adjust_seconds"]
+        left = _seconds_left(cfg, store, rid)
     finally:
         store.close()
     per_slice = CostModel().for_crew(cfg.reviewers, max(cfg.correctors, 1)).adjust_s

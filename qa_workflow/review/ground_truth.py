@@ -495,7 +495,7 @@ def create_escalation_job(client: Any, round_dir: str, settings: JobSettings, fr
     inputs = load_round_job_inputs(round_dir)
     batches = write_escalation_batches(round_dir, item_ids, from_job, dest=inputs["dest"])
     settings, fingerprint = _named_by_manifest(settings, inputs["round"], "escalate", batches.manifest)
-    output, template_uri, template = _job_output_and_template(settings, inputs, "review")
+    _, template_uri, template = _job_output_and_template(settings, inputs, "review")
     escalation_inputs = {**inputs, "manifest": batches.manifest, "batch_refs": batches.batch_uris,
                          "batches_fingerprint": fingerprint, "items": batches.items}
     request = build_create_request(settings, escalation_inputs, template_uri)

@@ -56,7 +56,7 @@ from qa_workflow.contract import (
 )
 
 __all__ = ["AdjustTasks", "ROUTED", "routed_adjust_items", "rejected_in_store", "rejected_in_output_manifest",
-           "decided_in_output_manifest",
+           "decided_in_output_manifest", "vote_counts",
            "initial_overlay_png", "adjust_task_keys", "job_folder", "plan_adjust_tasks", "write_adjust_tasks",
            "ADJUST_DIR", "ADJUST_MANIFEST"]
 
@@ -87,16 +87,22 @@ def rejected_in_store(store: Store, job: str, *escalations: str) -> list[str]:
     ``escalations``: the jobs that gave ``job``'s split items a second opinion (`rounds.escalating`); their votes
     join ``job``'s, and each item's outcome is `contract.vote_outcome` of them all, so a split that the second
     opinion resolved as accepted is not sent to correction."""
-    counts: dict[str, list[int]] = {}
-    for name in (job, *escalations):
-        seen = False
+    counts = vote_counts(store, job)
+    for name in escalations:
         for vote in store.iter_votes(job=name):
-            seen = True
-            if name == job or vote.item_id in counts:
-                counts.setdefault(vote.item_id, [0, 0])[vote.decision == REJECT] += 1
-        if not seen and name == job:
-            raise SegqaError(f"{store.uri}: no votes of job {job!r}; is the job name right?")
+            if vote.item_id in counts:
+                counts[vote.item_id][vote.decision == REJECT] += 1
     return sorted(iid for iid, (accepts, rejects) in counts.items() if vote_outcome(accepts, rejects) != ACCEPT)
+
+
+def vote_counts(store: Store, job: str) -> dict[str, list[int]]:
+    """Item id -> [accept votes, reject votes] of the labeling ``job`` in the store; an error when it has none."""
+    counts: dict[str, list[int]] = {}
+    for vote in store.iter_votes(job=job):
+        counts.setdefault(vote.item_id, [0, 0])[vote.decision == REJECT] += 1
+    if not counts:
+        raise SegqaError(f"{store.uri}: no votes of job {job!r}; is the job name right?")
+    return counts
 
 
 def rejected_in_output_manifest(uri: str, label_attribute_name: str) -> list[str]:

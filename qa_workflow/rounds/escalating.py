@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from qa_workflow import storage
 from qa_workflow.confirmations.records import Store
-from qa_workflow.contract import REJECT, SPLIT, SegqaError, validate_batch, vote_outcome
-from qa_workflow.rounds.adjusting import job_folder
+from qa_workflow.contract import SPLIT, SegqaError, validate_batch, vote_outcome
+from qa_workflow.rounds.adjusting import decided_in_output_manifest, job_folder, vote_counts
 from qa_workflow.rounds.round_dir import BATCHES_FILE
 
 __all__ = ["ESCALATE_DIR", "EscalationBatches", "split_in_store", "split_in_output_manifest",
@@ -47,18 +47,12 @@ class EscalationBatches:
 
 def split_in_store(store: Store, job: str) -> list[str]:
     """Item ids whose votes in ``job`` split (`contract.vote_outcome`), sorted."""
-    counts: dict[str, list[int]] = {}
-    for vote in store.iter_votes(job=job):
-        counts.setdefault(vote.item_id, [0, 0])[vote.decision == REJECT] += 1
-    if not counts:
-        raise SegqaError(f"{store.uri}: no votes of job {job!r}; is the job name right?")
-    return sorted(iid for iid, (accepts, rejects) in counts.items() if vote_outcome(accepts, rejects) == SPLIT)
+    return sorted(iid for iid, (accepts, rejects) in vote_counts(store, job).items()
+                  if vote_outcome(accepts, rejects) == SPLIT)
 
 
 def split_in_output_manifest(uri: str, label_attribute_name: str) -> list[str]:
     """Item ids a verify job's Ground Truth output manifest marks ``split`` (its consolidation's ``items``)."""
-    from qa_workflow.rounds.adjusting import decided_in_output_manifest
-
     return sorted(iid for iid, decision in decided_in_output_manifest(uri, label_attribute_name).items()
                   if decision == SPLIT)
 
