@@ -2,6 +2,7 @@
 
     segqa review serve --round R [--store URI] [--reviewers-per-object 3] [--host 127.0.0.1] [--port 8080]
                        [--task-time-limit S] [--task-lifetime S] [--portal-dir DIR] [--job-name NAME]
+                       [--exclude-voters-of JOB]
     segqa review add-reviewer NAME [--operator] [--new-link] [--url http://127.0.0.1:8080]
     segqa review reviewers | segqa review disable NAME
     segqa review simulate --round R --truth DATA_DIR [--reviewers 3] [--error-rate 0.03] [--seed S] [--store URI]
@@ -79,6 +80,10 @@ def register(app: typer.Typer) -> None:
                                                "decided (0: off). Sets the template's data-min-view-ms, which the "
                                                "page enforces per card and the server per task (cards x this, "
                                                "from the page's load). Default: the template's (600)."),
+        exclude_voters_of: list[str] | None = typer.Option(
+            None, "--exclude-voters-of", help="A job whose reviewers are not given a batch with a mask they voted "
+            "on there (repeatable). Default: for an escalation manifest (escalate/<job>/manifest.jsonl) its verify "
+            "job, so the second opinion comes from other people; else none."),
     ) -> None:
         """Serve a round's review job in the browser: same template, same Lambda handlers as Ground Truth."""
         import uvicorn
@@ -98,7 +103,7 @@ def register(app: typer.Typer) -> None:
             portal_dir=_portal_dir(portal_dir), round_uri=round_, store_uri=store, job_name=job_name,
             reviewers_per_object=reviewers_per_object, task_time_limit_s=task_time_limit,
             task_lifetime_s=task_lifetime, url_ttl_s=url_ttl, template_uri=template, public_url=public_url,
-            min_view_ms=min_view_ms)
+            min_view_ms=min_view_ms, exclude_voters_of=tuple(exclude_voters_of) if exclude_voters_of else None)
         app = create_app(settings)
         service = app.state.service
         with make_progress(console, transient=True) as bar:
@@ -111,6 +116,10 @@ def register(app: typer.Typer) -> None:
                    f"({by.get('complete', 0)} complete, {by.get('failed', 0)} failed pre-labeling), "
                    f"{reviewers_per_object} reviewers per batch")
         typer.echo(f"store: {service.store_uri}")
+        if service.exclude_voters_of:
+            jobs = ", ".join(service.exclude_voters_of)
+            typer.echo(f"second opinion: reviewers who voted on a batch's masks in {jobs} are not given it "
+                       f"({progress['excluded']} batch/reviewer pairs)")
         typer.echo(f"portal: http://{shown}:{port}/  (operator page: /operator)")
         if not any(r.is_operator for r in service.db.reviewers()):
             typer.echo("no operator yet: segqa review add-reviewer NAME --operator")

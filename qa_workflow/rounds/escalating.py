@@ -7,7 +7,9 @@ template and Lambdas, the items of the source job's batches that split, grouped 
 batch). The store adds the new votes to the item's counts, and `contract.vote_outcome` decides: a majority
 that leads by two votes (4-1, 1-4) is an answer, 3-2 stays split. In Ground Truth the escalation job goes to a
 different work team (senior reviewers, say), since a work team cannot exclude the reviewers who already voted on
-an item; the simulated reviewers of the demo are new reviewers with their own error draws.
+an item; the self-hosted portal serves the escalation job to everyone except the people who voted on a batch's
+masks in the source job (`earlier_voters`); the simulated reviewers of the demo are new reviewers with their own
+error draws.
 
 Under the destination (the round's batch destination by default)::
 
@@ -30,7 +32,7 @@ from qa_workflow.rounds.adjusting import decided_in_output_manifest, job_folder,
 from qa_workflow.rounds.round_dir import BATCHES_FILE
 
 __all__ = ["ESCALATE_DIR", "EscalationBatches", "split_in_store", "split_in_output_manifest",
-           "write_escalation_batches"]
+           "write_escalation_batches", "source_job_of", "earlier_voters"]
 
 ESCALATE_DIR = "escalate"
 _MANIFEST = "manifest.jsonl"
@@ -55,6 +57,32 @@ def split_in_output_manifest(uri: str, label_attribute_name: str) -> list[str]:
     """Item ids a verify job's Ground Truth output manifest marks ``split`` (its consolidation's ``items``)."""
     return sorted(iid for iid, decision in decided_in_output_manifest(uri, label_attribute_name).items()
                   if decision == SPLIT)
+
+
+def source_job_of(manifest_uri: str) -> str | None:
+    """The verify job an escalation manifest gives a second opinion on, read from where
+    `write_escalation_batches` puts it (``.../escalate/<source job>/manifest.jsonl``); None for any other manifest.
+    Job names (Ground Truth's and the portal's: letters, digits, ``-``) are their own folder names."""
+    parts = manifest_uri.rstrip("/").split("/")
+    if len(parts) >= 3 and parts[-1] == _MANIFEST and parts[-3] == ESCALATE_DIR and parts[-2]:
+        return parts[-2]
+    return None
+
+
+def earlier_voters(store: Store, jobs: Iterable[str]) -> dict[str, set[str]]:
+    """Item id -> the worker ids who voted on it in any of ``jobs``: the people an escalation job must not ask
+    again (their votes are already counted). A job without a vote in the store is an error (wrong store or
+    job name), as in `vote_counts`: excluding nobody would count those people twice."""
+    voters: dict[str, set[str]] = {}
+    for job in jobs:
+        seen = False
+        for vote in store.iter_votes(job=job):
+            voters.setdefault(vote.item_id, set()).add(vote.worker_id)
+            seen = True
+        if not seen:
+            raise SegqaError(f"{store.uri}: no votes of job {job!r}; an escalation job needs the store that holds "
+                             "the verify job's votes (--store) and that job's name")
+    return voters
 
 
 def write_escalation_batches(round_dir: str, item_ids: Iterable[str], source_job: str, dest: str | None = None

@@ -18,7 +18,9 @@ Object life cycle (``objects.status``)::
     pre-labeling raised ──► failed                      isHumanAnnotationRequired false ──► skipped
 
 Assignment life cycle: ``active`` ──► ``submitted`` | ``expired`` (time limit passed) | ``released`` (given back).
-A reviewer never gets an object twice: an expired or released assignment still counts as "seen".
+A reviewer never gets an object twice: an expired or released assignment still counts as "seen". Nor an object
+that excludes their worker id (``exclusions``: an escalation job's batch and the people who already voted on its
+masks in the verify job).
 
 All times are float seconds since the epoch, passed in by the caller (the web layer owns the clock).
 """
@@ -115,6 +117,13 @@ CREATE TABLE IF NOT EXISTS responses (
 );
 CREATE INDEX IF NOT EXISTS responses_object ON responses (job_id, object_id);
 CREATE TABLE IF NOT EXISTS assets (digest TEXT PRIMARY KEY, uri TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS exclusions (
+    job_id INTEGER NOT NULL,
+    object_id INTEGER NOT NULL,
+    worker_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (job_id, object_id, worker_id)
+);
 """
 
 
@@ -425,6 +434,9 @@ class PortalDB:
                    WHERE o.job_id = :job AND o.status = 'open'
                      AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.job_id = o.job_id
                                      AND a.object_id = o.object_id AND a.reviewer_id = :reviewer)
+                     AND NOT EXISTS (SELECT 1 FROM exclusions x JOIN reviewers rv ON rv.worker_id = x.worker_id
+                                     WHERE x.job_id = o.job_id AND x.object_id = o.object_id
+                                     AND rv.id = :reviewer)
                      AND (SELECT COUNT(*) FROM assignments a WHERE a.job_id = o.job_id AND a.object_id = o.object_id
                           AND (a.status = 'submitted' OR (a.status = 'active' AND a.expires_at > :now))) < :n
                    ORDER BY o.object_id LIMIT 1""",
@@ -549,15 +561,39 @@ class PortalDB:
 
     # -- progress for people ---------------------------------------------------------------------------
 
+    # -- exclusions ------------------------------------------------------------------------------------
+
+    def exclude(self, job_id: int, excluded: dict[int, set[str]], reason: str) -> int:
+        """Keep each object's workers (object id -> worker ids) from being given it; returns how many (object,
+        worker) pairs are new. Idempotent: a restart adds the same pairs again and changes nothing."""
+        rows = [(job_id, oid, worker, reason)
+                for oid, workers in sorted(excluded.items()) for worker in sorted(workers)]
+        with self.write() as conn:
+            before = conn.total_changes
+            conn.executemany("INSERT OR IGNORE INTO exclusions (job_id, object_id, worker_id, reason) "
+                             "VALUES (?, ?, ?, ?)", rows)
+            return conn.total_changes - before
+
+    def excluded_objects(self, job_id: int, reviewer_id: int) -> int:
+        """How many of the job's objects this reviewer may not be given."""
+        return int(self.conn().execute(
+            "SELECT COUNT(*) FROM exclusions x JOIN reviewers rv ON rv.worker_id = x.worker_id "
+            "JOIN objects o ON o.job_id = x.job_id AND o.object_id = x.object_id "
+            "WHERE x.job_id = ? AND rv.id = ? AND o.status NOT IN ('failed', 'skipped')",
+            (job_id, reviewer_id)).fetchone()[0])
+
     def reviewer_progress(self, job_id: int, reviewer_id: int) -> dict[str, int]:
+        """The reviewer's home-page counts: batches reviewed, batches there are for them (the job's, less those
+        they are excluded from), batches excluded, and the job's complete batches."""
         conn = self.conn()
+        excluded = self.excluded_objects(job_id, reviewer_id)
         total = conn.execute("SELECT COUNT(*) FROM objects WHERE job_id = ? AND status NOT IN ('failed', 'skipped')",
-                             (job_id,)).fetchone()[0]
+                             (job_id,)).fetchone()[0] - excluded
         done = conn.execute("SELECT COUNT(*) FROM responses WHERE job_id = ? AND reviewer_id = ?",
                             (job_id, reviewer_id)).fetchone()[0]
         complete = conn.execute("SELECT COUNT(*) FROM objects WHERE job_id = ? AND status = 'complete'",
                                 (job_id,)).fetchone()[0]
-        return {"reviewed": done, "total": total, "complete": complete}
+        return {"reviewed": done, "total": total, "excluded": excluded, "complete": complete}
 
     def recent_responses(self, job_id: int, reviewer_id: int, limit: int = 10) -> list[sqlite3.Row]:
         return list(self.conn().execute(
@@ -590,7 +626,9 @@ class PortalDB:
                  (SELECT COUNT(*) FROM assignments a WHERE a.job_id = o.job_id AND a.object_id = o.object_id
                     AND a.status = 'active' AND a.expires_at > :now) AS in_progress,
                  (SELECT group_concat(rv.name, ', ') FROM responses r JOIN reviewers rv ON rv.id = r.reviewer_id
-                    WHERE r.job_id = o.job_id AND r.object_id = o.object_id) AS reviewers
+                    WHERE r.job_id = o.job_id AND r.object_id = o.object_id) AS reviewers,
+                 (SELECT COUNT(*) FROM exclusions x WHERE x.job_id = o.job_id AND x.object_id = o.object_id)
+                    AS excluded
                FROM objects o WHERE o.job_id = :job ORDER BY o.object_id""", {"job": job_id, "now": now})]
         answers = sum(o["answers"] for o in objects)
         return {
@@ -600,6 +638,7 @@ class PortalDB:
             "objects_total": len(objects),
             "objects_by_status": by_status,
             "answers": answers,
+            "excluded": sum(o["excluded"] for o in objects),
             "answers_needed": job["reviewers_per_object"] * sum(
                 1 for o in objects if o["status"] not in ("failed", "skipped")),
             "reviewers": reviewers,

@@ -86,6 +86,9 @@ class PortalSettings:
     public_url: str | None = None  # scheme://host[:port] browsers use (behind a reverse proxy)
     #: Milliseconds each card must be shown (the template's data-min-view-ms, rewritten); None: the template's own.
     min_view_ms: int | None = None
+    #: Jobs whose voters are not given a batch with a mask they voted on there (an escalation job's second opinion
+    #: must come from other people). None: the source job of an escalation manifest (`rounds.escalating`), else none.
+    exclude_voters_of: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.portal_dir = Path(self.portal_dir)
@@ -189,6 +192,13 @@ class ReviewService:
         self._served: dict[int, float] = {}
         self._served_lock = threading.Lock()
         self._started_at = float("inf")  # set by `start`
+        if settings.exclude_voters_of is not None:
+            self.exclude_voters_of = tuple(settings.exclude_voters_of)
+        else:
+            from qa_workflow.rounds.escalating import source_job_of
+
+            source = source_job_of(self.manifest_uri)
+            self.exclude_voters_of = () if source is None else (source,)
 
     # -- set-up ------------------------------------------------------------------------------------------
 
@@ -238,6 +248,7 @@ class ReviewService:
         job_id = self.db.ensure_job(self.job_cfg, now)
         self.register_objects(job_id, on_object)
         self._check_template(job_id)
+        self.exclude_earlier_voters(job_id)
         self.job_id = job_id
         self.db.sweep(self.job_id, now)
         if self.settings.consolidate_in_background:
@@ -296,6 +307,28 @@ class ReviewService:
             if on_object is not None:
                 on_object(object_id + 1, len(objects))
         return added
+
+    def exclude_earlier_voters(self, job_id: int) -> int:
+        """Keep the people who voted on a batch's masks in the jobs of ``exclude_voters_of`` from being given that
+        batch (the store's votes, read at every start); returns how many (batch, person) pairs are new."""
+        if not self.exclude_voters_of:
+            return 0
+        from qa_workflow.confirmations.store import open_store
+        from qa_workflow.rounds.escalating import earlier_voters
+
+        store = open_store(self.store_uri, create=False)
+        try:
+            voters = earlier_voters(store, self.exclude_voters_of)
+        finally:
+            store.close()
+        excluded: dict[int, set[str]] = {}
+        for row in self.db.conn().execute("SELECT object_id, task_input FROM objects WHERE job_id = ? "
+                                          "AND task_input IS NOT NULL", (job_id,)):
+            items = json.loads(row["task_input"]).get("items")
+            for item in items if isinstance(items, list) else ():
+                if isinstance(item, dict):
+                    excluded.setdefault(row["object_id"], set()).update(voters.get(str(item.get("item_id")), ()))
+        return self.db.exclude(job_id, excluded, "voted in " + ", ".join(self.exclude_voters_of))
 
     # -- tasks -------------------------------------------------------------------------------------------
 
@@ -464,6 +497,7 @@ class ReviewService:
     def progress(self) -> dict[str, Any]:
         out = self.db.progress(self.job_id, self.clock())
         out["store"] = self.store_uri
+        out["excluded_voters_of"] = list(self.exclude_voters_of)
         return out
 
     def worker_responses(self) -> list[dict[str, Any]]:
