@@ -5,12 +5,18 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.segqa-installed
+# The native training kernels (training/native: ENet's PReLU), built against the venv's MXNet when a C++
+# compiler is there; without one training falls back to pure MXNet (slower, same function).
+NATIVE := $(VENV)/lib/libsegqa_ops.so
 PYTEST_ARGS ?=
 DEMO_ARGS ?= --quick
 
 .PHONY: venv demo lint cfn-check test lambdas lock bench clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(NATIVE)
+
+$(NATIVE): training/native/segqa_ops.cc $(STAMP)
+	@$(BIN)/python -m training.native --optional --out $@
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "segqa needs Python 3.11 (mxnet 1.9.1 + numpy 1.23.5); set PYTHON=/path/to/python3.11"' \
@@ -20,7 +26,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) $(NATIVE)
 	$(BIN)/segqa demo $(DEMO_ARGS)
 
 # Lint (ruff, rules in pyproject.toml) and types (mypy, the packages listed in pyproject.toml's [tool.mypy]).
@@ -37,7 +43,7 @@ cfn-check: $(STAMP)
 
 # Lint, types and the template's checks first, then the tests. pytest exits 5 when it collected no tests: that
 # is a failure here, never a pass.
-test: lint cfn-check
+test: lint cfn-check $(NATIVE)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -9,13 +9,15 @@ GFLOP/s it achieves as a share of the machine's dense matmul rate measured in th
 ``nd.dot``). FLOPs of a step: 3x the forward convolutions' multiply-adds x 2 (backward = two convolutions of
 the same size); other layers are not counted, so the figure is a lower bound of the work done.
 
-Variants: the U-Net at widths 1, 0.5, 0.25; the ENet as trained now (PReLU slopes as a depthwise 1x1
-convolution, loss on pixel-major views), "enet mul" (PReLU as relu(x) - relu(-x)*alpha, the NCHW loss: the
-ENet of 2026-12-01, 4.1 images/s) and "enet before #14" (MXNet's PReLU op, zero channels by concat in the
-downsampling bottleneck, the NCHW loss). A variant name ending in " nchw-loss" uses the loss as it was before
-#14 (`training.losses.segmentation_loss_nchw`, same value and gradient). The step is the real one: Dice +
-cross-entropy loss, Adam, random slices and labels (speed does not depend on content). ``--profile VARIANT``
-prints mx.profiler's per-operator table of 3 steps of that variant instead.
+Variants: the U-Net at widths 1, 0.5, 0.25; the ENet as trained now (PReLU by the native kernel of
+`training.native` where it is built, loss on pixel-major views), "enet conv" (PReLU slopes as a depthwise 1x1
+convolution: training's fallback without the kernel), "enet mul" (PReLU as relu(x) - relu(-x)*alpha, the NCHW
+loss: the ENet of 2026-12-01, 4.1 images/s) and "enet before #14" (MXNet's PReLU op, zero channels by concat in
+the downsampling bottleneck, the NCHW loss). A variant name ending in " nchw-loss" uses the loss as it was before
+#14 (`training.losses.segmentation_loss_nchw`, same value and gradient) and MXNet's Adam, one update per array;
+the others use training's `training.optimizer.BatchedAdam` (the same update, 50 arrays per call). The step is the
+real one: Dice + cross-entropy loss, Adam, random slices and labels (speed does not depend on content).
+``--profile VARIANT`` prints mx.profiler's per-operator table of 3 steps of that variant instead.
 Writes benchmarks/results/b3_speed[TAG].json and .md (all included in B3.md by b3_training.write_markdown).
 """
 
@@ -44,6 +46,7 @@ import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mxnet import autograd, gluon, nd  # noqa: E402
 
+from training import native, optimizer  # noqa: E402, F401  (optimizer registers "batchedadam")
 from training.losses import segmentation_loss, segmentation_loss_nchw  # noqa: E402
 from training.nets import build_network, enet  # noqa: E402
 
@@ -105,9 +108,13 @@ class _ConcatPadBottleneck(enet.Bottleneck):
     hybrid_forward = _concat_pad_forward
 
 
+def before_14(variant: str) -> bool:
+    """A variant of the step as it was before issue #14: the NCHW loss and one Adam update per array."""
+    return variant.endswith(" nchw-loss") or variant.startswith("enet before") or variant == "enet mul"
+
+
 def loss_fn(variant: str):
-    old = variant.endswith(" nchw-loss") or variant.startswith("enet before") or variant == "enet mul"
-    return segmentation_loss_nchw if old else segmentation_loss
+    return segmentation_loss_nchw if before_14(variant) else segmentation_loss
 
 
 def build(variant: str) -> gluon.HybridBlock:
@@ -121,8 +128,8 @@ def build(variant: str) -> gluon.HybridBlock:
             return build_network("enet", prelu="native")
         finally:
             enet.Bottleneck = current
-    if rest == "mul":
-        return build_network("enet", prelu="mul")
+    if rest in ("mul", "conv"):
+        return build_network("enet", prelu=rest)
     if rest.startswith("width="):  # the demo's narrower ENet
         return build_network("enet", width=float(rest.split("=")[1]))
     return build_network("enet")
@@ -132,8 +139,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--variants", default="enet before #14,enet mul,enet,unet width=1 nchw-loss,unet width=1,"
-                                         "unet width=0.5,unet width=0.25")
+    p.add_argument("--variants", default="enet before #14,enet mul,enet conv,enet,unet width=1 nchw-loss,"
+                                         "unet width=1,unet width=0.5,unet width=0.25")
     p.add_argument("--tag", default="", help="suffix of the result files (b3_speed<TAG>.json/.md)")
     p.add_argument("--profile", metavar="VARIANT", help="print mx.profiler's operator table for VARIANT and stop")
     args = p.parse_args(argv)
@@ -153,7 +160,8 @@ def main(argv=None) -> int:
         net.initialize(mx.init.Xavier())
         flops = 3 * conv_forward_flops(net, bs)
         net.hybridize(static_alloc=True)
-        trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 1e-4})
+        trainer = gluon.Trainer(net.collect_params(), "adam" if before_14(v) else "batchedadam",
+                                {"learning_rate": 1e-4})
         runs[v] = {"net": net, "trainer": trainer, "flops": flops, "steps": [], "loss": loss_fn(v)}
 
     def step(run):
@@ -189,7 +197,8 @@ def main(argv=None) -> int:
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
               "command": "python benchmarks/b3_speed.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
               "machine": f"{os.cpu_count()}-core dev machine, no GPU ({platform.machine()}), shared with other jobs",
-              "threads": THREADS, "batch_size": bs, "rounds": args.rounds, "matmul_gflops": round(peak, 1),
+              "threads": THREADS, "enet_prelu": native.status(), "batch_size": bs, "rounds": args.rounds,
+              "matmul_gflops": round(peak, 1),
               "load_avg_start": load_start, "load_avg_end": [round(v, 2) for v in os.getloadavg()], "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"b3_speed{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -216,7 +225,8 @@ def markdown(r: dict) -> str:
              f"- command: `SEGQA_THREADS={r['threads']} .venv/bin/{r['command'].strip()}`",
              f"- machine: {r['machine']}; load average at start {r['load_avg_start']}, at end {r['load_avg_end']}; "
              f"{r['threads']} OpenMP thread(s); batch {r['batch_size']} of 176x208, median of {r['rounds']} "
-             f"interleaved steps; dense matmul in the same run: {r['matmul_gflops']} GFLOP/s", "",
+             f"interleaved steps; dense matmul in the same run: {r['matmul_gflops']} GFLOP/s"
+             + (f"; ENet PReLU: {r['enet_prelu']}" if r.get("enet_prelu") else ""), "",
              "| variant | images/s | CPU s / image | cores busy | conv GFLOP / step | GFLOP/s | share of matmul |",
              "|---|---|---|---|---|---|---|"]
     for row in r["rows"]:

@@ -62,12 +62,13 @@ from mxnet import autograd, gluon, nd
 
 from qa_workflow.contract import IGNORE_LABEL, NUM_CLASSES, TISSUE_CLASSES, SegqaError, utc_iso, utc_now_iso
 from qa_workflow.storage import atomic_write_with
-from training import modelcard
+from training import modelcard, native
 from training.augment import AugmentConfig, augment_batch
 from training.dataset import load_slices, read_index
 from training.losses import resolve_class_weights, segmentation_loss
 from training.metrics import confusion_matrix, dice_from_confusion, mean_foreground_dice
 from training.nets import NETWORKS, build_network, load_params
+from training.optimizer import BatchedAdam
 
 __all__ = ["TrainConfig", "TrainEvent", "train_model", "main", "KVSTORES", "lr_at_epoch", "val_slice_cap",
            "strided_subset"]
@@ -152,6 +153,7 @@ class TrainEvent:
     images_per_s: float | None = None
     cores_busy: float | None = None  # process CPU time / wall time of the epoch's training steps
     threads: int | None = None  # OpenMP threads of this process (start event)
+    prelu: str | None = None  # how the ENet computes its PReLUs (start event; `training.nets.enet.PReLU`)
     elapsed_s: float = 0.0
     message: str = ""
     run: str = ""  # which of several runs trained at once (training.parallel.train_all) this event is from
@@ -369,7 +371,8 @@ class _Run:
         # With a distributed kvstore the optimizer would run on the parameter servers by default, and its
         # state could then not be saved for --resume ("Cannot save states for distributed training"): the
         # workers exchange gradients through the kvstore and each applies the same update locally instead.
-        self.trainer = gluon.Trainer(self.net.collect_params(), "adam",
+        # The optimizer is Adam with its updates batched, 50 arrays per operator call (training/optimizer.py).
+        self.trainer = gluon.Trainer(self.net.collect_params(), BatchedAdam.__name__.lower(),
                                      {"learning_rate": cfg.lr, "wd": cfg.weight_decay}, kvstore=self.kv,
                                      update_on_kvstore=False if "dist" in cfg.kvstore else None)
         self.history: list[dict[str, Any]] = []
@@ -533,7 +536,8 @@ class _Run:
                 "seed": cfg.seed, "augment": cfg.augment, "init_from": cfg.init_from, "kvstore": cfg.kvstore,
                 "contexts": [str(c) for c in self.ctx], "started_at": self.started_at,
                 "updated_at": utc_now_iso(),
-                "host": socket.gethostname(), "mxnet": mx.__version__, "threads": THREADS},
+                "host": socket.gethostname(), "mxnet": mx.__version__, "threads": THREADS,
+                **({"prelu": self.net.prelu} if hasattr(self.net, "prelu") else {})},
             "metrics": {"val": None if best is None else {
                 "epoch": best["epoch"], "dice": best["val_dice"], "mean_foreground_dice": best["val_mean_fg_dice"]}},
             "params_file": modelcard.BEST_PARAMS,
@@ -560,8 +564,10 @@ def train_model(config: TrainConfig) -> Path:
         run.out.mkdir(parents=True, exist_ok=True)
         modelcard.write_json_atomic(run.out / modelcard.CONFIG_FILE, cfg.to_json())
     t0 = time.perf_counter()
-    log.info("training %s on %s with %d OpenMP thread(s)", cfg.network, ",".join(str(c) for c in run.ctx), THREADS)
-    run.emit(kind="start", epoch=run.start_epoch + 1, steps=0, message=run.version, threads=THREADS)
+    prelu = getattr(run.net, "prelu", None)
+    log.info("training %s on %s with %d OpenMP thread(s)%s", cfg.network, ",".join(str(c) for c in run.ctx), THREADS,
+             "" if prelu is None else f", PReLU {prelu} ({native.status()})")
+    run.emit(kind="start", epoch=run.start_epoch + 1, steps=0, message=run.version, threads=THREADS, prelu=prelu)
     stopped = ""
     for epoch in range(run.start_epoch, cfg.epochs):
         entry = run.run_epoch(epoch, t0)

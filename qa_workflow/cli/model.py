@@ -60,8 +60,9 @@ def register(app: typer.Typer) -> None:
             if ev.kind == "start":  # the bar starts once data and options are checked: errors stay one line
                 progress.start()
                 state["started"] = True
+                prelu = "" if ev.prelu is None else f", PReLU {ev.prelu}"
                 console.print(f"training {network} {ev.message} -> {out} (epochs {ev.epoch}..{ev.epochs}, "
-                              f"{ev.threads} threads)")
+                              f"{ev.threads} threads{prelu})")
             elif ev.kind == "batch":
                 if ev.epoch not in tasks:
                     tasks[ev.epoch] = progress.add_task(f"epoch {ev.epoch}/{ev.epochs}", total=ev.steps, info="")

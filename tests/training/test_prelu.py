@@ -2,8 +2,9 @@
 
 With MXNet 1.9.1's own PReLU (``LeakyReLU(act_type="prelu")``) the hybridized slope gradients come out
 multiplied by the slopes (exactly a quarter at initialisation) while the imperative ones are right; the
-network's `training.nets.enet.PReLU` is right in both modes, in its training formulation ("conv", a depthwise
-1x1 convolution for the slopes) and the one before it ("mul"). The slopes are drawn in [-0.3, 0.6] so that a
+network's `training.nets.enet.PReLU` is right in both modes, in its training formulations ("fused", the native
+kernel of `training.native`; "conv", a depthwise 1x1 convolution for the slopes, where the kernel is not built)
+and the one before them ("mul"). The slopes are drawn in [-0.3, 0.6] so that a
 gradient scaled by the slope cannot pass.
 """
 
@@ -14,7 +15,13 @@ import numpy as np
 import pytest
 from mxnet import autograd, nd
 
+from training import native
 from training.nets import build_network
+
+#: The formulations training may use; "fused" needs the native kernel, which make builds wherever a C++
+#: compiler is (tests/training/test_native.py fails when it should be there and is not).
+TRAINING_FORMULATIONS = [pytest.param("fused", marks=pytest.mark.skipif(not native.load(), reason=native.status())),
+                         "conv", "mul"]
 
 SHAPE = (2, 1, 16, 16)
 #: Parameters checked: the first PReLU slopes of the encoder (several kinds of block) and a convolution.
@@ -38,7 +45,7 @@ def _net(hybridize: bool, prelu: str):
     return net
 
 
-@pytest.mark.parametrize("prelu", ["conv", "mul"])
+@pytest.mark.parametrize("prelu", TRAINING_FORMULATIONS)
 @pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
 def test_gradients_match_central_differences_in_float64(hybridize, prelu):
     net = _net(hybridize, prelu)
@@ -69,10 +76,10 @@ def test_gradients_match_central_differences_in_float64(hybridize, prelu):
             assert grad[i] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (name, i)
 
 
-@pytest.mark.parametrize("prelu", ["conv", "mul"])
+@pytest.mark.parametrize("prelu", TRAINING_FORMULATIONS)
 def test_training_and_inference_formulations_compute_the_same_network(prelu):
-    """Training builds the ENet with the "conv" PReLU ("mul" before), inference and export with MXNet's op;
-    same weights, same logits."""
+    """Training builds the ENet with the "fused" or "conv" PReLU ("mul" before), inference and export with
+    MXNet's op; same weights, same logits."""
     from training.nets.enet import ENet
 
     x = nd.array(np.random.default_rng(2).normal(size=(2, 1, 32, 48)))

@@ -38,7 +38,7 @@ from mxnet.gluon import nn
 
 from training.nets.blocks import SegmentationNet, SpatialDropout
 
-__all__ = ["ENet", "InitialBlock", "Bottleneck", "PReLU", "PRELU_FORMULATIONS"]
+__all__ = ["ENet", "InitialBlock", "Bottleneck", "PReLU", "PRELU_FORMULATIONS", "resolve_prelu"]
 
 INITIAL_FILTERS = 13
 STAGE_CHANNELS = (16, 64, 128)
@@ -46,9 +46,23 @@ STAGE_CHANNELS = (16, 64, 128)
 DROPOUT_RATES = (0.01, 0.1)
 
 
-#: How `PReLU` computes (see its docstring). "conv" trains; "native" (MXNet's LeakyReLU op) is what inference and
-#: the ONNX export build; "mul" is the training form before the speed-up, kept for the side-by-side benchmark.
-PRELU_FORMULATIONS = ("conv", "mul", "native")
+#: How `PReLU` computes (see its docstring). "fused" (the native kernel) trains when it is built, else "conv";
+#: "native" (MXNet's LeakyReLU op) is what inference and the ONNX export build; "mul" is the training form before
+#: the speed-up, kept for the side-by-side benchmark.
+PRELU_FORMULATIONS = ("fused", "conv", "mul", "native")
+
+
+def resolve_prelu(formulation: str) -> str:
+    """``"auto"``: "fused" when the native kernel is available (`training.native.load`), else "conv"; any
+    other formulation as it is."""
+    if formulation != "auto":
+        if formulation not in PRELU_FORMULATIONS:
+            raise ValueError(f"unknown PReLU formulation {formulation!r}; expected auto or one of "
+                             f"{', '.join(PRELU_FORMULATIONS)}")
+        return formulation
+    from training import native
+
+    return "fused" if native.load() else "conv"
 
 
 class PReLU(nn.HybridBlock):
@@ -56,7 +70,10 @@ class PReLU(nn.HybridBlock):
 
     Same parameter name and shape as ``gluon.nn.PReLU``, so checkpoints load with any formulation:
 
-    - "conv" (training's default): ``relu(x) + conv1x1_depthwise(min(x, 0), alpha)``. The slope gradient is the
+    - "fused" (training's default where it is built): the native operator ``segqa_prelu``
+      (`training.native`): one pass forward, one pass backward computing the input gradient and the slope
+      gradient together. The ENet step's PReLUs then cost about what ReLUs would (docs/segmenter.md).
+    - "conv" (training's fallback): ``relu(x) + conv1x1_depthwise(min(x, 0), alpha)``. The slope gradient is the
       per-channel sum of ``min(x, 0) * dy`` over batch and pixels; as a depthwise 1x1 convolution oneDNN
       computes it (weight gradient), instead of MXNet's generic broadcast reduction. ~1.9x faster ENet step.
     - "mul": ``relu(x) - relu(-x) * alpha`` (broadcast multiply). Its slope gradient goes through MXNet's
@@ -67,16 +84,16 @@ class PReLU(nn.HybridBlock):
       and as slow as "mul".
     """
 
-    def __init__(self, channels: int, formulation: str = "conv", **kwargs: Any) -> None:
+    def __init__(self, channels: int, formulation: str = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if formulation not in PRELU_FORMULATIONS:
-            raise ValueError(f"unknown PReLU formulation {formulation!r}")
         self.channels = int(channels)
-        self.formulation = formulation
+        self.formulation = resolve_prelu(formulation)
         with self.name_scope():
             self.alpha = self.params.get("alpha", shape=(self.channels,), init=init.Constant(0.25))
 
     def hybrid_forward(self, F, x, alpha):  # noqa: N803
+        if self.formulation == "fused":
+            return F.segqa_prelu(x, alpha, name="fwd")
         if self.formulation == "native":
             return F.LeakyReLU(x, gamma=alpha, act_type="prelu", name="fwd")
         if self.formulation == "mul":
@@ -86,7 +103,7 @@ class PReLU(nn.HybridBlock):
         return F.relu(x) + negative
 
 
-def _activation(kind: str, channels: int, prelu: str = "conv") -> nn.HybridBlock:
+def _activation(kind: str, channels: int, prelu: str = "auto") -> nn.HybridBlock:
     """PReLU with one slope per channel (initial slope 0.25, as in the paper's Torch code) or ReLU."""
     if kind == "prelu":
         return PReLU(channels, formulation=prelu)
@@ -99,7 +116,7 @@ class InitialBlock(nn.HybridBlock):
     (N, C_in, H, W) -> (N, filters + C_in, H/2, W/2).
     """
 
-    def __init__(self, filters: int, in_channels: int, prelu: str = "conv", **kwargs: Any) -> None:
+    def __init__(self, filters: int, in_channels: int, prelu: str = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         with self.name_scope():
             self.conv = nn.Conv2D(filters, 3, strides=2, padding=1, use_bias=False)
@@ -119,7 +136,7 @@ class Bottleneck(nn.HybridBlock):
 
     def __init__(self, in_channels: int, out_channels: int, kind: str = "regular", dilation: int = 1,
                  dropout: float = 0.1, activation: str = "prelu", mc_dropout: bool = False,
-                 prelu: str = "conv", **kwargs: Any) -> None:
+                 prelu: str = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if kind not in ("regular", "dilated", "asymmetric", "downsample", "upsample"):
             raise ValueError(f"unknown bottleneck kind {kind!r}")
@@ -183,9 +200,10 @@ class ENet(SegmentationNet):
     divisor = 8
 
     def __init__(self, in_channels: int = 1, num_classes: int = 4, width: float = 1.0, mc_dropout: bool = False,
-                 dropout: tuple[float, float] = DROPOUT_RATES, prelu: str = "conv", **kwargs: Any) -> None:
+                 dropout: tuple[float, float] = DROPOUT_RATES, prelu: str = "auto", **kwargs: Any) -> None:
         kwargs.setdefault("prefix", "enet_")
         super().__init__(in_channels, num_classes, width, mc_dropout, **kwargs)
+        prelu = self.prelu = resolve_prelu(prelu)  # once, so every PReLU of the network computes alike
         w = lambda c: max(1, int(round(c * width)))  # noqa: E731
         c0 = w(INITIAL_FILTERS) + in_channels
         c1, c2 = w(STAGE_CHANNELS[1]), w(STAGE_CHANNELS[2])

@@ -27,13 +27,13 @@ __all__ = ["NETWORKS", "build_network", "load_params", "count_parameters"]
 
 
 def build_network(network: str, width: float = 1.0, num_classes: int = NUM_CLASSES, in_channels: int = 1,
-                  mc_dropout: bool = False, dropout: Any = None, prelu: str = "conv") -> SegmentationNet:
+                  mc_dropout: bool = False, dropout: Any = None, prelu: str = "auto") -> SegmentationNet:
     """A fresh, uninitialised U-Net or ENet; ``mc_dropout`` keeps spatial dropout on at inference.
 
     ``dropout`` overrides the spatial-dropout rate(s): a number for the U-Net, (stage 1, later) for the ENet;
     None keeps the defaults (U-Net 0.1; ENet 0.01 and 0.1 as in the paper). ``prelu``: how the ENet computes
-    its PReLUs (`training.nets.enet.PReLU`; "conv" for training, "native" is fine for inference only); the
-    parameters are the same either way.
+    its PReLUs (`training.nets.enet.PReLU`; "auto" for training: the native kernel when it is built, else
+    "conv"; "native" is fine for inference only); the parameters are the same either way.
     """
     name = str(network).lower()
     extra: dict[str, Any] = {} if dropout is None else {"dropout": dropout if name == "unet" else tuple(dropout)}
