@@ -52,7 +52,7 @@ def _prepare(network: str, model: str | None, folder: Path) -> None:
         net = load_predictor(model, ctx=mx.cpu()).net
     else:
         mx.random.seed(0)
-        net = build_network(network)
+        net = build_network(network, prelu="native")  # the form inference and the ONNX export use
         net.initialize(mx.init.Xavier())
         net.hybridize(static_alloc=True)
     net(nd.zeros((1, 1, H, W)))

@@ -356,7 +356,9 @@ class _Run:
             self.kv, self.rank, self.workers = cfg.kvstore, 0, 1
         mx.random.seed(int(cfg.seed))
         np.random.seed(int(cfg.seed) % (2 ** 32))
-        self.net = build_network(cfg.network, width=cfg.width)
+        # The native PReLU kernel has a CPU implementation only: on a GPU the ENet trains with the "conv" form.
+        on_cpu = all(c.device_type == "cpu" for c in self.ctx)
+        self.net = build_network(cfg.network, width=cfg.width, prelu="auto" if on_cpu else "conv")
         self.net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2.0), ctx=self.ctx)
         h, w = self.train.images.shape[1:]
         for c in self.ctx:  # materialise deferred shapes now, so the seeded initial weights are fixed here

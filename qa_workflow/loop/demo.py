@@ -123,14 +123,14 @@ class LoopConfig:
     def preset(cls, quick: bool, **overrides: Any) -> LoopConfig:
         """The demo's two sizes. quick: <= 15 min on a 2-core CPU; default: <= 45 min."""
         # Widths and epochs measured on the 2-core CPU (docs/loop.md), the two networks training side by side on
-        # one core each (training.parallel): 30 epochs of the ENet width 1 take ~320 s, 60 of the U-Net width 0.25
-        # ~280 s, so the pair takes the ENet's time. The quick ENet is width 1: at width 0.5 it lost CSF in 30
-        # epochs from the 48 labelled slices (test Dice 0.41 against 0.65); the U-Net's 60 epochs (0.761 against
-        # 0.718 for 30) use the core the ENet leaves it (2026-12-02).
+        # one core each (training.parallel). The U-Net width 0.25 takes ~220 s for its 60 epochs (0.761 against
+        # 0.718 for 30); with the native PReLU kernel and batched Adam (issue #14) an ENet width 1 epoch takes
+        # ~5 s, so 42 epochs end with the U-Net's (30 took ~320 s before, ~150 s now). The quick ENet is width
+        # 1: at width 0.5 it lost CSF in 30 epochs from the 48 labelled slices (test Dice 0.41 against 0.65).
         if quick:
             base: dict[str, Any] = dict(subjects=10, slices=24, budget_seconds=verify_equivalents(60),
                                         initial_train={"unet": dict(epochs=60, width=0.25, batch_size=8, lr=0.005),
-                                                       "enet": dict(epochs=30, width=1.0, batch_size=4, lr=0.005)},
+                                                       "enet": dict(epochs=42, width=1.0, batch_size=4, lr=0.005)},
                                         retrain={"unet": dict(epochs=5, batch_size=8, lr=0.002),
                                                  "enet": dict(epochs=5, batch_size=4, lr=0.002)})
         else:
