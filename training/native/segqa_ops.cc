@@ -82,35 +82,41 @@ void dims(const MXTensor& t, int64_t* n, int64_t* c, int64_t* inner) {
 
 }  // namespace
 
+// Runs `kernel` with T = the dtype of `x` (float64 or float32, which inferType allows) and x's (N, C, inner).
+template <typename Kernel>
+MXReturnValue with_dtype(const MXTensor& x, Kernel kernel) {
+  int64_t n, c, inner;
+  dims(x, &n, &c, &inner);
+  if (x.dtype == kFloat64) {
+    kernel(double(0), n, c, inner);
+  } else {
+    kernel(float(0), n, c, inner);
+  }
+  return MX_SUCCESS;
+}
+
 MXReturnValue prelu_forward_op(const std::unordered_map<std::string, std::string>& attrs,
                                std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                                const OpResource& res) {
-  int64_t n, c, inner;
-  MXTensor& x = (*inputs)[0];
-  dims(x, &n, &c, &inner);
-  if (x.dtype == kFloat64) {
-    prelu_forward(x.data<double>(), (*inputs)[1].data<double>(), (*outputs)[0].data<double>(), n, c, inner);
-  } else {
-    prelu_forward(x.data<float>(), (*inputs)[1].data<float>(), (*outputs)[0].data<float>(), n, c, inner);
-  }
-  return MX_SUCCESS;
+  std::vector<MXTensor>& in = *inputs;
+  std::vector<MXTensor>& out = *outputs;
+  return with_dtype(in[0], [&](auto zero, int64_t n, int64_t c, int64_t inner) {
+    using T = decltype(zero);
+    prelu_forward(in[0].data<T>(), in[1].data<T>(), out[0].data<T>(), n, c, inner);
+  });
 }
 
 // inputs: dy, then the forward inputs x, alpha; outputs: dx, dalpha.
 MXReturnValue prelu_backward_op(const std::unordered_map<std::string, std::string>& attrs,
                                 std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                                 const OpResource& res) {
-  int64_t n, c, inner;
-  MXTensor& x = (*inputs)[1];
-  dims(x, &n, &c, &inner);
-  if (x.dtype == kFloat64) {
-    prelu_backward((*inputs)[0].data<double>(), x.data<double>(), (*inputs)[2].data<double>(),
-                   (*outputs)[0].data<double>(), (*outputs)[1].data<double>(), n, c, inner);
-  } else {
-    prelu_backward((*inputs)[0].data<float>(), x.data<float>(), (*inputs)[2].data<float>(),
-                   (*outputs)[0].data<float>(), (*outputs)[1].data<float>(), n, c, inner);
-  }
-  return MX_SUCCESS;
+  std::vector<MXTensor>& in = *inputs;
+  std::vector<MXTensor>& out = *outputs;
+  return with_dtype(in[1], [&](auto zero, int64_t n, int64_t c, int64_t inner) {
+    using T = decltype(zero);
+    prelu_backward(in[0].data<T>(), in[1].data<T>(), in[2].data<T>(), out[0].data<T>(), out[1].data<T>(), n, c,
+                   inner);
+  });
 }
 
 MXReturnValue prelu_parse_attrs(const std::unordered_map<std::string, std::string>& attrs, int* num_in,
