@@ -37,6 +37,13 @@ def _require(value: str | None, option: str, env: str) -> str:
     return value
 
 
+def _vote_store(store: str | None):
+    """The confirmation store holding a job's votes: ``--store``, else ``$SEGQA_STORE``; never created."""
+    from qa_workflow.confirmations.store import open_store, store_uri_from_env
+
+    return open_store(store or store_uri_from_env(), create=False)
+
+
 def _predict_sagemaker(*, model: str | None, data: str, out: str, index: str | None, region: str | None,
                        dry_run: bool, role: str | None, image: str | None, **options: Any) -> None:
     """`segqa predict --sagemaker`: plan the sharded Processing jobs; print them (dry run) or start them."""
@@ -269,9 +276,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"{count} {route} item(s) have no kind of review work and were left out")
         print_rejects(console, result.rejects, f"{round_dir}/{BATCH_REJECTS_FILE}")
         if adjust_from_job or escalate_from_job:
-            from qa_workflow.confirmations.store import open_store, store_uri_from_env
-
-            votes = open_store(store or store_uri_from_env(), create=False)
+            votes = _vote_store(store)
         if escalate_from_job:
             from qa_workflow.rounds.escalating import split_in_store, write_escalation_batches
 
@@ -390,9 +395,7 @@ def register(app: typer.Typer) -> None:
             if from_manifest:
                 split = split_in_output_manifest(from_manifest, from_label_attribute_name)
             else:
-                from qa_workflow.confirmations.store import open_store, store_uri_from_env
-
-                split = split_in_store(open_store(store or store_uri_from_env(), create=False), from_job)
+                split = split_in_store(_vote_store(store), from_job)
             console.print(f"job {from_job}: {len(split)} split items")
             request, warnings, record = create_escalation_job(client, round_dir, settings, from_job, split,
                                                               dry_run=dry_run)
@@ -403,10 +406,9 @@ def register(app: typer.Typer) -> None:
 
                 rejected = rejected_in_output_manifest(from_manifest, from_label_attribute_name)
             else:
-                from qa_workflow.confirmations.store import open_store, store_uri_from_env
                 from qa_workflow.rounds.adjusting import rejected_in_store
 
-                rejected = rejected_in_store(open_store(store or store_uri_from_env(), create=False), from_job,
+                rejected = rejected_in_store(_vote_store(store), from_job,
                                              *([escalation_job] if escalation_job else []))
             console.print(f"job {from_job}: {len(rejected)} rejected items")
             request, warnings, record = create_adjust_job(client, round_dir, settings, from_job, rejected,

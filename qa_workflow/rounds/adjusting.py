@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from qa_workflow import storage
-from qa_workflow.confirmations.records import Store
+from qa_workflow.confirmations.records import Store, Vote
 from qa_workflow.contract import (
     ACCEPT,
     ADJUST,
@@ -56,7 +56,7 @@ from qa_workflow.contract import (
 )
 
 __all__ = ["AdjustTasks", "ROUTED", "routed_adjust_items", "rejected_in_store", "rejected_in_output_manifest",
-           "decided_in_output_manifest", "vote_counts",
+           "decided_in_output_manifest", "vote_counts", "votes_of",
            "initial_overlay_png", "adjust_task_keys", "job_folder", "plan_adjust_tasks", "write_adjust_tasks",
            "ADJUST_DIR", "ADJUST_MANIFEST"]
 
@@ -95,13 +95,21 @@ def rejected_in_store(store: Store, job: str, *escalations: str) -> list[str]:
     return sorted(iid for iid, (accepts, rejects) in counts.items() if vote_outcome(accepts, rejects) != ACCEPT)
 
 
+def votes_of(store: Store, job: str) -> list[Vote]:
+    """The votes of the labeling ``job`` in the store; an error when it has none (a mistyped job name, or a store
+    that does not hold that job's votes): what follows would otherwise act on nothing without a word."""
+    votes = list(store.iter_votes(job=job))
+    if not votes:
+        raise SegqaError(f"{store.uri}: no votes of job {job!r}; is the job name right, and is this the store "
+                         "that holds its votes (--store)?")
+    return votes
+
+
 def vote_counts(store: Store, job: str) -> dict[str, list[int]]:
     """Item id -> [accept votes, reject votes] of the labeling ``job`` in the store; an error when it has none."""
     counts: dict[str, list[int]] = {}
-    for vote in store.iter_votes(job=job):
+    for vote in votes_of(store, job):
         counts.setdefault(vote.item_id, [0, 0])[vote.decision == REJECT] += 1
-    if not counts:
-        raise SegqaError(f"{store.uri}: no votes of job {job!r}; is the job name right?")
     return counts
 
 

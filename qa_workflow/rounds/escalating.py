@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from qa_workflow import storage
 from qa_workflow.confirmations.records import Store
 from qa_workflow.contract import SPLIT, SegqaError, validate_batch, vote_outcome
-from qa_workflow.rounds.adjusting import decided_in_output_manifest, job_folder, vote_counts
+from qa_workflow.rounds.adjusting import decided_in_output_manifest, job_folder, vote_counts, votes_of
 from qa_workflow.rounds.round_dir import BATCHES_FILE
 
 __all__ = ["ESCALATE_DIR", "EscalationBatches", "split_in_store", "split_in_output_manifest",
@@ -71,17 +71,12 @@ def source_job_of(manifest_uri: str) -> str | None:
 
 def earlier_voters(store: Store, jobs: Iterable[str]) -> dict[str, set[str]]:
     """Item id -> the worker ids who voted on it in any of ``jobs``: the people an escalation job must not ask
-    again (their votes are already counted). A job without a vote in the store is an error (wrong store or
-    job name), as in `vote_counts`: excluding nobody would count those people twice."""
+    again (their votes are already counted). A job without a vote in the store is an error (`votes_of`):
+    excluding nobody would count those people twice."""
     voters: dict[str, set[str]] = {}
     for job in jobs:
-        seen = False
-        for vote in store.iter_votes(job=job):
+        for vote in votes_of(store, job):
             voters.setdefault(vote.item_id, set()).add(vote.worker_id)
-            seen = True
-        if not seen:
-            raise SegqaError(f"{store.uri}: no votes of job {job!r}; an escalation job needs the store that holds "
-                             "the verify job's votes (--store) and that job's name")
     return voters
 
 

@@ -100,6 +100,6 @@ def load() -> bool:
 
 
 def status() -> str:
-    """One line for logs and model cards: the library loaded, or why not."""
+    """One line for the training log and the benchmarks: the library loaded, or why not."""
     ok, detail = _load()
     return f"native ({detail})" if ok else f"pure MXNet: native kernels {detail}"
