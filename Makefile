@@ -5,8 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.segqa-installed
-# The native training kernels (training/native: ENet's PReLU), built against the venv's MXNet when a C++
-# compiler is there; without one training falls back to pure MXNet (slower, same function).
+# The native training kernels (training/native: ENet's PReLU, residual tail and max-pool, the loss), built
+# against the venv's MXNet when a C++ compiler is there; without one training falls back to pure MXNet
+# (slower, same functions).
 NATIVE := $(VENV)/lib/libsegqa_ops.so
 PYTEST_ARGS ?=
 DEMO_ARGS ?= --quick

@@ -9,9 +9,10 @@ GFLOP/s it achieves as a share of the machine's dense matmul rate measured in th
 ``nd.dot``). FLOPs of a step: 3x the forward convolutions' multiply-adds x 2 (backward = two convolutions of
 the same size); other layers are not counted, so the figure is a lower bound of the work done.
 
-Variants: the U-Net at widths 1, 0.5, 0.25; the ENet as trained now (PReLU by the native kernel of
-`training.native` where it is built, loss on pixel-major views), "enet conv" (PReLU slopes as a depthwise 1x1
-convolution: training's fallback without the kernel), "enet mul" (PReLU as relu(x) - relu(-x)*alpha, the NCHW
+Variants: the U-Net at widths 1, 0.5, 0.25; the ENet as trained now (where `training.native` is built: its
+PReLU, bottleneck tails, max-pooling and loss by the native operators), "enet conv" (pure MXNet: PReLU slopes as
+a depthwise 1x1 convolution, the loss on pixel-major views; what a machine without a C++ compiler trains), "enet
+mul" (PReLU as relu(x) - relu(-x)*alpha, the NCHW
 loss: the ENet of 2026-12-01, 4.1 images/s) and "enet before #14" (MXNet's PReLU op, zero channels by concat in
 the downsampling bottleneck, the NCHW loss). A variant name ending in " nchw-loss" uses the loss as it was before
 #14 (`training.losses.segmentation_loss_nchw`, same value and gradient) and MXNet's Adam, one update per array;
@@ -47,7 +48,7 @@ import numpy as np  # noqa: E402
 from mxnet import autograd, gluon, nd  # noqa: E402
 
 from training import native, optimizer  # noqa: E402, F401  (optimizer registers "batchedadam")
-from training.losses import segmentation_loss, segmentation_loss_nchw  # noqa: E402
+from training.losses import segmentation_loss, segmentation_loss_mxnet, segmentation_loss_nchw  # noqa: E402
 from training.nets import build_network, enet  # noqa: E402
 
 SHAPE = (176, 208)
@@ -114,7 +115,9 @@ def before_14(variant: str) -> bool:
 
 
 def loss_fn(variant: str):
-    return segmentation_loss_nchw if before_14(variant) else segmentation_loss
+    if before_14(variant):
+        return segmentation_loss_nchw
+    return segmentation_loss_mxnet if variant == "enet conv" else segmentation_loss
 
 
 def build(variant: str) -> gluon.HybridBlock:
@@ -226,7 +229,7 @@ def markdown(r: dict) -> str:
              f"- machine: {r['machine']}; load average at start {r['load_avg_start']}, at end {r['load_avg_end']}; "
              f"{r['threads']} OpenMP thread(s); batch {r['batch_size']} of 176x208, median of {r['rounds']} "
              f"interleaved steps; dense matmul in the same run: {r['matmul_gflops']} GFLOP/s"
-             + (f"; ENet PReLU: {r['enet_prelu']}" if r.get("enet_prelu") else ""), "",
+             + (f"; native kernels: {r['enet_prelu']}" if r.get("enet_prelu") else ""), "",
              "| variant | images/s | CPU s / image | cores busy | conv GFLOP / step | GFLOP/s | share of matmul |",
              "|---|---|---|---|---|---|---|"]
     for row in r["rows"]:

@@ -1,4 +1,7 @@
-"""Loss (ignore label, weights) and metrics (Dice, HD95, volume difference, confusion matrix)."""
+"""Loss (ignore label, weights) and metrics (Dice, HD95, volume difference, confusion matrix).
+
+The loss tests run on both implementations: the native operator (`training.native`, where make built it) and
+the MXNet composition every other context uses."""
 
 from __future__ import annotations
 
@@ -9,11 +12,13 @@ import pytest
 from mxnet import autograd, nd
 
 from qa_workflow.contract import IGNORE_LABEL, SegqaError
+from training import native
 from training.losses import (
     class_weights_from_labels,
     parse_class_weights,
     resolve_class_weights,
-    segmentation_loss,
+    segmentation_loss_mxnet,
+    segmentation_loss_native,
     segmentation_loss_nchw,
 )
 from training.metrics import (
@@ -25,6 +30,10 @@ from training.metrics import (
     segmentation_report,
 )
 
+LOSSES = [pytest.param(segmentation_loss_native, id="native",
+                       marks=pytest.mark.skipif(not native.load(), reason=native.status())),
+          pytest.param(segmentation_loss_mxnet, id="mxnet")]
+
 
 def _batch(seed=0):
     rng = np.random.default_rng(seed)
@@ -33,8 +42,9 @@ def _batch(seed=0):
     return logits, labels
 
 
+@pytest.mark.parametrize("segmentation_loss", LOSSES)
 @pytest.mark.parametrize("dice_weight, ce_weight", [(0.5, 0.5), (1.0, 0.0), (0.0, 1.0)])
-def test_ignored_pixels_get_zero_gradient(dice_weight, ce_weight):
+def test_ignored_pixels_get_zero_gradient(dice_weight, ce_weight, segmentation_loss):
     logits, labels = _batch()
     labels[0, :5] = IGNORE_LABEL
     labels[1, :, -3:] = IGNORE_LABEL
@@ -49,8 +59,9 @@ def test_ignored_pixels_get_zero_gradient(dice_weight, ce_weight):
     assert np.abs(grad[~ignored]).sum() > 0  # the labelled pixels do learn
 
 
+@pytest.mark.parametrize("segmentation_loss", LOSSES)
 @pytest.mark.parametrize("dice_weight, ce_weight", [(0.5, 0.5), (1.0, 0.0), (0.0, 1.0)])
-def test_loss_and_gradient_equal_the_nchw_formulation(dice_weight, ce_weight):
+def test_loss_and_gradient_equal_the_nchw_formulation(dice_weight, ce_weight, segmentation_loss):
     logits, labels = _batch(4)
     labels[1, 2:6] = IGNORE_LABEL
     w = nd.array([0.5, 2.0, 1.0, 1.5])
@@ -68,7 +79,8 @@ def test_loss_and_gradient_equal_the_nchw_formulation(dice_weight, ce_weight):
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-4 * np.abs(grads[1]).max())
 
 
-def test_ignored_pixels_do_not_change_the_loss():
+@pytest.mark.parametrize("segmentation_loss", LOSSES)
+def test_ignored_pixels_do_not_change_the_loss(segmentation_loss):
     logits, labels = _batch(1)
     labels[:, 4:9, 2:11] = IGNORE_LABEL
     other = logits.copy()
@@ -79,7 +91,8 @@ def test_ignored_pixels_do_not_change_the_loss():
     assert a == pytest.approx(b, rel=1e-6)
 
 
-def test_loss_is_small_for_a_confident_correct_prediction_and_large_otherwise():
+@pytest.mark.parametrize("segmentation_loss", LOSSES)
+def test_loss_is_small_for_a_confident_correct_prediction_and_large_otherwise(segmentation_loss):
     _, labels = _batch(2)
     onehot = np.eye(4, dtype=np.float32)[labels.astype(int)].transpose(0, 3, 1, 2)
     w = nd.ones(4)

@@ -96,3 +96,42 @@ def test_training_and_inference_formulations_compute_the_same_network(prelu):
     for net in (train_net, infer_net):
         net.hybridize(static_alloc=True)
     np.testing.assert_allclose(train_net(x).asnumpy(), infer_net(x).asnumpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not native.load(), reason=native.status())
+@pytest.mark.parametrize("activation", ["prelu", "relu"])
+def test_the_fused_tail_drops_whole_channels_and_scales_the_rest(activation):
+    """"fused" computes a bottleneck's tail, out_act(x + dropout(ext)), in one operator with the dropout mask
+    drawn per (sample, channel): in training every output map is the activation of x + 0 * ext or of
+    x + ext / (1 - p); at inference nothing is dropped, unless the network is built for MC-dropout."""
+    from training.nets.enet import Bottleneck
+
+    x = nd.array(np.random.default_rng(5).normal(size=(4, 8, 6, 6)))
+
+    def act(z):
+        return np.maximum(z, 0) + (0.25 if activation == "prelu" else 0.0) * np.minimum(z, 0)
+
+    for mc in (False, True):
+        mx.random.seed(1)
+        block = Bottleneck(8, 8, "regular", dropout=0.5, activation=activation, mc_dropout=mc, prelu="fused")
+        block.initialize(mx.init.Xavier())
+        block.hybridize(static_alloc=True)
+        with autograd.record():  # training mode: batch statistics, dropout on
+            y = block(x).asnumpy()
+            ext = x
+            for i in range(len(block.ext) - 1):
+                ext = block.ext[i](ext)
+        kept, dropped = act(x.asnumpy() + 2.0 * ext.asnumpy()), act(x.asnumpy())
+        is_kept = np.isclose(y, kept, atol=1e-5).all(axis=(2, 3))
+        is_dropped = np.isclose(y, dropped, atol=1e-5).all(axis=(2, 3))
+        assert np.all(is_kept ^ is_dropped)  # every map one or the other, never a mix
+        assert 4 <= is_dropped.sum() <= 28  # of 32 maps at p = 0.5
+        first, second = block(x).asnumpy(), block(x).asnumpy()  # inference
+        if mc:
+            assert not np.allclose(first, second)
+        else:
+            ext = x
+            for i in range(len(block.ext) - 1):
+                ext = block.ext[i](ext)
+            np.testing.assert_allclose(first, act(x.asnumpy() + ext.asnumpy()), rtol=1e-5, atol=1e-5)
+            np.testing.assert_array_equal(first, second)

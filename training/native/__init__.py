@@ -1,14 +1,24 @@
 """Native training kernels: a C++ library of MXNet operators, loaded with ``mx.library.load`` (issue #14).
 
-``segqa_ops.cc`` holds ``segqa_prelu``, ENet's per-channel PReLU with its exact gradients in one pass each way
-(docs/segmenter.md, "Threads, and what a training step costs"). MXNet 1.9 ships the extension API with its wheel
-(``mxnet/include/mxnet/lib_api.h`` and ``mxnet/src/lib_api.cc``), so building needs a C++17 compiler and nothing
-else: ``make`` runs ``python -m training.native`` when it sets up ``.venv``, which writes the library into the
-environment (``<sys.prefix>/lib/libsegqa_ops.so``), built against the MXNet it will be loaded into.
+``segqa_ops.cc`` holds the operators that the ENet's training step and the loss spend their time in, each one
+pass forward and one pass backward (docs/segmenter.md, "Threads, and what a training step costs"):
 
-`load()` is what the networks ask: True when the operators are registered. Without the library (no compiler
-on the machine, a SageMaker training container), or with ``SEGQA_NATIVE=0``, it is False and the ENet trains
-with its pure-MXNet PReLU ("conv"), slower and numerically the same function.
+- ``segqa_prelu``: ENet's per-channel PReLU with its exact slope gradient;
+- ``segqa_residual_prelu``: a bottleneck's tail, ``prelu(main + mask * ext)`` (the residual add, the spatial
+  dropout's channel mask and the activation; a ReLU with zero slopes);
+- ``segqa_maxpool2``: 2x2 stride-2 max-pooling (MXNet's took ~4 ms per call at the ENet's sizes, this ~1 ms);
+- ``segqa_seg_loss``: softmax, weighted soft Dice and weighted cross-entropy with the ignore label
+  (`training.losses`), for both networks.
+
+MXNet 1.9 ships the extension API with its wheel (``mxnet/include/mxnet/lib_api.h`` and
+``mxnet/src/lib_api.cc``), so building needs a C++17 compiler and nothing else: ``make`` runs
+``python -m training.native`` when it sets up ``.venv``, which writes the library into the environment
+(``<sys.prefix>/lib/libsegqa_ops.so``), built against the MXNet it will be loaded into.
+
+`load()` is what the networks and the loss ask: True when every operator is registered. Without the library (no
+compiler on the machine, a SageMaker training container), with a library built from an older source, or with
+``SEGQA_NATIVE=0``, it is False and training composes the same functions from MXNet operators: slower, and
+numerically the same.
 """
 
 from __future__ import annotations
@@ -22,12 +32,14 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-__all__ = ["LIBRARY_NAME", "SOURCE", "library_path", "build", "load", "status"]
+__all__ = ["LIBRARY_NAME", "SOURCE", "OPERATORS", "library_path", "build", "load", "status"]
 
 log = logging.getLogger("segqa.training")
 
 LIBRARY_NAME = "libsegqa_ops.so"
 SOURCE = Path(__file__).with_name("segqa_ops.cc")
+#: What the library registers; a library without one of them (built from an older source) is not used.
+OPERATORS = ("segqa_prelu", "segqa_residual_prelu", "segqa_maxpool2", "segqa_seg_loss")
 _FLAGS = ("-shared", "-fPIC", "-std=c++17", "-O3", "-fopenmp")
 
 
@@ -89,8 +101,9 @@ def _load() -> tuple[bool, str]:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         log.warning("native kernels not loaded from %s: %s", path, first)
         return False, f"{path} did not load: {first}"
-    if not hasattr(mx.nd, "segqa_prelu"):
-        return False, f"{path} loaded without segqa_prelu"
+    missing = [op for op in OPERATORS if not hasattr(mx.nd, op)]
+    if missing:
+        return False, f"{path} has no {', '.join(missing)} (built from an older source; 'make' rebuilds it)"
     return True, str(path)
 
 

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"{'note' if args.optional else 'error'}: native training kernels not built: {exc}", file=sys.stderr)
         if args.optional:
-            print("note: the ENet then trains with its pure-MXNet PReLU (slower, same function)", file=sys.stderr)
+            print("note: training then composes the same functions from MXNet operators (slower, same results)",
+                  file=sys.stderr)
             return 0
         return 1
     print(f"built {path}")
