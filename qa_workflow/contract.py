@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, cast
 
 __all__ = [
@@ -562,14 +562,14 @@ def utc_iso(moment: datetime | float, timespec: str = "seconds") -> str:
     """``moment`` (an aware datetime or a Unix time) as ISO 8601 UTC ending in ``Z``, e.g.
     ``2026-12-01T16:12:00Z`` (``timespec="milliseconds"``: ``...T16:12:00.123Z``)."""
     if not isinstance(moment, datetime):
-        moment = datetime.fromtimestamp(float(moment), tz=UTC)
-    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+        moment = datetime.fromtimestamp(float(moment), tz=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def utc_now_iso(timespec: str = "seconds") -> str:
     """Now, as every timestamp segqa writes: ISO 8601 UTC ending in ``Z`` (see `utc_iso`). Readers accept
     ``+00:00`` as well, which files written before this helper carry."""
-    return utc_iso(datetime.now(UTC), timespec)
+    return utc_iso(datetime.now(timezone.utc), timespec)
 
 
 # --------------------------------------------------------------------------------------------------------

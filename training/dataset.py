@@ -277,7 +277,7 @@ def assign_splits(subjects: Sequence[str], seed: int,
         counts = [1 if i in priority else 0 for i in range(4)]
     out: dict[str, str] = {}
     start = 0
-    for split, c in zip(SPLITS, counts, strict=True):
+    for split, c in zip(SPLITS, counts):
         for s in order[start:start + c]:
             out[s] = split
         start += c

@@ -75,7 +75,7 @@ def _clean(v: Any) -> Any:
 
 
 def _by_class(values: Sequence[float] | np.ndarray) -> dict[str, float]:
-    return {name: float(v) for name, v in zip(_NAMES, values, strict=True)}
+    return {name: float(v) for name, v in zip(_NAMES, values)}
 
 
 def _nan_stat(rows: list[list[float]], fn: Callable) -> list[float]:
@@ -111,7 +111,7 @@ def evaluate_predictions(pred: np.ndarray, truth: np.ndarray, subjects: Sequence
 
     site_arr = np.asarray(sites if sites is not None else [""] * len(pred), dtype=str)
     if (site_arr != "").any():
-        site_of = dict(zip(subject_of_slice.tolist(), site_arr.tolist(), strict=True))
+        site_of = dict(zip(subject_of_slice.tolist(), site_arr.tolist()))
         for p in per_subject:
             p["site"] = site_of[p["subject"]]
     mfd = [[p["mean_foreground_dice"]] for p in per_subject]
@@ -240,7 +240,7 @@ def render_examples(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, tit
         d = dice_from_confusion(confusion_matrix(pred[i], truth[i], NUM_CLASSES))
         panels = [(np.repeat(images[i][..., None], 3, 2), titles[i]), (_overlay(images[i], truth[i]), "truth"),
                   (_overlay(images[i], pred[i]), f"prediction (mean fg Dice {mean_foreground_dice(d):.3f})")]
-        for ax, (img, title) in zip(axes[i], panels, strict=True):
+        for ax, (img, title) in zip(axes[i], panels):
             ax.imshow(img, interpolation="nearest")
             ax.set_title(title, fontsize=9)
             ax.axis("off")

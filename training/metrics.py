@@ -153,7 +153,7 @@ def hd95(pred_mask: np.ndarray, truth_mask: np.ndarray, spacing: tuple[float, fl
     if pred_mask.ndim == 2:
         pred_mask, truth_mask = pred_mask[None], truth_mask[None]
     forward, backward = [], []
-    for p, t in zip(pred_mask, truth_mask, strict=True):
+    for p, t in zip(pred_mask, truth_mask):
         if not p.any() or not t.any():
             continue
         sp, st = boundary(p), boundary(t)

@@ -42,7 +42,7 @@ class BatchedAdam(mx.optimizer.Adam):
             return
         wds = self._get_wds(index)
         if any(wds) or any(w.dtype != weight[0].dtype or w.stype != "default" for w in weight):
-            for i, w, g, s in zip(index, weight, grad, state, strict=True):
+            for i, w, g, s in zip(index, weight, grad, state):
                 super().update_multi_precision(i, w, g, s)
             return
         if len(index) > MAX_TENSORS_PER_CALL:  # the Updater never passes more; a direct caller may

@@ -44,7 +44,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -381,7 +381,7 @@ class _Run:
         self.best_epoch: int | None = None
         self.best_score = -1.0
         self.start_epoch = 0
-        started = datetime.now(UTC)
+        started = datetime.now(timezone.utc)
         self.started_at = utc_iso(started)
         digest = hashlib.sha256((self.data_hash + json.dumps(cfg.to_json(), sort_keys=True) + self.started_at
                                  ).encode()).hexdigest()[:6]
@@ -436,7 +436,7 @@ class _Run:
             ys = gluon.utils.split_and_load(masks.astype(np.float32), self.ctx, even_split=False)
             with autograd.record():
                 outs = [segmentation_loss(self.net(xi), yi, weights[k], cfg.dice_weight, cfg.ce_weight)
-                        for k, (xi, yi) in enumerate(zip(xs, ys, strict=True))]
+                        for k, (xi, yi) in enumerate(zip(xs, ys))]
             for loss, _ in outs:
                 loss.backward()
             # each loss is a mean over its device's shard; gradients are summed over devices (and workers)
@@ -479,7 +479,7 @@ class _Run:
             pred = self.net(nd.array(x, ctx=self.ctx[0])).argmax(axis=1).asnumpy().astype(np.uint8)[:n]
             cm += confusion_matrix(pred, self.val.masks[i:i + bs])
         dice = dice_from_confusion(cm)
-        return {"val_dice": {c.name: _finite(d) for c, d in zip(TISSUE_CLASSES, dice, strict=True)},
+        return {"val_dice": {c.name: _finite(d) for c, d in zip(TISSUE_CLASSES, dice)},
                 "val_mean_fg_dice": _finite(mean_foreground_dice(dice)),
                 "val_seconds": round(time.perf_counter() - start, 3)}
 

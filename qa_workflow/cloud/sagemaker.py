@@ -212,20 +212,72 @@ def build_source_tarball(path: str | os.PathLike[str], root: Path = ROOT) -> str
     return hashlib.sha256(data).hexdigest()
 
 
-def py38_incompatibilities(files: Mapping[str, bytes]) -> list[str]:
-    """Python files of a bundle that do not parse as Python 3.8 (the AWS MXNet 1.9 images run 3.8).
+#: Run-time features newer than Python 3.8 that parse under 3.8 and fail only when run: keyword arguments of
+#: builtins, names imported from the standard library, and methods (by name: a method of that name on one of
+#: our own objects is flagged too, and renamed).
+_NEWER_KEYWORDS = {("zip", "strict"): "3.10", ("dataclass", "slots"): "3.10", ("dataclass", "kw_only"): "3.10"}
+_NEWER_IMPORTS = {("functools", "cache"): "3.9", ("datetime", "UTC"): "3.11", ("math", "lcm"): "3.9",
+                  ("typing", "TypeAlias"): "3.10", ("typing", "ParamSpec"): "3.10", ("itertools", "pairwise"): "3.10"}
+_NEWER_METHODS = {"removeprefix": "3.9", "removesuffix": "3.9", "is_relative_to": "3.9", "with_stem": "3.9",
+                  "bit_count": "3.10"}
+#: Builtins that are subscriptable only from 3.9 (``list[int]``), outside annotations.
+_GENERIC_BUILTINS = {"list", "dict", "tuple", "set", "frozenset", "type"}
 
-    Syntax only (``match``, parenthesised context managers, ...); run-time uses such as ``list[int]`` outside
-    annotations are not seen. Returns ``"<path>:<line>: <message>"`` strings, empty when all parse.
+
+def _annotation_nodes(tree: ast.AST) -> set[int]:
+    """ids of every node inside an annotation (not evaluated with ``from __future__ import annotations``)."""
+    roots: list[ast.AST] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            roots.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
+            roots.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            roots.append(node.annotation)
+    return {id(n) for root in roots for n in ast.walk(root)}
+
+
+def _newer_at_run_time(tree: ast.AST) -> list[tuple[int, str]]:
+    found = []
+    in_annotation = _annotation_nodes(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            for kw in node.keywords:
+                version = _NEWER_KEYWORDS.get((node.func.id, kw.arg or ""))
+                if version:
+                    found.append((node.lineno, f"{node.func.id}({kw.arg}=...) needs Python {version}"))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                version = _NEWER_IMPORTS.get((node.module, alias.name))
+                if version:
+                    found.append((node.lineno, f"{node.module}.{alias.name} needs Python {version}"))
+        elif isinstance(node, ast.Attribute):
+            version = _NEWER_METHODS.get(node.attr)
+            if version:
+                found.append((node.lineno, f".{node.attr}() needs Python {version}"))
+        elif (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+              and node.value.id in _GENERIC_BUILTINS and id(node) not in in_annotation):
+            found.append((node.lineno, f"{node.value.id}[...] outside an annotation needs Python 3.9"))
+    return found
+
+
+def py38_incompatibilities(files: Mapping[str, bytes]) -> list[str]:
+    """Python files of a bundle that would not run on Python 3.8 (the AWS MXNet 1.9 images run 3.8).
+
+    Syntax (``match``, parenthesised context managers, ...) by parsing as 3.8, and the run-time features of
+    `_NEWER_KEYWORDS`, `_NEWER_IMPORTS`, `_NEWER_METHODS` and builtin generics outside annotations, which parse
+    but fail when run. Returns ``"<path>:<line>: <message>"`` strings, empty when none is found.
     """
     problems = []
     for rel, data in files.items():
         if not rel.endswith(".py"):
             continue
         try:
-            ast.parse(data.decode("utf-8"), filename=rel, feature_version=(3, 8))
+            tree = ast.parse(data.decode("utf-8"), filename=rel, feature_version=(3, 8))
         except SyntaxError as exc:
             problems.append(f"{rel}:{exc.lineno}: {exc.msg}")
+            continue
+        problems.extend(f"{rel}:{line}: {message}" for line, message in _newer_at_run_time(tree))
     return problems
 
 

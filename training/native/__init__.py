@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 
 __all__ = ["LIBRARY_NAME", "SOURCE", "OPERATORS", "library_path", "build", "load", "status"]
@@ -86,7 +86,7 @@ def build(out: Path | None = None, compiler: str | None = None) -> Path:
     return out
 
 
-@cache
+@lru_cache(maxsize=None)
 def _load() -> tuple[bool, str]:
     if os.environ.get("SEGQA_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return False, "turned off (SEGQA_NATIVE=0)"

@@ -91,7 +91,7 @@ def load_params(net: nn.Block, path: str | Path, ctx: mx.Context | None = None) 
     for name, param in table.items():
         value = arrays[name]
         known = tuple(param.shape or ())  # 0 marks a dimension still unknown (deferred initialisation)
-        if len(known) != len(value.shape) or any(a not in (0, b) for a, b in zip(known, value.shape, strict=True)):
+        if len(known) != len(value.shape) or any(a not in (0, b) for a, b in zip(known, value.shape)):
             raise SegqaError(f"{path}: parameter {name} has shape {tuple(value.shape)}, this network expects "
                              f"{tuple(param.shape)}; was it written for another network or width?")
         if not np.isfinite(value.asnumpy()).all():

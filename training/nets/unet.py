@@ -84,7 +84,7 @@ class UNet(SegmentationNet):
                 if i == depth - 2:  # the pooled 256-filter maps going down to the bottom level
                     x = self.drop4(x)
         x = self.drop5(x)
-        for up, block, skip in zip(self.up, self.dec, reversed(skips), strict=True):
+        for up, block, skip in zip(self.up, self.dec, reversed(skips)):
             x = block(F.concat(up(x), skip, dim=1))
         return self.head(x)
 
