@@ -123,16 +123,17 @@ class LoopConfig:
     def preset(cls, quick: bool, **overrides: Any) -> LoopConfig:
         """The demo's two sizes. quick: <= 15 min on a 2-core CPU; default: <= 45 min."""
         # Widths and epochs measured on the 2-core CPU (docs/loop.md), the two networks training side by side on
-        # one core each (training.parallel). The U-Net width 0.25 takes ~220 s for its 60 epochs (0.761 against
-        # 0.718 for 30); with the native PReLU kernel and batched Adam (issue #14) an ENet width 1 epoch takes
-        # ~5 s, so 42 epochs end with the U-Net's (30 took ~320 s before, ~150 s now). The quick ENet is width
-        # 1: at width 0.5 it lost CSF in 30 epochs from the 48 labelled slices (test Dice 0.41 against 0.65).
+        # one core each (training.parallel). The U-Net width 0.25 took ~220 s for 60 epochs (0.761 against 0.718
+        # for 30). The native kernels (issue #14: PReLU, bottleneck tails, max-pooling, the loss) made an ENet
+        # epoch ~1.4x and a U-Net width 0.25 epoch ~1.2x faster, so the same minutes now hold 72 U-Net and 60 ENet
+        # epochs, and every retrain 8 epochs instead of 5. The quick ENet is width 1: at width 0.5 it lost CSF in
+        # 30 epochs from the 48 labelled slices (test Dice 0.41 against 0.65).
         if quick:
             base: dict[str, Any] = dict(subjects=10, slices=24, budget_seconds=verify_equivalents(60),
-                                        initial_train={"unet": dict(epochs=60, width=0.25, batch_size=8, lr=0.005),
-                                                       "enet": dict(epochs=42, width=1.0, batch_size=4, lr=0.005)},
-                                        retrain={"unet": dict(epochs=5, batch_size=8, lr=0.002),
-                                                 "enet": dict(epochs=5, batch_size=4, lr=0.002)})
+                                        initial_train={"unet": dict(epochs=72, width=0.25, batch_size=8, lr=0.005),
+                                                       "enet": dict(epochs=60, width=1.0, batch_size=4, lr=0.005)},
+                                        retrain={"unet": dict(epochs=8, batch_size=8, lr=0.002),
+                                                 "enet": dict(epochs=8, batch_size=4, lr=0.002)})
         else:
             base = dict(subjects=12, slices=40, budget_seconds=verify_equivalents(120),
                         initial_train={"unet": dict(epochs=30, width=0.5, batch_size=8, lr=0.005),
