@@ -426,14 +426,19 @@ class _Run:
         seen = 0
         meter = CpuMeter()
         start = meter.wall0
-        for step, idx in enumerate(batches, start=1):
+        def prepare(idx: np.ndarray) -> tuple[list[nd.NDArray], list[nd.NDArray]]:
             imgs = self.train.images[idx].astype(np.float32) / 255.0
             masks = self.train.masks[idx]
             if cfg.augment:
                 imgs, masks = augment_batch(imgs, masks, rng, aug)
             x = (imgs - np.float32(self.mean)) / np.float32(self.std)
-            xs = gluon.utils.split_and_load(x[:, None], self.ctx, even_split=False)
-            ys = gluon.utils.split_and_load(masks.astype(np.float32), self.ctx, even_split=False)
+            return (gluon.utils.split_and_load(x[:, None], self.ctx, even_split=False),
+                    gluon.utils.split_and_load(masks.astype(np.float32), self.ctx, even_split=False))
+
+        upcoming = prepare(batches[0]) if batches else None
+        for step, idx in enumerate(batches, start=1):
+            assert upcoming is not None
+            xs, ys = upcoming
             with autograd.record():
                 outs = [segmentation_loss(self.net(xi), yi, weights[k], cfg.dice_weight, cfg.ce_weight)
                         for k, (xi, yi) in enumerate(zip(xs, ys))]
@@ -441,6 +446,9 @@ class _Run:
                 loss.backward()
             # each loss is a mean over its device's shard; gradients are summed over devices (and workers)
             self.trainer.step(len(self.ctx) * self.workers)
+            # MXNet runs the step asynchronously: the next batch is augmented meanwhile (same draws, same order),
+            # and only then does reading the loss wait for the step.
+            upcoming = prepare(batches[step]) if step < len(batches) else None
             loss_v = float(np.mean([o[0].asscalar() for o in outs]))
             if not math.isfinite(loss_v):
                 raise SegqaError(f"training diverged at epoch {epoch + 1}, batch {step} (loss {loss_v}); lower "
