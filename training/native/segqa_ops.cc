@@ -42,6 +42,17 @@ void prelu_forward(const T* x, const T* alpha, T* y, int64_t n, int64_t c, int64
   }
 }
 
+// out[k] = the sum over b of per_sample[b * c + k], across the batch in a fixed order: the same sum whatever the
+// number of threads that computed the per-sample parts.
+template <typename T>
+void sum_over_batch(const std::vector<double>& per_sample, int64_t n, int64_t c, T* out) {
+  for (int64_t k = 0; k < c; ++k) {
+    double acc = 0.0;
+    for (int64_t b = 0; b < n; ++b) acc += per_sample[static_cast<size_t>(b * c + k)];
+    out[k] = static_cast<T>(acc);
+  }
+}
+
 template <typename T>
 void prelu_backward(const T* dy, const T* x, const T* alpha, T* dx, T* dalpha, int64_t n, int64_t c,
                     int64_t inner) {
@@ -72,11 +83,7 @@ void prelu_backward(const T* dy, const T* x, const T* alpha, T* dx, T* dalpha, i
       sums[static_cast<size_t>(b * c + k)] = static_cast<double>(part);
     }
   }
-  for (int64_t k = 0; k < c; ++k) {  // across the batch in a fixed order: the same sum whatever the threads
-    double acc = 0.0;
-    for (int64_t b = 0; b < n; ++b) acc += sums[static_cast<size_t>(b * c + k)];
-    dalpha[k] = static_cast<T>(acc);
-  }
+  sum_over_batch(sums, n, c, dalpha);
 }
 
 template <typename T>
@@ -145,11 +152,7 @@ void residual_prelu_backward(const T* dy, const T* ext, const T* main, const T* 
       d_mask[b * c + k] = g;
     }
   }
-  for (int64_t k = 0; k < c; ++k) {
-    double acc = 0.0;
-    for (int64_t b = 0; b < n; ++b) acc += sums[static_cast<size_t>(b * c + k)];
-    d_alpha[k] = static_cast<T>(acc);
-  }
+  sum_over_batch(sums, n, c, d_alpha);
 }
 
 template <typename T>
@@ -482,19 +485,22 @@ MXReturnValue same_float_type(const std::unordered_map<std::string, std::string>
   return MX_SUCCESS;
 }
 
+// A PReLU's slopes: one per channel, shape (C,).
+bool slopes_fit(const char* op, const std::vector<unsigned int>& alpha, unsigned int channels) {
+  if (alpha.size() == 1 && alpha[0] == channels) return true;
+  MX_ERROR_MSG << op << ": alpha must have shape (C,) with C = " << channels;
+  return false;
+}
+
 MXReturnValue prelu_infer_shape(const std::unordered_map<std::string, std::string>& attrs,
                                 std::vector<std::vector<unsigned int>>* inshapes,
                                 std::vector<std::vector<unsigned int>>* outshapes) {
   const auto& x = (*inshapes)[0];
-  const auto& a = (*inshapes)[1];
   if (x.size() < 2) {
     MX_ERROR_MSG << "segqa_prelu: input of rank >= 2 (N, C, ...) expected";
     return MX_FAIL;
   }
-  if (a.size() != 1 || a[0] != x[1]) {
-    MX_ERROR_MSG << "segqa_prelu: alpha must have shape (C,) with C = " << x[1];
-    return MX_FAIL;
-  }
+  if (!slopes_fit("segqa_prelu", (*inshapes)[1], x[1])) return MX_FAIL;
   (*outshapes)[0] = x;
   return MX_SUCCESS;
 }
@@ -513,11 +519,7 @@ MXReturnValue residual_prelu_infer_shape(const std::unordered_map<std::string, s
     MX_ERROR_MSG << "segqa_residual_prelu: mask must hold one value per (sample, channel): N x C = " << x[0] * x[1];
     return MX_FAIL;
   }
-  const auto& a = (*inshapes)[3];
-  if (a.size() != 1 || a[0] != x[1]) {
-    MX_ERROR_MSG << "segqa_residual_prelu: alpha must have shape (C,) with C = " << x[1];
-    return MX_FAIL;
-  }
+  if (!slopes_fit("segqa_residual_prelu", (*inshapes)[3], x[1])) return MX_FAIL;
   (*outshapes)[0] = x;
   return MX_SUCCESS;
 }
