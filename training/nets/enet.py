@@ -156,7 +156,6 @@ class Bottleneck(nn.HybridBlock):
             raise ValueError("a downsampling bottleneck cannot reduce channels")
         self.kind = kind
         self.activation = activation
-        self.out_channels = out_channels
         self.fused = resolve_prelu(prelu) == "fused"
         self.pad_channels = out_channels - in_channels if kind == "downsample" else 0
         internal = max(1, out_channels // 4)
@@ -212,8 +211,7 @@ class Bottleneck(nn.HybridBlock):
         ext = x
         for i in range(len(self.ext) - 1):
             ext = self.ext[i](ext)
-        mask = self.ext[len(self.ext) - 1](F.ones_like(F.slice(ext, begin=(None, None, 0, 0),
-                                                                end=(None, None, 1, 1))))
+        mask = self.ext[-1](F.ones_like(F.slice(ext, begin=(None, None, 0, 0), end=(None, None, 1, 1))))
         if self.activation == "prelu":
             return self.out_act(main, ext, mask)
         no_slope = F.zeros_like(F.reshape(F.slice_axis(mask, axis=0, begin=0, end=1), shape=(-1,)))  # (C,)
