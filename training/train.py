@@ -703,6 +703,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stdout)
     try:
         cfg, args = config_from_args(argv)
+        if contexts(cfg.context)[0].device_type == "cpu":  # the native operators are CPU kernels
+            why = native.build_for_this_job()
+            if why:
+                log.info("native training operators not built (%s): training composes them from MXNet operators",
+                         why)
         cfg.progress = _log_progress
         out = train_model(cfg)
         final = Path(args.final_model_dir)

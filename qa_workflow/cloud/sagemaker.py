@@ -154,7 +154,8 @@ def _requirements_for_image(text: str) -> str:
 
 
 def bundle_sources(root: Path = ROOT) -> dict[str, bytes]:
-    """The source bundle as ``{relative path: bytes}``: training/ (Python files and requirements.txt), the
+    """The source bundle as ``{relative path: bytes}``: training/ (Python files, requirements.txt, and the native
+    operators' C++ source, which train.py builds in the container when it has a compiler), the
     contract files, the entry script, and a root ``requirements.txt`` (from training/requirements.txt, minus
     the packages the image provides) when training has one."""
     root = Path(root)
@@ -164,7 +165,7 @@ def bundle_sources(root: Path = ROOT) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for path in sorted(training.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".txt", ".json"):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".txt", ".json", ".cc"):
             files[rel] = path.read_bytes()
     for rel in CONTRACT_FILES:
         src = root / rel

@@ -3,6 +3,7 @@ clear fallback where they cannot be built or are turned off."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -179,6 +180,26 @@ def test_a_library_without_every_operator_is_not_used(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "SEGQA_NATIVE_LIB": str(lib)}).stdout
     assert out.startswith("conv |") and "has no segqa_residual_prelu, segqa_maxpool2, segqa_seg_loss" in out, out
+
+
+def test_the_sagemaker_entry_point_builds_the_library_where_none_was_built(tmp_path, write_dataset):
+    """A SageMaker container runs training/train.py from the source bundle, with no make before it: the entry point
+    builds the operators into a temporary folder when a compiler is there, and trains without them when not."""
+    if shutil.which(os.environ.get("CXX") or "g++") is None:
+        pytest.skip("no C++ compiler on this machine")
+    data = write_dataset(tmp_path / "data")
+    cmd = [sys.executable, "-m", "training.train", "--train", str(data), "--network", "enet", "--width", "0.125",
+           "--epochs", "1", "--batch-size", "3", "--augment", "false"]
+    env = {**os.environ, "SEGQA_NATIVE_LIB": str(tmp_path / "not-built.so"), "TMPDIR": str(tmp_path)}
+    for compiler, expected in (("g++", "fused"), ("no-such-compiler-segqa", "conv")):
+        out = tmp_path / f"model-{expected}"
+        proc = subprocess.run([*cmd, "--model-dir", str(out)], capture_output=True, text=True,
+                              env={**env, "CXX": compiler})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        card = json.loads((out / "model_card.json").read_text())
+        assert card["training"]["prelu"] == expected
+    assert [p.name for p in tmp_path.glob("segqa-native-*/*")] == ["libsegqa_ops.so"]  # the failed build left none
+    assert "native training operators not built (no C++ compiler 'no-such-compiler-segqa'" in proc.stdout
 
 
 def test_without_the_library_the_enet_trains_with_the_pure_mxnet_prelu(tmp_path):

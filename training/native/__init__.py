@@ -32,7 +32,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["LIBRARY_NAME", "SOURCE", "OPERATORS", "library_path", "build", "load", "status"]
+__all__ = ["LIBRARY_NAME", "SOURCE", "OPERATORS", "library_path", "build", "build_for_this_job", "load", "status"]
 
 log = logging.getLogger("segqa.training")
 
@@ -86,9 +86,30 @@ def build(out: Path | None = None, compiler: str | None = None) -> Path:
     return out
 
 
+def _turned_off() -> bool:
+    return os.environ.get("SEGQA_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def build_for_this_job() -> str | None:
+    """Where no library was built (a SageMaker training container runs the bundle without make), build one into
+    a temporary folder and point ``SEGQA_NATIVE_LIB`` at it, so that `load` finds it; about half a minute with a
+    C++ compiler. Returns why it did not build, or None when the library is there (already, or now). Call it
+    before anything asks `load`: the answer is kept for the process."""
+    if _turned_off() or library_path().is_file():
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="segqa-native-"))
+    try:
+        target = build(folder / LIBRARY_NAME)
+    except RuntimeError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        return (str(exc).strip().splitlines() or ["build failed"])[0]
+    os.environ["SEGQA_NATIVE_LIB"] = str(target)
+    return None
+
+
 @lru_cache(maxsize=None)
 def _load() -> tuple[bool, str]:
-    if os.environ.get("SEGQA_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+    if _turned_off():
         return False, "turned off (SEGQA_NATIVE=0)"
     path = library_path()
     if not path.is_file():
