@@ -221,12 +221,17 @@ _NEWER_IMPORTS = {("functools", "cache"): "3.9", ("datetime", "UTC"): "3.11", ("
                   ("typing", "TypeAlias"): "3.10", ("typing", "ParamSpec"): "3.10", ("itertools", "pairwise"): "3.10"}
 _NEWER_METHODS = {"removeprefix": "3.9", "removesuffix": "3.9", "is_relative_to": "3.9", "with_stem": "3.9",
                   "bit_count": "3.10"}
-#: Builtins that are subscriptable only from 3.9 (``list[int]``), outside annotations.
+#: Builtins that are subscriptable only from 3.9 (``list[int]``) where it is evaluated.
 _GENERIC_BUILTINS = {"list", "dict", "tuple", "set", "frozenset", "type"}
 
 
-def _annotation_nodes(tree: ast.AST) -> set[int]:
-    """ids of every node inside an annotation (not evaluated with ``from __future__ import annotations``)."""
+def _annotation_nodes(tree: ast.Module) -> set[int]:
+    """ids of every node inside an annotation, where ``from __future__ import annotations`` keeps annotations
+    from being evaluated; none in a module without it (3.8 evaluates them there)."""
+    lazy = any(isinstance(node, ast.ImportFrom) and node.module == "__future__"
+               and any(alias.name == "annotations" for alias in node.names) for node in tree.body)
+    if not lazy:
+        return set()
     roots: list[ast.AST] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.arg) and node.annotation is not None:
@@ -238,7 +243,7 @@ def _annotation_nodes(tree: ast.AST) -> set[int]:
     return {id(n) for root in roots for n in ast.walk(root)}
 
 
-def _newer_at_run_time(tree: ast.AST) -> list[tuple[int, str]]:
+def _newer_at_run_time(tree: ast.Module) -> list[tuple[int, str]]:
     found = []
     in_annotation = _annotation_nodes(tree)
     for node in ast.walk(tree):
@@ -258,7 +263,7 @@ def _newer_at_run_time(tree: ast.AST) -> list[tuple[int, str]]:
                 found.append((node.lineno, f".{node.attr}() needs Python {version}"))
         elif (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
               and node.value.id in _GENERIC_BUILTINS and id(node) not in in_annotation):
-            found.append((node.lineno, f"{node.value.id}[...] outside an annotation needs Python 3.9"))
+            found.append((node.lineno, f"{node.value.id}[...] evaluated at run time needs Python 3.9"))
     return found
 
 
@@ -266,7 +271,7 @@ def py38_incompatibilities(files: Mapping[str, bytes]) -> list[str]:
     """Python files of a bundle that would not run on Python 3.8 (the AWS MXNet 1.9 images run 3.8).
 
     Syntax (``match``, parenthesised context managers, ...) by parsing as 3.8, and the run-time features of
-    `_NEWER_KEYWORDS`, `_NEWER_IMPORTS`, `_NEWER_METHODS` and builtin generics outside annotations, which parse
+    `_NEWER_KEYWORDS`, `_NEWER_IMPORTS`, `_NEWER_METHODS` and builtin generics evaluated at run time, which parse
     but fail when run. Returns ``"<path>:<line>: <message>"`` strings, empty when none is found.
     """
     problems = []

@@ -57,8 +57,11 @@ def test_py38_check_finds_run_time_features_newer_than_3_8():
     assert problems == ["training/y.py:2: functools.cache needs Python 3.9",
                         "training/y.py:3: datetime.UTC needs Python 3.11",
                         "training/y.py:6: zip(strict=...) needs Python 3.10",
-                        "training/y.py:7: list[...] outside an annotation needs Python 3.9",
+                        "training/y.py:7: list[...] evaluated at run time needs Python 3.9",
                         "training/y.py:7: .removeprefix() needs Python 3.9"]  # annotations are not evaluated
+    # without the __future__ import, 3.8 evaluates annotations: there they count too
+    eager = sl.py38_incompatibilities({"training/z.py": b"def f(a: list[int]) -> None:\n    pass\n"})
+    assert eager == ["training/z.py:1: list[...] evaluated at run time needs Python 3.9"]
 
 
 def test_py38_check_finds_newer_syntax():
