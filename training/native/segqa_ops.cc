@@ -180,12 +180,14 @@ void maxpool2_backward(const T* dy, const T* x, T* dx, int64_t planes, int64_t h
   const int64_t ho = h / 2, wo = w / 2;
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < planes; ++p) {
-    std::fill(dx + p * h * w, dx + (p + 1) * h * w, T(0));
+    // Every window writes its four values; only what lies outside all windows is cleared here.
+    if (h % 2) std::fill(dx + (p * h + h - 1) * w, dx + (p + 1) * h * w, T(0));
     for (int64_t i = 0; i < ho; ++i) {
       const T* r0 = x + (p * h + 2 * i) * w;
       const T* r1 = r0 + w;
       T* d0 = dx + (p * h + 2 * i) * w;
       T* d1 = d0 + w;
+      if (w % 2) d0[w - 1] = d1[w - 1] = T(0);
       const T* gr = dy + (p * ho + i) * wo;
       for (int64_t j = 0; j < wo; ++j) {
         const T a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1];
