@@ -11,9 +11,9 @@ the same size); other layers are not counted, so the figure is a lower bound of 
 
 Variants: the U-Net at widths 1, 0.5, 0.25; the ENet as trained now (where `training.native` is built: its
 PReLU, bottleneck tails, max-pooling and loss by the native operators), "enet conv" (pure MXNet: PReLU slopes as
-a depthwise 1x1 convolution, the loss on pixel-major views; what a machine without a C++ compiler trains), "enet
-mul" (PReLU as relu(x) - relu(-x)*alpha, the NCHW
-loss: the ENet of 2026-12-01, 4.1 images/s) and "enet before #14" (MXNet's PReLU op, zero channels by concat in
+a depthwise 1x1 convolution, the loss on pixel-major views; what a machine without a C++ compiler trains),
+"enet mul" (PReLU as relu(x) - relu(-x)*alpha, the NCHW loss: the ENet of 2026-12-01, 4.1 images/s) and "enet
+before #14" (MXNet's PReLU op, zero channels by concat in
 the downsampling bottleneck, the NCHW loss). A variant name ending in " nchw-loss" uses the loss as it was before
 #14 (`training.losses.segmentation_loss_nchw`, same value and gradient) and MXNet's Adam, one update per array;
 the others use training's `training.optimizer.BatchedAdam` (the same update, 50 arrays per call). The step is the

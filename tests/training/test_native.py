@@ -16,6 +16,8 @@ from mxnet import autograd, nd
 
 from training import native
 
+needs_native = pytest.mark.skipif(not native.load(), reason=native.status())
+
 
 def test_make_built_the_kernels_wherever_a_compiler_is(tmp_path):
     if shutil.which(os.environ.get("CXX") or "g++") is None:
@@ -28,7 +30,7 @@ def test_make_built_the_kernels_wherever_a_compiler_is(tmp_path):
     assert build_network("enet", width=0.125).prelu == "fused"
 
 
-@pytest.mark.skipif(not native.load(), reason=native.status())
+@needs_native
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_segqa_prelu_is_exact_both_ways(dtype):
     rng = np.random.default_rng(0)
@@ -48,13 +50,10 @@ def test_segqa_prelu_is_exact_both_ways(dtype):
                                rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-5 if dtype == "float32" else 1e-12)
 
 
-@pytest.mark.skipif(not native.load(), reason=native.status())
+@needs_native
 def test_segqa_prelu_refuses_a_slope_of_the_wrong_shape():
     with pytest.raises(mx.base.MXNetError, match="alpha must have shape"):
         nd.segqa_prelu(nd.ones((1, 4, 2, 2)), nd.ones((3,))).wait_to_read()
-
-
-needs_native = pytest.mark.skipif(not native.load(), reason=native.status())
 
 
 @needs_native
@@ -164,10 +163,9 @@ def test_the_native_operators_refuse_wrong_shapes():
         nd.segqa_maxpool2(nd.ones((2, 4, 4))).wait_to_read()
 
 
+@needs_native
 def test_a_library_without_every_operator_is_not_used(tmp_path):
     """A library built from an older source (here: one holding only segqa_prelu) falls back as a whole."""
-    if not native.load():
-        pytest.skip(native.status())
     source = native.SOURCE.read_text()
     older = tmp_path / "older.cc"
     cut = source.index("REGISTER_OP(segqa_residual_prelu)")
