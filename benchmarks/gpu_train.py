@@ -119,7 +119,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="segqa-gpu-"))
+    # the cohort of a dry run and the trained models are scratch: only b3_gpu.json is kept
+    with tempfile.TemporaryDirectory(prefix="segqa-gpu-") as tmp:
+        return _run(args, p, out_dir, Path(tmp))
+
+
+def _run(args: argparse.Namespace, p: argparse.ArgumentParser, out_dir: Path, work: Path) -> int:
     if args.dry_run:
         from training.cohort import CohortParams, build_cohort
 

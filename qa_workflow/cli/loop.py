@@ -66,6 +66,20 @@ def _round_table(summaries, initial, networks, initial_sites=None, sites=()):
     return t
 
 
+def _network_dirs(values: list[str]) -> dict[str, str]:
+    """``["unet=DIR", …]`` -> {"unet": "DIR", …}; a value without "=" or a network named twice is an error."""
+    out: dict[str, str] = {}
+    for value in values:
+        network, sep, folder = value.partition("=")
+        if not sep or not network.strip() or not folder.strip():
+            raise typer.BadParameter(f"{value!r}: expected NETWORK=DIR, e.g. unet=models/unet-site-a",
+                                     param_hint="--initial-model")
+        if network.strip() in out:
+            raise typer.BadParameter(f"{network.strip()} given twice", param_hint="--initial-model")
+        out[network.strip()] = folder.strip()
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
@@ -91,6 +105,9 @@ def register(app: typer.Typer) -> None:
         escalate_to: int | None = typer.Option(None, "--escalate-to", min=2,
                                                help="Masks the 3 reviewers split on go to this many reviewers in "
                                                     "all (a second verify job) before any correction (docs/loop.md)."),
+        initial_model: list[str] = typer.Option([], "--initial-model", metavar="NETWORK=DIR",
+                                                help="Start from this trained model (a segqa train --out folder) "
+                                                     "instead of training the network's first one; repeatable."),
     ) -> None:
         """The whole loop on the atlas cohort, offline: cohort -> train -> R x (predict, select, batch, review,
         analyze, retrain, promote, export) -> demo/report.html."""
@@ -101,13 +118,13 @@ def register(app: typer.Typer) -> None:
         from qa_workflow.loop.demo_report import why_no_threshold
 
         console = make_console(stderr=False, wide_when_piped=True)
-        if fresh and workspace.exists():
+        cfg = LoopConfig.preset(quick, workspace=str(workspace), rounds=rounds, seed=seed, subjects=subjects,
+                                budget=budget, budget_seconds=budget_seconds, strategy=strategy, tta=tta,
+                                escalate_to=escalate_to, initial_model=_network_dirs(initial_model))
+        if fresh and workspace.exists():  # after the options are checked: a typo deletes nothing
             import shutil
 
             shutil.rmtree(workspace)
-        cfg = LoopConfig.preset(quick, workspace=str(workspace), rounds=rounds, seed=seed, subjects=subjects,
-                                budget=budget, budget_seconds=budget_seconds, strategy=strategy, tta=tta,
-                                escalate_to=escalate_to)
         if not implied:
             cfg.implied_bar = None
         review = None

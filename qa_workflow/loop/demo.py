@@ -110,11 +110,19 @@ class LoopConfig:
     use_auto_accepted: bool = False
     networks: tuple[str, ...] = NETWORKS
     initial_train: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # network -> a trained model folder to start from instead of training one (the model a site already runs)
+    initial_model: dict[str, str] = field(default_factory=dict)
     retrain: dict[str, dict[str, Any]] = field(default_factory=dict)
     export: bool = True
 
     def __post_init__(self) -> None:  # a misspelt option fails now, not after the initial training
+        from qa_workflow.loop.retraining import check_given_model
+
         check_tta(self.tta)
+        for network, model_dir in self.initial_model.items():
+            if network not in self.networks:
+                raise SegqaError(f"--initial-model {network}=…: the networks are {', '.join(self.networks)}")
+            check_given_model(network, model_dir)
         if self.escalate_to is not None and self.escalate_to <= self.reviewers:
             raise SegqaError(f"--escalate-to must be more than the {self.reviewers} reviewers per mask, "
                              f"got {self.escalate_to}")
@@ -283,7 +291,7 @@ def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: C
     if missing:
         _emit(progress, "initial", network=" and ".join(NETWORK_LABELS.get(n, n) for n in missing))
         initial_models(ws.registry, ws.cohort, ws.root / "initial", cfg.initial_train, progress=train_progress,
-                       networks=missing, tta=cfg.tta)
+                       networks=missing, tta=cfg.tta, given=cfg.initial_model)
     return ws
 
 

@@ -41,7 +41,10 @@ _TEMPLATE = """<!doctype html>
 </style></head><body>
 <h1>segqa — active-learning loop on the atlas cohort</h1>
 <p class="sub">{{ cfg.subjects }} synthetic subjects × {{ cfg.slices }} slices{% if sites|length > 1 %} from
-sites {{ sites|join(', ') }} (initial models trained on site {{ sites[0] }} only; pool and test hold all){% endif %} ·
+sites {{ sites|join(', ') }} ({% for n, d in cfg.initial_model.items() -%}
+initial {{ netlabel[n] }} given: <code>{{ d }}</code>;
+{% endfor %}{{ 'initial models' if not cfg.initial_model else 'the others' }} trained on site {{ sites[0] }} only;
+pool and test hold all){% endif %} ·
 {% if cfg.budget_seconds is not none %}review budget {{ seconds(cfg.budget_seconds) }} of human time per round
 {%- endif %}
 {%- if cfg.budget %} (at most {{ cfg.budget }} masks){% endif %} ·
@@ -96,7 +99,7 @@ scratch = drawing every slice put before a person from nothing (240 s each), and
 {% for n in networks %}{% for c in classes %}<td>{{ fmt(initial[n].get(c.name)) }}</td>{% endfor -%}
 <td>{{ fmt(initial[n].get('mean_foreground')) }}</td>{% for site in sites if site_dice_any -%}
 <td>{{ fmt(initial_sites.get(n, {}).get(site, {}).get('mean_foreground')) }}</td>{%- endfor %}{% endfor %}
-<td class="note">train split</td><td></td></tr>
+<td class="note">{% for n in cfg.initial_model %}{{ netlabel[n] }} given, {% endfor %}train split</td><td></td></tr>
 {% for r in rounds %}
 <tr><td>{{ r.round }}</td>
 {% for n in networks %}{% for c in classes %}<td>{{ fmt(r.dice[n].get(c.name)) }}</td>{% endfor -%}

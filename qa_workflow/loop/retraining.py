@@ -327,18 +327,23 @@ def evaluation_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
 
 def initial_models(registry: Registry, data_dir: str | Path, work_dir: str | Path,
                    train_options: Mapping[str, Mapping[str, Any]], progress: Callable[[Any], None] | None = None,
-                   networks: Sequence[str] = NETWORKS, tta: str = DEFAULT_TTA) -> dict[str, NetworkOutcome]:
+                   networks: Sequence[str] = NETWORKS, tta: str = DEFAULT_TTA,
+                   given: Mapping[str, str | Path] | None = None) -> dict[str, NetworkOutcome]:
     """Train the first U-Net and ENet on the labelled ``train`` split (side by side, `training.parallel`) and
     register them as champions, evaluated with ``tta`` (`training.predict.with_tta`). Networks that have a
-    champion already are left alone."""
+    champion already are left alone. ``given`` maps a network to a trained model directory (the model a site
+    already runs): it is registered as that network's first champion instead of training one
+    (`check_given_model` first)."""
     from training.evaluate import evaluate_model
     from training.parallel import train_all
     from training.train import TrainConfig
 
+    given = dict(given or {})
     todo = [n for n in networks if not registry.champion(n)]
     configs = {n: TrainConfig(data_dir=str(data_dir), out_dir=str(Path(work_dir) / f"{n}-initial"), network=n,
-                              **dict(train_options.get(n, {}))) for n in todo}
-    trained = train_all(configs, progress=progress)
+                              **dict(train_options.get(n, {}))) for n in todo if n not in given}
+    trained = train_all(configs, progress=progress) if configs else {}
+    trained.update({n: check_given_model(n, given[n]) for n in todo if n in given})
     out: dict[str, NetworkOutcome] = {}
     for network in todo:
         model_dir = trained[network]
@@ -350,6 +355,28 @@ def initial_models(registry: Registry, data_dir: str | Path, work_dir: str | Pat
         registry.record(decision)
         out[network] = NetworkOutcome(network, version, None, decision, metrics, None)
     return out
+
+
+def check_given_model(network: str, model_dir: str | Path) -> Path:
+    """``model_dir`` as a trained ``network`` model the loop can start from, or a SegqaError naming the folder
+    and what it lacks."""
+    import json
+
+    path = Path(model_dir)
+    card_file = path / "model_card.json"
+    if not card_file.is_file():
+        raise SegqaError(f"{path}: not a model directory (no model_card.json); expected the --out folder of "
+                         "segqa train")
+    try:
+        card = json.loads(card_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise SegqaError(f"{card_file}: not readable as JSON ({exc})") from exc
+    if card.get("network") != network:
+        raise SegqaError(f"{card_file}: a {card.get('network')!r} model, given as the {network!r} one")
+    params = path / str(card.get("params_file", "checkpoints/best.params"))
+    if not params.is_file():
+        raise SegqaError(f"{path}: the weights its model card names are missing ({params})")
+    return path
 
 
 def _card(model_dir: Path) -> dict[str, Any]:

@@ -62,6 +62,21 @@ def test_report_shows_routing_sites_audit_and_cost(tmp_path):
     assert "49.0 min" in html and "5.3 h" in html  # human time so far vs scratch so far after round 2
 
 
+def test_report_names_an_initial_model_that_was_given_rather_than_trained(tmp_path):
+    given = tmp_path / "site-model"
+    (given / "checkpoints").mkdir(parents=True)
+    (given / "checkpoints" / "best.params").write_bytes(b"weights")
+    (given / "model_card.json").write_text(json.dumps({"network": "unet", "params_file": "checkpoints/best.params"}))
+    initial = {"unet": _dice(0.75), "enet": _dice(0.65)}
+    trained = write_report(tmp_path, LoopConfig.preset(True, workspace=str(tmp_path)), initial,
+                           _summaries(tmp_path)).read_text()
+    assert "initial models trained on site A only" in trained and "given" not in trained
+    cfg = LoopConfig.preset(True, workspace=str(tmp_path), initial_model={"unet": str(given)})
+    html = write_report(tmp_path, cfg, initial, _summaries(tmp_path)).read_text()
+    assert f"initial U-Net given: <code>{given}</code>;\nthe others trained on site A only" in html
+    assert "U-Net given, train split" in html
+
+
 def test_report_says_why_a_class_has_no_threshold_after_the_last_round(tmp_path):
     summaries = _summaries(tmp_path)
     analysis = tmp_path / "rounds/round-02/analysis"

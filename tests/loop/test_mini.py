@@ -280,3 +280,58 @@ def test_running_a_finished_demo_again_keeps_the_initial_models_figures(loop):
         for network, version in champions.items():
             if version is not None:
                 registry.set_champion(network, version)
+
+
+def test_the_loop_can_start_from_a_model_a_site_already_runs(loop, tmp_path):
+    """`segqa demo --initial-model unet=DIR`: the given model becomes the first champion, evaluated on the new
+    workspace's test split, and nothing is trained for it."""
+    from qa_workflow.loop.demo import prepare
+    from qa_workflow.loop.registry import Registry
+
+    cfg, ws, _, _ = loop
+    given = ws / "initial" / "unet-initial"
+    version = json.loads((given / "model_card.json").read_text())["version"]
+    other = LoopConfig(workspace=str(tmp_path / "ws2"), subjects=4, slices=6, seed=5, networks=("unet",),
+                       initial_model={"unet": str(given)})
+    steps = []
+    prepare(other, progress=lambda step, info: steps.append(step))
+    registry = Registry(tmp_path / "ws2" / "models")
+    assert registry.champion("unet") == version
+    (first,) = [d for d in registry.decisions() if d.get("round") is None]
+    assert first["challenger"] == version and first["promote"]
+    assert 0.0 <= first["challenger_metrics"]["mean_foreground_dice"] <= 1.0
+    assert not (tmp_path / "ws2" / "initial" / "unet-initial").exists()  # not trained again
+    assert (tmp_path / "ws2" / "models" / "unet" / version / "checkpoints" / "best.params").is_file()
+
+
+def test_a_given_initial_model_is_checked_before_anything_runs(loop, tmp_path):
+    from qa_workflow.contract import SegqaError
+
+    cfg, ws, _, _ = loop
+    unet = ws / "initial" / "unet-initial"
+    with pytest.raises(SegqaError, match="no model_card.json"):
+        LoopConfig(workspace=str(tmp_path / "w"), initial_model={"unet": str(tmp_path)})
+    with pytest.raises(SegqaError, match="a 'unet' model, given as the 'enet' one"):
+        LoopConfig(workspace=str(tmp_path / "w"), initial_model={"enet": str(unet)})
+    with pytest.raises(SegqaError, match="the networks are unet"):
+        LoopConfig(workspace=str(tmp_path / "w"), networks=("unet",), initial_model={"enet": str(unet)})
+    broken = tmp_path / "no-weights"
+    broken.mkdir()
+    (broken / "model_card.json").write_text((unet / "model_card.json").read_text())
+    with pytest.raises(SegqaError, match="weights its model card names are missing"):
+        LoopConfig(workspace=str(tmp_path / "w"), initial_model={"unet": str(broken)})
+    assert not (tmp_path / "w").exists()
+
+
+def test_demo_command_rejects_a_bad_initial_model_before_deleting_anything(tmp_path, capsys):
+    from qa_workflow.cli import main
+
+    workspace = tmp_path / "demo"
+    workspace.mkdir()
+    (workspace / "store.sqlite").write_text("kept")
+    rc = main(["demo", "--quick", "--fresh", "-w", str(workspace), "--initial-model", "unet"])
+    assert rc == 2 and "expected NETWORK=DIR" in capsys.readouterr().err
+    rc = main(["demo", "--quick", "--fresh", "-w", str(workspace), "--initial-model", f"unet={tmp_path / 'none'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "none: not a model directory" in err and "Traceback" not in err
+    assert (workspace / "store.sqlite").read_text() == "kept"
