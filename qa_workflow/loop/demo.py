@@ -280,6 +280,7 @@ def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: C
     """Cohort + initial champions (idempotent)."""
     from qa_workflow.loop.retraining import initial_models
     from training.cohort import CohortParams, build_cohort
+    from training.modelcard import read_card
 
     ws = Workspace(cfg.workspace)
     ws.root.mkdir(parents=True, exist_ok=True)
@@ -287,6 +288,12 @@ def prepare(cfg: LoopConfig, progress: Progress | None = None, train_progress: C
         _emit(progress, "cohort", subjects=cfg.subjects, slices=cfg.slices)
         build_cohort(ws.cohort, cfg.subjects, seed=cfg.seed, params=CohortParams(n_slices=cfg.slices),
                      sites=tuple(cfg.sites))
+    for network, model_dir in cfg.initial_model.items():  # continuing a workspace that started elsewhere
+        first = _initial_version(ws, network)
+        given = read_card(model_dir)["version"]
+        if first is not None and first != given:
+            raise SegqaError(f"{ws.root}: its initial {NETWORK_LABELS.get(network, network)} is {first}, not the "
+                             f"--initial-model {model_dir} ({given}); pass --fresh to start over from it")
     missing = [n for n in cfg.networks if ws.registry.champion(n) is None]
     if missing:
         _emit(progress, "initial", network=" and ".join(NETWORK_LABELS.get(n, n) for n in missing))

@@ -358,25 +358,15 @@ def initial_models(registry: Registry, data_dir: str | Path, work_dir: str | Pat
 
 
 def check_given_model(network: str, model_dir: str | Path) -> Path:
-    """``model_dir`` as a trained ``network`` model the loop can start from, or a SegqaError naming the folder
-    and what it lacks."""
-    import json
+    """``model_dir`` as a trained ``network`` model the loop can start from (a model card of that network and
+    the weights it names), or a SegqaError naming the folder and what it lacks."""
+    from training import modelcard
 
-    path = Path(model_dir)
-    card_file = path / "model_card.json"
-    if not card_file.is_file():
-        raise SegqaError(f"{path}: not a model directory (no model_card.json); expected the --out folder of "
-                         "segqa train")
-    try:
-        card = json.loads(card_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise SegqaError(f"{card_file}: not readable as JSON ({exc})") from exc
-    if card.get("network") != network:
-        raise SegqaError(f"{card_file}: a {card.get('network')!r} model, given as the {network!r} one")
-    params = path / str(card.get("params_file", "checkpoints/best.params"))
-    if not params.is_file():
-        raise SegqaError(f"{path}: the weights its model card names are missing ({params})")
-    return path
+    card = modelcard.read_card(model_dir)
+    if card["network"] != network:
+        raise SegqaError(f"{model_dir}: a {card['network']!r} model, given as the {network!r} one")
+    modelcard.params_path(model_dir, card)
+    return Path(model_dir)
 
 
 def _card(model_dir: Path) -> dict[str, Any]:

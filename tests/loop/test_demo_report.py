@@ -66,7 +66,8 @@ def test_report_names_an_initial_model_that_was_given_rather_than_trained(tmp_pa
     given = tmp_path / "site-model"
     (given / "checkpoints").mkdir(parents=True)
     (given / "checkpoints" / "best.params").write_bytes(b"weights")
-    (given / "model_card.json").write_text(json.dumps({"network": "unet", "params_file": "checkpoints/best.params"}))
+    (given / "model_card.json").write_text(json.dumps({"network": "unet", "version": "unet-x", "architecture": {},
+                                                       "normalization": {"mean": 0.2, "std": 0.3}}))
     initial = {"unet": _dice(0.75), "enet": _dice(0.65)}
     trained = write_report(tmp_path, LoopConfig.preset(True, workspace=str(tmp_path)), initial,
                            _summaries(tmp_path)).read_text()

@@ -285,6 +285,9 @@ def test_running_a_finished_demo_again_keeps_the_initial_models_figures(loop):
 def test_the_loop_can_start_from_a_model_a_site_already_runs(loop, tmp_path):
     """`segqa demo --initial-model unet=DIR`: the given model becomes the first champion, evaluated on the new
     workspace's test split, and nothing is trained for it."""
+    from dataclasses import replace
+
+    from qa_workflow.contract import SegqaError
     from qa_workflow.loop.demo import prepare
     from qa_workflow.loop.registry import Registry
 
@@ -302,6 +305,10 @@ def test_the_loop_can_start_from_a_model_a_site_already_runs(loop, tmp_path):
     assert 0.0 <= first["challenger_metrics"]["mean_foreground_dice"] <= 1.0
     assert not (tmp_path / "ws2" / "initial" / "unet-initial").exists()  # not trained again
     assert (tmp_path / "ws2" / "models" / "unet" / version / "checkpoints" / "best.params").is_file()
+    prepare(other)  # continuing with the same model is fine; with another, the workspace says so
+    challenger = next(v for v in Registry(ws / "models").versions("unet") if v != version)
+    with pytest.raises(SegqaError, match=f"its initial U-Net is {version}, not the --initial-model"):
+        prepare(replace(other, initial_model={"unet": str(ws / "models" / "unet" / challenger)}))
 
 
 def test_a_given_initial_model_is_checked_before_anything_runs(loop, tmp_path):
@@ -309,7 +316,7 @@ def test_a_given_initial_model_is_checked_before_anything_runs(loop, tmp_path):
 
     cfg, ws, _, _ = loop
     unet = ws / "initial" / "unet-initial"
-    with pytest.raises(SegqaError, match="no model_card.json"):
+    with pytest.raises(SegqaError, match="not a segqa model folder"):
         LoopConfig(workspace=str(tmp_path / "w"), initial_model={"unet": str(tmp_path)})
     with pytest.raises(SegqaError, match="a 'unet' model, given as the 'enet' one"):
         LoopConfig(workspace=str(tmp_path / "w"), initial_model={"enet": str(unet)})
@@ -318,7 +325,7 @@ def test_a_given_initial_model_is_checked_before_anything_runs(loop, tmp_path):
     broken = tmp_path / "no-weights"
     broken.mkdir()
     (broken / "model_card.json").write_text((unet / "model_card.json").read_text())
-    with pytest.raises(SegqaError, match="weights its model card names are missing"):
+    with pytest.raises(SegqaError, match="no weights found"):
         LoopConfig(workspace=str(tmp_path / "w"), initial_model={"unet": str(broken)})
     assert not (tmp_path / "w").exists()
 
@@ -333,5 +340,5 @@ def test_demo_command_rejects_a_bad_initial_model_before_deleting_anything(tmp_p
     assert rc == 2 and "expected NETWORK=DIR" in capsys.readouterr().err
     rc = main(["demo", "--quick", "--fresh", "-w", str(workspace), "--initial-model", f"unet={tmp_path / 'none'}"])
     err = capsys.readouterr().err
-    assert rc == 2 and "none: not a model directory" in err and "Traceback" not in err
+    assert rc == 2 and "none: no such model folder" in err and "Traceback" not in err
     assert (workspace / "store.sqlite").read_text() == "kept"
