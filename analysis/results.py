@@ -103,8 +103,19 @@ class AnalysisResult:
         return {
             "schema": THRESHOLDS_SCHEMA, "created_at": self.created_at, "method": method, "target": target,
             "confidence_scale": self.records.scale, "split_policy": self.records.split_policy,
-            "source": self.records.source, "n_records": len(self.records), "classes": classes,
+            "source": self.records.source, "n_records": len(self.records),
+            "model_versions": self.model_versions(), "classes": classes,
         }
+
+    def model_versions(self) -> list[str] | None:
+        """The model versions whose masks the analysed reviews judged (sorted), or None when the records do not
+        say (no ``model_version`` column, or a row without one): a threshold holds for the masks of the model it
+        was fitted on (`segqa select` checks it, docs/analysis.md)."""
+        frame = self.records.frame
+        if "model_version" not in frame.columns:
+            return None
+        versions = frame["model_version"].fillna("").astype(str).str.strip()
+        return None if (versions == "").any() else sorted(set(versions))
 
     def calibration_document(self) -> dict:
         """calibration.json: per class the isotonic curve of P(accept | confidence) on the unit scale

@@ -155,7 +155,8 @@ def _notes(records: ReviewRecords, options: AnalysisOptions, edges: np.ndarray, 
 # I/O edge
 
 def read_store(uri: str, *, round: str | None = None, split_policy: str = "incorrect", scale: str = "auto",
-               implied: Sequence[Mapping[str, Any]] = ()) -> tuple[ReviewRecords, pd.DataFrame | None]:
+               implied: Sequence[Mapping[str, Any]] = (), model_version: str | None = None
+               ) -> tuple[ReviewRecords, pd.DataFrame | None]:
     """Review records and per-vote data straight from the confirmation store (`qa_workflow.confirmations.store`).
 
     The records are the store's export (`qa_workflow.confirmations.export.export_review_records`: one row per
@@ -163,6 +164,7 @@ def read_store(uri: str, *, round: str | None = None, split_policy: str = "incor
     (round, item) masks. A reviewer who voted on the same mask in two labeling jobs counts once here.
     ``implied``: review-record rows implied by corrections (`qa_workflow.loop.verdicts`), added for the item ids
     the export has no row for (a direct verdict wins); they carry no per-reviewer votes.
+    ``model_version``: only the reviews of that model's masks (thresholds for that model, docs/analysis.md).
     """
     from qa_workflow.confirmations.export import export_review_records
     from qa_workflow.confirmations.store import open_store
@@ -174,9 +176,12 @@ def read_store(uri: str, *, round: str | None = None, split_policy: str = "incor
             implied = [r for r in implied if str(r["round"]) == str(round)]
         direct = {r["item_id"] for r in rows}
         extra = [{k: r[k] for k in REVIEW_RECORD_COLUMNS} for r in implied if r["item_id"] not in direct]
+        if model_version is not None:
+            rows = [r for r in rows if r.get("model_version") == model_version]
+            extra = [r for r in extra if r.get("model_version") == model_version]
         if not rows and not extra:
             raise SegqaError(f"{store.uri}: no reviewed items" + (f" in round {round}" if round else "")
-                             + "; nothing to analyse")
+                             + (f" of model {model_version}" if model_version else "") + "; nothing to analyse")
         frame = pd.DataFrame(rows + extra)
         source = store.uri + (f" + {len(extra)} verdicts implied by corrections" if extra else "")
         records = review_records_from_frame(frame, source=source, split_policy=split_policy, scale=scale,
@@ -200,16 +205,18 @@ def read_store(uri: str, *, round: str | None = None, split_policy: str = "incor
 
 def load_inputs(*, reviews: str | None = None, store: str | None = None, votes: str | None = None,
                 round: str | None = None, split_policy: str = "incorrect", scale: str = "auto",
-                implied: Sequence[Mapping[str, Any]] = ()) -> tuple[ReviewRecords, pd.DataFrame | None]:
+                implied: Sequence[Mapping[str, Any]] = (), model_version: str | None = None
+                ) -> tuple[ReviewRecords, pd.DataFrame | None]:
     """(records, votes or None) from exactly one of a review-record CSV (``reviews``) or a store URI; a
-    ``votes`` CSV, when given, replaces the store's votes. ``implied``: see `read_store`."""
+    ``votes`` CSV, when given, replaces the store's votes. ``implied``, ``model_version``: see `read_store`."""
     if (reviews is None) == (store is None):
         raise SegqaError("give exactly one of --reviews FILE (a review-record CSV) or --store URI")
-    if round is not None and store is None:
-        raise SegqaError("--round filters the store; with --reviews, filter the CSV instead")
+    for name, value in (("--round", round), ("--model-version", model_version)):
+        if value is not None and store is None:
+            raise SegqaError(f"{name} filters the store; with --reviews, filter the CSV instead")
     if store is not None:
         records, vote_frame = read_store(store, round=round, split_policy=split_policy, scale=scale,
-                                         implied=implied)
+                                         implied=implied, model_version=model_version)
     else:
         if implied:
             raise SegqaError("verdicts implied by corrections join a store's records, not a review-record CSV")

@@ -21,6 +21,10 @@ def register(app: typer.Typer) -> None:
         store: str | None = typer.Option(None, "--store", "-s", help="Read straight from the confirmation "
                                             "store instead: sqlite:///<path> or dynamodb://<table>."),
         round_: str | None = typer.Option(None, "--round", help="With --store: only this round."),
+        model_version: str | None = typer.Option(None, "--model-version", help="With --store: only the reviews "
+                                                 "of this model's masks, so that its thresholds hold for it "
+                                                 "(segqa select applies thresholds only to the model they were "
+                                                 "fitted on)."),
         votes: str | None = typer.Option(None, "--votes", help="Per-vote CSV item_id,worker_id,decision[,gold] "
                                             "for per-reviewer agreement and gold accuracy."),
         method: str = typer.Option("clopper-pearson", "--method", "-m",
@@ -59,7 +63,8 @@ def register(app: typer.Typer) -> None:
         with progress(err, transient=True, spinner=True) as bar:
             step = bar.add_task("reading review records", total=None)
             records, vote_frame = load_inputs(reviews=reviews, store=store, votes=votes, round=round_,
-                                              split_policy=split_policy, scale=confidence_scale)
+                                              split_policy=split_policy, scale=confidence_scale,
+                                              model_version=model_version)
 
             def say(msg: str) -> None:
                 bar.update(step, description=msg)

@@ -629,6 +629,7 @@ def _analyze(cfg: LoopConfig, ws: Workspace, r: int, analysis_dir: Path, correct
     from analysis.run import AnalysisOptions, analyze, load_inputs, write_outputs
     from qa_workflow.confirmations.export import export_review_records, review_records_csv
     from qa_workflow.confirmations.store import open_store
+    from qa_workflow.rounds.predict import read_run
 
     rdir = ws.round_dir(r)
     store = open_store(ws.store_uri, create=False)
@@ -645,7 +646,14 @@ def _analyze(cfg: LoopConfig, ws: Workspace, r: int, analysis_dir: Path, correct
         implied = implied_review_records(corrections, rounds, cfg.implied_bar,
                                          skip_items={row["item_id"] for row in direct})
         storage.write_text(str(rdir / "implied-verdicts.csv"), review_records_csv(implied, extra=("quality",)))
-    records, votes = load_inputs(store=ws.store_uri, split_policy=cfg.split_policy, implied=implied)
+    # Thresholds for the model that predicted this round, from the reviews of its masks: routing applies them
+    # to that model only (rounds.selection.Thresholds.for_model), so a promoted successor earns its own. A
+    # round that reviewed nothing of its model (an exhausted pool) analyses every review: the calibration
+    # still serves routing, and thresholds fitted on several models auto-accept nothing.
+    version = read_run(str(rdir / "predictions"))["model_version"]
+    own = any(row.get("model_version") == version for row in [*direct, *implied])
+    records, votes = load_inputs(store=ws.store_uri, split_policy=cfg.split_policy, implied=implied,
+                                 model_version=version if own else None)
     options = AnalysisOptions(method=cfg.method, max_error=cfg.max_error, confidence=cfg.confidence)
     result = analyze(records, options, votes=votes)
     write_outputs(result, analysis_dir)

@@ -56,7 +56,7 @@ def implied_review_records(corrections: Iterable[Mapping[str, Any]], round_dirs:
     jobs of one round (routed and chained) counts once, by its first consolidated mask. Every class mask with a
     confidence gets a row; ``confirm_count`` 1 when accepted, else ``disconfirm_count`` 1.
     """
-    from qa_workflow.rounds.round_dir import read_assignments
+    from qa_workflow.rounds.round_dir import read_assignments, read_round
 
     skip = set(skip_items)
     by_round: dict[str, dict[str, str]] = {}
@@ -68,6 +68,7 @@ def implied_review_records(corrections: Iterable[Mapping[str, Any]], round_dirs:
         if rid not in round_dirs:
             raise SegqaError(f"corrections of round {rid!r} but no round folder given for it")
         frame = read_assignments(round_dirs[rid])
+        version = str(read_round(round_dirs[rid]).get("inputs", {}).get("model_version") or "")
         frame = frame[frame["slice_id"].isin(by_round[rid].keys()) & frame["confidence"].notna()]
         for slice_id, items in frame.groupby("slice_id", sort=True):
             corrected = from_display(_label_map(by_round[rid][str(slice_id)], "corrected label map"))
@@ -83,7 +84,7 @@ def implied_review_records(corrections: Iterable[Mapping[str, Any]], round_dirs:
                 quality, accepted = implied_verdict(predicted == item.class_id, corrected == item.class_id, tau)
                 rows.append({"item_id": item.item_id, "class_name": item.class_name,
                              "confidence": float(item.confidence), "confirm_count": int(accepted),
-                             "disconfirm_count": int(not accepted), "round": rid, "model_version": "",
+                             "disconfirm_count": int(not accepted), "round": rid, "model_version": version,
                              "subject": item.subject, "slice_id": str(slice_id), "quality": round(quality, 6)})
     return rows
 

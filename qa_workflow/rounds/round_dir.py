@@ -203,11 +203,16 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
             raise SegqaError(f"{out}: already holds round {existing.get('round')!r} made with other "
                              f"{'/'.join(diff) or 'inputs'}; use another --out, or --overwrite to replace it")
 
+    warnings = list(th.warnings) if th else []
+    if th is not None:  # a threshold holds for the masks of the model whose reviews fitted it
+        usable = th.for_model(run.get("model_version"))
+        if usable is not th:
+            warnings.append(f"{thresholds}: nothing auto-accepted: {next(iter(usable.reasons.values()))}")
+        th = usable
     assigned = policy.fit(frame, th, cal).transform(frame, exclude=exclude)
     counts = assignment_counts(assigned)
     seconds = route_seconds(assigned)
     csv_bytes = _csv_bytes(assigned)
-    warnings = list(th.warnings) if th else []
     assign_uri = storage.join(out, ASSIGNMENTS_FILE)
     unchanged = (existing is not None and existing.get("fingerprint") == fingerprint
                  and storage.exists(assign_uri) and storage.read_bytes(assign_uri) == csv_bytes)

@@ -66,7 +66,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -117,6 +117,20 @@ class Thresholds:
     sha256: str | None = None
     method: str | None = None
     warnings: tuple[str, ...] = ()
+    # the model versions whose reviewed masks fitted the thresholds; None = not recorded
+    model_versions: tuple[str, ...] | None = None
+
+    def for_model(self, version: str | None) -> Thresholds:
+        """These thresholds for masks of model ``version``: unchanged when they were fitted on reviews of that
+        model alone (or the file does not say), else nothing auto-accepted, with the reason. A Clopper–Pearson
+        bound holds for the masks of the model whose reviews it counted; another model's masks at the same
+        confidence may be rejected more often."""
+        if self.model_versions is None or version is None or self.model_versions == (version,):
+            return self
+        fitted = ", ".join(self.model_versions) or "no model"
+        why = (f"fitted on reviews of {fitted}; these masks come from {version} (run segqa analyze --model-version "
+               f"{version} once its masks have reviews)")
+        return replace(self, classes={c: None for c in self.classes}, reasons={c: why for c in self.classes})
 
 
 def parse_thresholds(obj: Any, where: str = "thresholds") -> Thresholds:
@@ -162,14 +176,18 @@ def parse_thresholds(obj: Any, where: str = "thresholds") -> Thresholds:
         if name not in classes:
             classes[name] = None
             reasons[name] = f"class not in {where}"
-    return Thresholds(classes, reasons, method=obj.get("method"), warnings=tuple(warnings))
+    versions = obj.get("model_versions")
+    if versions is not None and not (isinstance(versions, list) and all(isinstance(v, str) for v in versions)):
+        raise SegqaError(f"{where}: model_versions must be null or a list of model version strings, got {versions!r}")
+    return Thresholds(classes, reasons, method=obj.get("method"), warnings=tuple(warnings),
+                      model_versions=None if versions is None else tuple(versions))
 
 
 def load_thresholds(uri: str) -> Thresholds:
     """Read and check a thresholds.json (local path, file:// or s3://)."""
     obj, digest = _json_and_digest(uri)
     t = parse_thresholds(obj, str(uri))
-    return Thresholds(t.classes, t.reasons, str(uri), digest, t.method, t.warnings)
+    return replace(t, source=str(uri), sha256=digest)
 
 
 def _json_and_digest(uri: str) -> tuple[Any, str]:

@@ -130,6 +130,37 @@ def test_analyze_reads_straight_from_the_store(tmp_path):
     assert (out / "report.html").exists()
 
 
+def test_analyze_fits_thresholds_for_one_model_and_says_which(tmp_path, capsys):
+    """--model-version: only the reviews of that model's masks; thresholds.json lists the versions it counted
+    (what segqa select checks before auto-accepting a model's masks)."""
+    from qa_workflow.confirmations.store import ItemRecord, Vote, open_store
+
+    records, votes = simulate_reviews(240, seed=5)
+    uri = f"sqlite:///{tmp_path}/store.db"
+    store = open_store(uri)
+    store.init()
+    items = {r.item_id: ItemRecord(r.item_id, r.class_name, float(r.confidence), "1",
+                                   model_version="unet-a" if k % 3 else "unet-b")
+             for k, r in enumerate(records.itertuples())}
+    store.record_votes([(items[v.item_id], Vote("job-1", v.item_id, v.worker_id, v.decision))
+                        for v in votes.itertuples()])
+    store.close()
+    assert main(["analyze", "--store", uri, "--out", str(tmp_path / "all"), "--no-report"]) == 0
+    assert json.loads((tmp_path / "all" / "thresholds.json").read_text())["model_versions"] == ["unet-a", "unet-b"]
+    assert main(["analyze", "--store", uri, "--out", str(tmp_path / "b"), "--no-report",
+                 "--model-version", "unet-b"]) == 0
+    doc = json.loads((tmp_path / "b" / "thresholds.json").read_text())
+    assert doc["model_versions"] == ["unet-b"] and doc["n_records"] == 80
+    assert main(["analyze", "--store", uri, "--out", str(tmp_path / "c"), "--model-version", "unet-c"]) == 2
+    assert "no reviewed items of model unet-c" in capsys.readouterr().err
+    csv_file = _write(tmp_path, "item_id,class_name,confidence,confirm_count,disconfirm_count\n" + GOOD_ROWS)
+    assert main(["analyze", "--reviews", str(csv_file), "--out", str(tmp_path / "d"),
+                 "--model-version", "unet-b"]) == 2
+    assert "--model-version filters the store" in capsys.readouterr().err
+    assert main(["analyze", "--reviews", str(csv_file), "--out", str(tmp_path / "d"), "--no-report"]) == 0
+    assert json.loads((tmp_path / "d" / "thresholds.json").read_text())["model_versions"] is None
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "reviews.csv"
     path.write_text(text)

@@ -54,6 +54,9 @@ def test_thresholds_file_written(loop):
     assert data["schema"] == "segqa.thresholds/1"
     assert set(data["classes"]) <= {"csf", "gray_matter", "white_matter"} and data["classes"]
     assert (ws / "rounds" / "round-01" / "analysis" / "report.html").is_file()
+    # fitted on the reviews of the model that predicted the round, and saying so (routing checks it)
+    run = json.loads((ws / "rounds" / "round-01" / "predictions" / "run.json").read_text())
+    assert data["model_versions"] == [run["model_version"]]
 
 
 def test_training_set_has_confirmed_pool_slices_with_ignore_regions(loop):

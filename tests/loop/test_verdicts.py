@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 from qa_workflow.confirmations.export import review_records_csv
 from qa_workflow.contract import SegqaError, to_display
 from qa_workflow.loop.verdicts import implied_review_records, implied_verdict
+from qa_workflow.rounds.round_dir import ROUND_SCHEMA
 from qa_workflow.rounds.selection import ASSIGNMENT_COLUMNS
 
 H, W = 40, 48
@@ -66,6 +68,8 @@ def _round(tmp_path: Path, rid: str, slices: dict[str, np.ndarray], no_confidenc
         writer = csv.DictWriter(fh, fieldnames=list(ASSIGNMENT_COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
+    (rdir / "round.json").write_text(json.dumps({"schema": ROUND_SCHEMA, "round": rid,
+                                                 "inputs": {"model_version": f"unet-{rid}"}}))
     return str(rdir)
 
 
@@ -91,6 +95,7 @@ def test_records_judge_every_predicted_class_mask_of_a_corrected_slice(tmp_path)
                    "sub-001/003/white_matter": (0, 1), "sub-002/004/white_matter": (1, 0)}
     wm = next(r for r in rows if r["item_id"] == "sub-001/003/white_matter")
     assert wm["confidence"] == pytest.approx(0.35) and wm["round"] == "round-01" and wm["quality"] < 0.9
+    assert {r["model_version"] for r in rows} == {"unet-round-01"}  # the model whose masks were judged
     text = review_records_csv(rows, extra=("quality",))
     assert text.splitlines()[0].endswith(",quality") and len(text.splitlines()) == 5
 

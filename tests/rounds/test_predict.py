@@ -211,3 +211,36 @@ def test_select_routes_by_the_analysis_next_to_the_thresholds_within_human_secon
     assert main(args + ["--reviewers", "3", "--overwrite"]) == 0
     meta = json.loads((tmp_path / "r" / "round.json").read_text())
     assert meta["policy"]["costs"]["verify_s"] == 9 and meta["planned_seconds"]["total"] <= 200
+
+
+def test_thresholds_auto_accept_only_the_masks_of_the_model_whose_reviews_fitted_them(dataset, tmp_path, capsys,
+                                                                                     intensity_predictor):
+    """A Clopper–Pearson threshold bounds the error of the reviewed model's masks; after a promotion the new
+    model's masks are not auto-accepted on the old model's evidence (thresholds.json names the versions)."""
+    run_predictions(intensity_predictor(), dataset, str(tmp_path / "pred"))  # model version "intensity-1"
+
+    def routes(versions, out):
+        th = tmp_path / f"{out}.json"
+        doc = {"schema": "segqa.thresholds/1", "classes": {c: {"threshold": 0.0} for c in
+                                                           ("csf", "gray_matter", "white_matter")}}
+        if versions is not ...:
+            doc["model_versions"] = versions
+        th.write_text(json.dumps(doc))
+        result = select_round(str(tmp_path / "pred"), str(tmp_path / out), SelectionPolicy(budget=6),
+                              thresholds=str(th))
+        return read_assignments(str(tmp_path / out)), result
+
+    same, _ = routes(["intensity-1"], "same")
+    unrecorded, _ = routes(..., "unrecorded")  # a file that does not say (older analyses, CSV input)
+    for frame in (same, unrecorded):
+        assert (frame["assignment"] == "auto_accept").sum() > 0
+    for versions in (["intensity-0"], ["intensity-0", "intensity-1"]):
+        other, result = routes(versions, f"other{len(versions)}")
+        assert not other["assignment"].isin(["auto_accept", "audit"]).any()
+        assert "these masks come from intensity-1" in result.warnings[-1]
+        meta = json.loads((tmp_path / f"other{len(versions)}" / "round.json").read_text())
+        assert set(meta["thresholds_in_use"].values()) == {None}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema": "segqa.thresholds/1", "model_versions": "intensity-1", "classes": {}}))
+    with pytest.raises(SegqaError, match="model_versions must be null or a list"):
+        select_round(str(tmp_path / "pred"), str(tmp_path / "bad"), SelectionPolicy(budget=6), thresholds=str(bad))
