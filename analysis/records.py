@@ -182,11 +182,13 @@ def parse_review_records(data: bytes, *, source: str = "reviews", split_policy: 
     _check_field_counts(data, len(columns), source)
     names = [c if columns.index(c) == i else f"{c}.{i}" for i, c in enumerate(columns)]  # unique, stripped
     try:
-        # Only the required columns: the optional ones (round, model_version, ...) play no part in the
-        # analysis, and parsing them would cost a third of the time on a million rows.
+        # The required columns and model_version (whose masks were reviewed: thresholds.json names them, and
+        # segqa select applies thresholds to that model only); the other optional ones (round, subject, ...)
+        # play no part in the analysis, and parsing them would cost a third of the time on a million rows.
+        wanted = list(REVIEW_RECORD_REQUIRED) + (["model_version"] if "model_version" in names else [])
         frame = pd.read_csv(
             io.BytesIO(data), encoding="utf-8-sig", skipinitialspace=True, header=0, names=names,
-            usecols=list(REVIEW_RECORD_REQUIRED), dtype={"item_id": str, "class_name": str},
+            usecols=wanted, dtype={"item_id": str, "class_name": str, "model_version": str},
             keep_default_na=False, na_values={c: [""] for c in ("confidence",) + _COUNT_COLUMNS},
         )
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:

@@ -159,6 +159,11 @@ def test_analyze_fits_thresholds_for_one_model_and_says_which(tmp_path, capsys):
     assert "--model-version filters the store" in capsys.readouterr().err
     assert main(["analyze", "--reviews", str(csv_file), "--out", str(tmp_path / "d"), "--no-report"]) == 0
     assert json.loads((tmp_path / "d" / "thresholds.json").read_text())["model_versions"] is None
+    # the store's export names each mask's model: the analysis of the CSV says the same as the store's
+    assert main(["store", "export", "--store", uri, "--out", str(tmp_path / "export.csv")]) == 0
+    assert main(["analyze", "--reviews", str(tmp_path / "export.csv"), "--out", str(tmp_path / "e"),
+                 "--no-report"]) == 0
+    assert json.loads((tmp_path / "e" / "thresholds.json").read_text())["model_versions"] == ["unet-a", "unet-b"]
 
 
 def _write(tmp_path: Path, text: str) -> Path:
