@@ -99,7 +99,8 @@ scratch = drawing every slice put before a person from nothing (240 s each), and
 {% for n in networks %}{% for c in classes %}<td>{{ fmt(initial[n].get(c.name)) }}</td>{% endfor -%}
 <td>{{ fmt(initial[n].get('mean_foreground')) }}</td>{% for site in sites if site_dice_any -%}
 <td>{{ fmt(initial_sites.get(n, {}).get(site, {}).get('mean_foreground')) }}</td>{%- endfor %}{% endfor %}
-<td class="note">{% for n in cfg.initial_model %}{{ netlabel[n] }} given, {% endfor %}train split</td><td></td></tr>
+<td class="note">{% if cfg.initial_model %}{% for n in networks %}{{ netlabel[n] }} {{ 'given' if n in cfg.initial_model
+else 'trained' }}{{ ', ' if not loop.last }}{% endfor %}{% else %}train split{% endif %}</td><td></td></tr>
 {% for r in rounds %}
 <tr><td>{{ r.round }}</td>
 {% for n in networks %}{% for c in classes %}<td>{{ fmt(r.dice[n].get(c.name)) }}</td>{% endfor -%}

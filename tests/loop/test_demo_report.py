@@ -75,7 +75,7 @@ def test_report_names_an_initial_model_that_was_given_rather_than_trained(tmp_pa
     cfg = LoopConfig.preset(True, workspace=str(tmp_path), initial_model={"unet": str(given)})
     html = write_report(tmp_path, cfg, initial, _summaries(tmp_path)).read_text()
     assert f"initial U-Net given: <code>{given}</code>;\nthe others trained on site A only" in html
-    assert "U-Net given, train split" in html
+    assert "U-Net given, ENet trained</td>" in html and ">train split</td>" in trained
 
 
 def test_report_says_why_a_class_has_no_threshold_after_the_last_round(tmp_path):
