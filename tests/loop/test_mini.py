@@ -345,3 +345,28 @@ def test_demo_command_rejects_a_bad_initial_model_before_deleting_anything(tmp_p
     err = capsys.readouterr().err
     assert rc == 2 and "none: no such model folder" in err and "Traceback" not in err
     assert (workspace / "store.sqlite").read_text() == "kept"
+
+
+def test_a_round_without_reviews_of_its_own_model_analyses_all_and_auto_accepts_nothing(loop, tmp_path):
+    """After a promotion, a round that reviewed nothing (an exhausted pool) has no reviews of its model: the
+    analysis falls back to every review (the calibration still routes), and its thresholds name the earlier
+    model, so routing would not apply them to the new one."""
+    import shutil
+
+    from qa_workflow.loop.demo import Workspace, _analyze
+    from qa_workflow.loop.retraining import store_corrections
+    from qa_workflow.rounds.selection import load_thresholds
+
+    cfg, ws, _, _ = loop
+    copy = tmp_path / "ws"
+    shutil.copytree(ws, copy)
+    run_file = copy / "rounds" / "round-01" / "predictions" / "run.json"
+    run = json.loads(run_file.read_text())
+    reviewed = run["model_version"]
+    run_file.write_text(json.dumps({**run, "model_version": "unet-promoted"}))
+    workspace = Workspace(copy)
+    _analyze(cfg, workspace, 1, tmp_path / "analysis", store_corrections(workspace.store_uri))
+    thresholds = load_thresholds(str(tmp_path / "analysis" / "thresholds.json"))
+    assert thresholds.model_versions == (reviewed,)
+    assert set(thresholds.for_model("unet-promoted").classes.values()) == {None}
+    assert thresholds.for_model(reviewed) is thresholds
