@@ -8,11 +8,11 @@ from typing import Any
 
 import typer
 
-from qa_workflow.contract import DEFAULT_TTA, check_tta
+from qa_workflow.contract import DEFAULT_TTA, SegqaError, check_tta
 
 
 def _networks(text: str) -> tuple[str, ...]:
-    from qa_workflow.contract import NETWORKS, SegqaError
+    from qa_workflow.contract import NETWORKS
 
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     bad = [n for n in names if n not in NETWORKS]
@@ -67,17 +67,14 @@ def _round_table(summaries, initial, networks, initial_sites=None, sites=()):
 
 
 def _network_dirs(values: list[str]) -> dict[str, str]:
-    """``["unet=DIR", …]`` -> {"unet": "DIR", …}; a value without "=" or a network named twice is an error."""
-    out: dict[str, str] = {}
-    for value in values:
-        network, sep, folder = value.partition("=")
-        if not sep or not network.strip() or not folder.strip():
-            raise typer.BadParameter(f"{value!r}: expected NETWORK=DIR, e.g. unet=models/unet-site-a",
-                                     param_hint="--initial-model")
-        if network.strip() in out:
-            raise typer.BadParameter(f"{network.strip()} given twice", param_hint="--initial-model")
-        out[network.strip()] = folder.strip()
-    return out
+    """``["unet=DIR", …]`` -> {"unet": "DIR", …} (`options.key_values`); a folder left empty is an error."""
+    from qa_workflow.cli.options import key_values
+
+    dirs = key_values(values, "--initial-model", form="NETWORK=DIR, e.g. unet=models/unet-site-a", unique=True)
+    for network, folder in dirs.items():
+        if not folder.strip():
+            raise SegqaError(f"--initial-model {network}=: expected NETWORK=DIR, e.g. unet=models/unet-site-a")
+    return {network: folder.strip() for network, folder in dirs.items()}
 
 
 def register(app: typer.Typer) -> None:

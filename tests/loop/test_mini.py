@@ -341,6 +341,9 @@ def test_demo_command_rejects_a_bad_initial_model_before_deleting_anything(tmp_p
     (workspace / "store.sqlite").write_text("kept")
     rc = main(["demo", "--quick", "--fresh", "-w", str(workspace), "--initial-model", "unet"])
     assert rc == 2 and "expected NETWORK=DIR" in capsys.readouterr().err
+    rc = main(["demo", "--quick", "--fresh", "-w", str(workspace), "--initial-model", "unet=a", "--initial-model",
+               "unet=b"])
+    assert rc == 2 and "unet given twice" in capsys.readouterr().err
     rc = main(["demo", "--quick", "--fresh", "-w", str(workspace), "--initial-model", f"unet={tmp_path / 'none'}"])
     err = capsys.readouterr().err
     assert rc == 2 and "none: no such model folder" in err and "Traceback" not in err
