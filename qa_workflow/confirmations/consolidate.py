@@ -351,17 +351,6 @@ def corrections_prefix(task_uri: str | None, environ: Mapping[str, str] | None =
     return None
 
 
-def _write_once(uri: str, data: bytes) -> None:
-    """Write a file that is never replaced (its bytes derive from the annotation, so a replay has the same)."""
-    if storage.is_s3(uri):
-        if not storage.exists(uri):
-            storage.write_bytes(uri, data, content_type="image/png")
-    else:
-        path = storage.local_path(uri)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        storage.atomic_create_bytes(path, data)
-
-
 def consolidate_adjust(task: Mapping[str, Any], annotations: Sequence[Any], job: str, prefix: str | None,
                        store: Store, *, read_bytes: Callable[[str], bytes] = storage.read_bytes,
                        read_text: ReadText = storage.read_text) -> dict[str, Any]:
@@ -394,7 +383,9 @@ def consolidate_adjust(task: Mapping[str, Any], annotations: Sequence[Any], job:
     records = []
     for c in corrections:
         uri = storage.join(folder, f"{safe_name(c.worker_id)}.png")
-        _write_once(uri, encode_png(width, height, c.labels))
+        # Never replaced: the bytes derive from the annotation, so a replay has the same. On S3 a conditional
+        # put (no HeadObject first, which without s3:ListBucket answers 403 for a missing key).
+        storage.create_once(uri, encode_png(width, height, c.labels), content_type="image/png")
         records.append(Correction(job=job, slice_id=task["slice_id"], worker_id=c.worker_id, round=str(task["round"]),
                                   mask_uri=uri, modified=c.modified, seconds=c.seconds, task_id=task["task_id"],
                                   model_version=str(task.get("model_version") or ""), submitted_at=c.submitted_at))

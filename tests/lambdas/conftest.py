@@ -156,3 +156,63 @@ def store_uri(request, aws, tmp_path, monkeypatch):
     monkeypatch.setenv("SEGQA_STORE", uri)
     yield uri
     store_mod.clear_store_cache()
+
+
+def _actions_needed(service: str, operation: str, params: dict) -> list[str]:
+    """The IAM actions one API call is authorised by (HeadObject by s3:GetObject, ListObjectsV2 by
+    s3:ListBucket, TransactWriteItems by the actions of its parts)."""
+    if service == "s3" and operation in ("HeadObject", "ListObjectsV2"):
+        return ["s3:GetObject" if operation == "HeadObject" else "s3:ListBucket"]
+    if service == "dynamodb" and operation == "TransactWriteItems":
+        parts = {"Put": "PutItem", "Update": "UpdateItem", "ConditionCheck": "ConditionCheckItem",
+                 "Delete": "DeleteItem"}
+        return sorted({f"dynamodb:{parts[kind]}" for item in params["TransactItems"] for kind in item})
+    return [f"{service}:{operation}"]
+
+
+@pytest.fixture
+def role_check(aws, monkeypatch):
+    """``role_check(role, run)``: run ``run()`` recording every AWS call it makes, and return the (service,
+    operation) pairs made and the (action, resource) pairs that the stack role ``role`` does not allow. moto
+    enforces no IAM, so the handlers' tests do: S3 object calls are matched on their object ARN against the
+    statements' resources (``${DataBucket.Arn}`` resolved to the test bucket), other calls on the action."""
+    import fnmatch
+
+    import botocore.client
+
+    from qa_workflow.cloud import deploy
+
+    bucket = aws[2]
+    template = deploy._decode(deploy.TEMPLATE_PATH)
+
+    def check(role: str, run) -> tuple[set[tuple[str, str]], list[tuple[str, str | None]]]:
+        statements = [s for p in template["Resources"][role]["Properties"]["Policies"]
+                      for s in p["PolicyDocument"]["Statement"]]
+        calls: list[tuple[str, str, dict]] = []
+        original = botocore.client.BaseClient._make_api_call
+
+        def recording(client, operation, params):
+            calls.append((client.meta.service_model.endpoint_prefix, operation, params))
+            return original(client, operation, params)
+
+        with monkeypatch.context() as m:
+            m.setattr(botocore.client.BaseClient, "_make_api_call", recording)
+            run()
+
+        def resources(statement) -> list[str]:
+            found = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            return [r["Fn::Sub"].replace("${DataBucket.Arn}", f"arn:aws:s3:::{bucket}")
+                    if isinstance(r, dict) and "Fn::Sub" in r else str(r) for r in found]
+
+        def allowed(action: str, arn: str | None) -> bool:
+            return any(action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+                       and (arn is None or any(fnmatch.fnmatchcase(arn, r) for r in resources(s)))
+                       for s in statements if s["Effect"] == "Allow")
+
+        denied = []
+        for service, operation, params in calls:
+            arn = f"arn:aws:s3:::{params['Bucket']}/{params['Key']}" if service == "s3" and "Key" in params else None
+            denied += [(a, arn) for a in _actions_needed(service, operation, params) if not allowed(a, arn)]
+        return {(service, operation) for service, operation, _ in calls}, denied
+
+    return check

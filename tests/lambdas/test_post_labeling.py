@@ -69,6 +69,15 @@ def test_documented_event_shapes_give_one_entry_per_object_and_exact_counts(aws,
         assert "problems" not in label
 
 
+
+def test_every_call_the_vote_consolidation_makes_is_allowed_by_the_stack_role(aws, store_uri, gt, role_check):
+    payload_uri, *_ = _scenario(gt, aws)
+    made, denied = role_check("PostLabelingRole", lambda: lambda_handler(gt.post_event(payload_uri), None))
+    assert ("s3", "GetObject") in made
+    if store_uri.startswith("dynamodb"):
+        assert ("dynamodb", "TransactWriteItems") in made
+    assert denied == []
+
 def test_votes_carry_reviewer_fields_and_items_carry_batch_metadata(aws, store_uri, gt):
     payload_uri, by_uri, _, _ = _scenario(gt, aws, n_objects=1)
     lambda_handler(gt.post_event(payload_uri), None)

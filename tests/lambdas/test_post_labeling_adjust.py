@@ -159,3 +159,17 @@ def test_pre_labeling_passes_an_adjust_task_through(aws, gt):
     with pytest.raises(Exception, match="not a review class"):
         pre_handler({"version": "2018-10-16", "labelingJobArn": gt.job_arn,
                      "dataObject": {"source-ref": f"s3://{bucket}/t.json"}}, None)
+
+
+
+def test_every_call_the_adjust_consolidation_makes_is_allowed_by_the_stack_role(aws, store_uri, gt, monkeypatch,
+                                                                               role_check):
+    """Reading tasks and answers, writing every worker's label map and the majority under the default
+    ``corrections/`` prefix: all of it allowed by PostLabelingRole, S3 calls on the very object keys."""
+    monkeypatch.delenv("SEGQA_CORRECTIONS_PREFIX", raising=False)
+    payload_uri, *_ = _scenario(gt, aws)
+    made, denied = role_check("PostLabelingRole", lambda: lambda_handler(gt.post_event(payload_uri), None))
+    assert {("s3", "PutObject"), ("s3", "GetObject")} <= made  # the scenario writes and reads objects
+    if store_uri.startswith("dynamodb"):
+        assert ("dynamodb", "PutItem") in made  # the corrections and the consolidated mask
+    assert denied == []
