@@ -433,11 +433,12 @@ def adjust_settings(settings: JobSettings) -> JobSettings:
 
 
 def _named_by_manifest(settings: JobSettings, round_id: str, kind: str, manifest: str) -> tuple[JobSettings, str]:
-    """A chained job's settings with its default name, ``segqa-<round>-<kind>-<8 hex of its manifest>`` (so the
-    same work gets the same name and is not created twice), and the manifest's fingerprint."""
+    """A chained job's settings with its default name, ``<prefix>-<round>-<kind>-<8 hex of its manifest>`` (so
+    the same work gets the same name and is not created twice; the verify job's prefix, which the stack's
+    labeling-job-completed rule matches), and the manifest's fingerprint."""
     fingerprint = hashlib.sha256(storage.read_bytes(manifest)).hexdigest()
     if not settings.job_name:
-        head = f"segqa-{_slug(round_id) or 'round'}-{kind}"[:54].rstrip("-")
+        head = f"{settings.job_name_prefix}-{_slug(round_id) or 'round'}-{kind}"[:54].rstrip("-")
         settings = replace(settings, job_name=check_job_name(f"{head}-{fingerprint[:8]}"))
     return settings, fingerprint
 

@@ -276,6 +276,8 @@ def test_a_verify_job_chains_to_an_adjust_job_with_its_own_label_attribute(s3_ro
     assert model_problems("sagemaker", "CreateLabelingJob", request) == []
     assert request["LabelAttributeName"] == "segqa-adjust" != verify["LabelAttributeName"]
     assert request["LabelingJobName"].startswith("segqa-r01-adjust-")
+    assert main([*base, "--dry-run", "--job-name-prefix", "segqa-prod"]) == 0
+    assert json.loads(capsys.readouterr().out)["LabelingJobName"].startswith("segqa-prod-r01-adjust-")
     assert "/templates/mask_adjust-" in request["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"]
     assert {"Key": "segqa:from-job", "Value": "segqa-r01-verify"} in request["Tags"]
     manifest = request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
@@ -348,6 +350,10 @@ def test_split_masks_of_a_verify_job_get_an_escalation_job_and_its_votes_reach_t
     assert model_problems("sagemaker", "CreateLabelingJob", request) == []
     assert request["LabelingJobName"].startswith("segqa-r01-escalate-")
     assert request["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"] == 2
+    # a stack's prefix names the chained jobs too: its labeling-job-completed rule matches on it
+    assert main([*base, "--job-name-prefix", "segqa-prod"]) == 0
+    prefixed = json.loads(capsys.readouterr().out)["LabelingJobName"]
+    assert prefixed.startswith("segqa-prod-r01-escalate-") and prefixed[-8:] == request["LabelingJobName"][-8:]
     assert {"Key": "segqa:kind", "Value": "escalation"} in request["Tags"]
     manifest = request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
     assert manifest == f"{dest}/escalate/segqa-r01-verify/manifest.jsonl"
