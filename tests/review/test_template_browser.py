@@ -101,6 +101,8 @@ def test_keyboard_review_refuses_incomplete_submission_then_submits_every_decisi
     assert sum(d["decision"] == "reject" for d in decisions.values()) == 2
     assert page.evaluate("() => window.pwned") is None
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", page.eval_on_selector("#segqa-submitted-at", "e => e.value"))
+    # time on task, measured on the page (Ground Truth reports none): longer than the clicks above took
+    assert 0.2 < float(page.eval_on_selector("#segqa-seconds", "e => e.value")) < 600
     assert not page.is_visible("#segqa-alert")
     assert page.inner_text("#segqa-progress") == "12 / 12 decided"
 

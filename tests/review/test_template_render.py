@@ -65,7 +65,7 @@ def test_nothing_is_preselected_and_only_the_contract_fields_are_submitted(make_
     batch = make_batch("r1-csf-0002", "csf", n=12)
     elements = _parse(_render(batch))
     named = {a["name"]: a for t, a in elements if a.get("name")}
-    assert set(named) == {"decisions", "batch_id", "submitted_at"}
+    assert set(named) == {"decisions", "batch_id", "submitted_at", "seconds"}
     assert named["decisions"]["value"] == "[]" and named["decisions"]["type"] == "hidden"
     assert named["batch_id"]["value"] == "r1-csf-0002"
     assert all("checked" not in a and "selected" not in a for _, a in elements)

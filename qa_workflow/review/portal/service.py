@@ -399,8 +399,8 @@ class ReviewService:
         if assignment.status == "active":  # an answer already recorded is a duplicate whatever its timing
             self.check_viewing_time(assignment, task_input)
         if seconds_on_task(answer.get("seconds")) is None:
-            # Time on task, measured by the portal: from handing out the task to this submit. A template that
-            # measures it itself (the adjust editor leaves out time the tab was hidden) is believed instead.
+            # Time on task, measured by the portal: from handing out the task to this submit. Both templates
+            # measure it themselves, leaving out time the tab was hidden, and are believed instead.
             answer = {**answer, "seconds": f"{max(0.0, self.clock() - assignment.assigned_at):.1f}"}
         content = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
         if len(content.encode("utf-8")) > MAX_ANSWER_BYTES:
