@@ -43,7 +43,9 @@ def default_bucket_edges(confidence: np.ndarray, top: float, n_buckets: int = DE
     if n_buckets < 1:
         raise SegqaError(f"the number of buckets must be at least 1, got {n_buckets}")
     step = top * 1e-4
-    low = math.floor(float(np.min(confidence)) / step) * step
+    lowest = float(np.min(confidence))
+    # floor(v / step) * step can land one ulp above v (0.82 -> 0.8200000000000001): never above the lowest item
+    low = min(math.floor(lowest / step) * step, lowest)
     low = min(max(low, 0.0), top)
     if low >= top:
         return np.array([top, top])

@@ -120,6 +120,11 @@ def test_default_edges_round_the_lowest_confidence_down_and_handle_a_single_valu
     assert edges[0] == pytest.approx(0.1234) and edges[0] <= 0.12345 and edges[-1] == 1.0 and len(edges) == 6
     assert default_bucket_edges(np.array([100.0, 100.0]), 100.0).tolist() == [100.0, 100.0]
     assert assign_buckets(np.array([100.0]), np.array([100.0, 100.0])).tolist() == [0]
+    # minima whose rounding lands one ulp above them (0.82 / 1e-4 * 1e-4 = 0.8200000000000001) stay in a bucket
+    for top, scale in ((1.0, 0.01), (100.0, 1.0)):
+        for v in np.round(np.arange(50, 100, 0.01), 2) * scale:
+            conf = np.array([v, top])
+            assert assign_buckets(conf, default_bucket_edges(conf, top)).min() == 0, (top, v)
 
 
 @pytest.mark.parametrize("spec, message", [
