@@ -467,7 +467,10 @@ def _review_by_simulation(cfg: LoopConfig, ws: Workspace, round_path: Path, r: i
     if batched.batches:
         verify_job = simulate_round(str(round_path), ws.cohort, store_uri=ws.store_uri, reviewers=cfg.reviewers,
                                     error_rate=cfg.error_rate, seed=seed).job_name
-        escalation = _escalate(cfg, ws, round_path, rid, verify_job, seed)
+        # the routed corrections run after the escalation, but the router planned them into the budget first
+        reserved = (len(batched.adjust["slices"]) * CostModel().for_crew(cfg.reviewers, cfg.correctors).adjust_s
+                    if batched.adjust and cfg.correctors else 0.0)
+        escalation = _escalate(cfg, ws, round_path, rid, verify_job, seed, reserved=reserved)
     escalated = Chained(0, 0, *escalation[1:]) if escalation else Chained(0, 0)
     if not cfg.correctors or not (batched.adjust or verify_job):
         return escalated
@@ -487,11 +490,12 @@ def _review_by_simulation(cfg: LoopConfig, ws: Workspace, round_path: Path, r: i
     return chained._replace(escalated=escalated.escalated, escalated_accepted=escalated.escalated_accepted)
 
 
-def _escalate(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify_job: str, seed: int
-              ) -> tuple[str, int, int] | None:
+def _escalate(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify_job: str, seed: int,
+              reserved: float = 0.0) -> tuple[str, int, int] | None:
     """Give the masks the verify job split on a second opinion: ``cfg.escalate_to − cfg.reviewers`` more
     simulated reviewers (other people) in a second verify job (`rounds.escalating`), as many masks as the round's
-    seconds left pay for. Returns (the job, masks escalated, masks it resolved as accepted), or None."""
+    seconds left pay for, less ``reserved`` (work already planned that the store has not booked yet: the
+    routed corrections). Returns (the job, masks escalated, masks it resolved as accepted), or None."""
     from qa_workflow.confirmations.store import open_store
     from qa_workflow.contract import ACCEPT
     from qa_workflow.review.simulated_reviewers import simulate_round
@@ -505,7 +509,7 @@ def _escalate(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify
         split = split_in_store(store, verify_job)
         left = _seconds_left(cfg, store, rid)
         if left is not None:
-            split = split[:max(int(left // (extra * CostModel().verify_s)), 0)]
+            split = split[:max(int((left - reserved) // (extra * CostModel().verify_s)), 0)]
     finally:
         store.close()
     if not split:

@@ -63,6 +63,8 @@ def test_escalation_stays_within_the_rounds_seconds(voted_round):
     store.close()
     # seconds left for exactly one escalated mask: two more reviewers at 3 s each
     cfg = LoopConfig(workspace=str(ws.root), reviewers=3, escalate_to=5, budget_seconds=spent + 7)
+    # seconds the routed corrections will take are not there to spend: of the 7 s left, 1 s is reserved
+    assert _escalate(cfg, ws, round_path, RID, "verify-1", seed=2, reserved=1.5) is None
     _, escalated, _ = _escalate(cfg, ws, round_path, RID, "verify-1", seed=2)
     assert escalated == 1
     assert _escalate(LoopConfig(workspace=str(ws.root), budget_seconds=spent + 7), ws, round_path, RID,
