@@ -51,7 +51,9 @@ uncertainty over the reviewable items divided by the overall mean, so a site the
 
 **Cold start** (no thresholds and no calibrator): nothing is auto-accepted, everything is ``verify``, and the
 budget is spread round-robin over strata = (class, confidence decile of that class, learned by `fit`), random
-within a stratum, so the first analysis sees every confidence range of every class.
+within a stratum; each pass visits the deciles top first and spread out (`spread_order`), so the first analysis
+sees every confidence range of every class, the most confident ones (where thresholds come from) even when
+the budget stops within the first pass.
 
 ``strategy="random"`` takes the candidate units in seeded random order (the random-review baseline). Every draw
 is seeded: the same inputs give the same routes.
@@ -650,9 +652,12 @@ class SelectionPolicy(BaseEstimator):
         for u in units:
             cls = next(iter(u.classes))
             strata.setdefault((self._stratum(cls, u.confidence), cls), []).append(u)
-        # (decile, class) order: each pass rotates through the classes, so a budget that stops mid-pass leaves
-        # the classes balanced
-        queues = [[strata[k][int(j)] for j in rng.permutation(len(strata[k]))] for k in sorted(strata)]
+        # Each pass visits the deciles top first and spread out (spread_order), rotating through the classes
+        # within each: a budget that stops mid-pass still sees the most confident masks (where thresholds come
+        # from) and the whole range, with the classes balanced.
+        rank = {d: r for r, d in enumerate(spread_order(self.n_strata))}
+        keys = sorted(strata, key=lambda k: (rank[k[0]], k[1]))
+        queues = [[strata[k][int(j)] for j in rng.permutation(len(strata[k]))] for k in keys]
         order: list[_Unit] = []
         while queues:
             nxt = []
@@ -692,6 +697,18 @@ class SelectionPolicy(BaseEstimator):
             taken.append(unit)
             by_subject.setdefault(unit.subject, []).append((unit.slice, unit.classes))
         return taken
+
+
+def spread_order(n: int) -> list[int]:
+    """0..n-1 top first, then each next the farthest from those already taken (ties: the higher one), so any
+    prefix covers the range evenly: ``spread_order(10)`` = [9, 0, 5, 7, 3, 8, 6, 4, 2, 1]."""
+    order = [n - 1] if n > 0 else []
+    rest = set(range(n - 1))
+    while rest:
+        best = max(rest, key=lambda d: (min(abs(d - t) for t in order), d))
+        order.append(best)
+        rest.remove(best)
+    return order
 
 
 def assignment_counts(frame) -> dict[str, dict[str, int]]:

@@ -14,6 +14,7 @@ from qa_workflow.rounds.selection import (
     parse_calibration,
     parse_thresholds,
     route_seconds,
+    spread_order,
 )
 
 
@@ -107,6 +108,19 @@ def test_cold_start_covers_every_confidence_decile_of_every_class(score_frame):
         assert set(deciles) == set(range(10)), cls
     assert not (out["assignment"] == "auto_accept").any()
 
+
+def test_a_cold_start_budget_short_of_one_pass_still_reviews_the_most_confident_masks(score_frame):
+    """Thresholds are fitted on the most confident reviewed masks: a first round that pays for fewer masks
+    than there are (decile, class) strata must still reach every class's top decile, and spread the rest."""
+    scores = score_frame(n_subjects=10, slices=30)
+    policy = SelectionPolicy(budget=12, seed=3).fit(scores)
+    review = policy.transform(scores).query("assignment == 'verify'")
+    assert len(review) == 12  # 4 per class, of 10 deciles each
+    for cls in ("csf", "gray_matter", "white_matter"):
+        deciles = {policy._stratum(cls, c) for c in review.loc[review["class_name"] == cls, "confidence"]}
+        assert deciles == {9, 0, 5, 7}, (cls, deciles)  # top, bottom, middle, upper middle
+    assert spread_order(10)[:4] == [9, 0, 5, 7] and sorted(spread_order(10)) == list(range(10))
+    assert spread_order(1) == [0] and spread_order(0) == []
 
 def test_same_seed_same_assignment_other_seed_other_sample(score_frame):
     scores = score_frame()
