@@ -11,7 +11,7 @@ item of a score table exactly one route of ``contract.ASSIGNMENTS``, with a reas
 ``auto_accept``
     confidence ≥ the class's Clopper–Pearson threshold (thresholds.json; a null threshold auto-accepts nothing).
 ``audit``
-    a seeded random ``audit_rate`` share (default 5 %, rounded per class) of the auto-accepted items, verified
+    a seeded random ``audit_rate`` share (default 5 %, rounded up per class) of the auto-accepted items, verified
     blind to keep the threshold honest. Charged to the budget first; an audit pick the budget cannot pay stays
     auto-accepted (the reason says so).
 ``random_arm``
@@ -44,10 +44,12 @@ slices per subject. Each item's charge is in the ``expected_seconds`` column; th
 **Ranking** (``strategy="uncertainty"``): expected gain per second with diversity, greedily. A unit (a verify
 item, or an adjust slice) has gain Σ (1 − confidence) · w_site over its items and priority
 ``gain / seconds · subject_decay^s · neighbour_decay^n``: s units already taken from its subject, n taken units
-of the same subject within ±``slice_gap`` slices that share a class with it. Defaults 0.9 and 0.5: one per
-subject and neighbourhood first. w_site (when the score table names two or more sites) is the site's mean
-uncertainty over the reviewable items divided by the overall mean, so a site the model is less certain about
-(a new scanner, site B) comes before the one it was trained on.
+of the same subject within ±``slice_gap`` slices that share a class with it. Defaults 0.9 and 0.5: a soft
+preference, not a rule: another unit of a subject already drawn from wins only when it is worth 1/0.9 ≈ 1.11
+times the best of an untouched subject, and a close neighbour of a taken slice twice as much again. w_site
+(when the score table names two or more sites) is the site's mean uncertainty over the reviewable items divided
+by the overall mean, so a site the model is less certain about (a new scanner, site B) comes before the one it
+was trained on.
 
 **Cold start** (no thresholds and no calibrator): nothing is auto-accepted, everything is ``verify``, and the
 budget is spread round-robin over strata = (class, confidence decile of that class, learned by `fit`), random
@@ -512,7 +514,8 @@ class SelectionPolicy(BaseEstimator):
             idx = np.flatnonzero(above)
             assignment[idx] = "auto_accept"
             reason[idx] = [f"{self.measure} {conf[i]:.4f} >= {cls} threshold {thr:.4g}" for i in idx]
-            n_audit = int(round(self.audit_rate * len(idx)))
+            # rounded up: a class with a threshold is audited however few masks it auto-accepts
+            n_audit = min(math.ceil(self.audit_rate * len(idx) - 1e-9), len(idx))
             if n_audit:
                 audit_picks += [int(i) for i in rng.choice(idx, size=n_audit, replace=False)]
 

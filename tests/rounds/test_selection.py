@@ -1,6 +1,7 @@
 """The selection policy: one assignment per item within budget, audit rate, review order, cold start."""
 
 import json
+import math
 from itertools import pairwise
 
 import numpy as np
@@ -73,6 +74,22 @@ def test_audit_rate_is_about_five_percent_of_auto_accepted(score_frame):
     assert above > 1000
     assert abs(audits / above - 0.05) < 0.005
     assert (out.loc[out["assignment"] == "audit", "confidence"] >= 0.4).all()
+
+
+def test_a_class_that_auto_accepts_a_few_masks_is_still_audited(score_frame):
+    """5 % of 4 to 20 masks rounds to 0 or 1; the audit rounds up, so every threshold in use is checked."""
+    scores = score_frame(n_subjects=20, slices=40)
+    seen = set()
+    for top in (4, 10, 20, 22, 52):
+        cut = float(np.sort(scores.loc[scores["class_name"] == "csf", "surface_agreement"].to_numpy())[-top])
+        out = SelectionPolicy(budget=0).fit_transform(scores, thresholds(csf=cut))
+        csf = out[out["class_name"] == "csf"]
+        n = int(csf["assignment"].isin(["auto_accept", "audit"]).sum())  # the reviewable ones of the top masks
+        assert (csf["assignment"] == "audit").sum() == math.ceil(0.05 * n), n
+        seen.add(math.ceil(0.05 * n))
+    assert seen == {1, 2, 3}
+    assert not (SelectionPolicy(budget=0, audit_rate=0.0).fit_transform(scores, thresholds(csf=cut))["assignment"]
+                == "audit").any()
 
 
 def test_review_order_is_most_uncertain_first_with_subject_diversity(score_frame):
