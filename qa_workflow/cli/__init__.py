@@ -5,8 +5,9 @@ options, call a library function, and print. Heavy libraries (mxnet, pandas, bot
 commands so that `segqa --help` stays fast. All output goes through `qa_workflow.cli.console` (consoles,
 progress bars that fall back to plain log lines when not on a terminal, training bars, reject summaries).
 
-User mistakes raise `SegqaError` and are printed as one line with a non-zero exit; `--debug` shows the
-traceback.
+User mistakes raise `SegqaError` and are printed as one line with a non-zero exit; so are OS errors (a path that
+cannot be written or read: read-only, a folder where a file goes, a file where a folder goes) and botocore's
+(no region, no credentials, access denied). `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -69,6 +70,17 @@ def _click_exceptions():
     return exceptions.ClickException, typer.Exit, typer.Abort
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError: the path it names (a rename's destination: the source is our temporary file)
+    and what went wrong, e.g. ``out.csv: is a folder, expected a file``; ``--debug`` shows where it happened."""
+    path = exc.filename2 if exc.filename2 is not None else exc.filename
+    reason = {IsADirectoryError: "is a folder, expected a file",
+              NotADirectoryError: "expected a folder, but a file is in the way (this path or one above it)",
+              FileExistsError: "already exists, and is not a folder this command can use"}.get(
+        type(exc), exc.strerror or str(exc) or type(exc).__name__)
+    return f"{path}: {reason}" if path is not None else reason
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: runs the app, turning user errors into one line on stderr."""
     click_error, click_exit, click_abort = _click_exceptions()
@@ -86,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
+    except OSError as exc:  # a path given that cannot be written or read (read-only, a folder for a file, ...)
+        if debug:
+            raise
+        typer.echo(f"error: {os_error_line(exc)}", err=True)
+        return 2
     except click_error as exc:  # usage mistakes: click formats them (usage line + one error line)
         exc.show()
         return exc.exit_code
@@ -94,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     except click_abort:
         typer.echo("aborted", err=True)
         return 1
+    except Exception as exc:
+        if debug or not type(exc).__module__.startswith("botocore."):
+            raise
+        typer.echo(f"error: AWS: {exc}", err=True)  # no region or credentials, access denied, ...
+        return 2
     return rc if isinstance(rc, int) else 0
 
 

@@ -334,7 +334,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
     from qa_workflow.rounds.batching import write_batches
     from qa_workflow.rounds.predict import run_predictions
     from qa_workflow.rounds.round_dir import read_assignments, select_round
-    from qa_workflow.rounds.selection import SelectionPolicy, load_thresholds
+    from qa_workflow.rounds.selection import SelectionPolicy
     from training.predict import load_predictor, with_tta
 
     rid = round_id(r)
@@ -423,7 +423,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
         budget_seconds=cfg.budget_seconds,
         implied_verdicts=len(implied_now), implied_accepted=sum(int(v["confirm_count"]) for v in implied_now),
         planned_seconds=float(selected.seconds.get("total", 0.0)),
-        thresholds_used=dict(load_thresholds(thresholds).classes) if thresholds else {},
+        thresholds_used=dict(policy.thresholds_) if thresholds else {},  # as routing applied them (for_model)
         site_dice={n: _site_dice(ws, n, cfg.tta) for n in cfg.networks})
     storage.write_json(str(done), asdict(summary))
     return summary

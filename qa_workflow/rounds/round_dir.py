@@ -151,6 +151,7 @@ def select_round(predictions: str, out: str, policy: SelectionPolicy, thresholds
     A thresholds file of another schema, or unusable, is rejected: the reason goes to ``out/rejects.csv``
     (unless ``out`` already holds a round) and SegqaError is raised.
     """
+    policy.check_params()  # a bad option fails before anything is read or written
     predictions, out = absolute_uri(predictions), absolute_uri(out)
     thresholds = absolute_uri(thresholds) if thresholds else None
     round_id = _check_round_id(round_id or round_id_from(out))

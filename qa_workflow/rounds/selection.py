@@ -376,7 +376,8 @@ class SelectionPolicy(BaseEstimator):
         return self.costs if self.costs is not None else CostModel()
 
     # -------------------------------------------------------------------------------------------- fit
-    def _check_params(self) -> None:
+    def check_params(self) -> None:
+        """SegqaError naming the first parameter out of its range (fit checks them too)."""
         _check_int("budget", self.budget, 0, allow_none=True)
         _check_int("per_subject_cap", self.per_subject_cap, 1, allow_none=True)
         _check_int("random_arm", self.random_arm, 0)
@@ -407,7 +408,7 @@ class SelectionPolicy(BaseEstimator):
             calibration: Calibration | None = None) -> SelectionPolicy:
         """Learn the thresholds and calibrator in use, the cold-start strata and the site weights from a score
         table (pandas DataFrame) and the last analysis (thresholds, calibration; both None = cold start)."""
-        self._check_params()
+        self.check_params()
         for col in ("item_id", "subject", "slice", "class_name", "reviewable", self.measure):
             if col not in scores.columns:
                 raise SegqaError(f"score table: missing column {col!r}")

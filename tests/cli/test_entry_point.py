@@ -62,6 +62,51 @@ def test_usage_mistakes_are_short_and_exit_2(tmp_path):
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 12
 
 
+def test_unusable_output_paths_are_one_line_errors_naming_the_path(tmp_path, capsys):
+    """OS errors from a path the user gave (a folder where a file goes, a file where a folder goes, a file
+    inside a file) are one line naming the path, exit 2; with --debug, the traceback."""
+    import pytest
+
+    from qa_workflow.confirmations.records import ItemRecord, Vote
+    from qa_workflow.confirmations.store import open_store
+
+    folder, afile = tmp_path / "adir", tmp_path / "afile"
+    folder.mkdir()
+    afile.write_text("x")
+    store = tmp_path / "st.db"
+    s = open_store(f"sqlite:///{store}")
+    item = "sub-001/000/csf"
+    s.record_votes([(ItemRecord(item, "csf", 0.5, "r01"), Vote("job-1", item, "w1", "accept"))])
+    s.close()
+    cases = [(["store", "export", "--store", f"sqlite:///{store}", "--out", str(folder)],
+              f"{folder}: is a folder, expected a file"),
+             (["data", "synth", "--subjects", "1", "--slices", "2", "--out", str(afile / "c")],
+              f"{afile}: already exists, and is not a folder")]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(FileExistsError):
+        main(["--debug", *cases[1][0]])
+
+
+def test_aws_configuration_errors_are_one_line(capsys, monkeypatch):
+    from botocore.exceptions import NoRegionError
+
+    import qa_workflow.cli as cli
+
+    def no_region(*args, **kwargs):
+        raise NoRegionError()
+
+    monkeypatch.setattr(cli, "app", no_region)
+    assert main(["job", "status"]) == 2
+    assert capsys.readouterr().err == "error: AWS: You must specify a region.\n"
+    monkeypatch.setattr(cli, "app", lambda *a, **k: 1 / 0)
+    import pytest
+
+    with pytest.raises(ZeroDivisionError):  # a bug is not a user's mistake: its traceback shows
+        main(["job", "status"])
+
 def test_line_progress_prints_first_update_tenths_and_description_changes():
     import io
 
