@@ -220,15 +220,19 @@ def _validate_config(cfg: TrainConfig) -> None:
     if cfg.network not in NETWORKS:
         raise SegqaError(f"--network must be one of {', '.join(NETWORKS)}, got {cfg.network!r}")
     assert cfg.lr is not None, "TrainConfig.__post_init__ fills in the default learning rate"
-    checks = [("epochs", cfg.epochs, cfg.epochs >= 1), ("batch_size", cfg.batch_size, cfg.batch_size >= 1),
-              ("lr", cfg.lr, cfg.lr > 0), ("width", cfg.width, cfg.width > 0),
-              ("dice_weight", cfg.dice_weight, cfg.dice_weight >= 0), ("ce_weight", cfg.ce_weight, cfg.ce_weight >= 0),
-              ("dice_weight + ce_weight", cfg.dice_weight + cfg.ce_weight, cfg.dice_weight + cfg.ce_weight > 0),
-              ("weight_decay", cfg.weight_decay, cfg.weight_decay >= 0),
-              ("min_lr_ratio", cfg.min_lr_ratio, 0 <= cfg.min_lr_ratio <= 1)]
-    for name, value, ok in checks:
-        if not ok:
-            raise SegqaError(f"training option {name}: invalid value {value!r}")
+    checks = [("epochs", cfg.epochs, cfg.epochs >= 1, "an integer >= 1"),
+              ("batch_size", cfg.batch_size, cfg.batch_size >= 1, "an integer >= 1"),
+              ("lr", cfg.lr, cfg.lr > 0, "a number > 0"), ("width", cfg.width, cfg.width > 0, "a number > 0"),
+              ("dice_weight", cfg.dice_weight, cfg.dice_weight >= 0, "a number >= 0"),
+              ("ce_weight", cfg.ce_weight, cfg.ce_weight >= 0, "a number >= 0"),
+              ("dice_weight + ce_weight", cfg.dice_weight + cfg.ce_weight, cfg.dice_weight + cfg.ce_weight > 0,
+               "a number > 0"),
+              ("weight_decay", cfg.weight_decay, cfg.weight_decay >= 0, "a number >= 0"),
+              ("min_lr_ratio", cfg.min_lr_ratio, 0 <= cfg.min_lr_ratio <= 1, "a number in [0, 1]")]
+    for name, value, ok, expected in checks:
+        if not ok:  # (a NaN fails every check too)
+            option = " + ".join(f"--{part.strip().replace('_', '-')}" for part in name.split("+"))
+            raise SegqaError(f"training option {name} ({option}): expected {expected}, got {value!r}")
     for name in ("max_slices", "max_batches_per_epoch", "max_val_slices"):
         v = getattr(cfg, name)
         if v is not None and v < 1:

@@ -102,8 +102,8 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Option(..., "--data", help="Dataset folder."),
         split: str = typer.Option("test", "--split", help="Split to evaluate (train, pool, val, test)."),
         out: Path | None = typer.Option(None, "--out", help="Write the JSON report here (and a PNG beside it)."),
-        batch_size: int = typer.Option(8, "--batch-size"),
-        max_slices: int | None = typer.Option(None, "--max-slices", help="Evaluate at most this many slices."),
+        batch_size: int = typer.Option(8, "--batch-size", min=1),
+        max_slices: int | None = typer.Option(None, "--max-slices", min=1, help="Evaluate at most this many slices."),
         tta: str = typer.Option(DEFAULT_TTA, "--tta", help="Test-time augmentation: flip (each slice and its "
                                 "left-right mirror, averaged) or none; as `segqa predict --tta`."),
     ) -> None:
@@ -154,7 +154,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Export folder to write."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export folder."),
         min_agreement: float = typer.Option(0.999, "--min-agreement", help="Required ONNX/MXNet argmax agreement."),
-        samples: int = typer.Option(4, "--parity-samples", help="Random inputs for the parity check."),
+        samples: int = typer.Option(4, "--parity-samples", min=1, help="Random inputs for the parity check."),
         greengrass: bool = typer.Option(False, "--greengrass", help="Add the Greengrass v2 component (recipe + "
                                         "artifacts) in OUT/greengrass/ (ENet only)."),
         component_name: str = typer.Option("com.segqa.BrainSegmenter", "--component-name"),

@@ -132,12 +132,18 @@ def register(app: typer.Typer) -> None:
         operator: bool = typer.Option(False, "--operator", help="Also allow the operator page and exports."),
         new_link: bool = typer.Option(False, "--new-link", help="Issue a new one-time link for an existing reviewer."),
         url: str = typer.Option("http://127.0.0.1:8080", "--url", help="The portal's address as reviewers reach it."),
-        link_ttl: float = typer.Option(7 * 24 * 3600, "--link-ttl", help="Seconds the login link stays valid."),
+        link_ttl: float = typer.Option(7 * 24 * 3600, "--link-ttl", min=1, help="Seconds the login link stays valid."),
         portal_dir: Path | None = typer.Option(None, "--portal-dir", help=_PORTAL_DIR_HELP),
     ) -> None:
         """Create a reviewer account and print their one-time login link."""
+        from urllib.parse import urlsplit
+
         from qa_workflow.review.portal.auth import worker_id_for
         from qa_workflow.review.portal.service import open_portal_db
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise SegqaError(f"--url: expected the portal's address, e.g. https://review.example.org, got {url!r}")
 
         db = open_portal_db(_portal_dir(portal_dir))
         try:
@@ -227,3 +233,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  failed pre-labeling: {source}: {error}", err=True)
         if out is not None:
             typer.echo(f"per-item results: {out}")
+        if result.failed_objects:  # the others' votes are stored (a rerun skips them); the run did not finish
+            typer.echo(f"error: {len(result.failed_objects)} of {result.objects + len(result.failed_objects)} "
+                       "batches failed pre-labeling (above); fix them and run again", err=True)
+            raise typer.Exit(1)

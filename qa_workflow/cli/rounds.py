@@ -78,11 +78,11 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("pool", "--split", help="Dataset split to predict."),
         mc_samples: int = typer.Option(0, "--mc-samples", help="MC-dropout passes T (0 = one deterministic "
                                        "pass; T >= 2 adds mutual information)."),
-        batch_size: int = typer.Option(8, "--batch-size", help="Slices per forward pass."),
-        min_pixels: int = typer.Option(30, "--min-pixels", help="Smallest predicted region that is reviewable."),
+        batch_size: int = typer.Option(8, "--batch-size", min=1, help="Slices per forward pass."),
+        min_pixels: int = typer.Option(30, "--min-pixels", min=0, help="Smallest predicted region that is reviewable."),
         seed: int = typer.Option(0, "--seed", help="Seed of the MC-dropout passes."),
         table_format: str = typer.Option("parquet", "--table-format", help="parquet or csv."),
-        limit: int | None = typer.Option(None, "--limit", help="Predict only the first N slices of the split."),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Predict only the first N slices of the split."),
         probs: str | None = typer.Option(None, "--probs", help="Score existing probability maps "
                                             "(<subject>/<slice:03d>.npz) instead of running a model."),
         model_version: str | None = typer.Option(None, "--model-version", help="Model version to record with "
@@ -231,9 +231,10 @@ def register(app: typer.Typer) -> None:
         round_dir: str = typer.Option(..., "--round", help="Round folder from 'segqa select'."),
         dest: str | None = typer.Option(None, "--dest", help="Where overlays, batches and the manifest go: a "
                                            "folder or s3://bucket/prefix (default: the round folder)."),
-        batch_size: int = typer.Option(25, "--batch-size", help="Items per batch (one class per batch)."),
-        workers: int = typer.Option(8, "--workers", help="Parallel render/upload threads."),
-        scale: int = typer.Option(2, "--scale", help="Overlay upscaling factor."),
+        batch_size: int = typer.Option(25, "--batch-size", min=1, max=200,
+                                       help="Items per batch (one class per batch)."),
+        workers: int = typer.Option(8, "--workers", min=1, help="Parallel render/upload threads."),
+        scale: int = typer.Option(2, "--scale", min=1, help="Overlay upscaling factor."),
         adjust_from_job: str | None = typer.Option(None, "--adjust-from-job", help="Also write adjust tasks (one "
                                                    "per slice) for the items this verify job rejected."),
         escalate_from_job: str | None = typer.Option(None, "--escalate-from-job", help="Also write verify batches "
@@ -254,6 +255,8 @@ def register(app: typer.Typer) -> None:
 
         if escalation_job and not adjust_from_job:
             raise SegqaError("--escalation-job goes with --adjust-from-job")
+        # the store is opened first: a missing one fails before any batch is written
+        votes = _vote_store(store) if adjust_from_job or escalate_from_job else None
         console = _console()
         with progress(console) as bar:
             task = bar.add_task("slices", total=None)
@@ -275,16 +278,14 @@ def register(app: typer.Typer) -> None:
         for route, count in result.not_batched.items():
             console.print(f"{count} {route} item(s) have no kind of review work and were left out")
         print_rejects(console, result.rejects, f"{round_dir}/{BATCH_REJECTS_FILE}")
-        if adjust_from_job or escalate_from_job:
-            votes = _vote_store(store)
-        if escalate_from_job:
+        if escalate_from_job and votes is not None:
             from qa_workflow.rounds.escalating import split_in_store, write_escalation_batches
 
             second = write_escalation_batches(round_dir, split_in_store(votes, escalate_from_job), escalate_from_job,
                                               dest=result.dest)
             console.print(f"{len(second.batch_uris)} escalation batches ({second.items} split items) -> "
                           f"{second.manifest}")
-        if adjust_from_job:
+        if adjust_from_job and votes is not None:
             from qa_workflow.rounds.adjusting import rejected_in_store, write_adjust_tasks
 
             rejected = rejected_in_store(votes, adjust_from_job, *([escalation_job] if escalation_job else []))

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from qa_workflow import __version__
 from qa_workflow.cli import main
 
@@ -65,8 +67,6 @@ def test_usage_mistakes_are_short_and_exit_2(tmp_path):
 def test_unusable_output_paths_are_one_line_errors_naming_the_path(tmp_path, capsys):
     """OS errors from a path the user gave (a folder where a file goes, a file where a folder goes, a file
     inside a file) are one line naming the path, exit 2; with --debug, the traceback."""
-    import pytest
-
     from qa_workflow.confirmations.records import ItemRecord, Vote
     from qa_workflow.confirmations.store import open_store
 
@@ -102,10 +102,29 @@ def test_aws_configuration_errors_are_one_line(capsys, monkeypatch):
     assert main(["job", "status"]) == 2
     assert capsys.readouterr().err == "error: AWS: You must specify a region.\n"
     monkeypatch.setattr(cli, "app", lambda *a, **k: 1 / 0)
-    import pytest
-
     with pytest.raises(ZeroDivisionError):  # a bug is not a user's mistake: its traceback shows
         main(["job", "status"])
+
+@pytest.mark.parametrize("args, says", [
+    (["predict", "--data", "d", "--out", "o", "--model-version", "v", "--probs", "p", "--limit", "0"], "--limit"),
+    (["predict", "--data", "d", "--out", "o", "--model-version", "v", "--probs", "p", "--min-pixels", "-5"],
+     "--min-pixels"),
+    (["batch", "--round", "r", "--scale", "0"], "--scale"),
+    (["batch", "--round", "r", "--batch-size", "0"], "--batch-size"),
+    (["batch", "--round", "r", "--workers", "0"], "--workers"),
+    (["evaluate", "--model", "m", "--data", "d", "--max-slices", "0"], "--max-slices"),
+    (["export", "--model", "m", "--out", "o", "--parity-samples", "0"], "--parity-samples"),
+    (["review", "add-reviewer", "zed", "--link-ttl", "-5"], "--link-ttl"),
+    (["review", "add-reviewer", "zed", "--url", "notaurl"], "--url: expected the portal's address"),
+    (["train", "--data", "d", "--out", "o", "--epochs", "-1"], "--epochs): expected an integer >= 1, got -1"),
+    (["train", "--data", "d", "--out", "o", "--lr", "0"], "--lr): expected a number > 0"),
+])
+def test_out_of_range_options_are_refused_before_any_work(args, says, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 def test_line_progress_prints_first_update_tenths_and_description_changes():
     import io

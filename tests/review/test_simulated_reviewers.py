@@ -162,3 +162,10 @@ def test_cli_simulate(tmp_path, capsys, make_round):
     assert main(["review", "simulate", "--round", str(tmp_path / "nowhere"), "--truth", str(rnd.truth),
                  "--store", uri]) == 2
     assert "manifest.jsonl" in capsys.readouterr().err
+    # a batch that fails pre-labeling fails the run (the others' votes stay stored)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text((rnd.root / "manifest.jsonl").read_text() + json.dumps({"source-ref": str(tmp_path / "no.json")})
+                      + "\n")
+    assert main(["review", "simulate", "--round", str(broken), "--truth", str(rnd.truth), "--store", uri]) == 1
+    err = capsys.readouterr().err
+    assert "failed pre-labeling" in err and "1 of 3 batches failed pre-labeling" in err

@@ -88,3 +88,21 @@ def test_segqa_batch_writes_adjust_tasks_for_a_verify_jobs_rejections(batched_ro
     manifest = storage.read_text(f"{dest}/adjust/verify-9/manifest.jsonl")
     (ref,) = [json.loads(x)["source-ref"] for x in manifest.splitlines()]
     assert validate_task(storage.read_json(ref))["item_ids"] == [row.item_id]
+
+
+def test_segqa_batch_without_a_store_fails_before_writing_anything(tmp_path, capsys, monkeypatch, intensity_predictor,
+                                                                    tiny_dataset):
+    from qa_workflow.cli import main
+    from qa_workflow.rounds.predict import run_predictions
+    from qa_workflow.rounds.round_dir import select_round
+    from qa_workflow.rounds.selection import SelectionPolicy
+
+    data = tiny_dataset(tmp_path / "data", subjects=2, slices=3)
+    run_predictions(intensity_predictor(), data, str(tmp_path / "pred"))
+    round_dir = str(tmp_path / "round" / "r03")
+    select_round(str(tmp_path / "pred"), round_dir, SelectionPolicy(budget=12, seed=1))
+    before = sorted(p.name for p in (tmp_path / "round" / "r03").iterdir())
+    monkeypatch.delenv("SEGQA_STORE", raising=False)
+    assert main(["batch", "--round", round_dir, "--workers", "1", "--adjust-from-job", "verify-9"]) == 2
+    assert "SEGQA_STORE is not set" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "round" / "r03").iterdir()) == before  # no batch, no manifest
