@@ -19,6 +19,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -239,38 +240,57 @@ def _csv_bytes(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, float_format="%.10g", lineterminator="\n").encode("utf-8")
 
 
+#: Every file write_outputs may write (plus plots/*.png): what a rerun into the same folder replaces or removes.
+_ALL_OUTPUTS = ("acceptance_by_class.csv", "acceptance_by_bucket.csv", "threshold_comparison.csv", "reviewers.csv",
+                "calibration.json", "report.html", "thresholds.json")
+
+
 def write_outputs(result: AnalysisResult, out_dir: str | os.PathLike[str], *, report: bool = True,
                   progress: Callable[[str], None] | None = None) -> list[str]:
-    """Write the analysis files under ``out_dir`` (local, file:// or s3://); returns the URIs written."""
+    """Write the analysis files under ``out_dir`` (local, file:// or s3://); returns the URIs written.
+
+    Everything is rendered before the first file is written, and thresholds.json (what `segqa select` reads)
+    is written last, so an interrupted run leaves the previous thresholds in force. In a local folder, the
+    outputs of an earlier run that this one does not write (reviewers.csv without --votes, the report and plots
+    with --no-report) are removed, so the folder never mixes two analyses; other files are left alone."""
     step = progress or (lambda _msg: None)
     out = os.fspath(out_dir)
     if not storage.is_s3(out):
         target = storage.local_path(out)
         if target.exists() and not target.is_dir():
             raise SegqaError(f"--out {out}: exists and is not a folder")
-    written: list[str] = []
-
-    def put(name: str, data: bytes, content_type: str) -> None:
-        written.append(storage.write_bytes(storage.join(out, name), data, content_type))
-
-    step("writing tables")
-    put("acceptance_by_class.csv", _csv_bytes(result.class_table), "text/csv")
-    put("acceptance_by_bucket.csv", _csv_bytes(result.bucket_table), "text/csv")
-    put("threshold_comparison.csv", _csv_bytes(result.comparison_table()), "text/csv")
+    files: list[tuple[str, bytes, str]] = [
+        ("acceptance_by_class.csv", _csv_bytes(result.class_table), "text/csv"),
+        ("acceptance_by_bucket.csv", _csv_bytes(result.bucket_table), "text/csv"),
+        ("threshold_comparison.csv", _csv_bytes(result.comparison_table()), "text/csv"),
+    ]
     if result.reviewers is not None:
-        put("reviewers.csv", _csv_bytes(result.reviewers), "text/csv")
-    put("thresholds.json", (json.dumps(result.thresholds_document(), indent=2, ensure_ascii=False) + "\n")
-        .encode("utf-8"), "application/json")
-    put("calibration.json", (json.dumps(result.calibration_document(), indent=2) + "\n").encode("utf-8"),
-        "application/json")
+        files.append(("reviewers.csv", _csv_bytes(result.reviewers), "text/csv"))
+    files.append(("calibration.json", (json.dumps(result.calibration_document(), indent=2) + "\n").encode("utf-8"),
+                  "application/json"))
     if report:
         from analysis.plots import render_plots
         from analysis.report import render_report
 
         step("plots")
         images = render_plots(result)
-        for name, png in images.items():
-            put(f"plots/{name}.png", png, "image/png")
+        files += [(f"plots/{name}.png", png, "image/png") for name, png in images.items()]
         step("report")
-        put("report.html", render_report(result, images).encode("utf-8"), "text/html; charset=utf-8")
-    return written
+        files.append(("report.html", render_report(result, images).encode("utf-8"), "text/html; charset=utf-8"))
+    files.append(("thresholds.json", (json.dumps(result.thresholds_document(), indent=2, ensure_ascii=False)
+                                      + "\n").encode("utf-8"), "application/json"))
+    step("writing tables")
+    if not storage.is_s3(out):
+        _remove_stale(storage.local_path(out), {name for name, _, _ in files})
+    return [storage.write_bytes(storage.join(out, name), data, content_type) for name, data, content_type in files]
+
+
+def _remove_stale(folder: Path, writing: set[str]) -> None:
+    """Delete this folder's analysis outputs of an earlier run that the current one will not write again."""
+    if not folder.is_dir():
+        return
+    stale = [folder / name for name in _ALL_OUTPUTS if name not in writing]
+    stale += [p for p in (folder / "plots").glob("*.png") if f"plots/{p.name}" not in writing]
+    for path in stale:
+        if path.is_file():
+            path.unlink()

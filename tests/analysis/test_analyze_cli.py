@@ -90,6 +90,30 @@ def test_analyze_writes_the_four_outputs_and_a_self_contained_report(sim, tmp_pa
     assert cal.p_accept("gray_matter", probe) == pytest.approx(fit_isotonic(conf, ok).predict(probe), abs=1e-5)
 
 
+def test_a_rerun_into_the_same_folder_leaves_no_output_of_the_earlier_run(sim, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    (tmp_path / "out").mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["analyze", "--reviews", str(sim / "reviews.csv"), "--votes", str(sim / "votes.csv"),
+                 "--out", str(out)]) == 0
+    assert (out / "reviewers.csv").is_file() and (out / "report.html").is_file() and any(out.glob("plots/*.png"))
+    assert main(["analyze", "--reviews", str(sim / "reviews.csv"), "--out", str(out), "--no-report"]) == 0
+    assert not (out / "reviewers.csv").exists() and not (out / "report.html").exists()
+    assert not any(out.glob("plots/*.png")) and (out / "notes.txt").read_text() == "mine"
+
+    # interrupted while rendering: nothing of the new run is written, the earlier thresholds stay in force
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    import analysis.plots
+
+    def interrupted(result):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(analysis.plots, "render_plots", interrupted)
+    assert main(["analyze", "--reviews", str(sim / "reviews.csv"), "--votes", str(sim / "votes.csv"),
+                 "--out", str(out), "--max-error", "0.1"]) == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    capsys.readouterr()
+
 def test_percent_scale_is_detected_and_thresholds_keep_the_input_scale(tmp_path):
     records, _ = simulate_reviews(900, seed=4, percent=True, worker_error=0.0)
     records.to_csv(tmp_path / "r.csv", index=False)
