@@ -59,7 +59,8 @@ def read_card(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     model_dir = Path(model_dir)
     path = model_dir / CARD_FILE
     if not model_dir.is_dir():
-        raise SegqaError(f"{model_dir}: no such model folder")
+        raise SegqaError(f"{model_dir}: " + ("a file, expected a model folder" if model_dir.exists()
+                                             else "no such model folder"))
     if not path.is_file():
         raise SegqaError(f"{model_dir}: not a segqa model folder (no {CARD_FILE}); train one with 'segqa train' "
                          "or export one with 'segqa export'")

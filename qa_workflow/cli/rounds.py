@@ -108,6 +108,7 @@ def register(app: typer.Typer) -> None:
         region: str | None = typer.Option(None, "--region", help="AWS region (default from the environment)."),
     ) -> None:
         """Predict a dataset split, store probability maps and masks, and score every (slice, class)."""
+        from qa_workflow import storage
         from qa_workflow.contract import SegqaError
         from qa_workflow.rounds.predict import REJECTS_FILE, run_predictions, score_probability_files
 
@@ -123,6 +124,9 @@ def register(app: typer.Typer) -> None:
         console = _console()
         if (model is None) == (probs is None):
             raise SegqaError("give exactly one of --model (run a segmenter) or --probs (score existing maps)")
+        if probs is not None and not storage.is_s3(probs) and not storage.local_path(probs).is_dir():
+            raise SegqaError(f"--probs {probs}: no such folder (expected the folder of <subject>/<slice>.npz "
+                             "probability maps)")
         from training.dataset import read_index
 
         n = len(read_index(data, [split]))

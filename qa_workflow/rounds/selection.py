@@ -174,7 +174,8 @@ def parse_thresholds(obj: Any, where: str = "thresholds") -> Thresholds:
         if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not math.isfinite(thr) or not 0 <= thr <= top:
             raise SegqaError(f"{where}: classes.{name}.threshold must be null or a number in [0, {top:g}] "
                              f"({scale} scale), got {thr!r}")
-        classes[name] = float(thr) / factor
+        # rounded: 97.3756 / 100 is 0.9737560000000001, which would leave out a mask of confidence 0.973756
+        classes[name] = round(float(thr) / factor, 12) if factor != 1 else float(thr)
         reasons[name] = None
     for name in _TISSUE_NAMES:
         if name not in classes:

@@ -7,6 +7,7 @@ import pytest
 
 from qa_workflow import __version__
 from qa_workflow.cli import main
+from qa_workflow.contract import SegqaError
 
 
 def test_version(capsys):
@@ -185,3 +186,17 @@ def test_a_long_command_shows_progress_as_lines_when_not_on_a_terminal(monkeypat
     lines = captured.err.splitlines()
     assert len(lines) == 3 and all(line.strip().split()[0].endswith("s") for line in lines)
     assert lines[0].endswith("synthesising subjects  1/3  sub-001") and lines[-1].endswith("3/3  sub-003")
+
+
+def test_predict_names_a_missing_probs_folder_and_a_file_given_as_a_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "--data", "d", "--out", "o", "--model-version", "v", "--probs", "nope"]) == 2
+    assert "--probs nope: no such folder" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+    from training.modelcard import read_card
+
+    (tmp_path / "reviews.csv").write_text("x")
+    with pytest.raises(SegqaError, match="reviews.csv: a file, expected a model folder"):
+        read_card(tmp_path / "reviews.csv")
+    with pytest.raises(SegqaError, match="nowhere: no such model folder"):
+        read_card(tmp_path / "nowhere")

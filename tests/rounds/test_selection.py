@@ -167,6 +167,9 @@ def test_thresholds_file_checks(tmp_path):
     t = load_thresholds(str(p))
     assert t.classes == {"csf": 0.95, "gray_matter": None, "white_matter": None}
     assert t.sha256 and any("tumor" in w for w in t.warnings)
+    p.write_text(json.dumps({"schema": THRESHOLDS_SCHEMA, "confidence_scale": "percent",
+                             "classes": {"csf": {"threshold": 97.3756}}}))
+    assert load_thresholds(str(p)).classes["csf"] == 0.973756  # not 0.9737560000000001: a mask there is above
     p.write_text(json.dumps({"schema": THRESHOLDS_SCHEMA, "classes": {"csf": {"threshold": 1.5}}}))
     with pytest.raises(SegqaError, match=r"classes.csf.threshold"):
         load_thresholds(str(p))
