@@ -62,3 +62,14 @@ def test_unreadable_batches_and_bad_events_raise(tmp_path, gt):
         lambda_handler(_event(gt, {}), None)
     with pytest.raises(ContractError, match="expected an object"):
         lambda_handler({"version": "2018-10-16", "labelingJobArn": gt.job_arn}, None)
+
+
+def test_every_call_the_pre_labeling_handler_makes_is_allowed_by_the_stack_role(aws, make_batch, gt, role_check):
+    from qa_workflow import storage
+
+    bucket = aws[2]
+    batch = make_batch("r1-csf-0001", "csf", n=13)
+    storage.write_json(f"s3://{bucket}/r1/batches/b1.json", batch)
+    made, denied = role_check("PreLabelingRole", lambda: lambda_handler(
+        _event(gt, {"source-ref": f"s3://{bucket}/r1/batches/b1.json"}), None))
+    assert ("s3", "GetObject") in made and denied == []
