@@ -682,5 +682,5 @@ def run_loop(cfg: LoopConfig, progress: Progress | None = None, train_progress: 
                             "rounds": [asdict(s) for s in summaries]})
     from qa_workflow.loop.demo_report import write_report
 
-    write_report(ws.root, cfg, initial, summaries, initial_sites)
+    write_report(ws.root, cfg, initial, summaries, initial_sites, decisions=ws.registry.decisions())
     return summaries

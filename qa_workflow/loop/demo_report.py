@@ -32,7 +32,7 @@ _TEMPLATE = """<!doctype html>
   table-layout:auto}
  th,td{border:1px solid #d0d7de;padding:.2rem .3rem;text-align:right} th{background:#f6f8fa;font-weight:600;
   vertical-align:bottom}
- td:first-child,th:first-child{text-align:left} td{white-space:nowrap}
+ td:first-child,th:first-child{text-align:left} td{white-space:nowrap} td.why{text-align:left;white-space:normal}
  .yes{color:#1a7f37;font-weight:600} .no{color:#9a6700}
  .chip{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.3em;vertical-align:-1px}
  .thumbs img{height:150px;margin:.2rem;border:1px solid #d0d7de} .note{color:#57606a;font-size:.9rem}
@@ -114,6 +114,19 @@ else 'trained' }}{{ ', ' if not loop.last }}{% endfor %}{% else %}train split{% 
 <p class="note">Dice: the champion after the round, on the held-out <code>test</code> subjects (never reviewed);
 CSF, GM, WM and mean over all test slices, site columns = mean foreground Dice of one site's test slices.</p>
 {% if chart %}<img alt="test Dice per round" src="data:image/png;base64,{{ chart }}" style="max-width:100%">{% endif %}
+
+{% if challengers %}<h2>Challengers: what each round's labels bought</h2>
+<table><tr><th>round</th><th>network</th><th>challenger mean</th>{% for site in sites if site_dice_any %}<th>site
+{{ site }}</th>{% endfor %}<th>champion mean</th><th>decision</th></tr>
+{% for c in challengers %}<tr><td>{{ c.round }}</td><td>{{ netlabel[c.network] }}</td><td>{{ fmt(c.mean) }}</td>
+{% for site in sites if site_dice_any %}<td>{{ fmt(c.sites.get(site)) }}</td>{% endfor -%}
+<td>{{ fmt(c.champion_mean) }}</td><td class="why"><span class="{{ 'yes' if c.promote else 'no' }}">
+{{- 'promoted' if c.promote else 'refused' }}</span>: {{ c.reasons }}</td></tr>{% endfor %}
+</table>
+<p class="note">Each round retrains both networks (warm start from the champion) on everything labelled so far;
+the challenger replaces the champion only if its mean foreground Dice on the test split does not drop and no class
+drops more than the tolerance, so a challenger that gains on the new site while losing a class on the old one is
+refused (docs/loop.md).</p>{% endif %}
 
 <h2>Auto-accept thresholds after each round</h2>
 <table><tr><th>round</th>{% for c in classes -%}
@@ -233,9 +246,28 @@ def running_cost(summaries: Sequence[Any]) -> list[tuple[float, float]]:
     return out
 
 
+def challenger_rows(decisions: Sequence[dict[str, Any]], round_names: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per round's promotion decision (the registry's decision log; the initial models' are left out):
+    round name, network, the challenger's mean and per-site test Dice, the champion's mean, and the reasons."""
+    rows = []
+    for d in decisions:
+        r = d.get("round")
+        if not isinstance(r, int) or not 1 <= r <= len(round_names):
+            continue
+        metrics, champion = d.get("challenger_metrics") or {}, d.get("champion_metrics") or {}
+        rows.append({"round": round_names[r - 1], "network": d["network"],
+                     "mean": metrics.get("mean_foreground_dice"),
+                     "sites": {site: v.get("mean_foreground") for site, v in (metrics.get("sites") or {}).items()},
+                     "champion_mean": champion.get("mean_foreground_dice"), "promote": bool(d.get("promote")),
+                     "reasons": "; ".join(d.get("reasons") or [])})
+    return rows
+
+
 def write_report(root: Path, cfg: Any, initial: dict[str, dict[str, float]], summaries: Sequence[Any],
-                 initial_sites: dict[str, dict[str, dict[str, float]]] | None = None) -> Path:
-    """Write ``root/report.html`` (template above) and return its path."""
+                 initial_sites: dict[str, dict[str, dict[str, float]]] | None = None,
+                 decisions: Sequence[dict[str, Any]] = ()) -> Path:
+    """Write ``root/report.html`` (template above) and return its path. ``decisions``: the registry's decision
+    log, for the challengers' table."""
     root = Path(root)
     rows = []
     for s, (human, scratch) in zip(summaries, running_cost(summaries), strict=True):
@@ -257,7 +289,7 @@ def write_report(root: Path, cfg: Any, initial: dict[str, dict[str, float]], sum
         cfg=cfg, rounds=rows, netlabel=NETWORK_LABELS, networks=list(cfg.networks), classes=classes, initial=initial,
         fmt=_fmt, pct=_pct, seconds=human_time, sites=sites, site_dice_any=site_dice_any,
         initial_sites=initial_sites, chart=_chart(initial, summaries, list(cfg.networks), initial_sites, sites),
-        last_round_dir=last_round_dir,
+        last_round_dir=last_round_dir, challengers=challenger_rows(decisions, [s.round for s in summaries]),
         why_none=why_no_threshold(summaries[-1].analysis_report) if summaries else [],
         store_uri=f"sqlite:///{(root / 'store.sqlite').resolve()}")
     out = root / "report.html"

@@ -62,6 +62,34 @@ def test_report_shows_routing_sites_audit_and_cost(tmp_path):
     assert "49.0 min" in html and "5.3 h" in html  # human time so far vs scratch so far after round 2
 
 
+def test_report_lists_every_rounds_challengers_and_why_they_were_refused(tmp_path):
+    from qa_workflow.loop.demo_report import challenger_rows
+    from qa_workflow.loop.registry import decide_promotion
+
+    def metrics(mean, gm, b):
+        return {"mean_foreground_dice": mean, "dice": {"csf": 0.6, "gray_matter": gm, "white_matter": 0.85},
+                "sites": {"A": {"mean_foreground": mean + 0.02}, "B": {"mean_foreground": b}}}
+
+    champion = metrics(0.785, 0.839, 0.749)
+    decisions = [{"round": None, "network": "unet", "promote": True, "reasons": ["no champion yet"],
+                  "challenger_metrics": champion, "champion_metrics": None}]
+    for r, (mean, gm, b) in enumerate([(0.780, 0.826, 0.756), (0.790, 0.835, 0.769)], start=1):
+        promote, reasons = decide_promotion(metrics(mean, gm, b), champion)
+        decisions.append({"round": r, "network": "unet", "promote": promote, "reasons": reasons,
+                          "challenger_metrics": metrics(mean, gm, b), "champion_metrics": champion})
+    rows = challenger_rows(decisions, ["round-01", "round-02"])
+    assert [(row["round"], row["promote"], row["sites"]["B"]) for row in rows] == [
+        ("round-01", False, 0.756), ("round-02", True, 0.769)]  # the initial model's decision is not a round's
+    assert "gray_matter Dice drops 0.8390 -> 0.8260" in rows[0]["reasons"]
+
+    cfg = LoopConfig.preset(True, workspace=str(tmp_path))
+    html = write_report(tmp_path, cfg, {"unet": _dice(0.75), "enet": _dice(0.65)}, _summaries(tmp_path),
+                        decisions=decisions).read_text()
+    assert "Challengers: what each round" in html and "refused</span>: mean foreground Dice drops" in html
+    assert html.count('<span class="yes">promoted</span>') == 1
+    assert "Challengers" not in write_report(tmp_path, cfg, {"unet": _dice(0.75), "enet": _dice(0.65)},
+                                             _summaries(tmp_path)).read_text()
+
 def test_report_names_an_initial_model_that_was_given_rather_than_trained(tmp_path):
     given = tmp_path / "site-model"
     (given / "checkpoints").mkdir(parents=True)
