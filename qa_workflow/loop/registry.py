@@ -68,7 +68,7 @@ def decide_promotion(challenger: Mapping[str, Any], champion: Mapping[str, Any] 
         b = champion.get("dice", {}).get(cls.name)
         if a is None or b is None:
             continue
-        if float(b) - float(a) > tolerance:
+        if float(b) - float(a) > tolerance + 1e-9:  # a drop of exactly the tolerance passes (0.80 - 0.79 > 0.01)
             reasons.append(f"{cls.name} Dice drops {float(b):.4f} -> {float(a):.4f} (more than {tolerance:g})")
     if reasons:
         return False, reasons

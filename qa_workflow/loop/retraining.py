@@ -1,7 +1,8 @@
 """Retraining on confirmed masks, champion/challenger promotion, and the ENet edge export (issue #8).
 
 The training set of a retraining round is the original labelled ``train`` split plus every pool slice with at
-least one **confirmed** tissue-class mask (consolidated outcome ``accept``: every reviewer accepted it).
+least one **confirmed** tissue-class mask (consolidated outcome ``accept``, `contract.vote_outcome`: every
+reviewer accepted it, or, after a second opinion on a split, a majority two votes ahead).
 For such a slice the label map is the model's prediction that the reviewers saw, except that the predicted
 region of every class that was *not* confirmed (rejected, split, or never reviewed) becomes the ignore label
 (255), so the network is never taught a mask that a person rejected or did not see. With
@@ -83,34 +84,55 @@ class SlicePlan:
         return "pseudo" if self.pseudo and set(self.pseudo) == set(self.confirmed) else "confirmed"
 
 
+def latest_corrections(corrections: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+    """(round, slice_id) -> the consolidated mask that labels the slice in that round. A slice corrected in
+    several adjust jobs of one round (routed and chained, on the command-line path) takes the correction recorded
+    last (``recorded_at``, then the job name): the latest person's full label. Rows without a mask are skipped.
+    The one rule for retraining (`plan_slices`) and for the verdicts corrections imply (`loop.verdicts`)."""
+    chosen: dict[tuple[str, str], tuple[tuple[str, str], str]] = {}
+    for row in corrections:
+        if not row.get("mask_uri"):
+            continue
+        key = (str(row["round"]), str(row["slice_id"]))
+        order = (str(row.get("recorded_at") or ""), str(row.get("job") or ""))
+        if key not in chosen or order > chosen[key][0]:
+            chosen[key] = (order, str(row["mask_uri"]))
+    return {key: uri for key, (_, uri) in chosen.items()}
+
+
 def plan_slices(outcomes: Iterable[Mapping[str, Any]], auto_accepted: Iterable[Mapping[str, Any]] = (),
                 corrections: Iterable[Mapping[str, Any]] = ()) -> list[SlicePlan]:
     """Which pool slices enter the training set, from which round, with which classes confirmed.
 
     outcomes: rows with item_id, round, outcome (accept | reject | split); auto_accepted: rows with item_id and
     round (only given with --use-auto-accepted); corrections: rows with slice_id, round and mask_uri (the
-    consolidated corrected label map). The latest round in which a slice was reviewed or corrected decides the
-    slice (rounds ordered by `contract.round_sort_key`); a correction in that round makes it a full label;
-    otherwise slices without a confirmed class there are left out.
+    consolidated corrected label map; several in one round: `latest_corrections`). The latest round in which a
+    person reviewed or corrected a slice decides the slice (rounds ordered by `contract.round_sort_key`); a
+    correction in that round makes it a full label; otherwise its confirmed classes, plus the masks auto-accepted
+    in that same round that no one reviewed; slices without any are left out. A slice no person ever labelled
+    takes the auto-accepted masks of its latest auto-accepting round.
     """
     by_slice: dict[tuple[str, int], dict[str, dict[str, str]]] = {}
     for row in outcomes:
         iid = parse_item_id(row["item_id"])
         by_slice.setdefault((iid.subject, iid.slice_index), {}).setdefault(str(row["round"]), {})[
             iid.class_name] = str(row["outcome"])
+    corrected: dict[tuple[str, int, str], str] = {}
+    for (round_id, slice_id), mask_uri in latest_corrections(corrections).items():
+        iid = parse_item_id(f"{slice_id}/{REVIEW_CLASSES[0].name}")
+        corrected[(iid.subject, iid.slice_index, round_id)] = mask_uri
+        by_slice.setdefault((iid.subject, iid.slice_index), {}).setdefault(round_id, {})
+    # auto-accepted masks (pseudo-labels) fill in only where people left no label: they never make a round the
+    # slice's latest over an earlier round that a person reviewed or corrected
     pseudo: dict[tuple[str, int, str], set[str]] = {}
+    pseudo_only: dict[tuple[str, int], set[str]] = {}
     for row in auto_accepted:
         iid = parse_item_id(row["item_id"])
-        key = (iid.subject, iid.slice_index, str(row["round"]))
-        pseudo.setdefault(key, set()).add(iid.class_name)
-        by_slice.setdefault((iid.subject, iid.slice_index), {}).setdefault(str(row["round"]), {})
-    corrected: dict[tuple[str, int, str], str] = {}
-    for row in sorted(corrections, key=lambda r: str(r.get("job", ""))):  # several jobs: the last one by name
-        if not row.get("mask_uri"):
-            continue
-        iid = parse_item_id(f"{row['slice_id']}/{REVIEW_CLASSES[0].name}")
-        corrected[(iid.subject, iid.slice_index, str(row["round"]))] = str(row["mask_uri"])
-        by_slice.setdefault((iid.subject, iid.slice_index), {}).setdefault(str(row["round"]), {})
+        pseudo.setdefault((iid.subject, iid.slice_index, str(row["round"])), set()).add(iid.class_name)
+        pseudo_only.setdefault((iid.subject, iid.slice_index), set()).add(str(row["round"]))
+    for key, rounds_auto in pseudo_only.items():
+        if key not in by_slice:
+            by_slice[key] = {max(rounds_auto, key=round_sort_key): {}}
     plans = []
     for (subject, idx), rounds in sorted(by_slice.items()):
         latest = max(rounds, key=round_sort_key)
@@ -158,7 +180,12 @@ def store_corrections(store_uri: str) -> list[dict[str, Any]]:
 
     store = open_store(store_uri, create=False)
     try:
-        return [row for row in export_corrections(store) if row["mask_uri"]]
+        recorded: dict[tuple[str, str], str] = {}
+        for c in store.iter_corrections():  # when each (job, slice) was last recorded: `latest_corrections`
+            key = (c.job, c.slice_id)
+            recorded[key] = max(recorded.get(key, ""), c.recorded_at or "")
+        return [{**row, "recorded_at": recorded.get((row["job"], row["slice_id"]), "")}
+                for row in export_corrections(store) if row["mask_uri"]]
     finally:
         store.close()
 
@@ -424,6 +451,7 @@ def retrain_round(round_id: str, registry: Registry, data_dir: str | Path, train
         configs[network] = TrainConfig(data_dir=str(training_set.path), out_dir=str(model_dir), network=network,
                                        **opts)
     trained = train_all(configs, progress=progress)  # the networks side by side, each on its share of the cores
+    exported: Path | None = None
     for network in networks:
         champion, champion_dir = champions[network]
         model_dir = trained[network]
@@ -432,17 +460,16 @@ def retrain_round(round_id: str, registry: Registry, data_dir: str | Path, train
         champion_metrics = (evaluation_metrics(evaluate_model(champion_dir, data_dir, split="test", tta=tta))
                             if champion_dir is not None else None)
         ok, reasons = decide_promotion(challenger_metrics, champion_metrics, tolerance)
+        if ok and network == "enet" and export_dir is not None:
+            # exported before the champion changes: a failed export (parity, disk) leaves the old champion and no
+            # decision, so a rerun of the round tries again, instead of an unexported champion nothing retries
+            exported = Path(export_dir)
+            export_model(model_dir, exported, overwrite=True)
         registry.add(network, version, model_dir)
         decision = PromotionDecision(network, version, champion, ok, reasons, challenger_metrics, champion_metrics,
                                      tolerance, round=round_number(round_id))
         registry.record(decision)
         results[network] = NetworkOutcome(network, version, champion, decision, challenger_metrics, champion_metrics)
-    exported = None
-    enet = results.get("enet")
-    if export_dir is not None and enet is not None and enet.decision.promote:
-        exported = Path(export_dir)
-        src = local_model_dir(registry, "enet", enet.challenger, cache)
-        export_model(src, exported, overwrite=True)
     return RetrainResult(round_id, training_set, results, exported)
 
 
@@ -482,7 +509,7 @@ def retrain_from_rounds(data_dir: str | Path, store_uri: str, round_dirs: Sequen
     work = Path(work_dir)
     auto = auto_accepted_items(rounds) if use_auto_accepted else []
     training_set = build_retraining_set(data_dir, store_outcomes(store_uri), predictions, work / "training-set",
-                                        auto_accepted=auto)
+                                        auto_accepted=auto, corrections=store_corrections(store_uri))
     published = publish_training_set(training_set.path, publish) if publish else None
     if on_training_set is not None:
         on_training_set(training_set, published)

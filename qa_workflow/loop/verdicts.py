@@ -53,16 +53,17 @@ def implied_review_records(corrections: Iterable[Mapping[str, Any]], round_dirs:
     label map, drawn in the display orientation); round_dirs: round id -> that round's folder (its
     ``assignments.csv`` names every class mask the model predicted, with its confidence and predicted label map);
     skip_items: item ids that have a direct verdict (reviewers' votes), left out. A slice corrected in several
-    jobs of one round (routed and chained) counts once, by its first consolidated mask. Every class mask with a
+    jobs of one round (routed and chained) counts once, by the correction retraining uses
+    (`retraining.latest_corrections`). Every class mask with a
     confidence gets a row; ``confirm_count`` 1 when accepted, else ``disconfirm_count`` 1.
     """
+    from qa_workflow.loop.retraining import latest_corrections
     from qa_workflow.rounds.round_dir import read_assignments, read_round
 
     skip = set(skip_items)
     by_round: dict[str, dict[str, str]] = {}
-    for row in corrections:
-        if row.get("mask_uri"):
-            by_round.setdefault(str(row["round"]), {}).setdefault(str(row["slice_id"]), str(row["mask_uri"]))
+    for (round_id, slice_id), mask_uri in latest_corrections(corrections).items():
+        by_round.setdefault(round_id, {})[slice_id] = mask_uri
     rows: list[dict[str, Any]] = []
     for rid in sorted(by_round, key=round_sort_key):
         if rid not in round_dirs:

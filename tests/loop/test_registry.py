@@ -25,6 +25,7 @@ def test_promotion_rule():
     ok, reasons = decide_promotion(_m(0.82, 0.68, 0.88, 0.90), champ)  # csf drops 0.02 > 0.01
     assert not ok and reasons == ["csf Dice drops 0.7000 -> 0.6800 (more than 0.01)"]
     assert decide_promotion(_m(0.82, 0.68, 0.88, 0.90), champ, tolerance=0.05)[0]
+    assert decide_promotion(_m(0.81, 0.69, 0.88, 0.90), champ)[0]  # csf drops exactly 0.01 (0.70 - 0.69 > 0.01)
     with pytest.raises(SegqaError):
         decide_promotion(champ, champ, tolerance=-1)
 
