@@ -6,7 +6,9 @@ escaping, task assignment and the store behind it."""
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -184,6 +186,16 @@ def test_only_granted_image_files_are_served(portal, take_task):
     json_url = grant(str(portal["round"].root / "batches" / f"{portal['round'].batches[0]['batch_id']}.json"))
     grant.flush()
     assert alice.get(json_url).status_code == 403
+    # A task names its files, but a task is data: outside the round folder nothing is served, whatever the URI
+    # says (a fragment or query dressing a file up as a PNG, a relative path climbing out, another PNG outside).
+    outside = portal["round"].root.parent / "elsewhere.png"
+    outside.write_bytes(b"\x89PNG\r\n\x1a\n")
+    inside = next((portal["round"].root / "overlays").rglob("*.png"))
+    urls = [grant(u) for u in ("file:///etc/passwd#.png", "file:///etc/passwd?x=.png", str(outside),
+                               os.path.relpath("/etc/passwd", Path.cwd()) + "#.png",
+                               str(portal["round"].root / ".." / outside.name), str(inside))]
+    grant.flush()
+    assert [alice.get(u).status_code for u in urls] == [403, 403, 403, 403, 403, 200]
 
 
 @pytest.mark.parametrize("path", [

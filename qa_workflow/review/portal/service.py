@@ -147,6 +147,10 @@ def validate_answer(task_input: dict[str, Any], answer: Any) -> None:
         raise AnswerRejected(f"{len(missing)} item(s) have no decision, e.g. {missing[0]}")
 
 
+#: The largest task asset the portal serves (a 176 x 208 overlay is ~30 KB; whole-slide PNGs stay far below).
+MAX_ASSET_BYTES = 32 * 1024 * 1024
+
+
 class ReviewService:
     """One labeling job served by the portal."""
 
@@ -382,15 +386,53 @@ class ReviewService:
         uri = self.db.asset_uri(grant.digest)
         if uri is None:
             raise signing.InvalidToken("unknown asset")
-        ext = os.path.splitext(uri.split("?")[0])[1].lower()
-        content_type = signing.IMAGE_TYPES.get(ext)
-        if content_type is None:
-            raise signing.InvalidToken("not an image asset")
+        location, content_type = self._servable(uri)
         try:
-            data = storage.read_bytes(uri)
+            data = storage.read_bytes(location)
         except SegqaError as exc:
             raise FileNotFoundError(str(exc)) from None
         return data, content_type, max(0, int(grant.expires_at - self.clock()))
+
+    def asset_root(self) -> str:
+        """The folder the job's assets must lie in: the round folder that `segqa batch` wrote (the manifest's
+        folder; for an adjust or escalation manifest, ``<round>/adjust|escalate/<job>/``, the round above it)."""
+        manifest = self.manifest_uri
+        if storage.is_s3(manifest):
+            parts = manifest.rstrip("/").split("/")[:-1]
+            if len(parts) >= 5 and parts[-2] in ("adjust", "escalate"):
+                parts = parts[:-2]
+            return "/".join(parts)
+        folder = storage.local_path(manifest).resolve().parent
+        if folder.parent.name in ("adjust", "escalate"):
+            folder = folder.parent.parent
+        return str(folder)
+
+    def _servable(self, uri: str) -> tuple[str, str]:
+        """(what to read, content type) for an asset URI named by a task, or signing.InvalidToken: an image file
+        (by the extension of the path itself, never of a query or fragment) inside `asset_root`, no larger than
+        MAX_ASSET_BYTES. A batch JSON is data, not code: it must not make the portal serve other files."""
+        root = self.asset_root()
+        if storage.is_s3(uri):
+            location = uri
+            if "?" in uri or "#" in uri or not uri.startswith(root.rstrip("/") + "/") or "/../" in uri:
+                raise signing.InvalidToken("asset outside the round folder")
+            ext = os.path.splitext(uri)[1].lower()
+        else:
+            if uri.startswith("file://") and (urlsplit(uri).query or urlsplit(uri).fragment):
+                raise signing.InvalidToken("asset URI with a query or fragment")
+            try:
+                path = storage.local_path(uri).resolve()
+            except (SegqaError, OSError):
+                raise signing.InvalidToken("not a local asset") from None
+            if not path.is_relative_to(root):
+                raise signing.InvalidToken("asset outside the round folder")
+            if not path.is_file() or path.stat().st_size > MAX_ASSET_BYTES:
+                raise FileNotFoundError(f"{path}: not a file of at most {MAX_ASSET_BYTES} bytes")
+            location, ext = str(path), path.suffix.lower()
+        content_type = signing.IMAGE_TYPES.get(ext)
+        if content_type is None:
+            raise signing.InvalidToken("not an image asset")
+        return location, content_type
 
     def submit(self, reviewer: Reviewer, assignment: Assignment, answer: Any) -> SubmitOutcome:
         """Validate and durably record one answer; wake the consolidator when the object is complete."""
