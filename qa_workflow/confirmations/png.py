@@ -141,12 +141,18 @@ def decode_png(data: bytes) -> tuple[int, int, int, int, list[list[int]], list[t
         if palette is None:
             raise PngError("corrupt PNG (palette image without PLTE)")
         palette = [(r, g, b, alphas[i] if i < len(alphas) else 255) for i, (r, g, b, _) in enumerate(palette)]
-    try:
-        raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
-    except zlib.error as exc:
-        raise PngError(f"corrupt PNG image data ({exc})") from None
     channels = _CHANNELS[ctype]
     stride = (width * channels * depth + 7) // 8
+    expected = height * (stride + 1)  # a filter byte per row
+    inflater = zlib.decompressobj()
+    try:
+        # never inflate past the size the header declares: a small answer must not expand to gigabytes
+        raw = inflater.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"), expected)
+        more = inflater.decompress(inflater.unconsumed_tail, 1)  # only the stream's end may be left
+    except zlib.error as exc:
+        raise PngError(f"corrupt PNG image data ({exc})") from None
+    if more:
+        raise PngError(f"corrupt PNG (image data longer than its {width}x{height} header declares)")
     bpp = max(1, channels * depth // 8)
     flat = _unfilter(raw, height, stride, bpp)
     rows = [_samples(flat[y * stride:(y + 1) * stride], width, channels, depth) for y in range(height)]

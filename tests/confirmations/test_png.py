@@ -73,3 +73,20 @@ def test_a_bad_filter_byte_is_refused():
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
     with pytest.raises(PngError, match="unknown filter type 7"):
         decode_grey(data)
+
+
+def test_image_data_longer_than_the_header_declares_is_refused_without_inflating_it():
+    """A decompression bomb: a 1x1 header over 50 MB of zeros (50 KB compressed) must fail at once, having
+    inflated no more than the header's few bytes."""
+    import struct
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes(50_000_000), 9)) + chunk(b"IEND", b""))
+    assert len(bomb) < 100_000
+    with pytest.raises(PngError, match="longer than its 1x1 header declares"):
+        decode_grey(bomb)
+    exact = encode_png(3, 2, bytes(range(6)))
+    assert decode_grey(exact) == (3, 2, bytes(range(6)))

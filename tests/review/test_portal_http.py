@@ -66,10 +66,11 @@ def _portal(tmp_path, fake_clock, login, make_round, **more):
 def submit(csrf_of):
     """``submit(client, aid, form, csrf=None, **headers)``: post a decisions form for assignment ``aid`` as the
     task page's script does (with the page's CSRF token unless ``csrf`` is given)."""
-    def submit(client, aid, form, csrf=None, **headers):
+    def submit(client, aid, form, csrf=None, content_override=None, **headers):
         if csrf is None:
             csrf = csrf_of(client.get(f"/tasks/{aid}").text)
-        return client.post(f"/tasks/{aid}/submit", content=json.dumps(form),
+        return client.post(f"/tasks/{aid}/submit", content=json.dumps(form) if content_override is None
+                           else content_override,
                            headers={"content-type": "application/json", "x-csrf-token": csrf,
                                     "origin": str(client.base_url), **headers})
     return submit
@@ -313,6 +314,24 @@ def test_incomplete_or_foreign_decisions_are_refused_by_the_server(portal, csrf_
     assert portal["service"].db.assignment(aid).status == "active"
 
 
+def test_malformed_answers_are_client_errors_and_leave_the_task_open(portal, decisions_form, take_task, submit):
+    alice = portal["client"]("alice")
+    aid, _ = take_task(alice)
+    form = decisions_form(portal["round"].batches[0])
+    nested = submit(alice, aid, None, content_override="[" * 100_000 + "]" * 100_000)
+    assert nested.status_code == 400
+    assert submit(alice, aid, {**form, "note": "\ud800"}).status_code == 422  # a lone surrogate
+    assert submit(alice, aid, form).json()["status"] == "recorded"
+
+
+def test_the_public_url_is_compared_as_browsers_send_the_origin(tmp_path):
+    for given in ("https://Review.Example.org:443", "https://review.example.org/", "https://review.example.org"):
+        settings = PortalSettings(portal_dir=tmp_path / "p", round_uri=str(tmp_path), public_url=given)
+        assert settings.public_url == "https://review.example.org", given
+    assert PortalSettings(portal_dir=tmp_path / "p", round_uri=str(tmp_path),
+                          public_url="http://10.0.0.5:8080").public_url == "http://10.0.0.5:8080"
+
+
 def test_repeated_submit_changes_nothing(portal, csrf_of, decisions_form, take_task, submit):
     service, rnd = portal["service"], portal["round"]
     alice, bob = portal["client"]("alice"), portal["client"]("bob")
@@ -429,13 +448,15 @@ def test_operator_page_progress_and_exports(portal, decisions_form, take_task, s
     rnd = portal["round"]
     alice, bob = portal["client"]("alice"), portal["client"]("bob")
     assert alice.get("/operator").status_code == 403
+    olga = portal["client"]("olga")
+    before = olga.get("/operator/export/reviews.csv")  # nothing answered yet: a header only
+    assert before.status_code == 200 and before.text.startswith("item_id,class_name,") and before.text.count("\n") == 1
     batch = rnd.batches[0]
     reject = {batch["items"][1]["item_id"]: ("under_segmented", "misses the left insula")}
     for c in (alice, bob):
         aid, _ = take_task(c)
         submit(c, aid, decisions_form(batch, reject=reject if c is bob else None))
     assert portal["service"].wait_idle(20)
-    olga = portal["client"]("olga")
     page = olga.get("/operator").text
     assert "1 of 3 batches complete" in page and "alice" in page and "bob" in page
     api = olga.get("/operator/api/progress").json()
@@ -649,3 +670,45 @@ def test_behind_a_proxy_the_origin_is_checked_against_the_public_url(tmp_path, f
     for bad in ("review.example.org", "ftp://x", "https://x/path", "https://"):
         with pytest.raises(SegqaError, match="--public-url"):
             PortalSettings(portal_dir=tmp_path / "p2", round_uri=str(rnd.root), public_url=bad)
+
+
+def test_an_adjust_answer_is_checked_at_submit_as_the_post_labeling_step_will(tmp_path):
+    """A corrected mask that cannot be used (another size, not a PNG, an inflating bomb) is refused when the
+    reviewer submits it, not found out later by the consolidator; a good one passes."""
+    import base64
+    import io
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    from qa_workflow.confirmations.png import encode_png
+    from qa_workflow.review.portal.service import AnswerRejected, validate_answer
+
+    mask = tmp_path / "mask.png"
+    mask.write_bytes(encode_png(16, 12, bytes(16 * 12)))
+    task = {"kind": "adjust", "mask_uri": str(mask)}
+
+    def answer(png: bytes) -> dict:
+        return {"correctedMask": {"labeledImage": {"pngImageData": base64.b64encode(png).decode()},
+                                  "labelMappings": {"csf": {"color": "#1f77b4"}}, "initialValueModified": True}}
+
+    def rgba_png(h: int, w: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((h, w, 4), np.uint8), "RGBA").save(buf, format="PNG")
+        return buf.getvalue()
+
+    validate_answer(task, answer(rgba_png(12, 16)))
+    bomb = bytearray(rgba_png(1, 1))
+    idat = bytes(bomb).index(b"IDAT")
+    body = zlib.compress(bytes(5_000_000), 9)
+    import struct
+
+    bomb_png = (bytes(bomb[:idat - 4]) + struct.pack(">I", len(body)) + b"IDAT" + body
+                + struct.pack(">I", zlib.crc32(b"IDAT" + body) & 0xFFFFFFFF) + bytes(bomb[-12:]))
+    for bad, says in ((rgba_png(12, 15), "mask is 15x12, the slice is 16x12"), (b"not a png", "PNG"),
+                      (bomb_png, "longer than its 1x1 header declares")):
+        with pytest.raises(AnswerRejected, match=says):
+            validate_answer(task, answer(bad))
+    with pytest.raises(AnswerRejected, match="no .correctedMask."):
+        validate_answer(task, {"seconds": "3"})

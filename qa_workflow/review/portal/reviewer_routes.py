@@ -154,7 +154,7 @@ def reviewer_router(web: PortalWeb) -> APIRouter:
             return JSONResponse({"detail": "answer too large"}, status_code=413)
         try:
             answer = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return JSONResponse({"detail": "the answer is not valid JSON"}, status_code=400)
         assignment = await run_in_threadpool(service.task_for, session.reviewer, assignment_id)
         if assignment is None:

@@ -98,6 +98,10 @@ class PortalSettings:
                     or parts.query or parts.fragment:
                 raise SegqaError(f"--public-url must be the origin browsers use, e.g. https://review.example.org "
                                  f"(scheme and host, no path); got {self.public_url!r}")
+            # the origin as browsers send it: lower-case scheme and host, no default port
+            host, port = (parts.hostname or "").lower(), parts.port
+            default = {"http": 80, "https": 443}[parts.scheme.lower()]
+            self.public_url = f"{parts.scheme.lower()}://{host}" + (f":{port}" if port and port != default else "")
         if not 1 <= int(self.reviewers_per_object) <= 50:
             raise SegqaError(f"--reviewers-per-object must be between 1 and 50, got {self.reviewers_per_object}")
         if self.task_time_limit_s < 30:
@@ -128,6 +132,9 @@ def validate_answer(task_input: dict[str, Any], answer: Any) -> None:
     the batch exactly once (matched by item_id). Raises AnswerRejected with the reason."""
     if not isinstance(answer, dict):
         raise AnswerRejected("the answer must be a JSON object (the form output)")
+    if task_input.get("kind") == "adjust":
+        _validate_adjust_answer(task_input, answer)
+        return
     items = task_input.get("items")
     if not isinstance(items, list) or not all(isinstance(i, dict) and "item_id" in i for i in items):
         return
@@ -147,6 +154,18 @@ def validate_answer(task_input: dict[str, Any], answer: Any) -> None:
         raise AnswerRejected(f"{len(missing)} item(s) have no decision, e.g. {missing[0]}")
 
 
+def _validate_adjust_answer(task_input: dict[str, Any], answer: dict[str, Any]) -> None:
+    """An adjust answer must decode, as the post-labeling step will, to a label map of the slice's size: a
+    reviewer hears at once what is wrong rather than the object failing later."""
+    from qa_workflow.confirmations.adjust import model_label_map, read_worker_correction
+
+    try:
+        width, height, _ = model_label_map(storage.read_bytes(str(task_input["mask_uri"])), where="the model mask")
+        read_worker_correction("you", answer, width, height)
+    except (ContractError, SegqaError, KeyError) as exc:
+        raise AnswerRejected(f"the corrected mask cannot be used: {exc}") from None
+
+
 #: The largest task asset the portal serves (a 176 x 208 overlay is ~30 KB; whole-slide PNGs stay far below).
 MAX_ASSET_BYTES = 32 * 1024 * 1024
 
@@ -162,6 +181,12 @@ class ReviewService:
         self.db = open_portal_db(self.portal_dir)
         self.key = _load_key(self.portal_dir)
         self.store_uri = settings.store_uri or default_store_uri(self.portal_dir)
+        if self.store_uri.startswith("sqlite:"):  # created now, so the operator's export works before any answer
+            from qa_workflow.confirmations.store import open_store
+
+            local_store = open_store(self.store_uri)
+            local_store.init()
+            local_store.close()
         self.manifest_uri = labeling.resolve_manifest(settings.round_uri)
         name = settings.job_name or labeling.job_name_for(self.manifest_uri)
         self.job_cfg = JobConfig(
@@ -444,8 +469,12 @@ class ReviewService:
             # Time on task, measured by the portal: from handing out the task to this submit. Both templates
             # measure it themselves, leaving out time the tab was hidden, and are believed instead.
             answer = {**answer, "seconds": f"{max(0.0, self.clock() - assignment.assigned_at):.1f}"}
-        content = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
-        if len(content.encode("utf-8")) > MAX_ANSWER_BYTES:
+        try:
+            content = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
+            size = len(content.encode("utf-8"))
+        except (UnicodeEncodeError, RecursionError, ValueError):  # a lone surrogate, absurd nesting
+            raise AnswerRejected("the answer holds text that is not valid Unicode, or is nested too deeply") from None
+        if size > MAX_ANSWER_BYTES:
             raise AnswerRejected(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
         outcome = self.db.submit(assignment, reviewer.worker_id, content, self.clock())
         with self._served_lock:  # no answer to this assignment is checked again
