@@ -238,6 +238,9 @@ def validate_votes(frame: pd.DataFrame, source: str = "votes", first_line: int =
             rows = np.flatnonzero((out["item_id"] == item).to_numpy() & gold.notna().to_numpy())
             raise SegqaError(f"{source}, lines {', '.join(str(lines[i]) for i in rows[:3])}: column gold: item "
                              f"{item!r} has conflicting gold answers; give one per item")
+        # an item's gold answer holds for every vote on it, also the rows that left the cell empty
+        item_gold = gold.dropna().groupby(out.loc[gold.notna(), "item_id"]).first()
+        gold = out["item_id"].map(item_gold)
         out["gold"] = gold.astype(object).where(gold.notna(), np.nan)
     dup = out.duplicated(["item_id", "worker_id"], keep="first").to_numpy()
     fail(dup, "worker_id", "voted twice on the same item; a vote is (item, reviewer) and counted once")

@@ -16,8 +16,11 @@ __all__ = ["reliability_table", "expected_calibration_error", "fit_isotonic", "c
 
 
 def _uniform_bins(confidence: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, n_bins - 1)
+    """Bins [k/n, (k+1)/n), the last one closed. The index is floor(x * n) (with a 1e-12 nudge for values
+    like 0.3 * 10 = 2.9999999999999996): `np.linspace` edges land an ulp above 0.3, 0.6 and 0.7 and put
+    those values in the bin below, where 0.1 or 0.4 go to the bin above."""
+    edges = np.arange(n_bins + 1) / n_bins
+    idx = np.clip(np.floor(np.asarray(confidence, dtype=np.float64) * n_bins + 1e-9).astype(np.int64), 0, n_bins - 1)
     return edges, idx
 
 
@@ -124,4 +127,5 @@ def isotonic_curve(confidence: np.ndarray, accepted: np.ndarray) -> dict[str, ob
         return {"n": 0, "accept_rate": None, "x": [], "y": []}
     iso = fit_isotonic(x, y)
     return {"n": int(x.size), "accept_rate": round(float(y.mean()), 6),
-            "x": [round(float(v), 6) for v in iso.X_thresholds_], "y": [round(float(v), 6) for v in iso.y_thresholds_]}
+            # x at full precision: rounding merged knots closer than the rounding step (docstring: what predict gives)
+            "x": [float(v) for v in iso.X_thresholds_], "y": [round(float(v), 12) for v in iso.y_thresholds_]}

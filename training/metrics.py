@@ -27,7 +27,13 @@ def confusion_matrix(pred: np.ndarray, truth: np.ndarray, num_classes: int = NUM
         raise ValueError(f"pred and truth differ in size: {pred.size} vs {truth.size}")
     keep = truth != IGNORE_LABEL
     t = truth[keep].astype(np.int64)
-    p = np.clip(pred[keep].astype(np.int64), 0, num_classes - 1)
+    p = pred[keep].astype(np.int64)
+    # labels outside 0..K-1 were clipped into a class here and ignored by HD95 and the volume difference: refuse
+    for name, values in (("predicted", p), ("true", t)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{name} labels must be 0..{num_classes - 1}"
+                             f"{' (or 255, ignored)' if name == 'true' else ''}; found {int(values.max())}"
+                             if values.max() >= num_classes else f"{name} labels must be >= 0")
     return np.bincount(t * num_classes + p, minlength=num_classes * num_classes)[: num_classes ** 2].reshape(
         num_classes, num_classes)
 

@@ -81,6 +81,11 @@ def test_gold_accuracy_per_vote_and_per_majority():
     assert summary.n_reviewers == 3 and summary.n_gold_items == 2
     assert summary.gold_vote_accuracy == pytest.approx(5 / 6)
     assert summary.gold_majority_accuracy == 1.0
+    # gold given on only some of an item's rows holds for all its votes (w3's reject of i1 counts as wrong)
+    partial = (b"item_id,worker_id,decision,gold\ni1,w1,accept,accept\ni1,w2,accept,accept\ni1,w3,reject,\n"
+               b"i2,w1,reject,\ni3,w3,accept,reject\n")
+    summary = agreement_from_votes(parse_votes(partial, "votes.csv"))
+    assert summary.n_gold_items == 2 and summary.gold_vote_accuracy == pytest.approx(2 / 4)
 
 
 @pytest.mark.parametrize("data, message", [

@@ -152,6 +152,11 @@ def test_dice_and_confusion_on_a_known_example():
     d2 = dice_per_class(np.zeros((3, 3)), np.zeros((3, 3)))
     assert d2[0] == 1.0 and all(math.isnan(v) for v in d2[1:])
     assert math.isnan(mean_foreground_dice(d2))
+    # labels outside the classes are refused, never clipped into one (HD95 and the volume difference ignored them)
+    with pytest.raises(ValueError, match="predicted labels must be 0..3; found 255"):
+        confusion_matrix(np.array([[3, 255]]), np.array([[3, 3]]))
+    with pytest.raises(ValueError, match="true labels must be 0..3"):
+        confusion_matrix(np.array([[3, 0]]), np.array([[3, 7]]))
 
 
 def test_hd95_of_shifted_squares_in_mm():
