@@ -378,10 +378,18 @@ class TrainingLaunch:
         return self.base_job_name or f"segqa-{self.network}"
 
 
+#: Where SageMaker syncs a job's checkpoint_s3_uri inside the container (its default, stated explicitly).
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+
+
 def hyperparameters(launch: TrainingLaunch) -> dict[str, str]:
-    """The job's hyperparameters (strings, as SageMaker passes them): ``network``, the user's, and
-    ``kvstore=dist_sync`` when several hosts train (unless the user chose a kvstore)."""
+    """The job's hyperparameters (strings, as SageMaker passes them): ``network``, the user's,
+    ``kvstore=dist_sync`` when several hosts train (unless the user chose a kvstore), and with a checkpoint URI
+    ``checkpoint-dir`` (the entry point trains there and resumes from it: SDK v3's driver sets no
+    SM_CHECKPOINT_DIR, so without it a restarted spot job started over)."""
     hp = {str(k): str(v) for k, v in launch.hyperparameters.items()}
+    if launch.checkpoint_uri:
+        hp.setdefault("checkpoint-dir", CHECKPOINT_LOCAL_PATH)
     if "network" in hp and hp["network"] != launch.network:
         raise SegqaError(f"hyperparameter network={hp['network']} contradicts the launch's network {launch.network}")
     hp["network"] = launch.network
@@ -452,7 +460,8 @@ def build_model_trainer(launch: TrainingLaunch, source_dir: str | os.PathLike[st
             hyperparameters=hyperparameters(launch),
             input_data_config=channels,
             output_data_config=OutputDataConfig(s3_output_path=launch.output_uri.rstrip("/"), compression_type="GZIP"),
-            checkpoint_config=CheckpointConfig(s3_uri=launch.checkpoint_uri) if launch.checkpoint_uri else None,
+            checkpoint_config=(CheckpointConfig(s3_uri=launch.checkpoint_uri, local_path=CHECKPOINT_LOCAL_PATH)
+                               if launch.checkpoint_uri else None),
             role=launch.role_arn,
             base_job_name=launch.job_base_name,
             sagemaker_session=session,

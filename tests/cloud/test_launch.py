@@ -206,6 +206,14 @@ def test_start_training_sends_a_valid_create_training_job(source, model_problems
         assert any(k.endswith("/input/code/qa_workflow/contract.py") for k in keys)
         job = session.client("sagemaker").describe_training_job(TrainingJobName=name)
         assert job["HyperParameters"]["network"] == "unet"
+        # a restarted spot job resumes: the entry point trains in the folder SageMaker syncs with the checkpoints
+        assert request["CheckpointConfig"] == {"S3Uri": "s3://d-sagemaker/checkpoints/unet/",
+                                               "LocalPath": "/opt/ml/checkpoints"}
+        assert request["HyperParameters"]["checkpoint-dir"] == "/opt/ml/checkpoints"
+        from training.train import build_arg_parser
+
+        assert build_arg_parser().parse_args(["--checkpoint-dir", "/opt/ml/checkpoints"]).checkpoint_dir == (
+            "/opt/ml/checkpoints")
 
 
 def test_train_remote_dry_run_prints_both_trainers(capsys):
