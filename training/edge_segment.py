@@ -242,17 +242,34 @@ def watch(in_dir, out_dir, segmenter, poll_s=2.0, once=False):
         time.sleep(poll_s)
 
 
+def result_message(event, segmenter, out_dir):
+    """The IPC message answering one subscription event (``{"path": FILE}`` as JSON or as binary JSON): the
+    file's summary, or ``{"error": ...}`` when the request itself is malformed."""
+    from awsiot.greengrasscoreipc.model import JsonMessage, PublishMessage
+
+    try:
+        if event.json_message is not None:
+            message = event.json_message.message
+        else:
+            message = json.loads(event.binary_message.message)
+        summary = process_file(message["path"], segmenter, out_dir)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        summary = {"error": f"expected a message {{\"path\": FILE}}: {type(exc).__name__}: {exc}"}
+    return PublishMessage(json_message=JsonMessage(message=summary))
+
+
 def serve_topic(topic, result_topic, out_dir, segmenter):
     """Greengrass local publish/subscribe: each message ``{"path": FILE}`` on ``topic`` is segmented and its
     summary published on ``result_topic`` (needs awsiotsdk and the recipe's accessControl)."""
-    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2  # type: ignore[import-not-found]
+    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 
     ipc = GreengrassCoreIPCClientV2()
 
     def on_message(event):
-        message = event.json_message.message if event.json_message else json.loads(event.binary_message.message)
-        summary = process_file(message["path"], segmenter, out_dir)
-        ipc.publish_to_topic(topic=result_topic, publish_message={"json_message": {"message": summary}})
+        try:  # raised in the IPC client's callback thread, an error would vanish: log it
+            ipc.publish_to_topic(topic=result_topic, publish_message=result_message(event, segmenter, out_dir))
+        except Exception:
+            log.exception("could not answer a message on %s", topic)
 
     ipc.subscribe_to_topic(topic=topic, on_stream_event=on_message)
     log.info("listening on %s, results on %s", topic, result_topic)

@@ -35,8 +35,16 @@ SCRIPT = "segment.py"
 REQUIREMENTS = "requirements.txt"
 ARTIFACT_PLACEHOLDER = "s3://ARTIFACT_BUCKET/segqa/greengrass"
 SCRIPT_SOURCE = Path(__file__).with_name("edge_segment.py")
-#: The device installs these with pip (versions of requirements.lock; wheels exist for aarch64 and x86_64).
-DEVICE_REQUIREMENTS = ("numpy==1.23.5", "onnxruntime==1.31.1", "pillow==13.0.0", "nibabel==5.3.3")
+#: The device installs these with pip (versions of requirements.lock; wheels exist for aarch64 and x86_64). The core
+#: device needs Python 3.11: onnxruntime 1.31 and pillow 13 require >= 3.11, numpy 1.23.5 has wheels up to 3.11.
+#: awsiotsdk is the MQTT mode's Greengrass IPC client.
+DEVICE_REQUIREMENTS = ("numpy==1.23.5", "onnxruntime==1.31.1", "pillow==13.0.0", "nibabel==5.3.3",
+                       "awsiotsdk==1.31.0")
+DEVICE_PYTHON = "3.11"
+#: The Install step's first command: a device with another python3 fails with this line in its log, not with pip's.
+PYTHON_CHECK = ("python3 -c \"import sys; v = '%d.%d' % sys.version_info[:2]; sys.exit(None if v == '"
+                + DEVICE_PYTHON + "' else 'segqa needs Python " + DEVICE_PYTHON
+                + " on the core device (onnxruntime 1.31, pillow 13, numpy 1.23.5); found ' + v)\"")
 _SEMVER = re.compile(r"\d+\.\d+\.\d+")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -75,8 +83,8 @@ def recipe(name: str, version: str, model_version: str, artifact_base: str = ART
         "Manifests": [{
             "Platform": {"os": "linux"},
             "Lifecycle": {
-                "Install": {"Script": "python3 -m pip install --user -r {artifacts:path}/" + REQUIREMENTS,
-                            "Timeout": 900},
+                "Install": {"Script": PYTHON_CHECK + " && python3 -m pip install --user -r {artifacts:path}/"
+                                      + REQUIREMENTS, "Timeout": 900},
                 "Run": {"Script": run},
             },
             "Artifacts": [{"URI": f"{base}/{file}", "Unarchive": "NONE", "Permission": {"Read": "OWNER"}}

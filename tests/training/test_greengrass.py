@@ -63,6 +63,7 @@ def test_component_recipe_names_its_artifacts_lifecycle_and_configuration(export
         if key != "accessControl":
             assert "{configuration:/" + key + "}" in run
     assert "requirements.txt" in manifest["Lifecycle"]["Install"]["Script"]
+    assert manifest["Lifecycle"]["Install"]["Script"].startswith(greengrass.PYTHON_CHECK + " && ")
 
 
 def test_script_masks_equal_segqa_predicts(export, tmp_path):
@@ -139,3 +140,53 @@ def test_component_mistakes_are_named(export, tmp_path):
     (unet / "model_card.json").write_text(json.dumps({**card, "network": "unet"}))
     with pytest.raises(SegqaError, match="built for the ENet"):
         greengrass.write_component(unet)
+
+
+def _edge_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edge_segment", greengrass.SCRIPT_SOURCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mqtt_mode_answers_with_a_real_ipc_message(export, tmp_path):
+    """The MQTT mode's answer is built from awsiotsdk's own model classes and serialises as the IPC request does
+    (a plain dict there raised in the subscription callback, and no result was ever published)."""
+    from awsiot.greengrasscoreipc.model import (
+        BinaryMessage,
+        JsonMessage,
+        PublishToTopicRequest,
+        SubscriptionResponseMessage,
+    )
+
+    export_dir, data = export
+    edge = _edge_module()
+    folder = artifacts(export_dir)
+    segmenter = edge.Segmenter(str(folder / "model.onnx"), str(folder / "model_card.json"), threads=1)
+    image = next((data / "images").glob("*/*.png"))
+    for event in (SubscriptionResponseMessage(json_message=JsonMessage(message={"path": str(image)})),
+                  SubscriptionResponseMessage(binary_message=BinaryMessage(message=json.dumps({"path": str(image)})
+                                                                           .encode()))):
+        payload = PublishToTopicRequest(topic="segqa/segment/results",
+                                        publish_message=edge.result_message(event, segmenter, tmp_path))._to_payload()
+        summary = payload["publishMessage"]["jsonMessage"]["message"]
+        assert summary["slices"] == 1 and "error" not in summary
+    bad = SubscriptionResponseMessage(json_message=JsonMessage(message={"file": "x"}))
+    summary = edge.result_message(bad, segmenter, tmp_path).json_message.message
+    assert "expected a message" in summary["error"]
+
+
+def test_the_device_installs_every_package_the_script_imports():
+    import ast
+
+    tree = ast.parse(greengrass.SCRIPT_SOURCE.read_text())
+    imported = {(n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
+                for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in (n.names if isinstance(n, ast.Import) else [n])}
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "__future__"}
+    package = {"PIL": "pillow", "awsiot": "awsiotsdk"}
+    installed = {r.split("==")[0] for r in greengrass.DEVICE_REQUIREMENTS}
+    assert {package.get(m, m) for m in third_party} <= installed, third_party
+    assert "awsiotsdk" in installed and greengrass.DEVICE_PYTHON in greengrass.PYTHON_CHECK
