@@ -63,6 +63,8 @@ log.setLevel(os.environ.get("SEGQA_LOG_LEVEL", "INFO"))
 
 ROUND_SCHEMA = "segqa.retrain-round/1"
 ACTIVE_STATUSES = ("InProgress", "Stopping")
+#: A round whose jobs all ended so trained on nothing: its confirmations count again for the next round.
+ENDED_UNUSED = ("Failed", "Stopped")
 LABELING_JOB_DETAIL_TYPE = "SageMaker Ground Truth Labeling Job State Change"
 _ROUND_FILE_RE = re.compile(r"round-(\d{4,})\.json$")
 #: A round's claim older than this belongs to a run that died (the function's timeout is 2 minutes).
@@ -187,19 +189,22 @@ def parse_trigger(event: Any) -> Trigger:
 def training_job_name(prefix: str, round_no: int, network: str) -> str:
     """``segqa-dev-r0007-unet``: deterministic per (deployment prefix, training round, network)."""
     name = f"{prefix}-r{round_no:04d}-{network}"
-    if not TRAINING_JOB_NAME_RE.match(name):
+    if not TRAINING_JOB_NAME_RE.match(name) or len(name) > 63:
         raise SegqaError(f"training job name {name!r} is not valid for SageMaker (letters, digits, '-', at most "
                          "63 characters); shorten SEGQA_JOB_PREFIX")
     return name
 
 
-def decide(confirmed_total: int, last_round: Mapping[str, Any] | None, min_new: int, force: bool = False
-           ) -> tuple[bool, int, str]:
+def decide(confirmed_total: int, last_round: Mapping[str, Any] | None, min_new: int, force: bool = False,
+           last_failed: bool = False) -> tuple[bool, int, str]:
     """Whether to start a training round: ``(start, new_confirmations, reason)``.
 
-    ``new_confirmations`` = confirmed items now minus those at the last round (all of them before the first).
+    ``new_confirmations`` = confirmed items now minus those at the last round (all of them before the first);
+    when every job of the last round failed (``last_failed``), minus those before it: its data trained nothing.
     """
     before = int(last_round["confirmed_total"]) if last_round else 0
+    if last_round and last_failed:
+        before -= int(last_round.get("new_confirmations") or 0)
     new = max(0, confirmed_total - before)
     if force:
         return True, new, "forced by the invocation"
@@ -396,6 +401,38 @@ def claim_round(reviews_prefix: str, request_id: str | None) -> bool:
     return True
 
 
+def release_claim(reviews_prefix: str) -> None:
+    """Mark this run's claim stale (a failed run): the next run takes the round over at once instead of waiting
+    `CLAIM_STALE_S`, while the Lambda's retries are still coming. (Overwritten, not deleted: the role may put
+    objects under ``retrain/`` but not delete them.)"""
+    uri = storage.join(reviews_prefix, "claim.json")
+    try:
+        storage.write_bytes(uri, json.dumps({"released": True, "claimed_at": 0}).encode(), "application/json")
+    except Exception as exc:  # the original error matters more; the claim then goes stale on its own
+        log_event(logging.WARNING, "claim_not_released", claim=uri, reason=str(exc))
+
+
+def _round_plan(reviews_prefix: str, store: Any, confirmed: int, new: int, read_at: str) -> dict[str, Any]:
+    """The round's retraining set and what it counted, written once, before any job starts (``plan.json``,
+    after ``reviews.csv`` and ``outcomes.jsonl``, the ``reviews`` channel). A run that finds a plan (an earlier
+    run of the round failed or died after writing it) keeps it: a job it started trains on that channel, so the
+    channel is never rewritten and the round records what the jobs saw."""
+    plan_uri = storage.join(reviews_prefix, "plan.json")
+    if storage.exists(plan_uri):
+        plan = storage.read_json(plan_uri)
+        log_event(logging.INFO, "round_plan_resumed", plan=plan_uri, confirmed_total=plan.get("confirmed_total"))
+        return plan
+    rows, _ = export_review_records(store)
+    reviews_uri = storage.join(reviews_prefix, "reviews.csv")
+    storage.write_text(reviews_uri, review_records_csv(rows), "text/csv")
+    outcomes_uri = storage.join(reviews_prefix, "outcomes.jsonl")
+    storage.write_text(outcomes_uri, outcomes_jsonl(store), "application/x-ndjson")
+    plan = {"confirmed_total": confirmed, "new_confirmations": new, "items_read_at": read_at,
+            "reviews_uri": reviews_uri, "outcomes_uri": outcomes_uri}
+    storage.write_json(plan_uri, plan)
+    return plan
+
+
 def round_record_uri(cfg: TriggerConfig, round_no: int) -> str:
     return storage.join(cfg.state_uri, f"round-{round_no:04d}.json")
 
@@ -451,9 +488,12 @@ def run(event: Any, cfg: TriggerConfig, store: Any, sm: Any, request_id: str | N
         return {"action": "ignored", "reason": f"labeling job status {trigger.status}", **base}
 
     last = latest_round(cfg.state_uri)
+    last_failed = False
     if last:
-        running = {net: status for net, name in (last.get("jobs") or {}).items()
-                   if (status := _job_status(sm, name)) in ACTIVE_STATUSES}
+        statuses = {net: _job_status(sm, name) for net, name in (last.get("jobs") or {}).items()}
+        running = {net: status for net, status in statuses.items() if status in ACTIVE_STATUSES}
+        # every job of the last round failed or was stopped: its confirmations trained nothing, so they count again
+        last_failed = bool(statuses) and all(status in ENDED_UNUSED for status in statuses.values())
         if running:
             log_event(logging.INFO, "skipped", reason="previous round still training", round=last["round"],
                       running=running, **base)
@@ -465,7 +505,7 @@ def run(event: Any, cfg: TriggerConfig, store: Any, sm: Any, request_id: str | N
     read_at = utc_now_iso("milliseconds")
     store, read = read_reviewed_items(store, last)
     confirmed = count_confirmed(store)
-    start, new, reason = decide(confirmed, last, cfg.min_new_confirmations, trigger.force)
+    start, new, reason = decide(confirmed, last, cfg.min_new_confirmations, trigger.force, last_failed=last_failed)
     round_no = (int(last["round"]) + 1) if last else 1
     summary = {**base, "round": round_no, "confirmed_total": confirmed, "new_confirmations": new, "reason": reason,
                **read}
@@ -479,19 +519,29 @@ def run(event: Any, cfg: TriggerConfig, store: Any, sm: Any, request_id: str | N
         summary["reason"] = f"training round {round_no} is being started by another run"
         log_event(logging.INFO, "skipped", **summary)
         return {"action": "skipped", **summary}
-    rows, _ = export_review_records(store)
-    storage.write_text(storage.join(reviews_prefix, "reviews.csv"), review_records_csv(rows), "text/csv")
-    outcomes_uri = storage.join(reviews_prefix, "outcomes.jsonl")
-    storage.write_text(outcomes_uri, outcomes_jsonl(store), "application/x-ndjson")
+    try:
+        plan = _round_plan(reviews_prefix, store, confirmed, new, read_at)
+    except BaseException:
+        release_claim(reviews_prefix)  # nothing started: the Lambda's own retry (a minute later) may go on
+        raise
+    # From here a job may have started: on a failure the claim is released too, and the next run finishes the
+    # round from its plan (the same channel, the jobs it started kept), never from a newer read of the store.
+    confirmed, new, read_at = plan["confirmed_total"], plan["new_confirmations"], plan["items_read_at"]
+    summary.update(confirmed_total=confirmed, new_confirmations=new)
+    outcomes_uri = plan["outcomes_uri"]
     jobs, outcomes = {}, {}
-    for network in cfg.networks:
-        request = training_job_request(cfg, round_no, network, reviews_prefix)
-        outcomes[network] = start_job(sm, request, cfg.state_uri)
-        jobs[network] = request["TrainingJobName"]
-        log_event(logging.INFO, "training_job", network=network, job=jobs[network], outcome=outcomes[network],
-                  **summary)
+    try:
+        for network in cfg.networks:
+            request = training_job_request(cfg, round_no, network, reviews_prefix)
+            outcomes[network] = start_job(sm, request, cfg.state_uri)
+            jobs[network] = request["TrainingJobName"]
+            log_event(logging.INFO, "training_job", network=network, job=jobs[network], outcome=outcomes[network],
+                      **summary)
+    except BaseException:
+        release_claim(reviews_prefix)
+        raise
     record = {"schema": ROUND_SCHEMA, "round": round_no, "confirmed_total": confirmed, "new_confirmations": new,
-              "jobs": jobs, "reviews_uri": storage.join(reviews_prefix, "reviews.csv"),
+              "jobs": jobs, "reviews_uri": plan["reviews_uri"],
               "outcomes_uri": outcomes_uri, "items_read_at": read_at,
               "started_at": utc_now_iso(), "trigger": trigger.kind,
               "labeling_job": trigger.labeling_job, "image": cfg.training_image,

@@ -419,3 +419,53 @@ def test_create_once_creates_local_files_once(tmp_path):
     path = str(tmp_path / "claim.json")
     assert storage.create_once(path, b"first") and not storage.create_once(path, b"second")
     assert storage.read_bytes(path) == b"first"
+
+
+def test_a_run_that_fails_after_starting_a_job_is_finished_by_the_retry_from_its_plan(aws, expect_start):
+    """U-Net started, then the ENet's CreateTrainingJob failed (a quota): the claim is released so the Lambda's
+    retry a minute later finishes the round, with the channel the U-Net job trains on left as it was, although
+    more confirmations arrived in between; the round records what the jobs saw."""
+    store, sm, stub = aws
+    vote(store, 4)
+    cfg = trigger.TriggerConfig.from_env(env())
+    unet = expect_start(stub, cfg, 1, "unet")
+    enet = trigger.training_job_request(cfg, 1, "enet", f"s3://{BUCKET}/retrain/rounds/round-0001/")
+    stub.add_client_error("create_training_job", service_error_code="ResourceLimitExceeded",
+                          service_message="quota", http_status_code=400, expected_params=enet)
+    with pytest.raises(Exception, match="quota"):
+        trigger.run({"source": "segqa.schedule"}, cfg, store, sm, request_id="first")
+    assert trigger.latest_round(cfg.state_uri) is None
+    channel = storage.read_text(f"s3://{BUCKET}/retrain/rounds/round-0001/reviews.csv")
+
+    vote(store, 6, start=30)  # new confirmations before the retry: they belong to the next round
+    stub.add_client_error("create_training_job", service_error_code="ResourceInUse",
+                          service_message="Training job names must be unique", http_status_code=400,
+                          expected_params=unet)
+    stub.add_response("describe_training_job", describe("segqa-dev-r0001-unet", "InProgress"),
+                      {"TrainingJobName": "segqa-dev-r0001-unet"})
+    expect_start(stub, cfg, 1, "enet")
+    out = trigger.run({"source": "segqa.schedule"}, cfg, store, sm, request_id="retry")
+    assert out["action"] == "started" and out["outcomes"] == {"unet": "already_started", "enet": "started"}
+    assert storage.read_text(f"s3://{BUCKET}/retrain/rounds/round-0001/reviews.csv") == channel
+    assert trigger.latest_round(cfg.state_uri)["confirmed_total"] == 4 == out["confirmed_total"]
+
+
+def test_the_confirmations_of_a_round_whose_jobs_all_failed_count_again(aws, expect_start):
+    store, sm, stub = aws
+    vote(store, 4)
+    cfg = trigger.TriggerConfig.from_env(env(SEGQA_NETWORKS="unet"))
+    expect_start(stub, cfg, 1, "unet")
+    assert trigger.run({"source": "segqa.schedule"}, cfg, store, sm)["action"] == "started"
+    stub.add_response("describe_training_job", describe("segqa-dev-r0001-unet", "Failed"),
+                      {"TrainingJobName": "segqa-dev-r0001-unet"})
+    expect_start(stub, cfg, 2, "unet")
+    out = trigger.run({"source": "segqa.schedule"}, cfg, store, sm)  # nothing new, but round 1 trained nothing
+    assert out["action"] == "started" and out["round"] == 2 and out["new_confirmations"] == 4
+    assert trigger.decide(4, {"confirmed_total": 4, "new_confirmations": 4}, 3) == (
+        False, 0, "0 new confirmed items < minimum 3")
+
+
+def test_training_job_names_are_at_most_63_characters():
+    assert len(trigger.training_job_name("a" * 52, 1, "unet")) == 63
+    with pytest.raises(SegqaError, match="at most 63 characters"):
+        trigger.training_job_name("a-" * 29 + "a", 1, "unet")  # hyphens count too
