@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from qa_workflow.confirmations.export import review_records_csv_from
+from qa_workflow.confirmations.export import review_records_csv, review_records_csv_from
 from qa_workflow.contract import SegqaError
 from qa_workflow.review.portal.web import PortalWeb
 
@@ -55,7 +56,10 @@ def operator_router(web: PortalWeb) -> APIRouter:
         if isinstance(session, Response):
             return session
         try:
-            text, _superseded = review_records_csv_from(service.store_uri)
+            if _store_not_created_yet(service.store_uri):  # the consolidator creates it with the first answer
+                text = review_records_csv([])
+            else:
+                text, _superseded = review_records_csv_from(service.store_uri)
         except SegqaError as exc:
             return web.message("Export failed", str(exc), 500, session)
         return Response(text, media_type="text/csv", headers={
@@ -64,3 +68,13 @@ def operator_router(web: PortalWeb) -> APIRouter:
     return router
 
 
+def _store_not_created_yet(store_uri: str) -> bool:
+    """A local SQLite store whose file does not exist yet (nothing consolidated): its export is a header only."""
+    from qa_workflow.confirmations.store import open_store
+
+    store = open_store(store_uri, create=False)
+    try:
+        path = getattr(store, "path", None)
+        return isinstance(path, str) and not os.path.isfile(path)
+    finally:
+        store.close()

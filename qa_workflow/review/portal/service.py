@@ -181,12 +181,6 @@ class ReviewService:
         self.db = open_portal_db(self.portal_dir)
         self.key = _load_key(self.portal_dir)
         self.store_uri = settings.store_uri or default_store_uri(self.portal_dir)
-        if self.store_uri.startswith("sqlite:"):  # created now, so the operator's export works before any answer
-            from qa_workflow.confirmations.store import open_store
-
-            local_store = open_store(self.store_uri)
-            local_store.init()
-            local_store.close()
         self.manifest_uri = labeling.resolve_manifest(settings.round_uri)
         name = settings.job_name or labeling.job_name_for(self.manifest_uri)
         self.job_cfg = JobConfig(
