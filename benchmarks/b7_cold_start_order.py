@@ -19,22 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from qa_workflow.rounds import selection  # noqa: E402
 
 
-def bottom_up(self, units, rng):
-    """The cold start before 2026-12-03: strata in (decile, class) order, lowest decile first."""
-    strata: dict = {}
-    for u in units:
-        cls = next(iter(u.classes))
-        strata.setdefault((self._stratum(cls, u.confidence), cls), []).append(u)
-    queues = [[strata[k][int(j)] for j in rng.permutation(len(strata[k]))] for k in sorted(strata)]
-    order = []
-    while queues:
-        rest = []
-        for q in queues:
-            order.append(q.pop(0))
-            if q:
-                rest.append(q)
-        queues = rest
-    return order
+def bottom_up(self, strata):
+    """The cold start's pass order before 2026-12-03: (decile, class) sorted, lowest decile first."""
+    return sorted(strata)
 
 
 def main(argv: list[str]) -> int:
@@ -42,7 +29,7 @@ def main(argv: list[str]) -> int:
         print("usage: b7_cold_start_order.py old|new [b7_label_efficiency options]", file=sys.stderr)
         return 2
     if argv[0] == "old":
-        selection.SelectionPolicy._stratified = bottom_up  # type: ignore[method-assign]
+        selection.SelectionPolicy._pass_order = bottom_up  # type: ignore[method-assign]
     import b7_label_efficiency as b7
 
     defaults = ["--seeds", *map(str, range(10)), "--rounds", "2", "--subjects", "10", "--slices", "24",

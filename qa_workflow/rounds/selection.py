@@ -69,7 +69,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -657,12 +657,7 @@ class SelectionPolicy(BaseEstimator):
         for u in units:
             cls = next(iter(u.classes))
             strata.setdefault((self._stratum(cls, u.confidence), cls), []).append(u)
-        # Each pass visits the deciles top first and spread out (spread_order), rotating through the classes
-        # within each: a budget that stops mid-pass still sees the most confident masks (where thresholds come
-        # from) and the whole range, with the classes balanced.
-        rank = {d: r for r, d in enumerate(spread_order(self.n_strata))}
-        keys = sorted(strata, key=lambda k: (rank[k[0]], k[1]))
-        queues = [[strata[k][int(j)] for j in rng.permutation(len(strata[k]))] for k in keys]
+        queues = [[strata[k][int(j)] for j in rng.permutation(len(strata[k]))] for k in self._pass_order(strata)]
         order: list[_Unit] = []
         while queues:
             nxt = []
@@ -672,6 +667,13 @@ class SelectionPolicy(BaseEstimator):
                     nxt.append(q)
             queues = nxt
         return order
+
+    def _pass_order(self, strata: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
+        """The (decile, class) strata in the order each cold-start pass visits them: the deciles top first and
+        spread out (`spread_order`), the classes in turn within each, so a budget that stops mid-pass still sees
+        the most confident masks (where thresholds come from) and the whole range, the classes balanced."""
+        rank = {d: r for r, d in enumerate(spread_order(self.n_strata))}
+        return sorted(strata, key=lambda k: (rank[k[0]], k[1]))
 
     def _greedy(self, units: list[_Unit], ledger: _Ledger) -> list[_Unit]:
         """Lazy greedy on gain / seconds with diversity decays (module doc). Priorities only fall as units are
