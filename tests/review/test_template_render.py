@@ -8,7 +8,12 @@ from html.parser import HTMLParser
 import pytest
 
 from qa_workflow.contract import REJECT_REASONS, SegqaError
-from qa_workflow.review.templates import MASK_REVIEW_TEMPLATE, default_grant_read_access, render_task
+from qa_workflow.review.templates import (
+    MASK_ADJUST_TEMPLATE,
+    MASK_REVIEW_TEMPLATE,
+    default_grant_read_access,
+    render_task,
+)
 
 
 class _Elements(HTMLParser):
@@ -135,6 +140,10 @@ def test_shared_browser_code_is_inlined_once_and_unknown_includes_fail_by_name()
     expanded = expand_includes(text)
     assert "data-segqa-include" not in expanded and expand_includes(expanded) == expanded
     assert expanded.count((STATIC_DIR / "window-level.js").read_text()) == 1  # the one definition, verbatim
+    # time on task: one definition for the verify screen and the adjust editor
+    timer = (STATIC_DIR / "time-on-task.js").read_text()
+    for template in (MASK_REVIEW_TEMPLATE, MASK_ADJUST_TEMPLATE):
+        assert expand_includes(template.read_text()).count(timer) == 1, template.name
     with pytest.raises(SegqaError, match="nothing.js"):
         expand_includes('<script data-segqa-include="nothing.js"></script>')
 
