@@ -579,7 +579,9 @@ def utc_now_iso(timespec: str = "seconds") -> str:
 #: The script SageMaker runs (``sagemaker_program``); it sits at the root of the training source bundle.
 TRAINING_ENTRY_SCRIPT = "segqa_sagemaker_entry.py"
 #: What SageMaker accepts as a training job name (letters, digits and '-', at most 63 characters).
-TRAINING_JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+#: SageMaker's training job name: botocore's pattern plus its length limit (the pattern alone lets hyphens
+#: run past 63 characters).
+TRAINING_JOB_NAME_RE = re.compile(r"^(?=.{1,63}$)[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 #: The AWS MXNet training container the bundle targets; its images run Python 3.8.
 MXNET_VERSION = "1.9.0"
 MXNET_PY_VERSION = "py38"

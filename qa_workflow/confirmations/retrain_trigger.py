@@ -189,7 +189,7 @@ def parse_trigger(event: Any) -> Trigger:
 def training_job_name(prefix: str, round_no: int, network: str) -> str:
     """``segqa-dev-r0007-unet``: deterministic per (deployment prefix, training round, network)."""
     name = f"{prefix}-r{round_no:04d}-{network}"
-    if not TRAINING_JOB_NAME_RE.match(name) or len(name) > 63:
+    if not TRAINING_JOB_NAME_RE.match(name):
         raise SegqaError(f"training job name {name!r} is not valid for SageMaker (letters, digits, '-', at most "
                          "63 characters); shorten SEGQA_JOB_PREFIX")
     return name
@@ -519,18 +519,14 @@ def run(event: Any, cfg: TriggerConfig, store: Any, sm: Any, request_id: str | N
         summary["reason"] = f"training round {round_no} is being started by another run"
         log_event(logging.INFO, "skipped", **summary)
         return {"action": "skipped", **summary}
-    try:
-        plan = _round_plan(reviews_prefix, store, confirmed, new, read_at)
-    except BaseException:
-        release_claim(reviews_prefix)  # nothing started: the Lambda's own retry (a minute later) may go on
-        raise
-    # From here a job may have started: on a failure the claim is released too, and the next run finishes the
-    # round from its plan (the same channel, the jobs it started kept), never from a newer read of the store.
-    confirmed, new, read_at = plan["confirmed_total"], plan["new_confirmations"], plan["items_read_at"]
-    summary.update(confirmed_total=confirmed, new_confirmations=new)
-    outcomes_uri = plan["outcomes_uri"]
+    # On a failure from here on the claim is released, so the Lambda's own retry (a minute later) goes on; once
+    # the plan is written it finishes the round from it (the same channel, the jobs already started kept), never
+    # from a newer read of the store.
     jobs, outcomes = {}, {}
     try:
+        plan = _round_plan(reviews_prefix, store, confirmed, new, read_at)
+        confirmed, new, read_at = plan["confirmed_total"], plan["new_confirmations"], plan["items_read_at"]
+        summary.update(confirmed_total=confirmed, new_confirmations=new)
         for network in cfg.networks:
             request = training_job_request(cfg, round_no, network, reviews_prefix)
             outcomes[network] = start_job(sm, request, cfg.state_uri)
@@ -542,7 +538,7 @@ def run(event: Any, cfg: TriggerConfig, store: Any, sm: Any, request_id: str | N
         raise
     record = {"schema": ROUND_SCHEMA, "round": round_no, "confirmed_total": confirmed, "new_confirmations": new,
               "jobs": jobs, "reviews_uri": plan["reviews_uri"],
-              "outcomes_uri": outcomes_uri, "items_read_at": read_at,
+              "outcomes_uri": plan["outcomes_uri"], "items_read_at": read_at,
               "started_at": utc_now_iso(), "trigger": trigger.kind,
               "labeling_job": trigger.labeling_job, "image": cfg.training_image,
               "source": cfg.training_source_uri}
