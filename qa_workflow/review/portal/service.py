@@ -182,6 +182,7 @@ class ReviewService:
         self.key = _load_key(self.portal_dir)
         self.store_uri = settings.store_uri or default_store_uri(self.portal_dir)
         self.manifest_uri = labeling.resolve_manifest(settings.round_uri)
+        self.asset_root = self._asset_root()  # every task asset is checked against it
         name = settings.job_name or labeling.job_name_for(self.manifest_uri)
         self.job_cfg = JobConfig(
             name=labeling.check_job_name(name), arn=labeling.labeling_job_arn(name),
@@ -412,9 +413,10 @@ class ReviewService:
             raise FileNotFoundError(str(exc)) from None
         return data, content_type, max(0, int(grant.expires_at - self.clock()))
 
-    def asset_root(self) -> str:
+    def _asset_root(self) -> str:
         """The folder the job's assets must lie in: the round folder that `segqa batch` wrote (the manifest's
-        folder; for an adjust or escalation manifest, ``<round>/adjust|escalate/<job>/``, the round above it)."""
+        folder; for an adjust or escalation manifest, ``<round>/adjust|escalate/<job>/``, the round above it).
+        Computed once, at start (`asset_root`)."""
         manifest = self.manifest_uri
         if storage.is_s3(manifest):
             parts = manifest.rstrip("/").split("/")[:-1]
@@ -430,14 +432,15 @@ class ReviewService:
         """(what to read, content type) for an asset URI named by a task, or signing.InvalidToken: an image file
         (by the extension of the path itself, never of a query or fragment) inside `asset_root`, no larger than
         MAX_ASSET_BYTES. A batch JSON is data, not code: it must not make the portal serve other files."""
-        root = self.asset_root()
+        root = self.asset_root
         if storage.is_s3(uri):
             location = uri
             if "?" in uri or "#" in uri or not uri.startswith(root.rstrip("/") + "/") or "/../" in uri:
                 raise signing.InvalidToken("asset outside the round folder")
             ext = os.path.splitext(uri)[1].lower()
         else:
-            if uri.startswith("file://") and (urlsplit(uri).query or urlsplit(uri).fragment):
+            parts = urlsplit(uri)
+            if uri.startswith("file://") and (parts.query or parts.fragment):
                 raise signing.InvalidToken("asset URI with a query or fragment")
             try:
                 path = storage.local_path(uri).resolve()
