@@ -358,7 +358,7 @@ def run_round(cfg: LoopConfig, ws: Workspace, r: int, progress: Progress | None 
                              per_subject_cap=cfg.per_subject_cap, strategy=cfg.strategy, random_arm=cfg.random_arm,
                              verify_min=cfg.verify_min, seed=cfg.seed * 1000 + r, measure=cfg.measure,
                              # every reviewer's check and every corrector's answer is human time
-                             costs=CostModel().for_crew(cfg.reviewers, max(cfg.correctors, 1)))
+                             costs=_crew_costs(cfg))
     selected = select_round(str(pred_dir), str(round_path), policy, thresholds=thresholds, round_id=rid,
                             exclude=reviewed_item_ids(ws.store_uri, before_round=rid))
     work = sum(selected.counts.get(a, {}).get("total", 0) for a in ("verify", "adjust", "audit", "random_arm"))
@@ -468,7 +468,7 @@ def _review_by_simulation(cfg: LoopConfig, ws: Workspace, round_path: Path, r: i
         verify_job = simulate_round(str(round_path), ws.cohort, store_uri=ws.store_uri, reviewers=cfg.reviewers,
                                     error_rate=cfg.error_rate, seed=seed).job_name
         # the routed corrections run after the escalation, but the router planned them into the budget first
-        reserved = (len(batched.adjust["slices"]) * CostModel().for_crew(cfg.reviewers, cfg.correctors).adjust_s
+        reserved = (len(batched.adjust["slices"]) * _crew_costs(cfg).adjust_s
                     if batched.adjust and cfg.correctors else 0.0)
         escalation = _escalate(cfg, ws, round_path, rid, verify_job, seed, reserved=reserved)
     escalated = Chained(0, 0, *escalation[1:]) if escalation else Chained(0, 0)
@@ -528,6 +528,11 @@ def _escalate(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, verify
     return job, len(split), accepted
 
 
+def _crew_costs(cfg: LoopConfig) -> CostModel:
+    """The cost model charged for the whole crew: every reviewer's check and every corrector's answer."""
+    return CostModel().for_crew(cfg.reviewers, max(cfg.correctors, 1))
+
+
 def _seconds_left(cfg: LoopConfig, store: Any, rid: str) -> float | None:
     """What the round's human-seconds budget has left after the votes and corrections the store books for it;
     None without a budget."""
@@ -580,7 +585,7 @@ def _chained_tasks(cfg: LoopConfig, ws: Workspace, round_path: Path, rid: str, v
         left = _seconds_left(cfg, store, rid)
     finally:
         store.close()
-    per_slice = CostModel().for_crew(cfg.reviewers, max(cfg.correctors, 1)).adjust_s
+    per_slice = _crew_costs(cfg).adjust_s
     sent, chained = chain_within_budget(rejected, left, per_slice)
     if chained.deferred:
         log.info("round %s: %d slice(s) with a rejected mask left uncorrected: %.0f of the budget's %.0f s were "
