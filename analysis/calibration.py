@@ -16,7 +16,7 @@ __all__ = ["reliability_table", "expected_calibration_error", "fit_isotonic", "c
 
 
 def _uniform_bins(confidence: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bins [k/n, (k+1)/n), the last one closed. The index is floor(x * n) (with a 1e-12 nudge for values
+    """Bins [k/n, (k+1)/n), the last one closed. The index is floor(x * n) (with a 1e-9 nudge for values
     like 0.3 * 10 = 2.9999999999999996): `np.linspace` edges land an ulp above 0.3, 0.6 and 0.7 and put
     those values in the bin below, where 0.1 or 0.4 go to the bin above."""
     edges = np.arange(n_bins + 1) / n_bins

@@ -31,9 +31,9 @@ def confusion_matrix(pred: np.ndarray, truth: np.ndarray, num_classes: int = NUM
     # labels outside 0..K-1 were clipped into a class here and ignored by HD95 and the volume difference: refuse
     for name, values in (("predicted", p), ("true", t)):
         if values.size and (values.min() < 0 or values.max() >= num_classes):
-            raise ValueError(f"{name} labels must be 0..{num_classes - 1}"
-                             f"{' (or 255, ignored)' if name == 'true' else ''}; found {int(values.max())}"
-                             if values.max() >= num_classes else f"{name} labels must be >= 0")
+            bad = int(values.min()) if values.min() < 0 else int(values.max())
+            allowed = f"0..{num_classes - 1}" + (" (or 255, ignored)" if name == "true" else "")
+            raise ValueError(f"{name} labels must be {allowed}; found {bad}")
     return np.bincount(t * num_classes + p, minlength=num_classes * num_classes)[: num_classes ** 2].reshape(
         num_classes, num_classes)
 
