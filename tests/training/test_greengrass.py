@@ -107,12 +107,7 @@ def test_script_segments_a_volume_slice_by_slice_as_the_project_would(export, tm
 
 
 def test_script_mirrors_the_training_scaling(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("edge_segment", greengrass.SCRIPT_SOURCE)
-    assert spec is not None and spec.loader is not None
-    edge_segment = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(edge_segment)
+    edge_segment = _edge_module()
     vol = np.random.default_rng(0).gamma(2.0, 300.0, size=(20, 30, 5)).astype(np.float32)
     vol[0, 0, 0] = np.nan
     np.testing.assert_array_equal(edge_segment.scale_to_uint8(vol), scale_to_uint8(vol))
@@ -143,9 +138,11 @@ def test_component_mistakes_are_named(export, tmp_path):
 
 
 def _edge_module():
+    """The edge script as the device runs it (loaded from its source file, not as a package module)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("edge_segment", greengrass.SCRIPT_SOURCE)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
