@@ -234,6 +234,18 @@ def test_a_second_round_corrects_the_masks_routed_to_adjust_within_its_seconds_b
     # per-site Dice comes from the promotion's own evaluation (decision log), not from evaluating again
     assert not (tmp_path / "ws" / "site-dice").exists()
     assert all(v and set(v) <= {"A", "B"} for v in second.site_dice.values())
+    # the summary records what routing compared with: nothing in the cold start; in round 2, round 1's thresholds
+    # as they apply to the masks of round 2's model (Thresholds.for_model), the same as round.json says
+    from qa_workflow.rounds.selection import parse_thresholds
+
+    rounds = tmp_path / "ws" / "rounds"
+    fitted = parse_thresholds(json.loads((rounds / "round-01" / "analysis" / "thresholds.json").read_text()))
+    run = json.loads((rounds / "round-02" / "predictions" / "run.json").read_text())
+    assert first.thresholds_used == {}
+    assert second.thresholds_used == dict(fitted.for_model(run["model_version"]).classes)
+    assert set(second.thresholds_used) == {"csf", "gray_matter", "white_matter"}
+    assert second.thresholds_used == json.loads((rounds / "round-02" / "round" / "round.json").read_text()
+                                                 )["thresholds_in_use"]
 
 
 def test_corrections_judge_the_unvoted_masks_of_their_slices_for_the_analysis(loop):
