@@ -72,13 +72,15 @@ def review_records_csv_from(store_uri: str, *, round: str | int | None = None, c
     return review_records_csv(rows), superseded
 
 
-def export_corrections(store: Store, *, round: str | int | None = None, job: str | None = None
-                       ) -> list[dict[str, Any]]:
+def export_corrections(store: Store, *, round: str | int | None = None, job: str | None = None,
+                       recorded_at: bool = False) -> list[dict[str, Any]]:
     """One row per corrected slice per adjust job (`contract.CORRECTION_COLUMNS`), sorted by (round, slice, job).
 
     ``workers`` are the worker ids joined by ``;``; ``mask_uri`` is the consolidated mask (empty until the
     post-labeling step stored one); ``modified`` is true when any worker changed the model's mask; ``seconds``
-    sums the workers' known seconds on task (empty when none is known).
+    sums the workers' known seconds on task (empty when none is known). ``recorded_at=True`` adds when the
+    slice's last correction of the job was recorded (ISO 8601, "" when unknown): not a CSV column, it is what
+    `loop.retraining.latest_corrections` orders a twice-corrected slice by.
     """
     groups: dict[tuple[str, str], list[Any]] = {}
     for c in store.iter_corrections(job=job, round=round):
@@ -92,6 +94,8 @@ def export_corrections(store: Store, *, round: str | int | None = None, job: str
                      "mask_uri": masks.get((job_name, slice_id), ""),
                      "modified": any(c.modified for c in corrections),
                      "seconds": round_seconds(sum(known)) if known else ""})
+        if recorded_at:
+            rows[-1]["recorded_at"] = max(c.recorded_at or "" for c in corrections)
     rows.sort(key=lambda r: (round_sort_key(r["round"]), r["slice_id"], r["job"]))
     return rows
 

@@ -179,13 +179,8 @@ def store_corrections(store_uri: str) -> list[dict[str, Any]]:
     from qa_workflow.confirmations.store import open_store
 
     store = open_store(store_uri, create=False)
-    try:
-        recorded: dict[tuple[str, str], str] = {}
-        for c in store.iter_corrections():  # when each (job, slice) was last recorded: `latest_corrections`
-            key = (c.job, c.slice_id)
-            recorded[key] = max(recorded.get(key, ""), c.recorded_at or "")
-        return [{**row, "recorded_at": recorded.get((row["job"], row["slice_id"]), "")}
-                for row in export_corrections(store) if row["mask_uri"]]
+    try:  # recorded_at: what `latest_corrections` orders a slice corrected twice by
+        return [row for row in export_corrections(store, recorded_at=True) if row["mask_uri"]]
     finally:
         store.close()
 

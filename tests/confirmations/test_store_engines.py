@@ -237,7 +237,14 @@ def test_consolidated_masks_and_the_corrections_export(store):
         {"slice_id": "sub-002/010", "round": "3", "job": "adjust-1", "workers": "w1", "mask_uri": "",
          "modified": "false", "seconds": ""}]
     assert [r["slice_id"] for r in export_corrections(store, round=3)] == ["sub-002/010"]
-
+    # recorded_at (for retraining's choice between two corrections of a slice): the group's latest, not a column
+    latest: dict[tuple[str, str], str] = {}
+    for c in store.iter_corrections():
+        latest[(c.job, c.slice_id)] = max(latest.get((c.job, c.slice_id), ""), c.recorded_at or "")
+    timed = export_corrections(store, recorded_at=True)
+    assert [r["recorded_at"] for r in timed] == [latest[(r["job"], r["slice_id"])] for r in timed]
+    assert all(r["recorded_at"] for r in timed)
+    assert all("recorded_at" not in r for r in export_corrections(store))
 
 def test_votes_keep_seconds_on_task(store):
     it = _item()
