@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--network", default="unet", choices=["enet", "unet"])
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--initial-epochs", type=int, default=30)
-    ap.add_argument("--retrain-epochs", type=int, default=5)
+    ap.add_argument("--retrain-epochs", type=int, default=16)
     ap.add_argument("--site", default="B", help="the shifted site reported on its own")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--work", default="/tmp/segqa-b7")
