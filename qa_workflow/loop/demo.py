@@ -135,9 +135,10 @@ class LoopConfig:
         # for 30). The native kernels (issue #14: PReLU, bottleneck tails, max-pooling, the loss) made an ENet
         # epoch ~1.4x and a U-Net width 0.25 epoch ~1.2x faster, so the same minutes now hold 72 U-Net and 60 ENet
         # epochs. The quick ENet is width 1: at width 0.5 it lost CSF in 30 epochs from the 48 labelled slices (test
-        # Dice 0.41 against 0.65). Retrains are 16 epochs: at 8, a warm-started challenger's test Dice varied by
-        # +-0.007 with the seed and lost gray matter to the restart of the learning rate, so the promotion rule
-        # refused most of them; at 16 they beat their champion in every seed measured (docs/loop.md, 2026-12-03).
+        # Dice 0.41 against 0.65). Retrains are 16 epochs: at 8, a warm-started challenger's test Dice had a seed sd
+        # up to 0.009 and lost gray matter to the restart of the learning rate, so the promotion rule took 4 of 12;
+        # at 16, 10 of 12 (BENCHMARKS.md B7, "Retraining length"). The default preset's retrains went from 6 to 12
+        # epochs likewise (its demo then promoted both networks every round, 34 min; docs/loop.md, 2026-12-03).
         if quick:
             base: dict[str, Any] = dict(subjects=10, slices=24, budget_seconds=verify_equivalents(60),
                                         initial_train={"unet": dict(epochs=72, width=0.25, batch_size=8, lr=0.005),
@@ -148,8 +149,8 @@ class LoopConfig:
             base = dict(subjects=12, slices=40, budget_seconds=verify_equivalents(120),
                         initial_train={"unet": dict(epochs=30, width=0.5, batch_size=8, lr=0.005),
                                        "enet": dict(epochs=40, width=1.0, batch_size=4, lr=0.005)},
-                        retrain={"unet": dict(epochs=6, batch_size=8, lr=0.002),
-                                 "enet": dict(epochs=6, batch_size=4, lr=0.002)})
+                        retrain={"unet": dict(epochs=12, batch_size=8, lr=0.002),
+                                 "enet": dict(epochs=12, batch_size=4, lr=0.002)})
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
