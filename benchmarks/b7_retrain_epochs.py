@@ -28,21 +28,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from training.threads import ENV_VAR  # noqa: E402  (no MXNet: the thread count must be set before it loads)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _run(job: dict[str, Any]) -> dict[str, Any]:
     """One challenger: train, evaluate on test, judge against the champion's metrics."""
     from qa_workflow.loop.registry import decide_promotion
-    from qa_workflow.loop.retraining import evaluation_metrics
-    from training.evaluate import evaluate_model
     from training.train import TrainConfig, train_model
 
     start = time.perf_counter()
     cfg = TrainConfig(data_dir=job["data"], out_dir=job["out"], network=job["network"], epochs=job["epochs"],
                       seed=job["seed"], init_from=job["init"], width=job["width"], **job["options"])
     train_model(cfg)
-    metrics = evaluation_metrics(evaluate_model(job["out"], job["cohort"], split="test", tta=job["tta"]))
+    metrics = _test_metrics(Path(job["out"]), Path(job["cohort"]), job["tta"])
     promote, reasons = decide_promotion(metrics, job["champion"], job["tolerance"])
     return {k: job[k] for k in ("network", "round", "epochs", "seed")} | {
         "seconds": round(time.perf_counter() - start, 1), "promote": promote, "reasons": reasons,
@@ -51,7 +51,8 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
         "site_gray_matter": {s: v["gray_matter"] for s, v in metrics["sites"].items()}}
 
 
-def _champion(model_dir: Path, cohort: Path, tta: str) -> dict[str, Any]:
+def _test_metrics(model_dir: Path, cohort: Path, tta: str) -> dict[str, Any]:
+    """The metrics the promotion rule compares: the model on the cohort's test split, as `retrain_round` has them."""
     from qa_workflow.loop.retraining import evaluation_metrics
     from training.evaluate import evaluate_model
 
@@ -102,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     demo = json.loads((ws / "demo.json").read_text())
     cfg = demo["config"]
     cohort = ws / "cohort"
-    os.environ["SEGQA_THREADS"] = "1"  # read by the spawned workers before MXNet loads (training/threads.py)
+    os.environ[ENV_VAR] = "1"  # read by the spawned workers before MXNet loads
     t0 = time.perf_counter()
     champions, jobs = {}, []
     for net in args.networks:
         initial = ws / "initial" / f"{net}-initial"
         card = json.loads((initial / "model_card.json").read_text())
-        champions[net] = _champion(initial, cohort, cfg["tta"])
+        champions[net] = _test_metrics(initial, cohort, cfg["tta"])
         for rnd in args.rounds:
             data = cohort if rnd == 0 else ws / "rounds" / f"round-{rnd:02d}" / "training-set"
             if not (data / "index.csv").is_file():
@@ -137,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             "minutes": (time.perf_counter() - t0) / 60}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "champions": champions, "runs": rows}, indent=1))
-    out.with_suffix(".md").write_text(report(rows, champions, meta))
-    print(report(rows, champions, meta))
+    text = report(rows, champions, meta)
+    out.with_suffix(".md").write_text(text)
+    print(text)
     return 0
 
 

@@ -246,6 +246,7 @@ def test_consolidated_masks_and_the_corrections_export(store):
     assert all(r["recorded_at"] for r in timed)
     assert all("recorded_at" not in r for r in export_corrections(store))
 
+
 def test_votes_keep_seconds_on_task(store):
     it = _item()
     store.record_votes([(it, _vote(it, "w1", seconds=3.2)), (it, _vote(it, "w2"))])
