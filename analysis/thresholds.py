@@ -305,11 +305,13 @@ class ClopperPearsonThreshold(_Selector):
             where = (f"of masks with confidence ≥ {_fmt(theta[at])}" if at is not None
                      else "of masks more confident than any reviewed so far")
             more = f"{k} more review(s), all accepted, {where}, would make a threshold reachable"
+            # how the reviews so far went: many rejections say the model, not the count, stands in the way
+            reviewed = f"{x.size} reviewed item(s), {int(errs.sum())} of them rejected"
             if start >= theta.size and n_start > n_min:
-                reason = (f"too few reviews: {x.size} reviewed item(s), and the scan starts only where "
+                reason = (f"too few reviews: {reviewed}, and the scan starts only where "
                           f"{n_start} items lie above the threshold (min_above); {more}")
             elif start >= theta.size:
-                reason = (f"too few reviews: {x.size} reviewed item(s), and the Clopper-Pearson bound cannot "
+                reason = (f"too few reviews: {reviewed}, and the Clopper-Pearson bound cannot "
                           f"reach {_pct(eps)} at {_pct(conf)} confidence with fewer than {n_min} items above "
                           f"the threshold even if all were accepted; {more}")
             else:

@@ -13,7 +13,9 @@ For a trained model and the atlas cohort's pool split:
    auto-accepted; its true error is "quality against the truth below the reviewers' bar τ (0.90)", with the
    same quality measure the reviewers use.
 Reports, per class: threshold, auto-accepted items, true error rate among them (with a 95 % Clopper-Pearson
-interval), the target, and the coverage. Several model seeds / cohort halves can be given with --swap.
+interval), the target, and the coverage; and, to tell a weak confidence from a weak model, how the confidence
+ranks the fit half against the truth's own order, and the best order's chance (`oracle_first_step`): that the
+panel accepts all of the 59 masks of best true quality, the most any confidence could make of this model. Several model seeds / cohort halves can be given with --swap.
 
     .venv/bin/python benchmarks/b8_threshold_audit.py --model demo/models/unet/<version> --data demo/cohort
 """
@@ -99,6 +101,42 @@ def majority_with_escalation(accepts: np.ndarray, first: int) -> tuple[np.ndarra
     return accepted, asked
 
 
+def panel_accept_chance(quality: np.ndarray, reviewers: int, escalate_to: int | None, error_rate: float,
+                        tau: float) -> np.ndarray:
+    """The chance that the simulated panel accepts a mask of true quality q, exactly as `majority_with_escalation`
+    decides (``reviewers`` asked; with ``escalate_to``, the rest too where the first ones split): each reviewer
+    accepts independently with sigmoid((q - τ)/s), flipped with ``error_rate`` (ARCHITECTURE §10)."""
+    from scipy.stats import binom
+
+    from qa_workflow.review.simulated_reviewers import accept_probability
+
+    p = np.asarray(accept_probability(quality, tau), dtype=float)
+    p = p * (1 - error_rate) + (1 - p) * error_rate
+    k = escalate_to or reviewers
+    if escalate_to is None:
+        return binom.sf(k // 2, k, p)  # more than half of them accept
+    # the first `reviewers` all accept; or they split and a majority of all k accept
+    chance = p ** reviewers
+    for head in range(1, reviewers):
+        need = k // 2 + 1 - head  # accepts still needed from the k - reviewers asked next
+        chance = chance + binom.pmf(head, reviewers, p) * binom.sf(need - 1, k - reviewers, p)
+    return chance
+
+
+def oracle_first_step(quality: np.ndarray, n: int, **panel) -> dict:
+    """The best any confidence measure could do at the Clopper-Pearson scan's first step: order the masks by
+    their true quality and ask the panel about the ``n`` best. Returns the chance that all ``n`` are accepted
+    (the step passes: a threshold exists) and the expected rejections among them; 0 and None when there are
+    fewer than ``n`` masks. A chance near zero says the model, not the confidence, keeps the class from a
+    threshold."""
+    if len(quality) < n:
+        return {"oracle_first_step_chance": 0.0, "oracle_expected_rejections": None}
+    best = np.sort(np.asarray(quality, dtype=float))[::-1][:n]
+    chance = panel_accept_chance(best, **panel)
+    return {"oracle_first_step_chance": float(np.prod(chance)),
+            "oracle_expected_rejections": float((1 - chance).sum())}
+
+
 def split_halves(subjects: list[str], site_of: dict[str, str]) -> set[str]:
     """The fit half: every other subject of each site (sorted), so both halves hold the pool's mix of sites.
     (Every other subject of the whole pool would not: the pool's sites need not alternate in name order.)"""
@@ -106,6 +144,12 @@ def split_halves(subjects: list[str], site_of: dict[str, str]) -> set[str]:
     for site in sorted({site_of.get(s, "") for s in subjects}):
         fit.update(sorted(s for s in subjects if site_of.get(s, "") == site)[0::2])
     return fit
+
+
+def _chance(oracle: dict) -> str:
+    if oracle["oracle_expected_rejections"] is None:
+        return f"— (fewer than {TOP_N} masks)"
+    return f"{oracle['oracle_first_step_chance']:.2g} ({oracle['oracle_expected_rejections']:.1f} rejections expected)"
 
 
 def audit_at(rows, fit_subjects, tau, args, lines):
@@ -143,6 +187,11 @@ def audit_at(rows, fit_subjects, tau, args, lines):
                              "fit_accept_rate": float(correct.mean()) if len(fit) else None,
                              "votes_per_mask": float(asked.mean()) if len(fit) else None,
                              **ranking_quality(conf, np.array([r[5] for r in fit]), correct)}
+        # the best any confidence could do, on the fit half and on the whole pool (had every mask been reviewed)
+        panel = {"reviewers": args.reviewers, "escalate_to": args.escalate_to, "error_rate": args.error_rate,
+                 "tau": tau}
+        results[cls.name]["oracle_fit"] = oracle_first_step(np.array([r[5] for r in fit]), TOP_N, **panel)
+        results[cls.name]["oracle_pool"] = oracle_first_step(np.array([r[5] for r in items]), TOP_N, **panel)
         # the masks that keep the scan from starting: reviewer noise or model error?
         shown = "; ".join(f"{fit[i][0]}/{fit[i][1]:03d} ({fit[i][4]} px, confidence {fit[i][3]:.3f}, true quality "
                           f"{fit[i][5]:.3f})" for i in results[cls.name]["top_rejected_at"])
@@ -155,6 +204,12 @@ def audit_at(rows, fit_subjects, tau, args, lines):
                  "among the same number ordered by true quality, the best any confidence could do): " + "; ".join(
                      f"{name} AUC {'—' if res['auc'] is None else format(res['auc'], '.3f')}, top {res['top_n']}: "
                      f"{res['top_rejected']} rejected (best order {res['oracle_top_rejected']})"
+                     for name, res in results.items()))
+    lines.append("")
+    lines.append(f"The best order's chance: had the reviewers seen the {TOP_N} masks of best true quality, the chance "
+                 f"that they accept all {TOP_N} (the scan's first step passes), and the rejections expected among "
+                 "them, on the fit half / on the whole pool: " + "; ".join(
+                     f"{name} {_chance(res['oracle_fit'])} / {_chance(res['oracle_pool'])}"
                      for name, res in results.items()))
     if args.escalate_to:
         lines.append("\nReviewers asked per fit mask: " + "; ".join(

@@ -101,6 +101,10 @@ def test_too_few_reviews_gives_null_and_how_many_more():
     assert cp.threshold_ is None and cp.n_above_ == 0 and cp.coverage_ == 0.0 and cp.error_upper_bound_ is None
     assert cp.more_reviews_needed_ == 19
     assert "too few reviews" in cp.reason_ and "19 more review" in cp.reason_
+    assert "40 reviewed item(s), 0 of them rejected" in cp.reason_
+    # the reviews' own record is in the reason: mostly rejected, more reviews alone would hardly help
+    mostly_rejected = ClopperPearsonThreshold().fit(x, np.arange(40) % 4 == 0)
+    assert "40 reviewed item(s), 30 of them rejected" in mostly_rejected.reason_
 
 
 def _with_extra_accepted(x, y, k):
