@@ -15,7 +15,7 @@ For a trained model and the atlas cohort's pool split:
 Reports, per class: threshold, auto-accepted items, true error rate among them (with a 95 % Clopper-Pearson
 interval), the target, and the coverage; and, to tell a weak confidence from a weak model, how the confidence
 ranks the fit half against the truth's own order, and the best order's chance (`oracle_first_step`): that the
-panel accepts all of the 59 masks of best true quality, the most any confidence could make of this model. Several model seeds / cohort halves can be given with --swap.
+panel accepts all of the 59 masks of best true quality, the most any confidence could make of this model.
 
     .venv/bin/python benchmarks/b8_threshold_audit.py --model demo/models/unet/<version> --data demo/cohort
 """
