@@ -9,6 +9,11 @@ about the same human seconds per round (``--budget-seconds``, the cost model of 
    ``strategy="random"`` and ``verify_min=0`` (every chosen mask is verified; the rejected ones are corrected).
 3. ``segqa`` — the loop as it ships: routing by calibrated acceptance within the seconds budget.
 
+A fourth arm runs only when asked for (``--arms no-labels``): ``no-labels`` retrains every round exactly as the
+others do, on the labelled train and val splits alone, with no human second spent: the control that says how
+much of an arm's gain is the retraining itself and how much its labels. A run without all three main arms
+writes its JSON and a table per arm (no targets, no plot).
+
 Every arm retrains with the same options and promotion rule; the curve is the champion's pooled test Dice
 (overall and on site B) after each round against the human seconds spent so far (arms 2-3: the seconds the
 store booked for votes and corrections; arm 1: slices x scratch_s). Mean and standard deviation over seeds, and
@@ -38,6 +43,7 @@ from qa_workflow.contract import CostModel
 from qa_workflow.loop.demo import LoopConfig, Workspace, _site_dice, _test_dice, prepare, round_id, run_round
 
 ARMS = ("scratch", "random-review", "segqa")
+CONTROL = "no-labels"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -69,8 +75,10 @@ def _point(ws: Workspace, network: str, seconds: float, r: int, **extra: object)
             "site_dice": {s: v.get("mean_foreground", math.nan) for s, v in sites.items()}, **extra}
 
 
-def run_scratch(cfg: LoopConfig, ws: Workspace, rounds: int, costs: CostModel, seed: int) -> list[dict]:
-    """Arm 1: random pool slices labelled from scratch, floor(budget / scratch_s) per round."""
+def run_scratch(cfg: LoopConfig, ws: Workspace, rounds: int, costs: CostModel, seed: int, draw: bool = True
+                ) -> list[dict]:
+    """Arm 1: random pool slices labelled from scratch, floor(budget / scratch_s) per round; with ``draw``
+    False, none (the no-labels control: the same retraining on the labelled splits alone)."""
     from qa_workflow.loop.retraining import RetrainSet, retrain_round
     from training.dataset import DatasetWriter, load_png, read_index
 
@@ -78,7 +86,7 @@ def run_scratch(cfg: LoopConfig, ws: Workspace, rounds: int, costs: CostModel, s
     base = read_index(ws.cohort)
     pool = [r for r in base if r.split == "pool"]
     order = np.random.default_rng(seed).permutation(len(pool))
-    per_round = int((cfg.budget_seconds or 0.0) // costs.scratch_s)
+    per_round = int((cfg.budget_seconds or 0.0) // costs.scratch_s) if draw else 0
     curve = [_point(ws, net, 0.0, 0, slices=0)]
     for r in range(1, rounds + 1):
         chosen = [pool[i] for i in order[: per_round * r]]
@@ -308,6 +316,52 @@ def report(curves: dict[str, list[list[dict]]], args: argparse.Namespace, argv: 
     return "\n".join(lines)
 
 
+def arms_table(curves: dict[str, list[list[dict]]], args: argparse.Namespace, argv: Sequence[str], minutes: float,
+               site: str) -> str:
+    """For a run of some arms only: each arm's challenger Dice per round, mean ± sd over seeds."""
+    lines = [f"# B7 — arms {', '.join(curves)} ({datetime.now(UTC).isoformat(timespec='seconds')})", "",
+             f"- command: `.venv/bin/python benchmarks/b7_label_efficiency.py {' '.join(argv)}`",
+             f"- machine: 2-core dev machine, no GPU ({platform.machine()}); wall time {minutes:.1f} min; seeds "
+             f"{', '.join(map(str, args.seeds))}", "",
+             f"| arm | round | human hours (mean) | challenger overall | challenger site {site} |",
+             "|---|---:|---:|---|---|"]
+    for arm, cs in curves.items():
+        s, m, sd = _mean_curve(cs, "challenger")
+        _, mb, sdb = _mean_curve(cs, "challenger", site)
+        lines += [f"| {arm} | {r} | {s[r] / 3600:.2f} | {m[r]:.4f} ± {sd[r]:.4f} | {mb[r]:.4f} ± {sdb[r]:.4f} |"
+                  for r in range(len(s))]
+    if CONTROL in curves and getattr(args, "against", None):
+        lines += ["", *control_gaps(curves[CONTROL], json.loads(Path(args.against).read_text()), site,
+                                    args.against)]
+    return "\n".join(lines) + "\n"
+
+
+def control_gaps(control: list[list[dict]], others: dict[str, list[list[dict]]], site: str, source: str
+                 ) -> list[str]:
+    """What each arm of another run (``others``, its JSON) bought beyond the no-labels control, paired by seed at
+    the last round: the arms of a seed must share the initial model (checked on round 0), and the gap is then
+    the labels' part of the arm's gain; the rest is the retraining itself."""
+    from scipy import stats
+
+    lines = [f"Against `{source}`, paired by seed, last round (challengers): arm − {CONTROL}, and the arm's gain "
+             "over round 0 it makes up:"]
+    for arm, cs in others.items():
+        if len(cs) != len(control) or any(abs(a[0]["challenger"] - c[0]["challenger"]) > 1e-9
+                                           for a, c in zip(cs, control, strict=True)):
+            raise SystemExit(f"{source}: arm {arm} does not share this run's seeds and initial models")
+        for label, which in (("overall", None), (f"site {site}", site)):
+            arm_dice, ctl_dice = _per_seed(cs, which), _per_seed(control, which)
+            gaps = arm_dice[:, -1] - ctl_dice[:, -1]
+            n = len(gaps)
+            half = stats.t.ppf(0.975, n - 1) * gaps.std(ddof=1) / math.sqrt(n) if n > 1 else 0.0
+            gain = float((arm_dice[:, -1] - arm_dice[:, 0]).mean())
+            share = f"{gaps.mean() / gain:.0%}" if gain else "—"
+            lines.append(f"- {arm}, {label}: {gaps.mean():+.4f} (95 % t interval {gaps.mean() - half:+.4f} to "
+                         f"{gaps.mean() + half:+.4f}), ahead in {int((gaps > 0).sum())} of {n} seeds; of its gain "
+                         f"{gain:+.4f} over round 0, {share} from the labels")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -323,7 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--initial-epochs", type=int, default=30)
     ap.add_argument("--retrain-epochs", type=int, default=16)
     ap.add_argument("--site", default="B", help="the shifted site reported on its own")
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=[*ARMS, CONTROL])
+    ap.add_argument("--against", default=None, metavar="JSON",
+                    help=f"with --arms {CONTROL}: another run's JSON (same seeds and settings) whose arms the "
+                         "control is paired with")
     ap.add_argument("--work", default="/tmp/segqa-b7")
     ap.add_argument("--out", default=str(RESULTS / "B7.md"))
     ap.add_argument("--report-only", action="store_true",
@@ -370,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copytree(cfg.workspace, arm_dir, symlinks=True)
             acfg = arm_config(cfg, arm, arm_dir)
             ws = Workspace(arm_dir)
-            curve = (run_scratch(acfg, ws, args.rounds, costs, seed) if arm == "scratch"
-                     else run_loop_arm(acfg, ws, args.rounds))
+            curve = (run_scratch(acfg, ws, args.rounds, costs, seed, draw=arm == "scratch")
+                     if arm in ("scratch", CONTROL) else run_loop_arm(acfg, ws, args.rounds))
             curves[arm].append(curve)
             print(f"[{(time.perf_counter() - t0) / 60:5.1f} min] seed {seed} {arm}: " + ", ".join(
                 f"r{p['round']} {p['seconds'] / 3600:.2f} h Dice {p['dice']:.3f} "
@@ -392,6 +449,11 @@ def finish(curves: dict[str, list[list[dict]]], args: argparse.Namespace, argv: 
     tmp_json.write_text(json.dumps(curves, indent=1, default=str))
     tmp_json.replace(out.with_suffix(".json"))
     if set(curves) != set(ARMS):
+        text = arms_table(curves, args, argv, minutes, args.site)
+        tmp = out.with_suffix(".md.tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
+        print(text)
         return
     png = out.with_suffix(".png")
     plot(curves, png, args.site)

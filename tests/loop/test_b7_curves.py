@@ -51,3 +51,27 @@ def test_paired_gaps_compare_each_seed_with_its_own_arms(b7):
     # t(0.975, 1) = 12.706, sd of (0.02, 0.04) = 0.01414, /sqrt(2) -> half width 0.1271
     assert "-0.0971 to +0.1571" in lines[0]
     assert lines[3].startswith("- segqa − scratch, site B: +0.0450") and lines[3].endswith("ahead in 1 of 2 seeds")
+
+
+def test_a_run_of_some_arms_gets_a_table_per_arm(b7):
+    from argparse import Namespace
+
+    control = [_curve([(0, 0.70), (0, 0.72), (0, 0.73)], site_b=[0.60, 0.61, 0.62]),
+               _curve([(0, 0.72), (0, 0.74), (0, 0.75)], site_b=[0.62, 0.63, 0.66])]
+    text = b7.arms_table({"no-labels": control}, Namespace(seeds=[0, 1]), ["--arms", "no-labels"], 3.0, "B")
+    rows = [line for line in text.splitlines() if line.startswith("| no-labels")]
+    assert len(rows) == 3
+    assert rows[2] == "| no-labels | 2 | 0.00 | 0.7400 ± 0.0100 | 0.6400 ± 0.0200 |"
+    assert "--arms no-labels" in text
+
+
+def test_control_gaps_pair_each_arm_with_the_no_labels_control(b7):
+    control = [_curve([(0, 0.70), (0, 0.72)]), _curve([(0, 0.60), (0, 0.64)])]
+    others = {"segqa": [_curve([(0, 0.70), (900, 0.76)]), _curve([(0, 0.60), (900, 0.66)])]}
+    lines = b7.control_gaps(control, others, "B", "B7.json")
+    # gaps 0.04 and 0.02: mean 0.03; the arm gained 0.06 on average, half of it from the labels
+    assert lines[1].startswith("- segqa, overall: +0.0300 (95 % t interval")
+    assert "ahead in 2 of 2 seeds" in lines[1] and "of its gain +0.0600 over round 0, 50% from the labels" in lines[1]
+    # another run's seeds (other initial models) cannot be paired
+    with pytest.raises(SystemExit, match="does not share"):
+        b7.control_gaps(control, {"segqa": [_curve([(0, 0.71), (900, 0.76)]), others["segqa"][1]]}, "B", "x")
