@@ -448,16 +448,12 @@ def finish(curves: dict[str, list[list[dict]]], args: argparse.Namespace, argv: 
     tmp_json = out.with_suffix(".json.tmp")
     tmp_json.write_text(json.dumps(curves, indent=1, default=str))
     tmp_json.replace(out.with_suffix(".json"))
-    if set(curves) != set(ARMS):
+    if set(curves) == set(ARMS):
+        png = out.with_suffix(".png")
+        plot(curves, png, args.site)
+        text = report(curves, args, argv, minutes, load, png)
+    else:  # some arms only: no targets, no plot
         text = arms_table(curves, args, argv, minutes, args.site)
-        tmp = out.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
-        print(text)
-        return
-    png = out.with_suffix(".png")
-    plot(curves, png, args.site)
-    text = report(curves, args, argv, minutes, load, png)
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(out)

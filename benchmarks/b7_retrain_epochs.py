@@ -62,38 +62,30 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
 
 def pseudo_labelled_set(workspace: Path, rnd: int, threshold: float, out: Path) -> Path:
     """Round ``rnd``'s retraining set plus its unreviewed pool slices, each labelled by the round's probability
-    maps where the most probable class reaches ``threshold`` and IGNORE_LABEL elsewhere; written to ``out``."""
-    import shutil
-
+    maps where the most probable class reaches ``threshold`` and IGNORE_LABEL elsewhere; written to ``out``
+    (replacing what is there) by the project's `DatasetWriter`."""
     import numpy as np
-    from PIL import Image
 
-    from qa_workflow.contract import IGNORE_LABEL, format_slice_id
+    from qa_workflow.contract import IGNORE_LABEL
     from qa_workflow.rounds.predict import load_probability_file, prob_file
-    from training.dataset import SliceRecord, write_index
+    from training.dataset import DatasetWriter, load_png
 
     round_dir = workspace / "rounds" / f"round-{rnd:02d}"
     base = round_dir / "training-set"
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(base, out)
     records = read_index(base)
     have = {(r.subject, r.slice) for r in records}
-    added = []
-    for rec in read_index(workspace / "cohort", splits=["pool"]):
-        if (rec.subject, rec.slice) in have:
-            continue
-        probs, _ = load_probability_file(str(round_dir / "predictions" / prob_file(rec.subject, rec.slice)))
-        labels = probs.argmax(axis=0).astype(np.uint8)
-        labels[probs.max(axis=0) < threshold] = IGNORE_LABEL
-        name = format_slice_id(rec.subject, rec.slice)
-        image, mask = f"images/{name}.png", f"masks/{name}.png"
-        for rel in (image, mask):
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(workspace / "cohort" / rec.image, out / image)
-        Image.fromarray(labels).save(out / mask)
-        added.append(SliceRecord(rec.subject, rec.slice, image, mask, "train", rec.site))
-    write_index(out, [*records, *added])
+    with DatasetWriter(out, overwrite=True, source="b7-pseudo-labels", base_dataset=str(base),
+                       pseudo_label_threshold=threshold) as writer:
+        for rec in records:
+            writer.add(rec.subject, rec.slice, load_png(base / rec.image), load_png(base / rec.mask, "mask"),
+                       rec.split, rec.site)
+        for rec in read_index(workspace / "cohort", splits=["pool"]):
+            if (rec.subject, rec.slice) in have:
+                continue
+            probs, _ = load_probability_file(str(round_dir / "predictions" / prob_file(rec.subject, rec.slice)))
+            labels = probs.argmax(axis=0).astype(np.uint8)
+            labels[probs.max(axis=0) < threshold] = IGNORE_LABEL
+            writer.add(rec.subject, rec.slice, load_png(workspace / "cohort" / rec.image), labels, "train", rec.site)
     return out
 
 

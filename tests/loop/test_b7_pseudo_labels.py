@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qa_workflow.contract import IGNORE_LABEL
+from qa_workflow.contract import IGNORE_LABEL, IMAGE_HEIGHT, IMAGE_WIDTH
 from training.dataset import SliceRecord, read_index, write_index
 
-H, W = 6, 5
+H, W = IMAGE_HEIGHT, IMAGE_WIDTH
 
 
 def _slice(root: Path, subject: str, index: int, split: str, site: str, label: int) -> SliceRecord:
